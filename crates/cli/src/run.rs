@@ -1,0 +1,229 @@
+//! `turbo-coder run "TASK" [--apply]`: plan the task and, when applying, carry it out in the
+//! workdir; dry run (plan only) otherwise, as the original tool did.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tokio::sync::broadcast::error::RecvError;
+use turbo_config::Config;
+use turbo_core::protocol::FailureKind;
+use turbo_core::task::{DevelopmentTask, TaskStatus};
+use turbo_core::validate::Validate;
+use turbo_orchestrator::RunResult;
+
+use crate::embedded::{Embedded, Models};
+use crate::exit::{self, Exit};
+use crate::render::{Renderer, plan_text};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// What to build, e.g. "add a /health endpoint returning 200 to app.py".
+    pub task: String,
+    /// Carry the plan out (write files, run tests, review). Without it: plan only, change nothing.
+    #[arg(long)]
+    pub apply: bool,
+    /// Tool-loop steps per phase (MAX_STEPS).
+    #[arg(long)]
+    pub max_steps: Option<u32>,
+    /// Planner model (PLANNER_MODEL).
+    #[arg(long)]
+    pub planner_model: Option<String>,
+    /// Coder model (CODER_MODEL); also used by tester and reviewer unless they are configured.
+    #[arg(long)]
+    pub coder_model: Option<String>,
+    /// The project directory to work in (default: the current directory).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Print one JSON event per line on stdout instead of progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), Exit> {
+    if let Some(n) = args.max_steps {
+        config.run.max_steps = n;
+    }
+    if let Some(m) = &args.planner_model {
+        config.models.planner.model = m.clone();
+    }
+    if let Some(m) = &args.coder_model {
+        config.models.coder.model = m.clone();
+    }
+    if args.apply {
+        config.run.dry_run = false;
+    }
+    config.validate().map_err(|e| Exit::new(exit::USAGE, e.to_string()))
+}
+
+fn workdir(args: &RunArgs, execute: bool) -> Result<PathBuf, Exit> {
+    let dir = match &args.workdir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| Exit::new(exit::USAGE, format!("cannot read the current directory: {e}; pass --workdir")))?,
+    };
+    let dir = dir.canonicalize().map_err(|e| {
+        Exit::new(
+            exit::USAGE,
+            format!("workdir {} does not exist or cannot be read: {e}; pass an existing --workdir", dir.display()),
+        )
+    })?;
+    if !dir.is_dir() {
+        return Err(Exit::new(exit::USAGE, format!("workdir {} is not a directory", dir.display())));
+    }
+    if execute {
+        tempfile::NamedTempFile::new_in(&dir).map_err(|e| {
+            Exit::new(
+                exit::STORAGE,
+                format!(
+                    "cannot write in workdir {}: {e}; pick a writable --workdir or fix its permissions",
+                    dir.display()
+                ),
+            )
+        })?;
+    }
+    Ok(dir)
+}
+
+/// Checks the endpoints before starting, so a wrong host, key or model fails in a second with
+/// one clear message instead of mid-run.
+async fn preflight(models: &Models, config: &Config, execute: bool) -> Result<(), Exit> {
+    let mut checked: Vec<(String, String)> = Vec::new();
+    let mut targets = vec![&models.planner];
+    if execute {
+        targets.extend([&models.coder, &models.tester, &models.reviewer]);
+    }
+    for model in targets {
+        let s = model.settings();
+        let key = (s.base_url.clone(), s.model.clone());
+        if checked.contains(&key) {
+            continue;
+        }
+        model.check_model().await.map_err(|e| Exit::new(exit::for_model_error(&e), e.to_string()))?;
+        checked.push(key);
+    }
+    let _ = config;
+    Ok(())
+}
+
+pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
+    apply_flags(config, &args)?;
+    let execute = !config.run.dry_run;
+    // Validate the request before touching anything.
+    let probe = DevelopmentTask::from_request(Default::default(), &args.task);
+    if let Err(e) = probe.validate() {
+        return Err(Exit::new(exit::USAGE, format!("the task is not usable: {e}")));
+    }
+    let dir = workdir(&args, execute)?;
+    let store = crate::open_store(config).await?;
+    let models = Models::connect(config)?;
+    preflight(&models, config, execute).await?;
+    let project = crate::project::project_for(&store, &dir).await?;
+    let task = DevelopmentTask::from_request(project.id, &args.task);
+
+    let embedded = Embedded::start(config, store.clone(), &models).await?;
+    let mut events = embedded.recorder.subscribe();
+    let task_id = match embedded.orchestrator.submit(task, dir.to_string_lossy().to_string(), execute).await {
+        Ok(id) => id,
+        Err(e) => {
+            embedded.shutdown().await;
+            return Err(Exit::new(exit::USAGE, e.to_string()));
+        }
+    };
+    let mut renderer = Renderer::new(args.json);
+    let orchestrator = embedded.orchestrator.clone();
+    let wait = orchestrator.wait(task_id);
+    tokio::pin!(wait);
+    let mut interrupted = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut wait => break r,
+            ev = events.recv() => match ev {
+                Ok(e) if e.task_id == task_id => renderer.event(&e),
+                Ok(_) => {}
+                // Fell behind the broadcast: the store has every event.
+                Err(RecvError::Lagged(_)) => {
+                    for e in store.events(task_id, renderer.last_seq).await.unwrap_or_default() {
+                        renderer.event(&e);
+                    }
+                }
+                Err(RecvError::Closed) => {}
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("cancelling the task (Ctrl-C again to force quit)...");
+                let _ = orchestrator.cancel(task_id).await;
+            }
+        }
+    };
+    embedded.recorder.flush().await;
+    for e in store.events(task_id, renderer.last_seq).await.unwrap_or_default() {
+        renderer.event(&e);
+    }
+    renderer.finish();
+    let failed_writes = embedded.recorder.failed_writes();
+    embedded.shutdown().await;
+    let result = result.map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
+    let code = code_for(&result, execute);
+    if args.json {
+        let summary = serde_json::json!({
+            "type": "result",
+            "task_id": result.task.id,
+            "status": result.task.status,
+            "exit_code": code,
+            "failure": result.failure,
+            "generated_files": result.task.generated_files,
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+        });
+        println!("{summary}");
+    } else {
+        print_summary(&result, execute, renderer.elapsed());
+    }
+    if failed_writes > 0 {
+        eprintln!("warning: {failed_writes} event(s) could not be stored; `tasks show` will be incomplete");
+    }
+    Ok(code)
+}
+
+fn code_for(r: &RunResult, execute: bool) -> u8 {
+    match (&r.failure, r.task.status) {
+        (Some(f), _) => exit::for_failure(f.kind),
+        (None, TaskStatus::Completed) => exit::OK,
+        (None, TaskStatus::Planned) if !execute => exit::OK,
+        (None, TaskStatus::Cancelled) => exit::for_failure(FailureKind::Cancelled),
+        (None, _) => exit::INTERNAL,
+    }
+}
+
+fn print_summary(r: &RunResult, execute: bool, elapsed: std::time::Duration) {
+    let t = &r.task;
+    println!();
+    if let Some(plan) = t.execution_plan.as_ref().filter(|_| !execute) {
+        print!("{}", plan_text(plan));
+    }
+    match &r.failure {
+        Some(f) => println!("✘ task {} {}: {}", t.id, t.status, f.message),
+        None if !execute => {
+            println!("dry run: nothing was changed. Run again with --apply to carry out this plan (task {}).", t.id)
+        }
+        None => println!("✔ task {} {}", t.id, t.status),
+    }
+    if !t.generated_files.is_empty() {
+        println!("files changed: {}", t.generated_files.join(", "));
+    }
+    if let Some(tr) = &t.test_results {
+        println!("tests: `{}` {} (round {})", tr.command, if tr.success { "passed" } else { "failed" }, tr.rounds);
+    }
+    if let Some(review) = &t.review_status {
+        println!("review: {review}");
+        for f in &t.feedback {
+            println!("  {f}");
+        }
+    }
+    println!(
+        "tokens: {} prompt + {} completion · {:.1}s",
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+        elapsed.as_secs_f64()
+    );
+}

@@ -1,0 +1,457 @@
+//! Configuration of turbo-coder, layered from lowest to highest precedence:
+//! built-in defaults, a TOML file, the environment variable names users of the original
+//! Python tool already set (`TURBO_HOST`, `PLANNER_MODEL`, ...), `TURBO_CODER__SECTION__KEY`
+//! variables, then command-line flags (applied by the caller on the loaded value).
+//!
+//! The environment is passed in as a map rather than read here, so tests need no `set_var`.
+//!
+//! # Layout
+//! - `error`: what went wrong, naming the key.
+//! - this file: the [`Config`] tree, its defaults, loading and validation.
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+pub use turbo_llm::{ModelSettings, Provider, ToolMode};
+
+pub use error::{Error, Result};
+
+/// Remote Ollama host used for planning when nothing else is configured.
+pub const DEFAULT_TURBO_HOST: &str = "https://ollama.com";
+pub const DEFAULT_LOCAL_HOST: &str = "http://localhost:11434";
+pub const DEFAULT_PLANNER_MODEL: &str = "gpt-oss:120b";
+pub const DEFAULT_CODER_MODEL: &str = "qwen2.5-coder:7b";
+
+/// The environment variables of the original tool and the keys they set.
+pub const LEGACY_ENV: &[(&str, &str)] = &[
+    ("OLLAMA_API_KEY", "models.planner.api_key"),
+    ("TURBO_HOST", "models.planner.base_url"),
+    ("PLANNER_MODEL", "models.planner.model"),
+    ("CODER_MODEL", "models.coder.model"),
+    ("OLLAMA_LOCAL", "models.coder.base_url"),
+    ("MAX_STEPS", "run.max_steps"),
+    ("REQUEST_TIMEOUT_S", "models.*.request_timeout_s"),
+    ("DRY_RUN", "run.dry_run"),
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub models: Models,
+    pub run: RunConfig,
+    pub store: StoreConfig,
+    pub telemetry: TelemetryConfig,
+    pub services: ServicesConfig,
+}
+
+/// One model endpoint per agent role; tester and reviewer use the coder's unless set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Models {
+    pub planner: ModelSettings,
+    pub coder: ModelSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tester: Option<ModelSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<ModelSettings>,
+}
+
+impl Models {
+    pub fn tester(&self) -> &ModelSettings {
+        self.tester.as_ref().unwrap_or(&self.coder)
+    }
+
+    pub fn reviewer(&self) -> &ModelSettings {
+        self.reviewer.as_ref().unwrap_or(&self.coder)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Tool-loop steps an agent may take in one phase (`MAX_STEPS`).
+    pub max_steps: u32,
+    /// Plan only, change nothing (`DRY_RUN`; `run --apply` turns it off).
+    pub dry_run: bool,
+    /// Whole-task deadline.
+    pub task_timeout_s: u64,
+    /// Times the planner is asked again after producing an invalid plan.
+    pub plan_attempts: u32,
+    /// Test-fix rounds: failing tests go back to the coder at most this many times.
+    pub test_rounds: u32,
+    /// Review-fix rounds: requested changes go back to the coder at most this many times.
+    pub review_rounds: u32,
+    /// Deadline of a single tool call.
+    pub tool_timeout_s: u64,
+    /// Bytes of tool output shown to a model.
+    pub tool_output_cap: usize,
+    /// Stream model output (time to first token is measured either way).
+    pub stream: bool,
+    /// Actors per agent role in this process.
+    pub agents_per_role: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: 25,
+            dry_run: true,
+            task_timeout_s: 3600,
+            plan_attempts: 3,
+            test_rounds: 3,
+            review_rounds: 1,
+            tool_timeout_s: 120,
+            tool_output_cap: 16 * 1024,
+            stream: true,
+            agents_per_role: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Database URL (`sqlite:///path/turbo.db`, `postgres://...`); default: `turbo.db` in `data_dir`.
+    pub url: Option<String>,
+    /// Where the embedded database lives; default: the user's data directory + `turbo-coder`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| dirs::data_dir().map(|d| d.join("turbo-coder")))
+            .unwrap_or_else(|| PathBuf::from(".turbo-coder"))
+    }
+
+    /// The database to open: `url` when set, else a SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir().join("turbo.db").display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directive, e.g. `info` or `turbo=debug`.
+    pub log: String,
+    /// Log lines as JSON (for the cluster) instead of text.
+    pub json_logs: bool,
+    /// OTLP gRPC endpoint for traces, e.g. `http://localhost:4317`; none = no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log: "warn".into(), json_logs: false, otlp_endpoint: None }
+    }
+}
+
+/// Listen addresses of the services when started with `turbo-coder serve`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    pub gateway: String,
+    pub orchestrator: String,
+    pub agent_worker: String,
+    pub knowledge: String,
+    pub tool_runner: String,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            gateway: "127.0.0.1:8080".into(),
+            orchestrator: "127.0.0.1:50051".into(),
+            agent_worker: "127.0.0.1:50052".into(),
+            knowledge: "127.0.0.1:50053".into(),
+            tool_runner: "127.0.0.1:50054".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            models: Models {
+                planner: ModelSettings::new(Provider::Ollama, DEFAULT_TURBO_HOST, DEFAULT_PLANNER_MODEL),
+                coder: ModelSettings::new(Provider::Ollama, DEFAULT_LOCAL_HOST, DEFAULT_CODER_MODEL),
+                tester: None,
+                reviewer: None,
+            },
+            run: RunConfig::default(),
+            store: StoreConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            services: ServicesConfig::default(),
+        }
+    }
+}
+
+/// The default config file: `$XDG_CONFIG_HOME/turbo-coder/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("turbo-coder").join("config.toml"))
+}
+
+impl Config {
+    /// Loads defaults < `file` (must exist when given) < legacy env names < `TURBO_CODER__*` env,
+    /// then validates. `env` is the process environment (or a test's).
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config> {
+        let defaults = config::Config::try_from(&Config::default()).map_err(|e| Error::Parse(e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::File { path: path.to_path_buf(), reason: e.to_string() })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        // Overrides would beat every source; the legacy names must rank below TURBO_CODER__*,
+        // so they go in as a source of their own.
+        let mut legacy = config::Config::builder();
+        for (key, value) in legacy_overrides(env)? {
+            legacy = legacy.set_override(key, value).map_err(|e| Error::Parse(e.to_string()))?;
+        }
+        builder = builder.add_source(legacy.build().map_err(|e| Error::Parse(e.to_string()))?);
+        let prefixed: config::Map<String, String> =
+            env.iter().filter(|(k, _)| k.starts_with("TURBO_CODER__")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("TURBO_CODER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(prefixed)),
+        );
+        let merged = builder.build().map_err(|e| Error::Parse(e.to_string()))?;
+        let config: Config = merged.try_deserialize().map_err(|e| {
+            let where_ = file.map(|p| format!(" (file {})", p.display())).unwrap_or_default();
+            Error::Parse(format!("{e}{where_}"))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: URLs, ranges, non-empty names.
+    pub fn validate(&self) -> Result<()> {
+        let roles = [
+            ("models.planner", Some(&self.models.planner)),
+            ("models.coder", Some(&self.models.coder)),
+            ("models.tester", self.models.tester.as_ref()),
+            ("models.reviewer", self.models.reviewer.as_ref()),
+        ];
+        for (key, settings) in roles {
+            let Some(s) = settings else { continue };
+            if !(s.base_url.starts_with("http://") || s.base_url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("{key}.base_url"),
+                    format!("'{}' must start with http:// or https://", s.base_url),
+                ));
+            }
+            if s.model.trim().is_empty() {
+                return Err(invalid(format!("{key}.model"), "must name a model, e.g. qwen2.5-coder:7b"));
+            }
+            if s.request_timeout_s == 0 {
+                return Err(invalid(format!("{key}.request_timeout_s"), "must be at least 1 second"));
+            }
+            if s.num_ctx == Some(0) || s.max_context < 256 {
+                return Err(invalid(format!("{key}.max_context"), "context lengths must be at least 256 tokens"));
+            }
+        }
+        let r = &self.run;
+        for (key, value, min) in [
+            ("run.max_steps", u64::from(r.max_steps), 1),
+            ("run.task_timeout_s", r.task_timeout_s, 1),
+            ("run.plan_attempts", u64::from(r.plan_attempts), 1),
+            ("run.tool_timeout_s", r.tool_timeout_s, 1),
+            ("run.tool_output_cap", r.tool_output_cap as u64, 256),
+            ("run.agents_per_role", r.agents_per_role as u64, 1),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as TOML with secrets replaced, for `config show`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        for s in [
+            Some(&mut c.models.planner),
+            Some(&mut c.models.coder),
+            c.models.tester.as_mut(),
+            c.models.reviewer.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if s.api_key.is_some() {
+                s.api_key = Some("<redacted>".into());
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Error {
+    Error::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// Maps the original tool's variables onto config keys.
+fn legacy_overrides(env: &BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    for (var, key) in [
+        ("OLLAMA_API_KEY", "models.planner.api_key"),
+        ("TURBO_HOST", "models.planner.base_url"),
+        ("PLANNER_MODEL", "models.planner.model"),
+        ("CODER_MODEL", "models.coder.model"),
+        ("OLLAMA_LOCAL", "models.coder.base_url"),
+        ("MAX_STEPS", "run.max_steps"),
+    ] {
+        if let Some(v) = get(var) {
+            if key == "run.max_steps" && v.parse::<u32>().is_err() {
+                return Err(invalid("MAX_STEPS", format!("'{v}' is not a whole number")));
+            }
+            out.push((key.to_string(), v));
+        }
+    }
+    if let Some(v) = get("REQUEST_TIMEOUT_S") {
+        // The original accepted fractional seconds; round up so "0.5" is not a zero timeout.
+        let secs: f64 =
+            v.parse().map_err(|_| invalid("REQUEST_TIMEOUT_S", format!("'{v}' is not a number of seconds")))?;
+        if secs.is_nan() || secs <= 0.0 {
+            return Err(invalid("REQUEST_TIMEOUT_S", format!("must be positive, got {v}")));
+        }
+        let secs = (secs.ceil() as u64).to_string();
+        for role in ["planner", "coder"] {
+            out.push((format!("models.{role}.request_timeout_s"), secs.clone()));
+        }
+    }
+    if let Some(v) = get("DRY_RUN") {
+        let b = match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => "true",
+            "0" | "false" | "no" | "off" => "false",
+            _ => return Err(invalid("DRY_RUN", format!("'{v}' is not a boolean: use 1/0, true/false"))),
+        };
+        out.push(("run.dry_run".to_string(), b.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_send_the_planner_to_the_turbo_host_and_the_coder_local() {
+        let c = Config::load(None, &BTreeMap::new()).unwrap();
+        assert_eq!(c.models.planner.base_url, DEFAULT_TURBO_HOST);
+        assert_eq!(c.models.coder.base_url, DEFAULT_LOCAL_HOST);
+        assert!(c.run.dry_run);
+        assert_eq!(c.models.tester(), &c.models.coder);
+    }
+
+    #[test]
+    fn legacy_variables_map_to_their_keys() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("TURBO_HOST", "https://turbo.example"),
+                ("OLLAMA_API_KEY", "k-123"),
+                ("PLANNER_MODEL", "big:1"),
+                ("CODER_MODEL", "small:2"),
+                ("OLLAMA_LOCAL", "http://127.0.0.1:9"),
+                ("MAX_STEPS", "7"),
+                ("REQUEST_TIMEOUT_S", "2.5"),
+                ("DRY_RUN", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.models.planner.base_url, "https://turbo.example");
+        assert_eq!(c.models.planner.api_key.as_deref(), Some("k-123"));
+        assert_eq!(c.models.coder.api_key, None, "the turbo key must not leak to the local host");
+        assert_eq!(c.models.planner.model, "big:1");
+        assert_eq!(c.models.coder.model, "small:2");
+        assert_eq!(c.models.coder.base_url, "http://127.0.0.1:9");
+        assert_eq!(c.run.max_steps, 7);
+        assert_eq!(c.models.planner.request_timeout_s, 3);
+        assert_eq!(c.models.coder.request_timeout_s, 3);
+        assert!(!c.run.dry_run);
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_legacy_then_prefixed_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[run]\nmax_steps = 3\ntest_rounds = 9\n[models.coder]\nprovider = \"openai\"\nbase_url = \"http://file\"\nmodel = \"from-file\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &env(&[("MAX_STEPS", "4"), ("TURBO_CODER__RUN__MAX_STEPS", "5")])).unwrap();
+        assert_eq!(c.run.max_steps, 5, "TURBO_CODER__ beats legacy beats file");
+        assert_eq!(c.run.test_rounds, 9);
+        assert_eq!(c.models.coder.provider, Provider::Openai);
+        assert_eq!(c.models.coder.model, "from-file");
+        let c = Config::load(Some(&path), &env(&[("MAX_STEPS", "4")])).unwrap();
+        assert_eq!(c.run.max_steps, 4);
+        let c = Config::load(Some(&path), &BTreeMap::new()).unwrap();
+        assert_eq!(c.run.max_steps, 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[run]\nmax_stepz = 3\n").unwrap();
+        let err = Config::load(Some(&path), &BTreeMap::new()).unwrap_err().to_string();
+        assert!(err.contains("max_stepz"), "{err}");
+
+        let err = Config::load(None, &env(&[("MAX_STEPS", "many")])).unwrap_err().to_string();
+        assert!(err.contains("MAX_STEPS") && err.contains("many"), "{err}");
+        let err = Config::load(None, &env(&[("DRY_RUN", "maybe")])).unwrap_err().to_string();
+        assert!(err.contains("DRY_RUN"), "{err}");
+        let err = Config::load(None, &env(&[("OLLAMA_LOCAL", "localhost:11434")])).unwrap_err().to_string();
+        assert!(err.contains("models.coder.base_url"), "{err}");
+        let err = Config::load(None, &env(&[("TURBO_CODER__RUN__MAX_STEPS", "0")])).unwrap_err().to_string();
+        assert!(err.contains("run.max_steps"), "{err}");
+        let err = Config::load(Some(Path::new("/nonexistent/turbo.toml")), &BTreeMap::new()).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/turbo.toml"), "{err}");
+    }
+
+    #[test]
+    fn redacted_toml_hides_keys_and_loads_back() {
+        let c = Config::load(None, &env(&[("OLLAMA_API_KEY", "secret-key")])).unwrap();
+        let text = c.to_redacted_toml();
+        assert!(!text.contains("secret-key"));
+        assert!(text.contains("<redacted>"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let back = Config::load(Some(&path), &BTreeMap::new()).unwrap();
+        assert_eq!(back.run, c.run);
+    }
+
+    #[test]
+    fn the_example_files_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&path), &BTreeMap::new()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example config in {}", root.display());
+    }
+}

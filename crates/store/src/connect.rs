@@ -1,0 +1,147 @@
+//! Opening a database and bringing its schema up to date.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+use crate::Store;
+use crate::error::{Error, Result, redact};
+use crate::migration::Migrator;
+
+/// How long a SQLite writer waits for another one before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Connects to `sqlite:///abs/path/turbo.db`, `sqlite::memory:` or `postgres://...` and runs
+    /// pending migrations. A SQLite file is created if missing, in WAL mode with foreign keys on,
+    /// a 5 s busy timeout and `synchronous=NORMAL`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::connect_postgres(url).await;
+        }
+        if url.starts_with("sqlite:") {
+            let (_, params) = url.split_once('?').unwrap_or((url, ""));
+            let memory = url.starts_with("sqlite::memory:") || params.split('&').any(|p| p == "mode=memory");
+            if memory {
+                return Self::connect_sqlite(url, None).await;
+            }
+            let opts = SqliteConnectOptions::from_str(url).map_err(|_| Error::UnsupportedUrl { url: redact(url) })?;
+            let path = opts.get_filename().to_path_buf();
+            return Self::connect_sqlite(url, Some(path)).await;
+        }
+        Err(Error::UnsupportedUrl { url: redact(url) })
+    }
+
+    /// Opens (creating it and its parent directories if needed) the SQLite database at `path`.
+    /// A path that cannot be written gives [`Error::Unwritable`] naming it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let unwritable = |reason: String| Error::Unwritable { path: path.to_path_buf(), reason };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if parent.exists() && !parent.is_dir() {
+                return Err(unwritable(format!("{} is a file, not a directory", parent.display())));
+            }
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| unwritable(format!("cannot create directory {}: {e}", parent.display())))?;
+        }
+        if path.is_dir() {
+            return Err(unwritable("it is a directory".to_string()));
+        }
+        // sea-orm wants a URL, but a path may hold what a URL cannot carry as is (`?`, `#`,
+        // `%`, bytes that are not UTF-8); so the URL is a placeholder and the real path is set
+        // on the driver's options, which take a `Path`.
+        Self::connect_sqlite("sqlite://turbo.db", Some(path.to_path_buf())).await
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgres",
+            _ => "unsupported",
+        }
+    }
+
+    /// `file` is None for an in-memory database.
+    async fn connect_sqlite(url: &str, file: Option<PathBuf>) -> Result<Self> {
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.sqlx_logging(false);
+        let driver_file = file.clone();
+        opts.map_sqlx_sqlite_opts(move |o| {
+            let o = o
+                .create_if_missing(true)
+                .foreign_keys(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .synchronous(SqliteSynchronous::Normal);
+            match &driver_file {
+                // WAL lets readers go on while one connection writes.
+                Some(f) => o.filename(f).journal_mode(SqliteJournalMode::Wal),
+                // In-memory databases have no WAL.
+                None => o,
+            }
+        });
+        match &file {
+            Some(_) => {
+                opts.max_connections(4);
+            }
+            None => {
+                // An in-memory database lives as long as one of its connections: keep exactly
+                // one open for the life of the pool.
+                opts.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+            }
+        }
+        let db = Database::connect(opts).await.map_err(|e| match &file {
+            Some(path) => sqlite_file_error(path, e.to_string())
+                .unwrap_or_else(|| Error::Unwritable { path: path.clone(), reason: e.to_string() }),
+            None => Error::Unreachable { url: url.to_string(), reason: e.to_string() },
+        })?;
+        let store = Store { db };
+        store.migrate().await.map_err(|e| match (&file, &e) {
+            (Some(path), Error::Db { source, .. }) => sqlite_file_error(path, source.to_string()).unwrap_or(e),
+            _ => e,
+        })?;
+        Ok(store)
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Self> {
+        let mut opts = ConnectOptions::new(url.to_string());
+        // The acquire timeout also bounds connecting: a refused connection (a server still
+        // starting) is retried until then, so a cluster whose database comes up a few seconds
+        // late still starts, while a wrong address fails within seconds.
+        opts.sqlx_logging(false).max_connections(10).acquire_timeout(Duration::from_secs(10));
+        let db: DatabaseConnection = Database::connect(opts)
+            .await
+            .map_err(|e| Error::Unreachable { url: redact(url), reason: e.to_string() })?;
+        let store = Store { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations; applied ones are recorded, so this is a no-op the second time.
+    async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.db, None)
+            .await
+            .map_err(|source| Error::Db { action: "run database migrations".to_string(), source })
+    }
+}
+
+/// Says what is wrong with a SQLite file that failed to open or migrate, when the driver's
+/// message tells: not a database at all, or a place that cannot be written.
+fn sqlite_file_error(path: &Path, reason: String) -> Option<Error> {
+    if reason.contains("file is not a database") {
+        return Some(Error::Corrupt {
+            what: format!("database file {}", path.display()),
+            reason: format!("it is not a SQLite database ({reason})"),
+        });
+    }
+    let unwritable = ["readonly", "unable to open", "disk I/O error", "Permission denied", "Read-only file system"];
+    if unwritable.iter().any(|m| reason.contains(m)) {
+        return Some(Error::Unwritable { path: path.to_path_buf(), reason });
+    }
+    None
+}

@@ -1,0 +1,12 @@
+//! sea-orm entities, one per table. They stay private to the crate: callers get the plain row
+//! structs of [`crate::rows`], so they never depend on sea-orm. Integers are `i64` throughout
+//! because Postgres has no unsigned types and decodes each integer width strictly.
+
+pub(crate) mod event;
+pub(crate) mod phase;
+pub(crate) mod plan;
+pub(crate) mod project;
+pub(crate) mod step;
+pub(crate) mod task;
+pub(crate) mod token_usage;
+pub(crate) mod tool_call;

@@ -1,0 +1,101 @@
+//! What can go wrong in the store, each message saying what to do about it.
+
+use std::path::PathBuf;
+
+use sea_orm::DbErr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or failed a statement.
+    #[error("cannot {action}: {source}; check that the database is reachable and not full")]
+    Db {
+        /// What the store was doing, e.g. `insert task 3f2a…`.
+        action: String,
+        #[source]
+        source: DbErr,
+    },
+
+    #[error("no {what} with id '{id}' is stored; list what is stored (e.g. `tasks list`) and use one of those ids")]
+    NotFound { what: &'static str, id: String },
+
+    #[error("id prefix '{prefix}' matches {} tasks ({}); type more characters of the id", matches.len(), matches.join(", "))]
+    Ambiguous { prefix: String, matches: Vec<String> },
+
+    /// A stored row that no longer decodes: edited by hand or written by an incompatible version.
+    #[error("{what} is stored but cannot be read: {reason}; restore it from a backup or remove it")]
+    Corrupt { what: String, reason: String },
+
+    #[error("cannot open database at {}: {reason}; set TURBO_CODER__STORE__URL or --data-dir to a writable place", path.display())]
+    Unwritable { path: PathBuf, reason: String },
+
+    /// A database server that could not be reached (the URL is shown without its password).
+    #[error(
+        "cannot connect to database at {url}: {reason}; check that the server is running and that the URL's host, user, password and database are right (TURBO_CODER__STORE__URL)"
+    )]
+    Unreachable { url: String, reason: String },
+
+    #[error(
+        "unsupported database url '{url}': use sqlite:///abs/path/turbo.db, sqlite::memory: or postgres://user@host:5432/db"
+    )]
+    UnsupportedUrl { url: String },
+
+    /// A value the store refuses, e.g. an event seq of 0 or a task id prefix of 2 characters.
+    #[error("{what} is invalid: {reason}")]
+    Invalid { what: String, reason: String },
+
+    /// A write that collides with a stored row.
+    #[error("{what} conflicts with a stored row: {reason}")]
+    Conflict { what: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `map_err` adapter naming the action that failed.
+pub(crate) fn db(action: impl Into<String>) -> impl FnOnce(DbErr) -> Error {
+    move |source| Error::Db { action: action.into(), source }
+}
+
+/// Whether a statement failed on a unique or primary key constraint.
+pub(crate) fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// A URL as it may be shown: the password replaced, so errors and logs never leak it.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:secret@db:5432/x"), "postgres://u:***@db:5432/x");
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = Error::Unwritable { path: "/x/turbo.db".into(), reason: "permission denied".into() };
+        assert_eq!(
+            e.to_string(),
+            "cannot open database at /x/turbo.db: permission denied; set TURBO_CODER__STORE__URL or --data-dir to a writable place"
+        );
+        let e = Error::Ambiguous { prefix: "abcd".into(), matches: vec!["abcd1".into(), "abcd2".into()] };
+        assert_eq!(e.to_string(), "id prefix 'abcd' matches 2 tasks (abcd1, abcd2); type more characters of the id");
+    }
+}

@@ -1,0 +1,14 @@
+//! Schema migrations, run by [`crate::Store::connect`]. The same migrations run on SQLite and
+//! Postgres, so they use only what sea-query renders portably.
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+mod m20261125_000001_init;
+
+pub(crate) struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_init::Migration)]
+    }
+}

@@ -1,0 +1,138 @@
+//! The plain values the store returns, so callers never depend on sea-orm.
+
+use chrono::{DateTime, Utc};
+use turbo_core::agent::AgentRole;
+use turbo_core::ids::{PlanId, TaskId};
+use turbo_core::task::{DevelopmentTask, TaskStatus};
+use turbo_core::tool::TokenUsage;
+
+/// A task as stored, with the workspace it runs in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTask {
+    pub task: DevelopmentTask,
+    /// Absolute path of the task's workspace on the tool-runner.
+    pub workspace: String,
+}
+
+/// Which tasks [`crate::Store::list_tasks`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    /// At most this many; 0 means no limit.
+    pub limit: u64,
+}
+
+impl Default for TaskFilter {
+    fn default() -> Self {
+        Self { status: None, limit: 50 }
+    }
+}
+
+/// One line of `tasks list`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSummary {
+    pub id: TaskId,
+    pub title: String,
+    pub status: TaskStatus,
+    pub progress: f64,
+    pub current_phase: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Prompt plus completion tokens over all model calls of the task.
+    pub total_tokens: u64,
+}
+
+/// Where a phase of a plan stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PhaseStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl PhaseStatus {
+    pub const ALL: &'static [PhaseStatus] =
+        &[PhaseStatus::Pending, PhaseStatus::Running, PhaseStatus::Succeeded, PhaseStatus::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseStatus::Pending => "pending",
+            PhaseStatus::Running => "running",
+            PhaseStatus::Succeeded => "succeeded",
+            PhaseStatus::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<PhaseStatus> {
+        PhaseStatus::ALL.iter().copied().find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for PhaseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One phase of a task's latest plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseRow {
+    pub task_id: TaskId,
+    pub plan_id: PlanId,
+    pub name: String,
+    /// Index in the plan's execution order, from 0.
+    pub position: u32,
+    /// None when the phase's agent_type names no role and it has not started.
+    pub role: Option<AgentRole>,
+    pub status: PhaseStatus,
+    /// 0 until the phase first starts.
+    pub attempt: u32,
+    pub summary: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One iteration of an agent's tool loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRow {
+    pub task_id: TaskId,
+    pub phase: String,
+    pub step: u32,
+    /// The role of the phase, when the plan names it.
+    pub role: Option<AgentRole>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One tool call and, once its result arrived, how it went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCallRow {
+    pub task_id: TaskId,
+    pub phase: String,
+    pub step: u32,
+    pub tool: String,
+    /// Seq of the `ToolCall` event.
+    pub call_seq: u64,
+    pub arguments: serde_json::Value,
+    /// None while no result has arrived.
+    pub success: Option<bool>,
+    /// What the model was shown, shortened.
+    pub output: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One model call and what it cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageRow {
+    pub task_id: TaskId,
+    /// Seq of the `ModelCall` event.
+    pub event_seq: u64,
+    pub role: AgentRole,
+    pub phase: Option<String>,
+    pub model: String,
+    pub usage: TokenUsage,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub at: DateTime<Utc>,
+}

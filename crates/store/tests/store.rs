@@ -1,0 +1,816 @@
+//! The store's behaviour, each scenario run against SQLite (a fresh file in a temp dir) and
+//! Postgres (a fresh database, dropped afterwards).
+//!
+//! Postgres: `postgres://postgres@127.0.0.1:5432/test`, or TURBO_TEST_POSTGRES_URL. When it is
+//! unreachable the Postgres tests fail saying how to start it; TURBO_TEST_SKIP_POSTGRES=1 skips
+//! them instead.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Timelike, Utc};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::json;
+use uuid::Uuid;
+
+use turbo_core::agent::AgentRole;
+use turbo_core::event::{EventKind, TaskEvent};
+use turbo_core::ids::{PlanId, ProjectId, TaskId};
+use turbo_core::plan::{ExecutionPhase, ExecutionPlan, ResourceRequirements};
+use turbo_core::project::{Language, ProjectMetadata, ProjectType};
+use turbo_core::task::{DevelopmentTask, TaskStatus, TestResults};
+use turbo_core::tool::TokenUsage;
+use turbo_store::{Error, PhaseStatus, Store, TaskFilter};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs `scenario` with the URL of a fresh SQLite file.
+async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("turbo.db").display());
+    scenario(url).await;
+}
+
+/// Runs `scenario` with the URL of a fresh Postgres database, dropped afterwards even when the
+/// scenario panics.
+async fn on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if std::env::var("TURBO_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+        eprintln!("TURBO_TEST_SKIP_POSTGRES=1: Postgres scenario skipped");
+        return;
+    }
+    let base = std::env::var("TURBO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+    // A refused connection is retried until the acquire timeout; keep it short so a stopped
+    // server fails the tests in seconds.
+    let mut opts = sea_orm::ConnectOptions::new(base.clone());
+    opts.acquire_timeout(Duration::from_secs(3)).sqlx_logging(false);
+    let admin = match Database::connect(opts).await {
+        Ok(db) => db,
+        Err(e) => panic!(
+            "Postgres at {base} is unreachable ({e}). Start it (e.g. `pg_ctlcluster 15 main start`, or \
+             `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`), point \
+             TURBO_TEST_POSTGRES_URL at a running server, or set TURBO_TEST_SKIP_POSTGRES=1 to skip \
+             the Postgres tests"
+        ),
+    };
+    let name = format!("turbo_store_{}", Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+    let url = with_database(&base, &name);
+    // A spawned task turns a panic into a JoinError, so the database is dropped either way.
+    let outcome = tokio::spawn(scenario(url)).await;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop the test database");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// `base` with its database name replaced by `name`.
+fn with_database(base: &str, name: &str) -> String {
+    let (url, query) = match base.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// url");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// Declares each scenario as a test on both backends: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { crate::on_sqlite(crate::$name).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { crate::on_postgres(crate::$name).await })*
+        }
+    };
+}
+
+on_both!(
+    migrations_are_idempotent,
+    task_round_trip,
+    find_task_by_id_or_prefix,
+    list_tasks_orders_filters_and_limits,
+    plan_round_trip,
+    events_project_and_are_idempotent,
+    corrupt_rows_are_reported,
+    concurrent_writers_do_not_fail,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// A fixed instant with a sub-microsecond part, so any precision loss shows.
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_764_000_000 + secs, 123_456_789).single().expect("valid instant")
+}
+
+/// Postgres keeps timestamp columns at microsecond precision (SQLite text keeps nanoseconds);
+/// values read from columns rather than JSON bodies are compared after cutting to microseconds.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).expect("valid nanosecond")
+}
+
+fn project(root: &str) -> ProjectMetadata {
+    let mut p = ProjectMetadata::new("My App", "my-app", ProjectType::ApiService, vec![Language::Rust], root);
+    p.created_at = at(0);
+    p.updated_at = at(0);
+    p.ai_context.insert("note".into(), json!({"nested": [1, 2.5, "x"]}));
+    p
+}
+
+fn task(project: &ProjectMetadata, title: &str, created: DateTime<Utc>) -> DevelopmentTask {
+    let mut t =
+        DevelopmentTask::from_request(project.id, &format!("{title}\n\nadd a /health endpoint that returns 200"));
+    t.created_at = created;
+    t.tags = vec!["api".into()];
+    t.constraints.insert("max_files".into(), json!(3));
+    t
+}
+
+fn task_with_id(project: &ProjectMetadata, id: &str) -> DevelopmentTask {
+    let mut t = task(project, &format!("task {id}"), at(0));
+    t.id = TaskId(Uuid::parse_str(id).expect("test uuid"));
+    t
+}
+
+fn phase(name: &str, agent: &str, deps: &[&str]) -> ExecutionPhase {
+    ExecutionPhase {
+        name: name.into(),
+        description: format!("do {name}"),
+        agent_type: agent.into(),
+        estimated_duration: Duration::from_secs(600),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        blocking_for: Vec::new(),
+        deliverables: vec![format!("{name} done")],
+        success_criteria: Vec::new(),
+        commands: Vec::new(),
+        files_to_create: Vec::new(),
+        files_to_modify: Vec::new(),
+    }
+}
+
+fn plan(task_id: TaskId, version: u32, phases: Vec<ExecutionPhase>) -> ExecutionPlan {
+    ExecutionPlan {
+        plan_id: PlanId::new(),
+        task_id,
+        version,
+        phases,
+        total_estimated_duration: Duration::from_secs(1800),
+        confidence_score: 0.85,
+        resource_requirements: ResourceRequirements::default(),
+        risk_factors: vec!["flaky tests".into()],
+        mitigation_strategies: Vec::new(),
+        required_knowledge: Vec::new(),
+        context_sources: Vec::new(),
+        generated_by: "planner".into(),
+        generated_at: at(5),
+        last_updated: at(6),
+    }
+}
+
+fn ev(task_id: TaskId, seq: u64, kind: EventKind) -> TaskEvent {
+    TaskEvent { task_id, seq, at: at(100 + seq as i64), kind }
+}
+
+fn model_call(role: AgentRole, phase: Option<&str>, prompt: u32, completion: u32) -> EventKind {
+    EventKind::ModelCall {
+        role,
+        phase: phase.map(str::to_string),
+        model: "qwen2.5-coder".into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        latency_ms: 900,
+        ttft_ms: Some(120),
+    }
+}
+
+fn tool_call(phase: &str, step: u32, tool: &str) -> EventKind {
+    EventKind::ToolCall {
+        phase: phase.into(),
+        step,
+        tool: tool.into(),
+        arguments: json!({"path": "src/main.rs", "n": 1}),
+    }
+}
+
+fn tool_result(phase: &str, step: u32, tool: &str, success: bool, output: &str) -> EventKind {
+    EventKind::ToolResult {
+        phase: phase.into(),
+        step,
+        tool: tool.into(),
+        success,
+        output: output.into(),
+        duration_ms: 42,
+    }
+}
+
+/// A store with one project and one task in it.
+async fn store_with_task(url: &str) -> (Store, ProjectMetadata, DevelopmentTask) {
+    let store = Store::connect(url).await.expect("connect");
+    let p = project("/srv/app");
+    store.upsert_project(&p).await.expect("upsert project");
+    let t = task(&p, "add health endpoint", at(10));
+    store.insert_task(&t, "/work/ws-1").await.expect("insert task");
+    (store, p, t)
+}
+
+/// Runs raw SQL on the store's database through a separate connection, as an outside hand would.
+async fn raw_sql(url: &str, sql: &str) {
+    let db = Database::connect(url).await.expect("raw connection");
+    db.execute_unprepared(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.close().await.expect("close raw connection");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(url: String) {
+    let first = Store::connect(&url).await.expect("first connect migrates");
+    let expected = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    assert_eq!(first.backend(), expected);
+    let p = project("/srv/app");
+    first.upsert_project(&p).await.unwrap();
+
+    // Migrating again, while the first store is open and after it is gone, changes nothing.
+    let second = Store::connect(&url).await.expect("second connect finds the schema up to date");
+    assert_eq!(second.project_by_root("/srv/app").await.unwrap(), Some(p.clone()));
+    drop(first);
+    drop(second);
+    let third = Store::connect(&url).await.expect("third connect");
+    assert_eq!(third.project_by_root("/srv/app").await.unwrap(), Some(p));
+
+    let db = Database::connect(url.as_str()).await.unwrap();
+    let applied = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 1, "the init migration is recorded once");
+    let version: String = applied[0].try_get("", "version").unwrap();
+    assert_eq!(version, "m20261125_000001_init");
+    if expected == "sqlite" {
+        // The journal mode is stored in the file, so a fresh connection sees what the store set.
+        let mode = db
+            .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), "PRAGMA journal_mode"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mode.try_get_by_index::<String>(0).unwrap(), "wal");
+    }
+}
+
+async fn task_round_trip(url: String) {
+    let (store, p, mut t) = store_with_task(&url).await;
+
+    // Bodies are JSON, so the nanoseconds of `at(..)` survive on both backends: exact equality.
+    let got = store.get_task(t.id).await.unwrap().expect("stored task");
+    assert_eq!(got.task, t);
+    assert_eq!(got.workspace, "/work/ws-1");
+
+    t.status = TaskStatus::InProgress;
+    t.progress_percentage = 42.5;
+    t.current_phase = Some("code".into());
+    t.started_at = Some(at(20));
+    t.execution_plan = Some(plan(t.id, 1, vec![phase("code", "coder", &[])]));
+    t.test_results = Some(TestResults {
+        command: "cargo test".into(),
+        success: false,
+        exit_code: Some(101),
+        rounds: 2,
+        output_tail: "1 failed".into(),
+    });
+    store.update_task(&t).await.unwrap();
+    let got = store.get_task(t.id).await.unwrap().expect("updated task");
+    assert_eq!(got.task, t);
+    assert_eq!(got.workspace, "/work/ws-1", "update keeps the workspace");
+
+    let summary = &store.list_tasks(TaskFilter::default()).await.unwrap()[0];
+    assert_eq!((summary.status, summary.progress), (TaskStatus::InProgress, 42.5));
+    assert_eq!(summary.current_phase.as_deref(), Some("code"));
+    assert_eq!(micros(summary.created_at), micros(t.created_at));
+
+    assert_eq!(store.get_task(TaskId::new()).await.unwrap(), None);
+    let mut unknown = t.clone();
+    unknown.id = TaskId::new();
+    let e = store.update_task(&unknown).await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "task", id } if *id == unknown.id.to_string()), "{e}");
+    let e = store.insert_task(&t, "/elsewhere").await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let mut orphan = task(&p, "orphan task", at(1));
+    orphan.project_id = ProjectId::new();
+    let e = store.insert_task(&orphan, "/w").await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "project", .. }), "{e}");
+
+    // Projects: an upsert replaces, a second project may not take the slug.
+    let mut renamed = p.clone();
+    renamed.name = "Renamed".into();
+    renamed.updated_at = at(30);
+    store.upsert_project(&renamed).await.unwrap();
+    assert_eq!(store.project_by_root("/srv/app").await.unwrap(), Some(renamed));
+    assert_eq!(store.project_by_root("/nowhere").await.unwrap(), None);
+    let mut clash = project("/srv/other");
+    clash.id = ProjectId::new();
+    let e = store.upsert_project(&clash).await.unwrap_err();
+    assert!(matches!(&e, Error::Conflict { .. }) && e.to_string().contains("slug 'my-app'"), "{e}");
+}
+
+async fn find_task_by_id_or_prefix(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let p = project("/srv/app");
+    store.upsert_project(&p).await.unwrap();
+    // The edges of the "aaaa" range, one id just past it, and one elsewhere.
+    let ids = [
+        "aaaa0000-0000-4000-8000-000000000000",
+        "aaaaffff-ffff-4fff-bfff-ffffffffffff",
+        "aaab0000-0000-4000-8000-000000000000",
+        "bbbb1234-5678-4000-8000-000000000001",
+    ];
+    for id in ids {
+        store.insert_task(&task_with_id(&p, id), "/w").await.unwrap();
+    }
+    let found = |r: Result<turbo_store::StoredTask, Error>| r.map(|s| s.task.id.to_string());
+
+    assert_eq!(found(store.find_task(ids[3]).await).unwrap(), ids[3]);
+    assert_eq!(found(store.find_task(&ids[3].to_uppercase()).await).unwrap(), ids[3]);
+    assert_eq!(found(store.find_task("bbbb").await).unwrap(), ids[3]);
+    assert_eq!(found(store.find_task("BBBB12").await).unwrap(), ids[3]);
+    assert_eq!(found(store.find_task("bbbb1234-56").await).unwrap(), ids[3]);
+    assert_eq!(found(store.find_task("aaab").await).unwrap(), ids[2]);
+    assert_eq!(found(store.find_task("aaaaf").await).unwrap(), ids[1]);
+    assert_eq!(found(store.find_task(" aaaa0 ").await).unwrap(), ids[0]);
+
+    match store.find_task("aaaa").await {
+        Err(Error::Ambiguous { prefix, matches }) => {
+            assert_eq!(prefix, "aaaa");
+            assert_eq!(matches, vec![ids[0].to_string(), ids[1].to_string()]);
+        }
+        other => panic!("expected Ambiguous, got {other:?}"),
+    }
+    let e = store.find_task("aaaa").await.unwrap_err().to_string();
+    assert!(e.contains(ids[0]) && e.contains(ids[1]) && e.contains("type more characters"), "{e}");
+
+    for unknown in ["cccc", "aaaa00001", "dddddddd-dddd-4ddd-8ddd-dddddddddddd"] {
+        let e = store.find_task(unknown).await.unwrap_err();
+        assert!(matches!(&e, Error::NotFound { what: "task", id } if id == unknown), "{unknown}: {e}");
+    }
+    for bad in ["aaa", "", "zzzz", "aaaa-"] {
+        let e = store.find_task(bad).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{bad}: {e}");
+    }
+}
+
+async fn list_tasks_orders_filters_and_limits(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let p = project("/srv/app");
+    store.upsert_project(&p).await.unwrap();
+    // Inserted out of creation order, so the ordering must come from created_at.
+    let mut oldest = task(&p, "oldest", at(10));
+    let newest = task(&p, "newest", at(30));
+    let middle = task(&p, "middle", at(20));
+    oldest.status = TaskStatus::Completed;
+    for t in [&newest, &oldest, &middle] {
+        store.insert_task(t, "/w").await.unwrap();
+    }
+    store
+        .append_events(&[
+            ev(middle.id, 1, model_call(AgentRole::Planner, None, 100, 20)),
+            ev(middle.id, 2, model_call(AgentRole::Coder, Some("code"), 1000, 300)),
+            ev(newest.id, 1, model_call(AgentRole::Coder, Some("code"), 7, 3)),
+        ])
+        .await
+        .unwrap();
+
+    let all = store.list_tasks(TaskFilter::default()).await.unwrap();
+    let titles: Vec<_> = all.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(titles, ["newest", "middle", "oldest"]);
+    let tokens: Vec<_> = all.iter().map(|s| s.total_tokens).collect();
+    assert_eq!(tokens, [10, 1420, 0]);
+    assert_eq!(all[0].id, newest.id);
+    assert_eq!(micros(all[1].created_at), micros(at(20)));
+
+    let done = store.list_tasks(TaskFilter { status: Some(TaskStatus::Completed), limit: 50 }).await.unwrap();
+    assert_eq!(done.iter().map(|s| s.id).collect::<Vec<_>>(), [oldest.id]);
+    assert_eq!(done[0].status, TaskStatus::Completed);
+    let created = store.list_tasks(TaskFilter { status: Some(TaskStatus::Created), limit: 0 }).await.unwrap();
+    assert_eq!(created.iter().map(|s| s.title.as_str()).collect::<Vec<_>>(), ["newest", "middle"]);
+    let none = store.list_tasks(TaskFilter { status: Some(TaskStatus::Failed), limit: 0 }).await.unwrap();
+    assert!(none.is_empty());
+
+    let two = store.list_tasks(TaskFilter { status: None, limit: 2 }).await.unwrap();
+    assert_eq!(two.iter().map(|s| s.title.as_str()).collect::<Vec<_>>(), ["newest", "middle"]);
+    let unlimited = store.list_tasks(TaskFilter { status: None, limit: 0 }).await.unwrap();
+    assert_eq!(unlimited.len(), 3);
+}
+
+async fn plan_round_trip(url: String) {
+    let (store, _, t) = store_with_task(&url).await;
+    assert_eq!(store.latest_plan(t.id).await.unwrap(), None);
+    assert!(store.phases(t.id).await.unwrap().is_empty());
+
+    // Declared out of execution order: review -> needs test -> needs code.
+    let v1 = plan(
+        t.id,
+        1,
+        vec![
+            phase("review", "ReviewAgent", &["test"]),
+            phase("code", "coder", &[]),
+            phase("test", "tester", &["code"]),
+        ],
+    );
+    store.save_plan(&v1).await.unwrap();
+    assert_eq!(store.latest_plan(t.id).await.unwrap(), Some(v1.clone()));
+    let phases = store.phases(t.id).await.unwrap();
+    let order: Vec<_> = phases.iter().map(|p| (p.name.as_str(), p.position, p.role)).collect();
+    assert_eq!(
+        order,
+        [
+            ("code", 0, Some(AgentRole::Coder)),
+            ("test", 1, Some(AgentRole::Tester)),
+            ("review", 2, Some(AgentRole::Reviewer))
+        ]
+    );
+    for p in &phases {
+        assert_eq!((p.status, p.attempt, p.plan_id, p.task_id), (PhaseStatus::Pending, 0, v1.plan_id, t.id));
+        assert_eq!((&p.summary, p.started_at, p.finished_at), (&None, None, None));
+    }
+
+    // A re-plan supersedes; the same version again is refused.
+    let v2 = plan(t.id, 2, vec![phase("code", "coder", &[]), phase("docs", "coder", &["code"])]);
+    store.save_plan(&v2).await.unwrap();
+    assert_eq!(store.latest_plan(t.id).await.unwrap(), Some(v2.clone()));
+    let names: Vec<_> = store.phases(t.id).await.unwrap().into_iter().map(|p| (p.name, p.plan_id)).collect();
+    assert_eq!(names, [("code".to_string(), v2.plan_id), ("docs".to_string(), v2.plan_id)]);
+    let again = plan(t.id, 2, vec![phase("x", "coder", &[])]);
+    let e = store.save_plan(&again).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_eq!(store.latest_plan(t.id).await.unwrap(), Some(v2), "a refused plan leaves no trace");
+
+    let e = store.save_plan(&plan(TaskId::new(), 1, vec![phase("a", "coder", &[])])).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { what: "task", .. }), "{e}");
+    let cyclic = plan(t.id, 3, vec![phase("a", "coder", &["b"]), phase("b", "coder", &["a"])]);
+    let e = store.save_plan(&cyclic).await.unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+}
+
+async fn events_project_and_are_idempotent(url: String) {
+    let (store, _, t) = store_with_task(&url).await;
+    let id = t.id;
+    store.save_plan(&plan(id, 1, vec![phase("code", "coder", &[]), phase("test", "tester", &["code"])])).await.unwrap();
+    assert_eq!(store.next_seq(id).await.unwrap(), 1);
+    assert!(store.events(id, 0).await.unwrap().is_empty());
+
+    let batch = vec![
+        ev(id, 1, EventKind::TaskCreated { title: t.title.clone(), workspace: "/work/ws-1".into() }),
+        ev(id, 2, EventKind::PhaseStarted { phase: "code".into(), role: AgentRole::Coder, attempt: 1 }),
+        ev(id, 3, model_call(AgentRole::Coder, Some("code"), 1000, 200)),
+        ev(id, 4, tool_call("code", 1, "write_file")),
+        ev(id, 5, tool_result("code", 1, "write_file", true, "wrote 12 lines")),
+        ev(id, 6, tool_call("code", 1, "read_file")),
+        // Two greps in one step: a result completes the latest call still open.
+        ev(id, 7, tool_call("code", 2, "grep")),
+        ev(id, 8, tool_call("code", 2, "grep")),
+        ev(id, 9, tool_result("code", 2, "grep", false, "no match")),
+        ev(id, 10, model_call(AgentRole::Coder, Some("code"), 500, 50)),
+        ev(
+            id,
+            11,
+            EventKind::PhaseFinished {
+                phase: "code".into(),
+                role: AgentRole::Coder,
+                success: true,
+                summary: "implemented".into(),
+            },
+        ),
+        ev(id, 12, EventKind::PhaseStarted { phase: "test".into(), role: AgentRole::Tester, attempt: 1 }),
+        ev(id, 13, model_call(AgentRole::Tester, Some("test"), 300, 30)),
+        ev(
+            id,
+            14,
+            EventKind::PhaseFinished {
+                phase: "test".into(),
+                role: AgentRole::Tester,
+                success: false,
+                summary: "1 failed".into(),
+            },
+        ),
+    ];
+    store.append_events(&batch).await.unwrap();
+
+    let phases = store.phases(id).await.unwrap();
+    let code = &phases[0];
+    assert_eq!((code.name.as_str(), code.status, code.attempt), ("code", PhaseStatus::Succeeded, 1));
+    assert_eq!(code.summary.as_deref(), Some("implemented"));
+    assert_eq!(
+        (code.started_at.map(micros), code.finished_at.map(micros)),
+        (Some(micros(at(102))), Some(micros(at(111))))
+    );
+    let test = &phases[1];
+    assert_eq!((test.status, test.summary.as_deref()), (PhaseStatus::Failed, Some("1 failed")));
+
+    // A second attempt runs again: its earlier end is cleared.
+    let retry = vec![
+        ev(id, 15, EventKind::PhaseStarted { phase: "test".into(), role: AgentRole::Tester, attempt: 2 }),
+        ev(id, 16, tool_result("code", 2, "grep", true, &"x".repeat(2100))),
+    ];
+    store.append_events(&retry).await.unwrap();
+    let test = &store.phases(id).await.unwrap()[1];
+    assert_eq!((test.status, test.attempt), (PhaseStatus::Running, 2));
+    assert_eq!(
+        (test.summary.as_deref(), test.finished_at, test.started_at.map(micros)),
+        (None, None, Some(micros(at(115))))
+    );
+
+    let steps: Vec<_> = store.steps(id).await.unwrap().into_iter().map(|s| (s.phase, s.step, s.role)).collect();
+    assert_eq!(
+        steps,
+        [("code".to_string(), 1, Some(AgentRole::Coder)), ("code".to_string(), 2, Some(AgentRole::Coder))]
+    );
+
+    let calls = store.tool_calls(id).await.unwrap();
+    let summary: Vec<_> =
+        calls.iter().map(|c| (c.call_seq, c.step, c.tool.as_str(), c.success, c.duration_ms)).collect();
+    assert_eq!(
+        summary,
+        [
+            (4, 1, "write_file", Some(true), Some(42)),
+            (6, 1, "read_file", None, None),
+            // Seq 16 completed the first grep: the second was no longer open.
+            (7, 2, "grep", Some(true), Some(42)),
+            (8, 2, "grep", Some(false), Some(42)),
+        ]
+    );
+    assert_eq!(calls[3].output.as_deref(), Some("no match"));
+    assert_eq!(
+        (calls[2].finished_at.map(micros), calls[3].finished_at.map(micros)),
+        (Some(micros(at(116))), Some(micros(at(109))))
+    );
+    assert_eq!(calls[0].output.as_deref(), Some("wrote 12 lines"));
+    assert_eq!(calls[0].arguments, json!({"path": "src/main.rs", "n": 1}));
+    assert_eq!(micros(calls[0].created_at), micros(at(104)));
+    assert_eq!(calls[0].finished_at.map(micros), Some(micros(at(105))));
+    assert_eq!((calls[1].output.as_deref(), calls[1].finished_at), (None, None));
+    let long = calls[2].output.as_deref().unwrap();
+    assert!(long.len() < 2100 && long.ends_with("... [100 more chars]"), "output is shortened: {} chars", long.len());
+
+    let usage = store.token_usage(id).await.unwrap();
+    let rows: Vec<_> = usage.iter().map(|u| (u.event_seq, u.role, u.phase.as_deref(), u.usage.total())).collect();
+    assert_eq!(
+        rows,
+        [
+            (3, AgentRole::Coder, Some("code"), 1200),
+            (10, AgentRole::Coder, Some("code"), 550),
+            (13, AgentRole::Tester, Some("test"), 330)
+        ]
+    );
+    assert_eq!((usage[0].model.as_str(), usage[0].latency_ms, usage[0].ttft_ms), ("qwen2.5-coder", 900, Some(120)));
+    let by_role = store.usage_by_role(id).await.unwrap();
+    assert_eq!(by_role.len(), 2);
+    assert_eq!(by_role[&AgentRole::Coder], TokenUsage { prompt_tokens: 1500, completion_tokens: 250 });
+    assert_eq!(by_role[&AgentRole::Tester], TokenUsage { prompt_tokens: 300, completion_tokens: 30 });
+
+    // The log reads back exactly (nanoseconds included: bodies are JSON) and resumes after a seq.
+    let all: Vec<TaskEvent> = batch.iter().chain(&retry).cloned().collect();
+    assert_eq!(store.events(id, 0).await.unwrap(), all);
+    assert_eq!(store.events(id, 13).await.unwrap(), all[13..].to_vec());
+    assert!(store.events(id, 16).await.unwrap().is_empty());
+    assert_eq!(store.next_seq(id).await.unwrap(), 17);
+
+    // Redelivery: the same batches again, and a batch mixing old and new events.
+    let projections = async || {
+        (
+            store.phases(id).await.unwrap(),
+            store.steps(id).await.unwrap(),
+            store.tool_calls(id).await.unwrap(),
+            store.token_usage(id).await.unwrap(),
+        )
+    };
+    let snapshot = projections().await;
+    // Each batch checked on its own: replaying the first batch's PhaseStarted/PhaseFinished
+    // would move the test phase back to attempt 1, which the second batch would hide.
+    store.append_events(&batch).await.unwrap();
+    assert_eq!(projections().await, snapshot, "a redelivered batch changes nothing");
+    store.append_events(&retry).await.unwrap();
+    assert_eq!(projections().await, snapshot, "a redelivered batch changes nothing");
+    assert_eq!(store.events(id, 0).await.unwrap(), all);
+
+    let mixed = vec![batch[2].clone(), ev(id, 17, model_call(AgentRole::Reviewer, None, 10, 5)), batch[12].clone()];
+    store.append_events(&mixed).await.unwrap();
+    assert_eq!(store.token_usage(id).await.unwrap().len(), 4);
+    assert_eq!(store.usage_by_role(id).await.unwrap()[&AgentRole::Reviewer].total(), 15);
+    assert_eq!(store.usage_by_role(id).await.unwrap()[&AgentRole::Coder].total(), 1750);
+    assert_eq!(store.next_seq(id).await.unwrap(), 18);
+    assert_eq!(store.list_tasks(TaskFilter::default()).await.unwrap()[0].total_tokens, 1750 + 330 + 15);
+
+    // A batch is all or nothing: a bad event rolls back the good ones before it.
+    let half_bad = vec![
+        ev(id, 18, model_call(AgentRole::Coder, None, 1, 1)),
+        ev(id, u64::MAX, EventKind::Progress { percent: 50.0 }),
+    ];
+    let e = store.append_events(&half_bad).await.unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert_eq!(store.next_seq(id).await.unwrap(), 18);
+    assert_eq!(store.token_usage(id).await.unwrap().len(), 4);
+
+    let e = store.append_events(&[ev(id, 0, EventKind::Progress { percent: 1.0 })]).await.unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    let stranger = TaskId::new();
+    let e = store.append_events(&[ev(stranger, 1, EventKind::Progress { percent: 1.0 })]).await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "task", id } if *id == stranger.to_string()), "{e}");
+
+    // Events of a phase the plan lacks, and results with no open call, are logged but project nothing.
+    store
+        .append_events(&[
+            ev(id, 18, EventKind::PhaseStarted { phase: "nope".into(), role: AgentRole::Coder, attempt: 1 }),
+            ev(id, 19, tool_result("code", 9, "ghost", true, "?")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.next_seq(id).await.unwrap(), 20);
+    assert_eq!(store.phases(id).await.unwrap(), snapshot.0);
+    assert_eq!(store.tool_calls(id).await.unwrap(), snapshot.2);
+}
+
+async fn corrupt_rows_are_reported(url: String) {
+    let (store, p, t) = store_with_task(&url).await;
+    let other = task(&p, "other task", at(11));
+    store.insert_task(&other, "/w").await.unwrap();
+    store.save_plan(&plan(t.id, 1, vec![phase("code", "coder", &[])])).await.unwrap();
+    store
+        .append_events(&[
+            ev(t.id, 1, EventKind::Progress { percent: 10.0 }),
+            ev(t.id, 2, EventKind::Progress { percent: 20.0 }),
+        ])
+        .await
+        .unwrap();
+
+    // Valid JSON of the wrong shape: the only corruption Postgres' jsonb admits.
+    raw_sql(&url, r#"UPDATE tasks SET body = '{"not": "a task"}' WHERE title = 'add health endpoint'"#).await;
+    raw_sql(&url, r#"UPDATE events SET body = '{"seq": "two"}' WHERE seq = 2"#).await;
+    raw_sql(&url, r#"UPDATE plans SET body = '[]'"#).await;
+
+    let e = store.get_task(t.id).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains(&t.id.to_string()), "{e}");
+    let e = store.find_task(&t.id.to_string()[..8]).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    let e = store.events(t.id, 0).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains("event #2"), "{e}");
+    assert_eq!(store.events(t.id, 0).await.err().map(|e| e.to_string()), Some(e.to_string()));
+    let e = store.latest_plan(t.id).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+
+    // The rest of the store stays readable.
+    assert_eq!(store.get_task(other.id).await.unwrap().map(|s| s.task), Some(other.clone()));
+    assert_eq!(store.list_tasks(TaskFilter::default()).await.unwrap().len(), 2);
+    assert_eq!(store.events(t.id, 2).await.unwrap(), vec![]);
+
+    if store.backend() == "sqlite" {
+        // SQLite stores JSON as text, so it can also hold text that is not JSON at all.
+        raw_sql(&url, "UPDATE tasks SET body = 'not json {' WHERE title = 'other task'").await;
+        let e = store.get_task(other.id).await.unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains(&other.id.to_string()), "{e}");
+    }
+
+    raw_sql(&url, "UPDATE tasks SET status = 'exploded' WHERE title = 'other task'").await;
+    let e = store.list_tasks(TaskFilter::default()).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains("exploded"), "{e}");
+}
+
+async fn concurrent_writers_do_not_fail(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let p = project("/srv/app");
+    store.upsert_project(&p).await.unwrap();
+    let tasks: Vec<DevelopmentTask> = (0..4).map(|i| task(&p, &format!("task {i}"), at(i))).collect();
+    for t in &tasks {
+        store.insert_task(t, "/w").await.unwrap();
+    }
+    // Writers on separate pooled connections: each batch reads (task check) before it writes,
+    // the pattern that fails at once on SQLite unless write transactions take the lock at BEGIN.
+    let writers = tasks.iter().map(|t| {
+        let (store, mut t) = (store.clone(), t.clone());
+        tokio::spawn(async move {
+            for seq in 1..=15u64 {
+                store.append_events(&[ev(t.id, seq, model_call(AgentRole::Coder, None, 10, 1))]).await.unwrap();
+                t.progress_percentage = seq as f64;
+                store.update_task(&t).await.unwrap();
+            }
+        })
+    });
+    for w in writers.collect::<Vec<_>>() {
+        w.await.expect("writer");
+    }
+    for t in &tasks {
+        assert_eq!(store.next_seq(t.id).await.unwrap(), 16);
+        assert_eq!(store.get_task(t.id).await.unwrap().unwrap().task.progress_percentage, 15.0);
+    }
+    assert!(store.list_tasks(TaskFilter::default()).await.unwrap().iter().all(|s| s.total_tokens == 165));
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite-only: opening files
+// ---------------------------------------------------------------------------------------------
+
+fn assert_unwritable(e: Error, path: &Path) {
+    let shown = e.to_string();
+    assert!(matches!(&e, Error::Unwritable { path: p, .. } if p == path), "{e:?}");
+    assert!(shown.contains(&path.display().to_string()), "{shown}");
+    assert!(shown.contains("writable place"), "{shown}");
+}
+
+#[tokio::test]
+async fn open_sqlite_creates_directories_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b c/#data?/turbo.db");
+    let store = Store::open_sqlite(&path).await.expect("creates parent directories");
+    assert_eq!(store.backend(), "sqlite");
+    let p = project("/srv/app");
+    store.upsert_project(&p).await.unwrap();
+    drop(store);
+    assert!(path.is_file());
+    let again = Store::open_sqlite(&path).await.expect("reopens");
+    assert_eq!(again.project_by_root("/srv/app").await.unwrap(), Some(p));
+}
+
+#[tokio::test]
+async fn open_sqlite_under_a_file_is_unwritable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain.txt");
+    std::fs::write(&file, "not a directory").unwrap();
+    let path = file.join("data/turbo.db");
+    assert_unwritable(Store::open_sqlite(&path).await.unwrap_err(), &path);
+}
+
+#[tokio::test]
+async fn open_sqlite_in_proc_is_unwritable() {
+    let path = Path::new("/proc/x/turbo.db");
+    assert_unwritable(Store::open_sqlite(path).await.unwrap_err(), path);
+    let path = Path::new("/proc/x");
+    assert_unwritable(Store::open_sqlite(path).await.unwrap_err(), path);
+}
+
+#[tokio::test]
+async fn open_sqlite_on_a_directory_is_unwritable() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_unwritable(Store::open_sqlite(dir.path()).await.unwrap_err(), dir.path());
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turbo.db");
+    std::fs::write(&path, "this is plain text, not a SQLite database\n".repeat(200)).unwrap();
+    let e = Store::open_sqlite(&path).await.unwrap_err();
+    assert!(matches!(&e, Error::Corrupt { what, .. } if what.contains(&path.display().to_string())), "{e:?}");
+}
+
+#[tokio::test]
+async fn memory_databases_and_unsupported_urls() {
+    let store = Store::connect("sqlite::memory:").await.expect("in-memory store");
+    let p = project("/srv/app");
+    store.upsert_project(&p).await.unwrap();
+    assert_eq!(store.clone().project_by_root("/srv/app").await.unwrap(), Some(p));
+
+    let e = Store::connect("mysql://root:hunter2@db/x").await.unwrap_err();
+    assert!(matches!(e, Error::UnsupportedUrl { .. }), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "passwords never show: {e}");
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_reported_without_the_password() {
+    // A listener that hangs up at once: the driver fails without retrying (a refused connection
+    // would be retried until the connect timeout, as for a server still starting).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hang_up = tokio::spawn(async move {
+        for _ in 0..5 {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            drop(socket);
+        }
+    });
+    let e = Store::connect(&format!("postgres://u:hunter2@127.0.0.1:{port}/x")).await.unwrap_err();
+    hang_up.abort();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    let shown = e.to_string();
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    assert!(!shown.contains("hunter2") && shown.contains("check that the server is running"), "{shown}");
+}

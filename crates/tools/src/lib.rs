@@ -1,0 +1,58 @@
+//! The tools through which model-driven agents act on a project, each confined to a task's
+//! workspace.
+//!
+//! An agent holds a [`Toolbox`] (the eight standard tools, or a subset such as
+//! [`Toolbox::read_only`] for a reviewer), shows the model its [`Toolbox::specs`], and passes
+//! each requested call to [`Toolbox::call`] with a [`ToolContext`]: the [`Workspace`], the
+//! per-call timeout and the output cap. Errors that the model caused
+//! ([`Error::is_model_correctable`]) are meant to be shown to the model, whose messages they
+//! are written for.
+//!
+//! The tools: `fs_read`, `fs_write`, `fs_list`, `fs_search`, `shell_run`, `python_run`,
+//! `git_status`, `git_diff` (names kept from the original Python tool).
+//!
+//! Confinement: every path goes through [`Workspace::resolve`], which refuses paths and
+//! symlinks leading outside the root. Processes run in the root with a scrubbed environment
+//! ([`ENV_ALLOW_LIST`]) in their own process group, killed whole on timeout. The shell
+//! deny-list ([`shell::deny`]) is a seatbelt against destructive commands, not a security
+//! boundary: an OS sandbox will come behind the same [`Tool`] interface.
+//!
+//! # Layout
+//! - `error`: the crate's [`Error`], with messages written for a model to correct itself.
+//! - `workspace`: [`Workspace`], the root and the resolution of model-supplied paths into it;
+//!   the one place confinement is decided.
+//! - `tool`: the [`Tool`] trait, [`ToolContext`] and [`ToolOutput`], what every tool shares.
+//! - `toolbox`: [`Toolbox`], the named set of tools and the checked entry point.
+//! - `schema`: validation of arguments against a tool's JSON schema and typed argument reading,
+//!   so tools and the toolbox report bad arguments the same way.
+//! - `process`: running child processes (PATH lookup, environment scrubbing, process groups,
+//!   capped concurrent capture), shared by the shell, Python and git tools.
+//! - `fs`: the file tools `fs_read`, `fs_write` (atomic), `fs_list` and `fs_search`
+//!   (gitignore-aware), one submodule each.
+//! - `shell`: `shell_run` and its deny-list (`shell::deny`).
+//! - `python`: `python_run`.
+//! - `git`: `git_status` and `git_diff`.
+
+mod error;
+mod fs;
+mod git;
+mod process;
+mod python;
+mod schema;
+pub mod shell;
+mod tool;
+mod toolbox;
+mod workspace;
+
+pub use error::{Error, Result};
+pub use fs::{FsList, FsRead, FsSearch, FsWrite};
+pub use git::{GitDiff, GitStatus};
+pub use process::ENV_ALLOW_LIST;
+pub use python::PythonRun;
+pub use shell::ShellRun;
+pub use tool::{Tool, ToolContext, ToolOutput};
+pub use toolbox::{READ_ONLY_TOOLS, Toolbox};
+pub use workspace::Workspace;
+
+/// Re-exported so users of the [`Tool`] trait need not depend on `turbo-core` for these.
+pub use turbo_core::tool::{RiskLevel, ToolSpec};

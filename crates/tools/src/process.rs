@@ -1,0 +1,437 @@
+//! Running a child process for a tool: found on PATH, scrubbed environment, its own process
+//! group killed whole on timeout (and when the call ends, so nothing outlives it), stdout and
+//! stderr drained concurrently into capped buffers.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::tool::ToolOutput;
+
+/// The only variables a child sees. Everything else (API keys such as OLLAMA_API_KEY, cloud
+/// credentials, the agent's own configuration) stays in the agent.
+pub const ENV_ALLOW_LIST: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER"];
+
+/// Used when the agent itself has no PATH, so that `sh` and friends are still found.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// How long to keep reading after the group was killed: only a process that left the group
+/// (setsid) can still hold the pipes open, and we will not wait for it.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// The allow-listed subset of `parent`, the environment given to every child.
+pub(crate) fn scrubbed_env(parent: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> =
+        parent.into_iter().filter(|(name, _)| ENV_ALLOW_LIST.iter().any(|allowed| name == allowed)).collect();
+    if !env.iter().any(|(name, _)| name == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env
+}
+
+/// Finds `name` on `path_var` (or the default PATH) as an executable file.
+pub(crate) fn find_program(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return is_executable(&path).then_some(path);
+    }
+    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    std::env::split_paths(path_var)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Resolves a program on the agent's PATH once per process; a miss is not remembered so that
+/// installing the program later works without a restart.
+pub(crate) fn require_program(name: &'static str, hint: &str) -> Result<PathBuf> {
+    static FOUND: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let found = FOUND.get_or_init(Mutex::default);
+    if let Some(path) = found.lock().unwrap_or_else(PoisonError::into_inner).get(name) {
+        return Ok(path.clone());
+    }
+    let path = find_program(name, std::env::var_os("PATH").as_deref())
+        .ok_or_else(|| Error::MissingProgram { program: name.to_owned(), hint: hint.to_owned() })?;
+    found.lock().unwrap_or_else(PoisonError::into_inner).insert(name, path.clone());
+    Ok(path)
+}
+
+/// The call's timeout: the model may ask for less than the task allows, never more.
+pub(crate) fn effective_timeout(requested_s: Option<u64>, limit: Duration) -> Duration {
+    requested_s.map_or(limit, |s| Duration::from_secs(s).min(limit))
+}
+
+/// One process to run.
+pub(crate) struct Run<'a> {
+    pub tool: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Written to the child's stdin, then closed; `None` gives the child a null stdin.
+    pub stdin: Option<Vec<u8>>,
+    /// Set after scrubbing: variables the tool itself needs, never the agent's.
+    pub extra_env: Vec<(&'static str, OsString)>,
+    pub cwd: &'a Path,
+    pub timeout: Duration,
+    /// Bytes kept for each of stdout and stderr (head and tail).
+    pub cap: usize,
+}
+
+/// A process that exited (by itself or by a signal) within its timeout.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    pub duration: Duration,
+}
+
+impl Finished {
+    /// The model's view: status, both streams, `success` for exit code 0.
+    pub(crate) fn into_output(self, cap: usize) -> ToolOutput {
+        let (content, truncated) = self.render(cap);
+        ToolOutput {
+            content,
+            success: self.status.success(),
+            exit_code: self.status.code(),
+            truncated,
+            files_changed: Vec::new(),
+            duration: self.duration,
+        }
+    }
+
+    /// "exit code N\n--- stdout ---\n..\n--- stderr ---\n..", at most about `cap` bytes of
+    /// output in total, and whether anything was left out.
+    pub(crate) fn render(&self, cap: usize) -> (String, bool) {
+        let status = match (self.status.code(), self.status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "exit status unknown".to_owned(),
+        };
+        let (streams, truncated) = render_streams(&self.stdout, &self.stderr, cap);
+        (format!("{status}\n{streams}"), truncated)
+    }
+}
+
+fn render_streams(stdout: &Capture, stderr: &Capture, cap: usize) -> (String, bool) {
+    let (out_budget, err_budget) = split_budget(cap, stdout.total, stderr.total);
+    let (out, out_cut) = stdout.render(out_budget);
+    let (err, err_cut) = stderr.render(err_budget);
+    (
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.strip_suffix('\n').unwrap_or(&out),
+            err.strip_suffix('\n').unwrap_or(&err)
+        ),
+        out_cut || err_cut,
+    )
+}
+
+/// Shares `cap` between two streams: each gets what it needs if both fit, otherwise the
+/// smaller keeps all it has (when under half) and the other takes the rest.
+fn split_budget(cap: usize, a: u64, b: u64) -> (usize, usize) {
+    let a = usize::try_from(a).unwrap_or(usize::MAX);
+    let b = usize::try_from(b).unwrap_or(usize::MAX);
+    let half = cap / 2;
+    if a.saturating_add(b) <= cap {
+        (a, b)
+    } else if a <= half {
+        (a, cap - a)
+    } else if b <= half {
+        (cap - b, b)
+    } else {
+        (half, cap - half)
+    }
+}
+
+/// One output stream, capped: the first `cap` bytes and the last `cap` bytes are kept, the
+/// middle is only counted. Errors at the end of a long build log are what a model needs most.
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    total: u64,
+    cap: usize,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Self {
+        Self { cap, ..Self::default() }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        let take = chunk.len().min(self.cap - self.head.len());
+        self.head.extend_from_slice(&chunk[..take]);
+        let rest = &chunk[take..];
+        if rest.len() >= self.cap {
+            self.tail.clear();
+            self.tail.extend(&rest[rest.len() - self.cap..]);
+        } else {
+            self.tail.extend(rest);
+            let excess = self.tail.len().saturating_sub(self.cap);
+            self.tail.drain(..excess);
+        }
+    }
+
+    /// Everything kept, as text (the middle of a long stream is missing).
+    pub(crate) fn text(&self) -> String {
+        let mut kept = self.head.clone();
+        kept.extend(self.tail.iter());
+        String::from_utf8_lossy(&kept).into_owned()
+    }
+
+    /// The stream as text within `budget` bytes: head and tail around an omission marker when
+    /// it does not fit.
+    pub(crate) fn render(&self, budget: usize) -> (String, bool) {
+        let mut kept = self.head.clone();
+        kept.extend(self.tail.iter());
+        if self.total <= budget as u64 && kept.len() as u64 == self.total {
+            return (String::from_utf8_lossy(&kept).into_owned(), false);
+        }
+        let head_len = char_floor(&kept, (budget / 2).min(self.head.len()));
+        let tail_len = budget - budget / 2;
+        let tail_start = char_ceil(&kept, kept.len().saturating_sub(tail_len).max(head_len));
+        let omitted = self.total - head_len as u64 - (kept.len() - tail_start) as u64;
+        let text = format!(
+            "{}\n[... {omitted} bytes omitted ...]\n{}",
+            String::from_utf8_lossy(&kept[..head_len]),
+            String::from_utf8_lossy(&kept[tail_start..])
+        );
+        (text, true)
+    }
+}
+
+/// Moves a cut back off UTF-8 continuation bytes, so a character is not split.
+fn char_floor(bytes: &[u8], mut at: usize) -> usize {
+    while at > 0 && at < bytes.len() && is_continuation(bytes[at]) {
+        at -= 1;
+    }
+    at
+}
+
+fn char_ceil(bytes: &[u8], mut at: usize) -> usize {
+    while at < bytes.len() && is_continuation(bytes[at]) {
+        at += 1;
+    }
+    at
+}
+
+fn is_continuation(byte: u8) -> bool {
+    byte & 0b1100_0000 == 0b1000_0000
+}
+
+/// Kills the whole process group when dropped or asked to, so that background children and
+/// grandchildren die with the call, including when the caller abandons the future.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // ESRCH (the group is already gone) is the common, good case.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn drain(mut reader: impl AsyncRead + Unpin, capture: Arc<Mutex<Capture>>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            // Keep reading past the cap: a child blocked on a full pipe would never exit.
+            Ok(n) => capture.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]),
+        }
+    }
+}
+
+fn take(capture: &Arc<Mutex<Capture>>) -> Capture {
+    std::mem::take(&mut *capture.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// Runs the process to completion or timeout. A timeout is [`Error::Timeout`] carrying what the
+/// process printed; any other exit is a [`Finished`].
+pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
+    let program_name = run.program.to_string_lossy().into_owned();
+    let mut command = tokio::process::Command::new(&run.program);
+    command
+        .args(&run.args)
+        .current_dir(run.cwd)
+        .env_clear()
+        .envs(scrubbed_env(std::env::vars_os()))
+        .envs(run.extra_env.iter().map(|(k, v)| (k, v)))
+        .stdin(if run.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A group of its own so one signal reaches everything the command started.
+        .process_group(0)
+        .kill_on_drop(true);
+
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingProgram {
+            program: program_name.clone(),
+            hint: "it disappeared from PATH; install it again".to_owned(),
+        },
+        _ => Error::io(program_name.clone(), e),
+    })?;
+    let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+
+    if let (Some(data), Some(mut stdin)) = (run.stdin, child.stdin.take()) {
+        // Its own task so a child that reads slowly (or never) cannot block the output drains;
+        // a broken pipe just means the child stopped reading.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+        });
+    }
+    let stdout = Arc::new(Mutex::new(Capture::new(run.cap)));
+    let stderr = Arc::new(Mutex::new(Capture::new(run.cap)));
+    let mut drains = tokio::task::JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        drains.spawn(drain(out, stdout.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        drains.spawn(drain(err, stderr.clone()));
+    }
+
+    let waited = tokio::time::timeout(run.timeout, child.wait()).await;
+    // Whether the command finished or not, nothing it started may outlive the call (and a
+    // background child would keep the pipes open forever).
+    group.kill();
+    let status = match waited {
+        Ok(Ok(status)) => Some(status),
+        Ok(Err(e)) => return Err(Error::io(program_name, e)),
+        Err(_) => {
+            // Reap the killed leader so it does not linger as a zombie.
+            let _ = child.wait().await;
+            None
+        }
+    };
+    let drained = tokio::time::timeout(DRAIN_GRACE, async { while drains.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        drains.abort_all();
+    }
+
+    let (stdout, stderr) = (take(&stdout), take(&stderr));
+    match status {
+        Some(status) => Ok(Finished { status, stdout, stderr, duration: started.elapsed() }),
+        None => Err(Error::Timeout {
+            tool: run.tool.to_owned(),
+            after: run.timeout,
+            output: render_streams(&stdout, &stderr, run.cap).0,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbing_keeps_only_allow_listed_variables() {
+        let parent = [
+            ("PATH", "/bin"),
+            ("HOME", "/home/a"),
+            ("OLLAMA_API_KEY", "secret"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("LANG", "C.UTF-8"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env = scrubbed_env(parent);
+        let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        assert_eq!(names, ["PATH", "HOME", "LANG"]);
+    }
+
+    #[test]
+    fn scrubbing_supplies_a_path_when_the_agent_has_none() {
+        let env = scrubbed_env([(OsString::from("SECRET"), OsString::from("x"))]);
+        assert_eq!(env, [(OsString::from("PATH"), OsString::from(DEFAULT_PATH))]);
+    }
+
+    #[test]
+    fn find_program_misses_on_a_path_without_it() {
+        let empty = tempfile::TempDir::new().unwrap();
+        assert_eq!(find_program("python3", Some(empty.path().as_os_str())), None);
+        assert!(find_program("sh", None).is_some());
+    }
+
+    #[test]
+    fn a_program_not_on_path_is_a_missing_program_with_its_hint() {
+        match require_program("turbo-no-such-program", "install it") {
+            Err(Error::MissingProgram { program, hint }) => {
+                assert_eq!((program.as_str(), hint.as_str()), ("turbo-no-such-program", "install it"));
+            }
+            other => panic!("expected a missing program, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn find_program_ignores_files_that_are_not_executable() {
+        let dir = tempfile::TempDir::new().unwrap();
+        std::fs::write(dir.path().join("tool"), "#!/bin/sh\n").unwrap();
+        assert_eq!(find_program("tool", Some(dir.path().as_os_str())), None);
+        std::fs::set_permissions(dir.path().join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_program("tool", Some(dir.path().as_os_str())), Some(dir.path().join("tool")));
+    }
+
+    #[test]
+    fn requested_timeout_is_capped_by_the_context() {
+        let limit = Duration::from_secs(60);
+        assert_eq!(effective_timeout(None, limit), limit);
+        assert_eq!(effective_timeout(Some(5), limit), Duration::from_secs(5));
+        assert_eq!(effective_timeout(Some(600), limit), limit);
+    }
+
+    #[test]
+    fn capture_keeps_everything_under_the_cap() {
+        let mut c = Capture::new(10);
+        c.push(b"hello");
+        assert_eq!(c.render(10), ("hello".to_owned(), false));
+    }
+
+    #[test]
+    fn capture_keeps_head_and_tail_and_counts_the_middle() {
+        let mut c = Capture::new(8);
+        for chunk in [&b"0123456789"[..], b"abcdefghij", b"KLMNOPQRST"] {
+            c.push(chunk);
+        }
+        let (text, truncated) = c.render(8);
+        assert!(truncated);
+        assert_eq!(text, "0123\n[... 22 bytes omitted ...]\nQRST");
+    }
+
+    #[test]
+    fn budget_gives_the_small_stream_all_it_has() {
+        assert_eq!(split_budget(100, 10, 20), (10, 20));
+        assert_eq!(split_budget(100, 10, 500), (10, 90));
+        assert_eq!(split_budget(100, 500, 500), (50, 50));
+    }
+
+    #[test]
+    fn cuts_do_not_split_characters() {
+        let mut c = Capture::new(64);
+        c.push("ééééééééééé".as_bytes());
+        let (text, truncated) = c.render(5);
+        assert!(truncated);
+        assert!(!text.contains('\u{fffd}'), "{text}");
+    }
+}

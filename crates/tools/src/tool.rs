@@ -1,0 +1,94 @@
+//! What a tool is: the trait every tool implements, what a call gets and what it returns.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use turbo_core::tool::{RiskLevel, ToolSpec};
+
+use crate::error::Result;
+use crate::workspace::Workspace;
+
+/// What every call gets: where it may act and how much it may take.
+#[derive(Clone, Debug)]
+pub struct ToolContext {
+    pub workspace: Workspace,
+    /// Wall-clock limit per call; a process tool's own `timeout_s` can only lower it.
+    pub timeout: Duration,
+    /// Bytes of output shown to the model; the rest is dropped and `truncated` is set.
+    pub output_cap: usize,
+}
+
+impl ToolContext {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_OUTPUT_CAP: usize = 16 * 1024;
+
+    /// A context with the default timeout (60 s) and output cap (16 KiB).
+    pub fn new(workspace: Workspace) -> Self {
+        Self { workspace, timeout: Self::DEFAULT_TIMEOUT, output_cap: Self::DEFAULT_OUTPUT_CAP }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn with_output_cap(mut self, output_cap: usize) -> Self {
+        self.output_cap = output_cap;
+        self
+    }
+}
+
+/// The result of a call that ran. A command that ran and failed is an output with
+/// `success == false`, not an error: the model needs to read why it failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolOutput {
+    /// What the model reads.
+    pub content: String,
+    pub success: bool,
+    /// For process tools: the exit code, `None` when killed by a signal.
+    pub exit_code: Option<i32>,
+    /// Whether `content` leaves something out because of the output cap or a result limit.
+    pub truncated: bool,
+    /// Workspace-relative paths the call wrote.
+    pub files_changed: Vec<String>,
+    /// Wall time of the call.
+    pub duration: Duration,
+}
+
+impl ToolOutput {
+    /// A successful output with this content.
+    pub fn ok(content: impl Into<String>) -> Self {
+        Self { content: content.into(), success: true, ..Self::default() }
+    }
+
+    pub(crate) fn truncated(mut self, truncated: bool) -> Self {
+        self.truncated = truncated;
+        self
+    }
+}
+
+/// A capability the model can invoke. Implementations validate nothing about argument shapes
+/// that the schema already states when called through [`crate::Toolbox::call`], but must not
+/// panic on any input when called directly.
+#[async_trait]
+pub trait Tool: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// JSON schema of the arguments: an object with `additionalProperties: false` and the
+    /// required keys listed.
+    fn parameters(&self) -> serde_json::Value;
+    fn risk(&self) -> RiskLevel;
+    /// Whether the call can change the workspace or the world (so needs approval policies).
+    fn mutating(&self) -> bool;
+    async fn call(&self, args: &serde_json::Value, ctx: &ToolContext) -> Result<ToolOutput>;
+
+    /// The tool as a model sees it.
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: self.name().to_owned(),
+            description: self.description().to_owned(),
+            parameters: self.parameters(),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs and starts what turbo-coder's build and tests need. Idempotent: safe to run again.
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v mold >/dev/null || need+=(mold)
+command -v git >/dev/null || need+=(git)
+command -v python3 >/dev/null || need+=(python3)
+command -v psql >/dev/null || need+=(postgresql postgresql-client)
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Postgres for the store tests: 127.0.0.1:5432, trust auth, database "test".
+pg_ok() { psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; }
+if ! pg_ok; then
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1 || true)
+  if [[ -z "$version" ]]; then
+    echo "setup: no postgresql cluster found under /etc/postgresql" >&2
+    exit 1
+  fi
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\nlocal all all trust' "$hba"
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  for _ in $(seq 1 30); do
+    psql -h 127.0.0.1 -U postgres -d postgres -c 'select 1' >/dev/null 2>&1 && break
+    sleep 1
+  done
+  psql -h 127.0.0.1 -U postgres -d postgres -tc "select 1 from pg_database where datname = 'test'" | grep -q 1 \
+    || psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null
+  pg_ok || { echo "setup: postgres is not reachable at 127.0.0.1:5432 as postgres/test" >&2; exit 1; }
+fi
+echo "setup: ok"

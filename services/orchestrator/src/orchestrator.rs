@@ -1,0 +1,184 @@
+//! The orchestrator actor: owns the set of running tasks. It validates and stores a submitted
+//! task, starts a linked [`TaskRun`] actor for it, answers waiters when the run ends, cancels on
+//! request, and marks a task failed if its runner crashes.
+
+use std::collections::{HashMap, VecDeque};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use turbo_core::event::EventKind;
+use turbo_core::ids::TaskId;
+use turbo_core::protocol::{AgentFailure, FailureKind};
+use turbo_core::task::{DevelopmentTask, TaskStatus};
+use turbo_core::tool::TokenUsage;
+use turbo_core::validate::Validate;
+
+use crate::error::{Error, Result};
+use crate::task_run::{RunDeps, RunResult, TaskRun, TaskRunArgs};
+
+/// Finished results kept for late waiters (a wait that arrives just after the run ended).
+const FINISHED_KEPT: usize = 1024;
+
+pub(crate) enum OrchestratorMsg {
+    Submit { task: Box<DevelopmentTask>, workspace: String, execute: bool, reply: oneshot::Sender<Result<TaskId>> },
+    Wait { task_id: TaskId, reply: oneshot::Sender<Result<RunResult>> },
+    Cancel { task_id: TaskId, reply: oneshot::Sender<bool> },
+    Running { reply: oneshot::Sender<Vec<TaskId>> },
+    Finished { result: Box<RunResult> },
+}
+
+pub(crate) struct Orchestrator;
+
+struct Running {
+    cancel: CancellationToken,
+    runner: ractor::ActorId,
+    task: DevelopmentTask,
+}
+
+pub(crate) struct OrchestratorState {
+    deps: RunDeps,
+    running: HashMap<TaskId, Running>,
+    waiters: HashMap<TaskId, Vec<oneshot::Sender<Result<RunResult>>>>,
+    finished: HashMap<TaskId, RunResult>,
+    finished_order: VecDeque<TaskId>,
+}
+
+impl OrchestratorState {
+    fn finish(&mut self, result: RunResult) {
+        let id = result.task.id;
+        self.running.remove(&id);
+        for w in self.waiters.remove(&id).unwrap_or_default() {
+            let _ = w.send(Ok(result.clone()));
+        }
+        self.finished.insert(id, result);
+        self.finished_order.push_back(id);
+        while self.finished_order.len() > FINISHED_KEPT {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+}
+
+impl Actor for Orchestrator {
+    type Msg = OrchestratorMsg;
+    type State = OrchestratorState;
+    type Arguments = RunDeps;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<OrchestratorMsg>,
+        deps: RunDeps,
+    ) -> std::result::Result<OrchestratorState, ActorProcessingErr> {
+        Ok(OrchestratorState {
+            deps,
+            running: HashMap::new(),
+            waiters: HashMap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        msg: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        match msg {
+            OrchestratorMsg::Submit { task, workspace, execute, reply } => {
+                let _ = reply.send(submit(myself, state, *task, workspace, execute).await);
+            }
+            OrchestratorMsg::Wait { task_id, reply } => {
+                if let Some(done) = state.finished.get(&task_id) {
+                    let _ = reply.send(Ok(done.clone()));
+                } else if state.running.contains_key(&task_id) {
+                    state.waiters.entry(task_id).or_default().push(reply);
+                } else {
+                    // Not run by this orchestrator: answer from the store.
+                    let r = match state.deps.store.get_task(task_id).await {
+                        Ok(Some(stored)) => {
+                            Ok(RunResult { task: stored.task, failure: None, usage: TokenUsage::default() })
+                        }
+                        Ok(None) => Err(Error::UnknownTask(task_id)),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+            OrchestratorMsg::Cancel { task_id, reply } => {
+                let found = state.running.get(&task_id).map(|r| r.cancel.cancel()).is_some();
+                let _ = reply.send(found);
+            }
+            OrchestratorMsg::Running { reply } => {
+                let _ = reply.send(state.running.keys().copied().collect());
+            }
+            OrchestratorMsg::Finished { result } => state.finish(*result),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<OrchestratorMsg>,
+        event: SupervisionEvent,
+        state: &mut OrchestratorState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        // A runner that ends normally has already sent Finished; only a crash needs handling.
+        // A crashed run is not restarted: its agents may have half-done work, so the task is
+        // failed and the user decides.
+        let SupervisionEvent::ActorFailed(cell, err) = event else { return Ok(()) };
+        let Some((&id, run)) = state.running.iter().find(|(_, r)| r.runner == cell.get_id()) else { return Ok(()) };
+        tracing::error!(task_id = %id, error = %err, "task runner crashed");
+        let mut task = match state.deps.store.get_task(id).await {
+            Ok(Some(stored)) => stored.task,
+            _ => run.task.clone(),
+        };
+        let reason = format!("internal error while running the task: {err}");
+        if let Ok(to) = task.status.transition(TaskStatus::Failed) {
+            state
+                .deps
+                .events
+                .emit(id, EventKind::StatusChanged { from: task.status, to, reason: Some(reason.clone()) });
+            task.status = to;
+            task.completed_at = Some(chrono::Utc::now());
+            if let Err(e) = state.deps.store.update_task(&task).await {
+                tracing::error!(task_id = %id, error = %e, "cannot record the failed task");
+            }
+        }
+        state.finish(RunResult {
+            task,
+            failure: Some(AgentFailure::new(FailureKind::Internal, reason)),
+            usage: TokenUsage::default(),
+        });
+        Ok(())
+    }
+}
+
+async fn submit(
+    myself: ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    task: DevelopmentTask,
+    workspace: String,
+    execute: bool,
+) -> Result<TaskId> {
+    task.validate()?;
+    state.deps.store.insert_task(&task, &workspace).await?;
+    state.deps.events.emit(task.id, EventKind::TaskCreated { title: task.title.clone(), workspace: workspace.clone() });
+    let cancel = CancellationToken::new();
+    let args = TaskRunArgs {
+        task: task.clone(),
+        workspace,
+        execute,
+        cancel: cancel.clone(),
+        deps: state.deps.clone(),
+        orchestrator: myself.clone(),
+    };
+    let (runner, _) =
+        Actor::spawn_linked(None, TaskRun, args, myself.get_cell()).await.map_err(|e| Error::Spawn(e.to_string()))?;
+    let id = task.id;
+    state.running.insert(id, Running { cancel, runner: runner.get_id(), task });
+    tracing::info!(task_id = %id, execute, "task started");
+    Ok(id)
+}

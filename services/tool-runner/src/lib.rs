@@ -1,0 +1,204 @@
+//! The tool-runner: the only component that touches a task's workspace. Agents send it tool
+//! calls; it runs them with the task's confinement, timeout and output cap, and keeps each
+//! task's starting snapshot so the reviewer can see the task's diff.
+//!
+//! Agents reach it through [`ToolRunnerClient`], which hides whether the runner is in this
+//! process or (in the cluster) behind NATS/gRPC.
+//!
+//! # Layout
+//! - `baseline`: workspace snapshots and the task diff.
+//! - `error`: errors, distinguishing the ones a model can correct.
+//! - this file: the [`ToolService`] trait, the in-process runner and the client.
+
+mod baseline;
+mod error;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use turbo_core::ids::TaskId;
+use turbo_core::tool::{ToolCall, ToolSpec};
+use turbo_tools::{ToolContext, Toolbox, Workspace};
+
+pub use baseline::TaskDiff;
+pub use error::{Error, Result};
+pub use turbo_tools::ToolOutput;
+
+/// Limits applied to every call.
+#[derive(Clone, Debug)]
+pub struct RunnerLimits {
+    pub timeout: Duration,
+    pub output_cap: usize,
+}
+
+impl Default for RunnerLimits {
+    fn default() -> Self {
+        Self { timeout: ToolContext::DEFAULT_TIMEOUT, output_cap: ToolContext::DEFAULT_OUTPUT_CAP }
+    }
+}
+
+/// What the tool-runner does, wherever it runs.
+#[async_trait]
+pub trait ToolService: Send + Sync + 'static {
+    /// Tools offered to models; `names` selects a subset (None = all).
+    fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>>;
+    /// Runs one call in the workspace.
+    async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput>;
+    /// Remembers the workspace as it is now, as the base of the task's diff.
+    async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()>;
+    /// Everything the task changed since `begin_task`.
+    async fn task_diff(&self, task_id: TaskId, workspace: &str) -> Result<TaskDiff>;
+    /// Forgets the task's baseline.
+    async fn end_task(&self, task_id: TaskId);
+}
+
+/// Runs tools in this process.
+pub struct LocalToolRunner {
+    toolbox: Toolbox,
+    limits: RunnerLimits,
+    baselines: Mutex<HashMap<TaskId, Arc<baseline::Baseline>>>,
+}
+
+impl LocalToolRunner {
+    pub fn new(limits: RunnerLimits) -> Self {
+        Self { toolbox: Toolbox::standard(), limits, baselines: Mutex::new(HashMap::new()) }
+    }
+
+    fn context(&self, workspace: &str) -> Result<ToolContext> {
+        let ws = Workspace::open(workspace)?;
+        Ok(ToolContext::new(ws).with_timeout(self.limits.timeout).with_output_cap(self.limits.output_cap))
+    }
+}
+
+async fn capture(workspace: &str) -> Result<baseline::Baseline> {
+    let root = Workspace::open(workspace)?.root().to_path_buf();
+    tokio::task::spawn_blocking(move || baseline::Baseline::capture(Path::new(&root)))
+        .await
+        .map_err(|e| Error::Snapshot { path: workspace.to_string(), reason: e.to_string() })?
+}
+
+#[async_trait]
+impl ToolService for LocalToolRunner {
+    fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
+        Ok(match names {
+            Some(names) => self.toolbox.only(names)?.specs(),
+            None => self.toolbox.specs(),
+        })
+    }
+
+    async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
+        let ctx = self.context(workspace)?;
+        Ok(self.toolbox.call(&call.name, &call.arguments, &ctx).await?)
+    }
+
+    async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()> {
+        let snapshot = Arc::new(capture(workspace).await?);
+        self.baselines.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id, snapshot);
+        Ok(())
+    }
+
+    async fn task_diff(&self, task_id: TaskId, workspace: &str) -> Result<TaskDiff> {
+        let before = self
+            .baselines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task_id)
+            .cloned()
+            .ok_or(Error::NoBaseline(task_id))?;
+        let now = capture(workspace).await?;
+        Ok(before.diff(&now))
+    }
+
+    async fn end_task(&self, task_id: TaskId) {
+        self.baselines.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
+    }
+}
+
+/// Cheap-to-clone access to a tool-runner, local or remote.
+#[derive(Clone)]
+pub struct ToolRunnerClient {
+    inner: Arc<dyn ToolService>,
+}
+
+impl ToolRunnerClient {
+    /// A runner in this process.
+    pub fn local(limits: RunnerLimits) -> Self {
+        Self::from_service(Arc::new(LocalToolRunner::new(limits)))
+    }
+
+    /// Any implementation: a remote transport or a test double.
+    pub fn from_service(inner: Arc<dyn ToolService>) -> Self {
+        Self { inner }
+    }
+
+    pub fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
+        self.inner.specs(names)
+    }
+
+    pub async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
+        self.inner.call(workspace, call).await
+    }
+
+    pub async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()> {
+        self.inner.begin_task(task_id, workspace).await
+    }
+
+    pub async fn task_diff(&self, task_id: TaskId, workspace: &str) -> Result<TaskDiff> {
+        self.inner.task_diff(task_id, workspace).await
+    }
+
+    pub async fn end_task(&self, task_id: TaskId) {
+        self.inner.end_task(task_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn call(name: &str, args: serde_json::Value) -> ToolCall {
+        ToolCall { id: "c1".into(), name: name.into(), arguments: args }
+    }
+
+    #[tokio::test]
+    async fn runs_calls_in_the_workspace_and_tracks_the_task_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().to_str().unwrap();
+        let runner = ToolRunnerClient::local(RunnerLimits::default());
+        let task = TaskId::new();
+        runner.begin_task(task, ws).await.unwrap();
+        let out = runner.call(ws, &call("fs_write", json!({"path": "app.py", "content": "print(1)\n"}))).await.unwrap();
+        assert!(out.success);
+        assert_eq!(std::fs::read_to_string(dir.path().join("app.py")).unwrap(), "print(1)\n");
+        let diff = runner.task_diff(task, ws).await.unwrap();
+        assert_eq!(diff.added, ["app.py"]);
+        assert!(diff.unified.contains("+print(1)"));
+        runner.end_task(task).await;
+        assert!(matches!(runner.task_diff(task, ws).await, Err(Error::NoBaseline(_))));
+    }
+
+    #[tokio::test]
+    async fn escapes_are_errors_the_model_can_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = ToolRunnerClient::local(RunnerLimits::default());
+        let err = runner
+            .call(dir.path().to_str().unwrap(), &call("fs_read", json!({"path": "../../etc/passwd"})))
+            .await
+            .unwrap_err();
+        assert!(err.is_model_correctable(), "{err}");
+        assert!(err.to_string().contains("outside the workspace"), "{err}");
+    }
+
+    #[test]
+    fn specs_can_be_narrowed() {
+        let runner = ToolRunnerClient::local(RunnerLimits::default());
+        let specs = runner.specs(Some(&["fs_read", "fs_list"])).unwrap();
+        assert_eq!(specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["fs_read", "fs_list"]);
+        assert!(runner.specs(Some(&["fs_nuke"])).is_err());
+    }
+}
