@@ -164,6 +164,14 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
     embedded.shutdown().await;
     let result = result.map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
     let code = code_for(&result, execute);
+    // Every model call counts, including those of attempts that were rejected.
+    let usage = store.usage_by_role(task_id).await.map(|m| {
+        m.into_values().fold(Default::default(), |mut a: turbo_core::tool::TokenUsage, u| {
+            a += u;
+            a
+        })
+    });
+    let usage = usage.unwrap_or(result.usage);
     if args.json {
         let summary = serde_json::json!({
             "type": "result",
@@ -172,12 +180,12 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
             "exit_code": code,
             "failure": result.failure,
             "generated_files": result.task.generated_files,
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
         });
         println!("{summary}");
     } else {
-        print_summary(&result, execute, renderer.elapsed());
+        print_summary(&result, usage, execute, renderer.elapsed());
     }
     if failed_writes > 0 {
         eprintln!("warning: {failed_writes} event(s) could not be stored; `tasks show` will be incomplete");
@@ -195,7 +203,7 @@ fn code_for(r: &RunResult, execute: bool) -> u8 {
     }
 }
 
-fn print_summary(r: &RunResult, execute: bool, elapsed: std::time::Duration) {
+fn print_summary(r: &RunResult, usage: turbo_core::tool::TokenUsage, execute: bool, elapsed: std::time::Duration) {
     let t = &r.task;
     println!();
     if let Some(plan) = t.execution_plan.as_ref().filter(|_| !execute) {
@@ -222,8 +230,8 @@ fn print_summary(r: &RunResult, execute: bool, elapsed: std::time::Duration) {
     }
     println!(
         "tokens: {} prompt + {} completion · {:.1}s",
-        r.usage.prompt_tokens,
-        r.usage.completion_tokens,
+        usage.prompt_tokens,
+        usage.completion_tokens,
         elapsed.as_secs_f64()
     );
 }
