@@ -20,7 +20,7 @@ build: ## build every crate and the turbo-coder binary (debug)
 	$(CARGO) build --workspace --locked
 
 test: ## run every test (unit, property, end-to-end against the scripted model server)
-	$(CARGO) build --locked -p turbo-coder
+	$(CARGO) build --locked --workspace --bins
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --locked --profile ci
 else
@@ -34,6 +34,6 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: ## print the framework-overhead benchmark (see docs/benchmarks.md)
-	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench
-	$(CARGO_TARGET_DIR)/release/turbo-bench
+bench: ## print the framework-overhead benchmark (see docs/benchmarks.md); BENCH_ARGS="--steps N" to change it
+	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-coder --bin turbo-coder
+	$(CARGO_TARGET_DIR)/release/turbo-bench $(BENCH_ARGS)

@@ -1,14 +1,14 @@
-//! `turbo-coder serve <service>`: one service of the cluster in this process, with gRPC
-//! health checking and server reflection (so grpcurl works without proto files).
+//! `turbo-coder serve <service>`: one service of the cluster in this process, through the same
+//! `run` entry point as the service's own binary (`turbo-orchestrator`, ...).
 //!
-//! This stage of the cluster serves health and reflection; the task, knowledge, tool and
-//! gateway APIs are added to these same entry points service by service.
+//! This stage of the cluster serves gRPC health checking and server reflection (so grpcurl
+//! works without proto files); the task, knowledge, tool and gateway APIs are added to these
+//! same entry points service by service.
 
 use clap::{Args, ValueEnum};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
+use turbo_proto::server::{bind, shutdown_on_signal};
 
 use crate::exit::{self, Exit};
 
@@ -42,19 +42,6 @@ impl Service {
             Service::ToolRunner => s.tool_runner.clone(),
         }
     }
-
-    /// The gRPC services this process reports as serving.
-    fn grpc_services(self) -> &'static [&'static str] {
-        match self {
-            Service::Gateway => {
-                &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService", "turbo.sessions.v1.SessionService"]
-            }
-            Service::Orchestrator => &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService"],
-            Service::AgentWorker => &["turbo.agents.v1.AgentService"],
-            Service::Knowledge => &["turbo.knowledge.v1.KnowledgeService"],
-            Service::ToolRunner => &["turbo.tools.v1.ToolService"],
-        }
-    }
 }
 
 #[derive(Args, Debug)]
@@ -68,40 +55,49 @@ pub struct ServeArgs {
     pub role: Option<AgentRole>,
 }
 
-pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
-    if matches!(args.service, Service::AgentWorker) && args.role.is_none() {
-        return Err(Exit::new(exit::USAGE, "agent-worker needs --role planner|coder|tester|reviewer"));
-    }
-    let addr = args.listen.clone().unwrap_or_else(|| args.service.default_addr(config));
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|e| Exit::new(exit::USAGE, format!("cannot listen on {addr}: {e}; pick a free --listen address")))?;
-    let local = listener.local_addr().map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
-    // Printed on stdout so scripts and the test harness can find a port chosen with :0.
-    println!("turbo-{} listening on {local}", args.service.name());
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        stop.cancel();
-    });
-    turbo_proto::server::serve_health(args.service.grpc_services(), listener, shutdown)
-        .await
-        .map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
-    Ok(exit::OK)
+/// What to start, with the role checked: agent-worker needs one, the others take none.
+enum Target {
+    Gateway,
+    Orchestrator,
+    AgentWorker(AgentRole),
+    Knowledge,
+    ToolRunner,
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+fn target(service: Service, role: Option<AgentRole>) -> Result<Target, Exit> {
+    match (service, role) {
+        (Service::AgentWorker, Some(role)) => Ok(Target::AgentWorker(role)),
+        (Service::AgentWorker, None) => {
+            Err(Exit::new(exit::USAGE, "agent-worker needs --role planner|coder|tester|reviewer"))
         }
+        (other, Some(_)) => {
+            Err(Exit::new(exit::USAGE, format!("--role is for agent-worker only; drop it to serve {}", other.name())))
+        }
+        (Service::Gateway, None) => Ok(Target::Gateway),
+        (Service::Orchestrator, None) => Ok(Target::Orchestrator),
+        (Service::Knowledge, None) => Ok(Target::Knowledge),
+        (Service::ToolRunner, None) => Ok(Target::ToolRunner),
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
+    let target = target(args.service, args.role)?;
+    let addr = args.listen.clone().unwrap_or_else(|| args.service.default_addr(config));
+    let listener = bind(&addr).await.map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
+    let local = listener.local_addr().map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
+    let shutdown = shutdown_on_signal()
+        .map_err(|e| Exit::new(exit::INTERNAL, format!("cannot install the signal handlers: {e}")))?;
+    // Printed on stdout so scripts and the test harness can find a port chosen with :0.
+    println!("turbo-{} listening on {local}", args.service.name());
+    let served = match target {
+        Target::Gateway => turbo_gateway::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+        Target::Orchestrator => turbo_orchestrator::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+        Target::AgentWorker(role) => {
+            turbo_agent_worker::run(config, role, listener, shutdown).await.map_err(|e| e.to_string())
+        }
+        Target::Knowledge => turbo_knowledge::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+        Target::ToolRunner => turbo_tool_runner::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+    };
+    served.map_err(|e| Exit::new(exit::INTERNAL, e))?;
+    Ok(exit::OK)
 }

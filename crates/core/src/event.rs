@@ -63,6 +63,9 @@ pub enum EventKind {
         latency_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttft_ms: Option<u64>,
+        /// Completion tokens per second of generation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens_per_second: Option<f64>,
     },
     /// A step of an agent's tool loop asked for a tool.
     ToolCall {

@@ -1,5 +1,7 @@
 //! The gRPC plumbing every service shares: health checking (grpc.health.v1) and server
-//! reflection for all turbo packages, served until a shutdown token fires.
+//! reflection for all turbo packages, served until a shutdown token fires; and the two
+//! process-edge helpers every entry point needs (`turbo-coder serve` and each service's own
+//! binary): binding the listen address and turning SIGTERM/Ctrl-C into that token.
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -38,4 +40,40 @@ pub async fn serve_health(
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await
+}
+
+/// Binds `addr` (`host:port`; port 0 picks a free one). The error names the address and what
+/// to do, so callers can show it as is.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}; pick a free --listen address"))
+    })
+}
+
+/// A token cancelled on the first SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are
+/// installed before this returns, so a signal that arrives right after is not lost to the
+/// default action (which would kill the process without draining). Needs a Tokio runtime.
+pub fn shutdown_on_signal() -> std::io::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            cancel.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    Ok(token)
 }

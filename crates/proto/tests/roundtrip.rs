@@ -405,10 +405,30 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         }),
         (text(10), role(), any::<bool>(), text(40))
             .prop_map(|(phase, role, success, summary)| EventKind::PhaseFinished { phase, role, success, summary }),
-        (role(), option::of(text(10)), text(20), any::<u32>(), any::<u32>(), any::<u64>(), option::of(any::<u64>()))
-            .prop_map(|(role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms)| {
-                EventKind::ModelCall { role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms }
-            }),
+        (
+            role(),
+            option::of(text(10)),
+            text(20),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            option::of(any::<u64>()),
+            option::of(0.0f64..1e6)
+        )
+            .prop_map(
+                |(role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, tokens_per_second)| {
+                    EventKind::ModelCall {
+                        role,
+                        phase,
+                        model,
+                        prompt_tokens,
+                        completion_tokens,
+                        latency_ms,
+                        ttft_ms,
+                        tokens_per_second,
+                    }
+                }
+            ),
         (text(10), any::<u32>(), text(10), json_value())
             .prop_map(|(phase, step, tool, arguments)| EventKind::ToolCall { phase, step, tool, arguments }),
         (text(10), any::<u32>(), text(10), any::<bool>(), text(60), any::<u64>()).prop_map(

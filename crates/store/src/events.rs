@@ -363,7 +363,7 @@ async fn apply_projections(txn: &DatabaseTransaction, e: &TaskEvent) -> Result<(
                 .map_err(db(format!("complete the tool call of {}", what())))?;
             Ok(())
         }
-        EventKind::ModelCall { role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms } => {
+        EventKind::ModelCall { role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, .. } => {
             let usage = token_usage::ActiveModel {
                 id: NotSet,
                 task_id: Set(task.0),

@@ -199,6 +199,7 @@ fn model_call(role: AgentRole, phase: Option<&str>, prompt: u32, completion: u32
         completion_tokens: completion,
         latency_ms: 900,
         ttft_ms: Some(120),
+        tokens_per_second: Some(42.5),
     }
 }
 

@@ -63,6 +63,7 @@ impl Reporter<'_> {
             completion_tokens: r.usage.completion_tokens,
             latency_ms: r.timing.total.as_millis() as u64,
             ttft_ms: r.timing.time_to_first_token.map(|d| d.as_millis() as u64),
+            tokens_per_second: r.timing.tokens_per_second.filter(|t| t.is_finite()),
         });
     }
 }

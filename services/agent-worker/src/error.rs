@@ -20,6 +20,8 @@ pub enum Error {
     AgentGone { role: String },
     #[error("the {role} agent failed: {reason}")]
     AgentCrashed { role: String, reason: String },
+    #[error("cannot serve on {addr}: {reason}")]
+    Serve { addr: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -42,7 +44,9 @@ impl From<Error> for AgentFailure {
             Error::StepLimit { .. } => FailureKind::StepLimit,
             Error::Stuck { .. } => FailureKind::Stuck,
             Error::Cancelled => FailureKind::Cancelled,
-            Error::Unsupported(_) | Error::AgentGone { .. } | Error::AgentCrashed { .. } => FailureKind::Internal,
+            Error::Unsupported(_) | Error::AgentGone { .. } | Error::AgentCrashed { .. } | Error::Serve { .. } => {
+                FailureKind::Internal
+            }
         };
         AgentFailure::new(kind, e.to_string())
     }

@@ -5,6 +5,12 @@
 //! The orchestrator reaches agents through [`AgentClient`], which hides whether they are actors
 //! in this process or a worker across the network.
 //!
+//! As a service of the cluster a worker is started by [`run`] for one [`AgentRole`], from
+//! `turbo-coder serve agent-worker --role R` or from its own binary `turbo-agent-worker`
+//! (`src/main.rs`). At this stage [`run`] serves gRPC health checking, reporting
+//! [`GRPC_SERVICES`] as serving, and server reflection; the agent API comes later, behind the
+//! same entry point.
+//!
 //! # Layout
 //! - `message`: the mailbox type every agent actor accepts.
 //! - `planner`, `coder`, `tester`, `reviewer`: one actor each.
@@ -13,6 +19,9 @@
 //! - `supervisor`: the root actor and its restart policy.
 //! - `handle`: typed handles over the actors (no `ActorRef` leaves this crate).
 //! - `error`: errors, and their mapping to the wire's `AgentFailure`.
+//! - this file: the worker (start, handles, stop), the [`AgentService`] trait and its client,
+//!   and [`run`], the network entry point.
+//! - `main.rs`: the `turbo-agent-worker` binary: arguments, config, telemetry, then [`run`].
 
 mod coder;
 mod context;
@@ -31,6 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use turbo_core::agent::AgentRole;
 use turbo_core::protocol::{AgentFailure, FailureKind, PhaseAssignment, PhaseOutcome, PlanOutcome, PlanRequest};
@@ -41,6 +51,37 @@ pub use handle::AgentHandle;
 pub use tester::detect_test_command;
 
 use supervisor::{AgentSupervisor, ChildSpec, SupervisorMsg};
+
+/// The gRPC services an agent worker reports as serving in its health checks.
+pub const GRPC_SERVICES: &[&str] = &["turbo.agents.v1.AgentService"];
+
+/// Serves an agent worker for `role` on `listener` until `shutdown` is cancelled, then reports
+/// not-serving and drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection.
+///
+/// `role` is an [`AgentRole`], so it is valid by construction: the entry points parse the
+/// `--role` text with its `FromStr`, which rejects anything but planner, coder, tester or
+/// reviewer and names the valid roles.
+pub async fn run(
+    config: &turbo_config::Config,
+    role: AgentRole,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let model = match role {
+        AgentRole::Planner => &config.models.planner,
+        AgentRole::Coder => &config.models.coder,
+        AgentRole::Tester => config.models.tester(),
+        AgentRole::Reviewer => config.models.reviewer(),
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
+    tracing::info!(
+        %addr, %role, model = %model.model, services = ?GRPC_SERVICES,
+        "agent worker serving health and reflection"
+    );
+    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
+        .await
+        .map_err(|e| Error::Serve { addr, reason: e.to_string() })
+}
 
 /// What to start: the roles this worker hosts, each with its dependencies.
 pub struct WorkerSpec {
@@ -170,3 +211,6 @@ impl AgentClient {
         self.inner.run_phase(role, assignment, cancel).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,19 @@
 //! The orchestrator: owns task and plan state, runs each task's plan by dispatching phases to
 //! the agents, and records every step as events.
 //!
+//! As a service of the cluster it is started by [`run`], from `turbo-coder serve orchestrator`
+//! or from its own binary `turbo-orchestrator` (`src/main.rs`). At this stage [`run`] serves
+//! gRPC health checking, reporting [`GRPC_SERVICES`] as serving, and server reflection; the
+//! task and project APIs come later, behind the same entry point.
+//!
 //! # Layout
 //! - `orchestrator`: the root actor, tracking running tasks; [`OrchestratorHandle`] is its API.
 //! - `task_run`: one actor per running task: plan, phases, test and review rounds, deadline.
 //! - `recorder`: the single writer of task events (numbering, storage, broadcast).
 //! - `error`: errors.
+//! - this file: the handle, the service's start and shutdown, and [`run`], the network entry
+//!   point.
+//! - `main.rs`: the `turbo-orchestrator` binary: arguments, config, telemetry, then [`run`].
 
 mod error;
 mod orchestrator;
@@ -13,7 +21,9 @@ mod recorder;
 mod task_run;
 
 use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use turbo_core::ids::TaskId;
 use turbo_core::task::DevelopmentTask;
 
@@ -22,6 +32,20 @@ pub use recorder::Recorder;
 pub use task_run::{RunDeps, RunResult, RunSettings};
 
 use orchestrator::{Orchestrator, OrchestratorMsg};
+
+/// The gRPC services this process reports as serving in its health checks.
+pub const GRPC_SERVICES: &[&str] = &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService"];
+
+/// Serves the orchestrator on `listener` until `shutdown` is cancelled, then reports
+/// not-serving and drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection; `_config`
+/// is not read yet.
+pub async fn run(_config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
+    tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator serving health and reflection");
+    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
+        .await
+        .map_err(|e| Error::Serve { addr, reason: e.to_string() })
+}
 
 /// Typed access to the orchestrator actor; cheap to clone.
 #[derive(Clone)]
@@ -82,3 +106,6 @@ impl OrchestratorHandle {
         self.ask(|reply| OrchestratorMsg::Running { reply }).await
     }
 }
+
+#[cfg(test)]
+mod tests;

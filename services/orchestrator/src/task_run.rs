@@ -21,6 +21,9 @@ use turbo_tool_runner::ToolRunnerClient;
 
 use crate::orchestrator::OrchestratorMsg;
 
+/// How long agents get to stop after their task is cancelled before the run stops waiting.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 /// How runs behave; from the `[run]` config section.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
@@ -134,15 +137,24 @@ impl Run {
     async fn run(mut self) -> RunResult {
         let deadline = self.deps.settings.task_timeout;
         let cancel = self.cancel.clone();
-        let outcome = match tokio::time::timeout(deadline, self.steps()).await {
-            Ok(r) => r,
-            Err(_) => {
-                cancel.cancel();
-                Err(AgentFailure::new(
-                    FailureKind::TimedOut,
-                    format!("the task did not finish within {}s; raise run.task_timeout_s", deadline.as_secs()),
-                ))
-            }
+        let started = tokio::time::Instant::now();
+        // At the deadline the run is cancelled, so agents stop their model calls and tools and
+        // the run ends in order; an agent that ignores cancellation is cut off after a grace.
+        let timer = async {
+            tokio::time::sleep(deadline).await;
+            cancel.cancel();
+            tokio::time::sleep(CANCEL_GRACE).await;
+        };
+        let outcome = tokio::select! {
+            r = self.steps() => r,
+            _ = timer => Err(AgentFailure::new(FailureKind::Cancelled, "the agents did not stop after cancellation")),
+        };
+        let outcome = match outcome {
+            Err(f) if f.kind == FailureKind::Cancelled && started.elapsed() >= deadline => Err(AgentFailure::new(
+                FailureKind::TimedOut,
+                format!("the task did not finish within {}s; raise run.task_timeout_s", deadline.as_secs()),
+            )),
+            other => other,
         };
         let failure = match outcome {
             Ok(()) => None,

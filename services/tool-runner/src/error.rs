@@ -8,6 +8,8 @@ pub enum Error {
     NoBaseline(TaskId),
     #[error("cannot snapshot the workspace {path}: {reason}")]
     Snapshot { path: String, reason: String },
+    #[error("cannot serve on {addr}: {reason}")]
+    Serve { addr: String, reason: String },
 }
 
 impl Error {

@@ -5,10 +5,17 @@
 //! Agents reach it through [`ToolRunnerClient`], which hides whether the runner is in this
 //! process or (in the cluster) behind NATS/gRPC.
 //!
+//! As a service of the cluster it is started by [`run`], from `turbo-coder serve tool-runner`
+//! or from its own binary `turbo-tool-runner` (`src/main.rs`). At this stage [`run`] serves
+//! gRPC health checking, reporting [`GRPC_SERVICES`] as serving, and server reflection; the tool
+//! API comes later, behind the same entry point.
+//!
 //! # Layout
 //! - `baseline`: workspace snapshots and the task diff.
 //! - `error`: errors, distinguishing the ones a model can correct.
-//! - this file: the [`ToolService`] trait, the in-process runner and the client.
+//! - this file: the [`ToolService`] trait, the in-process runner and the client, and [`run`],
+//!   the network entry point.
+//! - `main.rs`: the `turbo-tool-runner` binary: arguments, config, telemetry, then [`run`].
 
 mod baseline;
 mod error;
@@ -19,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use turbo_core::ids::TaskId;
 use turbo_core::tool::{ToolCall, ToolSpec};
 use turbo_tools::{ToolContext, Toolbox, Workspace};
@@ -26,6 +35,20 @@ use turbo_tools::{ToolContext, Toolbox, Workspace};
 pub use baseline::TaskDiff;
 pub use error::{Error, Result};
 pub use turbo_tools::ToolOutput;
+
+/// The gRPC services the tool-runner reports as serving in its health checks.
+pub const GRPC_SERVICES: &[&str] = &["turbo.tools.v1.ToolService"];
+
+/// Serves the tool-runner on `listener` until `shutdown` is cancelled, then reports
+/// not-serving and drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection; `_config`
+/// is not read yet.
+pub async fn run(_config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
+    tracing::info!(%addr, services = ?GRPC_SERVICES, "tool-runner serving health and reflection");
+    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
+        .await
+        .map_err(|e| Error::Serve { addr, reason: e.to_string() })
+}
 
 /// Limits applied to every call.
 #[derive(Clone, Debug)]

@@ -50,17 +50,25 @@ impl From<EventKind> for Kind {
             EventKind::PhaseFinished { phase, role, success, summary } => {
                 Kind::PhaseFinished(te::PhaseFinished { phase, role: role.to_proto(), success, summary })
             }
-            EventKind::ModelCall { role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms } => {
-                Kind::ModelCall(te::ModelCall {
-                    role: role.to_proto(),
-                    phase,
-                    model,
-                    prompt_tokens,
-                    completion_tokens,
-                    latency_ms,
-                    ttft_ms,
-                })
-            }
+            EventKind::ModelCall {
+                role,
+                phase,
+                model,
+                prompt_tokens,
+                completion_tokens,
+                latency_ms,
+                ttft_ms,
+                tokens_per_second,
+            } => Kind::ModelCall(te::ModelCall {
+                role: role.to_proto(),
+                phase,
+                model,
+                prompt_tokens,
+                completion_tokens,
+                latency_ms,
+                ttft_ms,
+                tokens_per_second,
+            }),
             EventKind::ToolCall { phase, step, tool, arguments } => {
                 Kind::ToolCall(te::ToolCall { phase, step, tool, arguments_json: json_value_to_proto(&arguments) })
             }
@@ -117,6 +125,7 @@ impl TryFrom<Kind> for EventKind {
                 completion_tokens,
                 latency_ms,
                 ttft_ms,
+                tokens_per_second,
             }) => EventKind::ModelCall {
                 role: ProtoEnum::from_proto("model_call.role", role)?,
                 phase,
@@ -125,6 +134,7 @@ impl TryFrom<Kind> for EventKind {
                 completion_tokens,
                 latency_ms,
                 ttft_ms,
+                tokens_per_second,
             },
             Kind::ToolCall(te::ToolCall { phase, step, tool, arguments_json }) => EventKind::ToolCall {
                 phase,

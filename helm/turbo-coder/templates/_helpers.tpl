@@ -1,0 +1,166 @@
+{{/* The chart's name, for labels. */}}
+{{- define "turbo-coder.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's prefix for every object: <release>-turbo-coder, or <release> when it already says turbo-coder. */}}
+{{- define "turbo-coder.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "turbo-coder.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "turbo-coder.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: turbo-coder
+{{- end -}}
+
+{{/* The one image every service runs. */}}
+{{- define "turbo-coder.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The config map every service mounts. */}}
+{{- define "turbo-coder.configName" -}}
+{{- printf "%s-config" (include "turbo-coder.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+One service of the cluster: a Deployment running `turbo-coder serve <service> --listen
+0.0.0.0:<port> [--role <role>]`, probed over gRPC health checking, and its Service.
+Arguments (a dict):
+  root         the chart's top-level context ($)
+  component    object name suffix and component label, e.g. orchestrator, agent-worker-coder
+  service      the `serve` argument, e.g. agent-worker
+  role         agent-worker role, or "" for the other services
+  replicas     pod count
+  port         gRPC port (container and Service)
+  resources    container resources
+  grpcService  the gRPC service readiness asks about; it turns NOT_SERVING when the process
+               starts draining, so the pod leaves the Service's endpoints first
+*/}}
+{{- define "turbo-coder.component" -}}
+{{- $root := .root -}}
+{{- $name := printf "%s-%s" (include "turbo-coder.fullname" $root) .component | trunc 63 | trimSuffix "-" -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "turbo-coder.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  replicas: {{ .replicas }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "turbo-coder.name" $root }}
+      app.kubernetes.io/instance: {{ $root.Release.Name }}
+      app.kubernetes.io/component: {{ .component }}
+  template:
+    metadata:
+      labels:
+        {{- include "turbo-coder.labels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ .component }}
+      annotations:
+        # Restart the pods when the configuration changes.
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- with $root.Values.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
+      containers:
+        - name: {{ .service }}
+          image: {{ include "turbo-coder.image" $root | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command:
+            - turbo-coder
+            - serve
+            - {{ .service }}
+            - --listen
+            - {{ printf "0.0.0.0:%v" .port | quote }}
+            {{- with .role }}
+            - --role
+            - {{ . | quote }}
+            {{- end }}
+          env:
+            - name: TURBO_CODER_CONFIG
+              value: /etc/turbo-coder/config.toml
+            {{- with $root.Values.env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          ports:
+            - name: grpc
+              containerPort: {{ .port }}
+              protocol: TCP
+          readinessProbe:
+            grpc:
+              port: {{ .port }}
+              service: {{ .grpcService | quote }}
+            periodSeconds: {{ $root.Values.probes.readiness.periodSeconds }}
+            failureThreshold: {{ $root.Values.probes.readiness.failureThreshold }}
+          livenessProbe:
+            # The whole server (service ""), which stays SERVING while it drains.
+            grpc:
+              port: {{ .port }}
+            initialDelaySeconds: {{ $root.Values.probes.liveness.initialDelaySeconds }}
+            periodSeconds: {{ $root.Values.probes.liveness.periodSeconds }}
+            failureThreshold: {{ $root.Values.probes.liveness.failureThreshold }}
+          securityContext:
+            {{- toYaml $root.Values.securityContext | nindent 12 }}
+          resources:
+            {{- toYaml .resources | nindent 12 }}
+          volumeMounts:
+            - name: config
+              mountPath: /etc/turbo-coder
+              readOnly: true
+      volumes:
+        - name: config
+          configMap:
+            name: {{ include "turbo-coder.configName" $root }}
+      {{- with $root.Values.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "turbo-coder.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  type: {{ $root.Values.service.type }}
+  selector:
+    app.kubernetes.io/name: {{ include "turbo-coder.name" $root }}
+    app.kubernetes.io/instance: {{ $root.Release.Name }}
+    app.kubernetes.io/component: {{ .component }}
+  ports:
+    - name: grpc
+      port: {{ .port }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+{{- end -}}

@@ -1,0 +1,7 @@
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot serve on {addr}: {reason}")]
+    Serve { addr: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,212 @@
+//! The services as processes, black box: `turbo-coder serve <service>` (and each service's own
+//! binary) on `127.0.0.1:0`, checked over real gRPC (health checking and reflection), then
+//! stopped with SIGTERM the way Kubernetes stops a pod.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use turbo_tests::{Sandbox, turbo_coder_bin};
+
+/// Upper bound for anything to happen; generous so a loaded machine does not fail the test.
+/// Not a timing assertion: a healthy run finishes far sooner.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Each service, its `serve` arguments, and one gRPC service it must report as serving.
+const SERVICES: &[(&str, &[&str], &str)] = &[
+    ("gateway", &[], "turbo.sessions.v1.SessionService"),
+    ("orchestrator", &[], "turbo.tasks.v1.TaskService"),
+    ("agent-worker", &["--role", "coder"], "turbo.agents.v1.AgentService"),
+    ("knowledge", &[], "turbo.knowledge.v1.KnowledgeService"),
+    ("tool-runner", &[], "turbo.tools.v1.ToolService"),
+];
+
+/// Polls `probe` until it succeeds or [`WAIT`] passes; then fails with the last error.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => panic!("{what}: not within {WAIT:?}; last: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A service process that printed `<name> listening on <addr>`.
+struct Served {
+    child: Child,
+    addr: String,
+    // Kept open: a service that writes to a closed stdout would fail.
+    _stdout: Lines<BufReader<ChildStdout>>,
+    _sandbox: Sandbox,
+}
+
+impl Served {
+    /// Starts `program ARGS` in a scratch home with no inherited config, and reads the address
+    /// it prints. Its stderr goes to the test's, so a failure shows the service's log.
+    async fn start(program: &Path, args: &[&str], name: &str) -> Served {
+        let sandbox = Sandbox::new();
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(&sandbox.workdir)
+            .env_clear()
+            .envs(&sandbox.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{name} printed no address within {WAIT:?}"))
+            .expect("read the service's stdout")
+            .unwrap_or_else(|| panic!("{name} exited before printing its address (its stderr is above)"));
+        let addr = line
+            .strip_prefix(&format!("{name} listening on "))
+            .unwrap_or_else(|| panic!("unexpected first line from {name}: {line}"))
+            .to_string();
+        Served { child, addr, _stdout: stdout, _sandbox: sandbox }
+    }
+
+    async fn channel(&self) -> Channel {
+        let uri = format!("http://{}", self.addr);
+        eventually(&format!("connect to {uri}"), || async {
+            Channel::from_shared(uri.clone()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    async fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().expect("the service is still running");
+        kill(Pid::from_raw(i32::try_from(pid).expect("pid fits i32")), Signal::SIGTERM).expect("send SIGTERM");
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running {WAIT:?} after SIGTERM"))
+            .expect("wait for the service");
+        status.code()
+    }
+}
+
+async fn health(channel: &Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let reply = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: service.into() }).await?;
+    Ok(reply.into_inner().status())
+}
+
+/// Waits until `service` reports SERVING.
+async fn assert_serving(channel: &Channel, service: &str) {
+    eventually(&format!("health of '{service}' is SERVING"), || async {
+        match health(channel, service).await {
+            Ok(ServingStatus::Serving) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+async fn reflected_services(channel: &Channel) -> Vec<String> {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let reply = replies.message().await.expect("a reflection reply").expect("one reply per request");
+    match reply.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("expected a service list, got {other:?}"),
+    }
+}
+
+/// `target/<profile>/<name>`, beside `turbo-coder`.
+fn sibling_bin(name: &str) -> PathBuf {
+    let coder = turbo_coder_bin();
+    let bin = coder.with_file_name(name);
+    assert!(bin.is_file(), "{} is missing: build the service binaries with `cargo build --bins`", bin.display());
+    bin
+}
+
+#[tokio::test]
+async fn serve_orchestrator_answers_health_and_reflection_and_exits_zero_on_sigterm() {
+    let served =
+        Served::start(&turbo_coder_bin(), &["serve", "orchestrator", "--listen", "127.0.0.1:0"], "turbo-orchestrator")
+            .await;
+    let channel = served.channel().await;
+
+    assert_serving(&channel, "").await;
+    assert_serving(&channel, "turbo.tasks.v1.TaskService").await;
+    let unknown = health(&channel, "turbo.nope.v1.NoSuchService").await.expect_err("an unknown service is an error");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    let services = reflected_services(&channel).await;
+    assert!(services.iter().any(|s| s == "turbo.tasks.v1.TaskService"), "reflection lists {services:?}");
+    assert!(services.iter().any(|s| s == "grpc.health.v1.Health"), "reflection lists {services:?}");
+
+    // The client's connection stays open: an idle connection must not hold up the drain.
+    assert_eq!(served.terminate().await, Some(0), "SIGTERM is a clean shutdown");
+    drop(channel);
+}
+
+#[tokio::test]
+async fn serve_starts_every_service_with_its_grpc_services() {
+    for (service, extra, grpc) in SERVICES {
+        let name = format!("turbo-{service}");
+        let mut args = vec!["serve", service, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let served = Served::start(&turbo_coder_bin(), &args, &name).await;
+        assert_serving(&served.channel().await, grpc).await;
+        assert_eq!(served.terminate().await, Some(0), "{name} exits 0 on SIGTERM");
+    }
+}
+
+#[tokio::test]
+async fn serve_rejects_a_missing_or_misplaced_role() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["serve", "agent-worker", "--listen", "127.0.0.1:0"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("agent-worker needs --role"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "nothing was served: {}", out.stdout);
+
+    let out = sandbox.run(&["serve", "orchestrator", "--role", "coder", "--listen", "127.0.0.1:0"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("--role is for agent-worker only"), "{}", out.stderr);
+}
+
+/// The services' own binaries (`turbo-orchestrator`, ...) run the same `run` as `serve`;
+/// `make test` builds them first (`cargo build --workspace --bins`).
+#[tokio::test]
+async fn each_service_binary_answers_health_and_exits_zero_on_sigterm() {
+    for (service, extra, grpc) in SERVICES {
+        let name = format!("turbo-{service}");
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let served = Served::start(&sibling_bin(&name), &args, &name).await;
+        let channel = served.channel().await;
+        assert_serving(&channel, "").await;
+        assert_serving(&channel, grpc).await;
+        assert_eq!(served.terminate().await, Some(0), "{name} exits 0 on SIGTERM");
+    }
+}
