@@ -419,11 +419,12 @@ async fn the_step_limit_ends_a_phase_with_advice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn escapes_from_the_workspace_are_refused_and_shown_to_the_model() {
+async fn escapes_and_bad_arguments_are_refused_and_shown_to_the_model() {
     let (turbo, local) = servers(
         vec![Reply::Json(plan())],
         vec![
             Reply::tool_call("fs_write", json!({"path": "../outside.txt", "content": "x"})),
+            Reply::tool_call("fs_write", json!({"path": "greet.py", "contents": GREET})),
             write("greet.py", GREET),
             write("test_greet.py", GREET_TEST),
             Reply::text("done"),
@@ -440,6 +441,11 @@ async fn escapes_from_the_workspace_are_refused_and_shown_to_the_model() {
     assert!(first["output"].as_str().unwrap().contains("outside the workspace"), "{first}");
     let second_turn = chat_requests(&local)[1].body["messages"].to_string();
     assert!(second_turn.contains("outside the workspace"), "the model reads the refusal");
+    // A call with a misspelt argument is refused with what to fix, and the run goes on.
+    let bad_args = &out.events_of("tool_result")[1];
+    assert_eq!(bad_args["success"], false);
+    let text = bad_args["output"].as_str().unwrap();
+    assert!(text.contains("bad arguments for fs_write") && text.contains("contents"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
