@@ -523,3 +523,30 @@ async fn config_show_layers_the_legacy_variables_and_hides_the_key() {
     bad.assert_code(2);
     assert!(bad.stderr.contains("MAX_STEPS"), "{}", bad.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_plan_is_executed_as_shown_without_planning_again() {
+    let (turbo, local) = servers(
+        vec![Reply::Json(plan())],
+        vec![write("greet.py", GREET), write("test_greet.py", GREET_TEST), Reply::text("done"), approve()],
+    )
+    .await;
+    let sb = sandbox(&turbo, &local);
+    let dry = sb.run(&["run", TASK, "--json"]).await;
+    dry.assert_code(0);
+    let id = dry.result()["task_id"].as_str().unwrap().to_string();
+    assert!(sb.read("greet.py").is_none());
+
+    let out = sb.run(&["tasks", "execute", &id[..8], "--json"]).await;
+    out.assert_code(0);
+    assert_eq!(out.result()["status"], "completed");
+    assert_eq!(sb.read("greet.py").as_deref(), Some(GREET));
+    assert_eq!(chat_requests(&turbo).len(), 1, "the plan the user saw is the plan that ran");
+    assert!(out.events_of("plan_ready").is_empty());
+    let seqs: Vec<u64> = out.json_lines().iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(seqs[0] > dry.json_lines().iter().filter_map(|e| e["seq"].as_u64()).max().unwrap(), "numbering continues");
+
+    let again = sb.run(&["tasks", "execute", &id]).await;
+    again.assert_code(2);
+    assert!(again.stderr.contains("only planned tasks can be executed"), "{}", again.stderr);
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tokio::sync::broadcast::error::RecvError;
 use turbo_config::Config;
+use turbo_core::ids::TaskId;
 use turbo_core::protocol::FailureKind;
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::validate::Validate;
@@ -121,15 +122,53 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
     let task = DevelopmentTask::from_request(project.id, &args.task);
 
     let embedded = Embedded::start(config, store.clone(), &models).await?;
-    let mut events = embedded.recorder.subscribe();
-    let task_id = match embedded.orchestrator.submit(task, dir.to_string_lossy().to_string(), execute).await {
+    let events = embedded.recorder.subscribe();
+    let submitted = embedded.orchestrator.submit(task, dir.to_string_lossy().to_string(), execute).await;
+    follow(embedded, events, &store, submitted, args.json, execute).await
+}
+
+/// `tasks execute ID`: carries out a task planned by an earlier dry run, with that plan.
+pub async fn execute(config: &Config, id: &str, json: bool) -> Result<u8, Exit> {
+    let store = crate::open_store(config).await?;
+    let stored = store.find_task(id).await.map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
+    if stored.task.status != TaskStatus::Planned {
+        return Err(Exit::new(
+            exit::USAGE,
+            format!(
+                "task {} is {}: only planned tasks can be executed; plan it again with `turbo-coder run`",
+                stored.task.id, stored.task.status
+            ),
+        ));
+    }
+    tempfile::NamedTempFile::new_in(&stored.workspace).map_err(|e| {
+        Exit::new(exit::STORAGE, format!("cannot write in the task's workdir {}: {e}", stored.workspace))
+    })?;
+    let models = Models::connect(config)?;
+    preflight(&models, config, true).await?;
+    let embedded = Embedded::start(config, store.clone(), &models).await?;
+    let events = embedded.recorder.subscribe();
+    let submitted = embedded.orchestrator.execute(stored.task.id).await;
+    follow(embedded, events, &store, submitted, json, true).await
+}
+
+/// Renders a submitted task's events until its run ends, then the summary; Ctrl-C cancels the
+/// task (a second Ctrl-C stops waiting).
+async fn follow(
+    embedded: Embedded,
+    mut events: tokio::sync::broadcast::Receiver<turbo_core::event::TaskEvent>,
+    store: &turbo_store::Store,
+    submitted: Result<TaskId, turbo_orchestrator::Error>,
+    json: bool,
+    execute: bool,
+) -> Result<u8, Exit> {
+    let task_id = match submitted {
         Ok(id) => id,
         Err(e) => {
             embedded.shutdown().await;
             return Err(Exit::new(exit::USAGE, e.to_string()));
         }
     };
-    let mut renderer = Renderer::new(args.json);
+    let mut renderer = Renderer::new(json);
     let orchestrator = embedded.orchestrator.clone();
     let wait = orchestrator.wait(task_id);
     tokio::pin!(wait);
@@ -148,9 +187,13 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
                 }
                 Err(RecvError::Closed) => {}
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = tokio::signal::ctrl_c() => {
+                if interrupted {
+                    renderer.finish();
+                    return Err(Exit::new(exit::INTERRUPTED, format!("stopped waiting; task {task_id} may still be recorded as in progress")));
+                }
                 interrupted = true;
-                eprintln!("cancelling the task (Ctrl-C again to force quit)...");
+                eprintln!("cancelling the task (Ctrl-C again to stop waiting)...");
                 let _ = orchestrator.cancel(task_id).await;
             }
         }
@@ -172,7 +215,7 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
         })
     });
     let usage = usage.unwrap_or(result.usage);
-    if args.json {
+    if json {
         let summary = serde_json::json!({
             "type": "result",
             "task_id": result.task.id,

@@ -20,6 +20,13 @@ pub enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Carry out a task planned by a dry run, with the plan that was shown.
+    Execute {
+        /// Task id, or a unique prefix of it (at least 4 characters).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// One task: plan, phases, tool calls, tests, review, tokens.
     Show {
         /// Task id, or a unique prefix of it (at least 4 characters).
@@ -39,6 +46,13 @@ fn storage(e: turbo_store::Error) -> Exit {
 }
 
 pub async fn tasks(config: &Config, command: TasksCommand) -> Result<u8, Exit> {
+    match command {
+        TasksCommand::Execute { id, json } => crate::run::execute(config, &id, json).await,
+        read => read_back(config, read).await,
+    }
+}
+
+async fn read_back(config: &Config, command: TasksCommand) -> Result<u8, Exit> {
     let store = crate::open_store(config).await?;
     match command {
         TasksCommand::List { status, limit, json } => {
@@ -71,6 +85,7 @@ pub async fn tasks(config: &Config, command: TasksCommand) -> Result<u8, Exit> {
                 }
             }
         }
+        TasksCommand::Execute { id, json } => return crate::run::execute(config, &id, json).await,
         TasksCommand::Show { id, json } => {
             let stored = store.find_task(&id).await.map_err(storage)?;
             let task = &stored.task;

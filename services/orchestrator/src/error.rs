@@ -8,6 +8,8 @@ pub enum Error {
     Store(#[from] turbo_store::Error),
     #[error("unknown task {0}")]
     UnknownTask(TaskId),
+    #[error("task {task_id} is {status}: {hint}")]
+    NotExecutable { task_id: TaskId, status: turbo_core::task::TaskStatus, hint: &'static str },
     #[error("the orchestrator is not running")]
     Stopped,
     #[error("cannot start the task runner: {0}")]

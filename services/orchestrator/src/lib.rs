@@ -92,6 +92,11 @@ impl OrchestratorHandle {
         self.ask(|reply| OrchestratorMsg::Submit { task: Box::new(task), workspace, execute, reply }).await?
     }
 
+    /// Carries out a task planned earlier (by a dry run) with its stored plan.
+    pub async fn execute(&self, task_id: TaskId) -> Result<TaskId> {
+        self.ask(|reply| OrchestratorMsg::Execute { task_id, reply }).await?
+    }
+
     /// Resolves when the task's run ends (at once for a task that is not running).
     pub async fn wait(&self, task_id: TaskId) -> Result<RunResult> {
         self.ask(|reply| OrchestratorMsg::Wait { task_id, reply }).await?

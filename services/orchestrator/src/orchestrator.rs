@@ -21,11 +21,31 @@ use crate::task_run::{RunDeps, RunResult, TaskRun, TaskRunArgs};
 const FINISHED_KEPT: usize = 1024;
 
 pub(crate) enum OrchestratorMsg {
-    Submit { task: Box<DevelopmentTask>, workspace: String, execute: bool, reply: oneshot::Sender<Result<TaskId>> },
-    Wait { task_id: TaskId, reply: oneshot::Sender<Result<RunResult>> },
-    Cancel { task_id: TaskId, reply: oneshot::Sender<bool> },
-    Running { reply: oneshot::Sender<Vec<TaskId>> },
-    Finished { result: Box<RunResult> },
+    Submit {
+        task: Box<DevelopmentTask>,
+        workspace: String,
+        execute: bool,
+        reply: oneshot::Sender<Result<TaskId>>,
+    },
+    /// Carry out a task that was planned earlier, with its stored plan.
+    Execute {
+        task_id: TaskId,
+        reply: oneshot::Sender<Result<TaskId>>,
+    },
+    Wait {
+        task_id: TaskId,
+        reply: oneshot::Sender<Result<RunResult>>,
+    },
+    Cancel {
+        task_id: TaskId,
+        reply: oneshot::Sender<bool>,
+    },
+    Running {
+        reply: oneshot::Sender<Vec<TaskId>>,
+    },
+    Finished {
+        result: Box<RunResult>,
+    },
 }
 
 pub(crate) struct Orchestrator;
@@ -89,6 +109,9 @@ impl Actor for Orchestrator {
         match msg {
             OrchestratorMsg::Submit { task, workspace, execute, reply } => {
                 let _ = reply.send(submit(myself, state, *task, workspace, execute).await);
+            }
+            OrchestratorMsg::Execute { task_id, reply } => {
+                let _ = reply.send(execute(myself, state, task_id).await);
             }
             OrchestratorMsg::Wait { task_id, reply } => {
                 if let Some(done) = state.finished.get(&task_id) {
@@ -156,16 +179,31 @@ impl Actor for Orchestrator {
     }
 }
 
-async fn submit(
+async fn execute(myself: ActorRef<OrchestratorMsg>, state: &mut OrchestratorState, task_id: TaskId) -> Result<TaskId> {
+    if state.running.contains_key(&task_id) {
+        return Err(Error::NotExecutable { task_id, status: TaskStatus::InProgress, hint: "it is already running" });
+    }
+    let stored = state.deps.store.get_task(task_id).await?.ok_or(Error::UnknownTask(task_id))?;
+    let task = stored.task;
+    if task.status != TaskStatus::Planned || task.execution_plan.is_none() {
+        return Err(Error::NotExecutable {
+            task_id,
+            status: task.status,
+            hint: "only planned tasks can be executed; plan it again",
+        });
+    }
+    // The dry run's result must not answer waiters of this run.
+    state.finished.remove(&task_id);
+    start_run(myself, state, task, stored.workspace, true).await
+}
+
+async fn start_run(
     myself: ActorRef<OrchestratorMsg>,
     state: &mut OrchestratorState,
     task: DevelopmentTask,
     workspace: String,
     execute: bool,
 ) -> Result<TaskId> {
-    task.validate()?;
-    state.deps.store.insert_task(&task, &workspace).await?;
-    state.deps.events.emit(task.id, EventKind::TaskCreated { title: task.title.clone(), workspace: workspace.clone() });
     let cancel = CancellationToken::new();
     let args = TaskRunArgs {
         task: task.clone(),
@@ -181,4 +219,17 @@ async fn submit(
     state.running.insert(id, Running { cancel, runner: runner.get_id(), task });
     tracing::info!(task_id = %id, execute, "task started");
     Ok(id)
+}
+
+async fn submit(
+    myself: ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    task: DevelopmentTask,
+    workspace: String,
+    execute: bool,
+) -> Result<TaskId> {
+    task.validate()?;
+    state.deps.store.insert_task(&task, &workspace).await?;
+    state.deps.events.emit(task.id, EventKind::TaskCreated { title: task.title.clone(), workspace: workspace.clone() });
+    start_run(myself, state, task, workspace, execute).await
 }

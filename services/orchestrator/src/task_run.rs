@@ -117,6 +117,11 @@ struct Run {
     outline: Vec<String>,
 }
 
+/// The other phases, one line each, for agents' prompts.
+fn outline(plan: &ExecutionPlan) -> Vec<String> {
+    plan.phases.iter().map(|p| format!("- {} ({}): {}", p.name, p.agent_type, p.description)).collect()
+}
+
 /// A run stops at the first failure; `?` carries it to [`Run::run`].
 type Step<T> = Result<T, AgentFailure>;
 
@@ -198,7 +203,14 @@ impl Run {
     }
 
     async fn steps(&mut self) -> Step<()> {
-        let plan = self.plan().await?;
+        // A task planned earlier (a dry run the user reviewed) runs that very plan.
+        let plan = match self.task.execution_plan.clone().filter(|_| self.task.status == TaskStatus::Planned) {
+            Some(plan) => {
+                self.outline = outline(&plan);
+                plan
+            }
+            None => self.plan().await?,
+        };
         if !self.execute {
             return Ok(());
         }
@@ -248,8 +260,7 @@ impl Run {
         self.usage += outcome.usage;
         let plan = outcome.plan;
         self.deps.store.save_plan(&plan).await.map_err(|e| AgentFailure::new(FailureKind::Storage, e.to_string()))?;
-        self.outline =
-            plan.phases.iter().map(|p| format!("- {} ({}): {}", p.name, p.agent_type, p.description)).collect();
+        self.outline = outline(&plan);
         self.task.estimated_duration = Some(plan.total_estimated_duration);
         self.task.assigned_agents =
             plan.phases.iter().filter_map(|p| p.role()).map(|r| r.to_string()).fold(Vec::new(), |mut v, r| {

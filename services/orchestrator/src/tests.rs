@@ -33,6 +33,7 @@ enum Behaviour {
 struct Agents {
     behaviour: Behaviour,
     calls: Mutex<Vec<(AgentRole, String)>>,
+    plans: Mutex<u32>,
     started: Notify,
     saw_cancel: Mutex<bool>,
 }
@@ -56,6 +57,7 @@ fn phase(name: &str, agent: &str, deps: &[&str]) -> ExecutionPhase {
 #[async_trait]
 impl AgentService for Agents {
     async fn plan(&self, request: PlanRequest, _: CancellationToken) -> Result<PlanOutcome, AgentFailure> {
+        *self.plans.lock().unwrap() += 1;
         // Listed out of order on purpose: the orchestrator must follow the dependencies.
         let phases = vec![
             phase("second", "coder", &["first"]),
@@ -130,6 +132,7 @@ async fn fixture(behaviour: Behaviour, timeout: Duration) -> Fixture {
     let agents = Arc::new(Agents {
         behaviour,
         calls: Mutex::new(vec![]),
+        plans: Mutex::new(0),
         started: Notify::new(),
         saw_cancel: Mutex::new(false),
     });
@@ -257,4 +260,25 @@ async fn shutdown_cancels_running_tasks_and_records_their_end() {
     started.await;
     f.service.shutdown().await;
     assert_eq!(f.store.get_task(id).await.unwrap().unwrap().task.status, TaskStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_planned_task_is_executed_with_its_stored_plan() {
+    let f = fixture(Behaviour::Succeed, Duration::from_secs(30)).await;
+    let id = f.service.handle.submit(f.task(), f.workspace.clone(), false).await.unwrap();
+    let planned = f.service.handle.wait(id).await.unwrap();
+    assert_eq!(planned.task.status, TaskStatus::Planned);
+    let plan_id = planned.task.execution_plan.as_ref().unwrap().plan_id;
+
+    assert_eq!(f.service.handle.execute(id).await.unwrap(), id);
+    let done = f.service.handle.wait(id).await.unwrap();
+    assert_eq!(done.task.status, TaskStatus::Completed, "{:?}", done.failure);
+    assert_eq!(*f.agents.plans.lock().unwrap(), 1, "not planned again");
+    assert_eq!(done.task.execution_plan.unwrap().plan_id, plan_id);
+    assert_eq!(f.agents.calls.lock().unwrap().len(), 3);
+
+    let again = f.service.handle.execute(id).await.unwrap_err();
+    assert!(again.to_string().contains("is completed") && again.to_string().contains("only planned tasks"), "{again}");
+    let unknown = f.service.handle.execute(turbo_core::ids::TaskId::new()).await.unwrap_err();
+    assert!(matches!(unknown, Error::UnknownTask(_)), "{unknown}");
 }
