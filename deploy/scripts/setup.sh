@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs and starts what turbo-coder's build and tests need. Idempotent: safe to run again.
+# Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
+# Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,8 @@ command -v mold >/dev/null || need+=(mold)
 command -v git >/dev/null || need+=(git)
 command -v python3 >/dev/null || need+=(python3)
 command -v psql >/dev/null || need+=(postgresql postgresql-client)
+# Tests start their own nats-server (JetStream) on a free port.
+command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need+=(nats-server)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

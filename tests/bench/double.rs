@@ -18,7 +18,7 @@ const CONTEXT: u32 = 32_768;
 pub enum Behaviour {
     /// The same JSON text to every call (the planner's plan).
     Json(Value),
-    /// `tool_steps` calls of `tool` with `arguments`, then a final answer.
+    /// `tool_steps` calls of `tool` with `arguments`, then a final answer; again for the next phase.
     Tool { tool: String, arguments: Value, tool_steps: u32 },
     /// A final answer to every call (roles the benchmark's plan never reaches).
     Idle,
@@ -76,7 +76,10 @@ impl ChatModel for ScriptedDouble {
         drop(req);
         Ok(match &self.behaviour {
             Behaviour::Json(value) => self.response(Message::assistant(value.to_string()), "stop"),
-            Behaviour::Tool { tool, arguments, tool_steps } if n <= *tool_steps as usize => {
+            // Phase after phase: `tool_steps` tool calls, then the final answer.
+            Behaviour::Tool { tool, arguments, tool_steps }
+                if (n - 1) % (*tool_steps as usize + 1) < *tool_steps as usize =>
+            {
                 let call = ToolCall { id: format!("bench_{n}"), name: tool.clone(), arguments: arguments.clone() };
                 self.response(Message::assistant_tool_calls("", vec![call]), "tool_calls")
             }

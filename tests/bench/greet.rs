@@ -7,13 +7,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
-use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::Value;
 use turbo_testkit::{Script, ScriptedModelServer};
 use turbo_tests::Sandbox;
 
 const SCENARIO: &str = include_str!("../../deploy/examples/greet-scenario.json");
 const TASK: &str = "add a greet(name) function to greet.py with a unit test";
+const GNU_TIME: &str = "/usr/bin/time";
 /// How often the child's peak RSS is read while it runs.
 const POLL: Duration = Duration::from_millis(2);
 
@@ -24,9 +24,11 @@ pub struct GreetRun {
     pub wall: Duration,
     /// `VmHWM` of the `turbo-coder` process itself, last value read before it exited.
     pub peak_rss_kib: Option<u64>,
-    /// `getrusage(RUSAGE_CHILDREN).ru_maxrss`: the largest process of the run's tree
-    /// (`turbo-coder`, or a tool it ran such as `python3`).
-    pub children_max_rss_kib: i64,
+    /// GNU time's `%M`: the largest process of the run's tree (`turbo-coder`, or a tool it ran
+    /// such as `python3`); None when /usr/bin/time is not installed.
+    pub tree_max_rss_kib: Option<u64>,
+    /// The largest process `turbo-coder` started (tools), as seen by polling: (KiB, command).
+    pub largest_tool: Option<(u64, String)>,
     pub model_calls: usize,
     pub phases: Vec<PhaseTokens>,
     /// What the run's `--json` result line reports, for a cross-check.
@@ -68,6 +70,37 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Live descendants of `root` (children of every thread, recursively).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The first words of a process's command line.
+fn command_line(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -92,7 +125,18 @@ pub async fn run() -> anyhow::Result<GreetRun> {
     let stdout_path = sb.home.join("stdout.jsonl");
     let stderr_path = sb.home.join("stderr.txt");
 
-    let mut cmd = tokio::process::Command::new(&binary);
+    // Under GNU time when installed: its `%M` is the largest process of the run's tree, exactly.
+    // (getrusage(RUSAGE_CHILDREN) of this process would not do: a forked child's high-water
+    // mark starts as a copy of this process's own, which here is larger than turbo-coder.)
+    let gnu_time = Path::new(GNU_TIME).is_file();
+    let time_out = sb.home.join("max-rss-kib.txt");
+    let mut cmd = if gnu_time {
+        let mut cmd = tokio::process::Command::new(GNU_TIME);
+        cmd.arg("-f").arg("%M").arg("-o").arg(&time_out).arg(&binary);
+        cmd
+    } else {
+        tokio::process::Command::new(&binary)
+    };
     cmd.args(&args)
         .current_dir(&sb.workdir)
         .env_clear()
@@ -102,11 +146,32 @@ pub async fn run() -> anyhow::Result<GreetRun> {
         .stderr(std::fs::File::create(&stderr_path)?);
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot run {}", binary.display()))?;
-    let pid = child.id().ok_or_else(|| anyhow!("turbo-coder exited before it could be watched"))?;
+    let spawned = child.id().ok_or_else(|| anyhow!("turbo-coder exited before it could be watched"))?;
+    let binary_real = binary.canonicalize().ok();
+    let mut turbo_pid = if gnu_time { None } else { Some(spawned) };
     let mut peak: Option<u64> = None;
+    // The largest process turbo-coder started: (VmHWM KiB, its command line).
+    let mut largest_tool: Option<(u64, String)> = None;
     let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak = Some(peak.map_or(kib, |p| p.max(kib)));
+        if turbo_pid.is_none() {
+            turbo_pid = descendants(spawned).first().copied();
+        }
+        if let Some(pid) = turbo_pid {
+            if let Some(kib) = vm_hwm_kib(pid) {
+                peak = Some(peak.map_or(kib, |p| p.max(kib)));
+            }
+            for tool in descendants(pid) {
+                // A child forked but not yet exec'd still has a copy of turbo-coder's memory.
+                let exe = std::fs::read_link(format!("/proc/{tool}/exe")).ok();
+                if exe.is_none() || exe == binary_real {
+                    continue;
+                }
+                if let (Some(kib), Some(command)) = (vm_hwm_kib(tool), command_line(tool))
+                    && largest_tool.as_ref().is_none_or(|(k, _)| kib > *k)
+                {
+                    largest_tool = Some((kib, command));
+                }
+            }
         }
         tokio::select! {
             status = child.wait() => break status?,
@@ -114,7 +179,10 @@ pub async fn run() -> anyhow::Result<GreetRun> {
         }
     };
     let wall = started.elapsed();
-    let children_max_rss_kib = getrusage(UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    // GNU time writes "Command exited with non-zero status N" first when it did.
+    let tree_max_rss_kib = std::fs::read_to_string(&time_out)
+        .ok()
+        .and_then(|text| text.lines().filter_map(|l| l.trim().parse::<u64>().ok()).next_back());
 
     if !status.success() {
         bail!(
@@ -157,5 +225,15 @@ pub async fn run() -> anyhow::Result<GreetRun> {
     }
     let model_calls = server.requests().iter().filter(|r| r.path == "/api/chat").count();
     server.shutdown().await;
-    Ok(GreetRun { binary, args, wall, peak_rss_kib: peak, children_max_rss_kib, model_calls, phases, result_tokens })
+    Ok(GreetRun {
+        binary,
+        args,
+        wall,
+        peak_rss_kib: peak,
+        tree_max_rss_kib,
+        largest_tool,
+        model_calls,
+        phases,
+        result_tokens,
+    })
 }

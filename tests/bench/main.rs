@@ -94,34 +94,60 @@ fn print_header() {
 
 fn print_overhead(o: &overhead::Overhead) {
     println!(
-        "1. Framework overhead per agent step ({} measured steps after {} warm-up, tool: fs_read of a 1 KiB file)",
-        o.steps, o.warmup
+        "1. Framework overhead per agent step (tool: fs_read of a 1 KiB file; instant in-process model; release figures only)"
     );
-    println!("   {:<58} {:>11} {:>11} {:>11} {:>11}", "", "p50", "p99", "mean", "max");
+    println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", "", "p50", "p99", "mean", "max");
     let row = |name: &str, s: &stats::Stats| {
-        println!("   {:<58} {:>11} {:>11} {:>11} {:>11}", name, fmt(s.p50), fmt(s.p99), fmt(s.mean), fmt(s.max));
+        println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", name, fmt(s.p50), fmt(s.p99), fmt(s.mean), fmt(s.max));
     };
-    row("baseline: Toolbox::call in a loop", &o.toolbox);
-    row("baseline: ToolRunnerClient::local().call in a loop", &o.runner);
-    row("agent step: embedded stack (actors, events, SQLite)", &o.step);
-    row("agent step: same, events discarded (NullSink, no SQLite)", &o.step_unrecorded);
-    println!(
-        "   {:<58} {:>11} {:>11}",
-        "overhead = agent step - Toolbox::call",
-        fmt_diff(o.step.p50, o.toolbox.p50),
-        fmt_diff(o.step.p99, o.toolbox.p99)
-    );
-    let verdict = if o.step.p50.saturating_sub(o.toolbox.p50) < TARGET_P50 { "met" } else { "NOT met" };
-    println!("   target p50 overhead < {}: {verdict}", fmt(TARGET_P50));
-    println!("   agent step by position in the phase (the history sent to the model grows 2 messages a step):");
-    for (first, last, s) in &o.quarters {
+    let overhead = |name: &str, s: &stats::Stats| {
         println!(
-            "     steps {first:>5}-{last:<5} p50 {:>11}  p99 {:>11}  overhead p50 {:>11}",
-            fmt(s.p50),
-            fmt(s.p99),
-            fmt_diff(s.p50, o.toolbox.p50)
+            "   {:<62} {:>11} {:>11}",
+            format!("  overhead = {name} - Toolbox::call"),
+            fmt_diff(s.p50, o.toolbox.p50),
+            fmt_diff(s.p99, o.toolbox.p99)
+        );
+    };
+    row(&format!("baseline: Toolbox::call in a loop ({} calls)", o.steps), &o.toolbox);
+    row("baseline: ToolRunnerClient::local().call in a loop", &o.runner);
+    row(&format!("agent step, one {}-step phase (after {} warm-up)", o.steps, o.warmup), &o.step);
+    overhead("long phase", &o.step);
+    row("  same, events discarded (NullSink: no recorder, no SQLite)", &o.step_unrecorded);
+    row(
+        &format!(
+            "agent step, {}-step phases ({} tasks after {} warm-up)",
+            overhead::SHORT_PHASE,
+            o.short_tasks,
+            o.short_tasks
+        ),
+        &o.short,
+    );
+    overhead("short phases", &o.short);
+    let met = |s: &stats::Stats| if s.p50.saturating_sub(o.toolbox.p50) < TARGET_P50 { "met" } else { "NOT met" };
+    println!(
+        "   target p50 overhead < {}: {} in the {}-step phase, {} in {}-step phases (the default max_steps)",
+        fmt(TARGET_P50),
+        met(&o.step),
+        o.steps,
+        met(&o.short),
+        overhead::SHORT_PHASE
+    );
+    println!("   the long phase by quarter (each step adds 2 messages to the history copied into the next request):");
+    println!("     {:<18} {:>11} {:>11} {:>22}", "steps", "p50", "p99", "p50 events discarded");
+    for q in &o.quarters {
+        println!(
+            "     {:<18} {:>11} {:>11} {:>22}",
+            format!("{}-{}", q.first, q.last),
+            fmt(q.recorded.p50),
+            fmt(q.recorded.p99),
+            fmt(q.unrecorded.p50)
         );
     }
+    println!(
+        "     copying + dropping a {}-step history once, timed on its own (next_turn copies it every turn): {}",
+        overhead::COPY_STEPS,
+        fmt(o.history_copy)
+    );
     let per_step = o.wall / u32::try_from(o.tool_steps.max(1)).unwrap_or(u32::MAX);
     println!(
         "   whole task, submit to last event stored: {} for {} tool steps = {} per step",
@@ -142,14 +168,19 @@ fn print_greet(g: &greet::GreetRun) {
     println!("   binary  : {}", g.binary.display());
     println!("   command : turbo-coder {}", g.args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
     match g.peak_rss_kib {
-        Some(kib) => println!("   peak RSS of turbo-coder (VmHWM)             : {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("   peak RSS of turbo-coder (VmHWM)             : not read (the process ended too fast)"),
+        Some(kib) => println!("   peak RSS of turbo-coder itself (VmHWM)       : {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("   peak RSS of turbo-coder itself (VmHWM)       : not read (the process ended too fast)"),
     }
-    println!(
-        "   largest process of the run (RUSAGE_CHILDREN): {:.1} MiB (turbo-coder or a tool it ran, e.g. python3)",
-        g.children_max_rss_kib as f64 / 1024.0
-    );
-    println!("   wall time                                   : {} ({} model calls)", fmt(g.wall), g.model_calls);
+    if let Some((kib, command)) = &g.largest_tool {
+        println!("   peak RSS of the largest tool it ran (VmHWM)  : {:.1} MiB ({command})", *kib as f64 / 1024.0);
+    }
+    match g.tree_max_rss_kib {
+        Some(kib) => println!("   largest process of the run (GNU time %M)     : {:.1} MiB", kib as f64 / 1024.0),
+        None => {
+            println!("   largest process of the run (GNU time %M)     : not measured (/usr/bin/time is not installed)")
+        }
+    }
+    println!("   wall time                                    : {} ({} model calls)", fmt(g.wall), g.model_calls);
     println!();
     println!("3. Tokens per task by phase (same run; the scripted server estimates tokens as characters / 4)");
     println!("   {:<12} {:<10} {:>6} {:>10} {:>11} {:>8}", "phase", "role", "calls", "prompt", "completion", "total");

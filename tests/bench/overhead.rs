@@ -1,6 +1,9 @@
-//! Framework overhead per agent step: a coder phase of many `fs_read` steps driven by an
-//! instant model double through the embedded stack (agent actors, local tool-runner, recorder
-//! writing to a SQLite file, orchestrator), against the same call made directly.
+//! Framework overhead per agent step: coder phases of `fs_read` steps driven by an instant model
+//! double through the embedded stack (agent actors, local tool-runner, recorder writing to a
+//! SQLite file, orchestrator), against the same call made directly.
+//!
+//! Two shapes of work: one long phase (`--steps` after `--warmup`), as the benchmark's headline,
+//! and many tasks of one phase of `SHORT_PHASE` steps, the length real phases are capped at.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use turbo_core::event::{EventSink, NullSink};
 use turbo_core::project::{Language, ProjectMetadata, ProjectType};
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::tool::ToolCall;
-use turbo_llm::ChatModel;
+use turbo_llm::{ChatModel, Message};
 use turbo_orchestrator::{OrchestratorService, Recorder, RunDeps, RunSettings};
 use turbo_store::Store;
 use turbo_tool_runner::{RunnerLimits, ToolRunnerClient};
@@ -29,6 +32,17 @@ const FILE: &str = "small.txt";
 /// Tool limits of the default configuration (`run.tool_timeout_s`, `run.tool_output_cap`).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 const OUTPUT_CAP: usize = 16 * 1024;
+/// Tool steps of a short phase: the default `run.max_steps`.
+pub const SHORT_PHASE: usize = 25;
+/// Steps of history whose copy is timed on its own.
+pub const COPY_STEPS: usize = 1_000;
+
+pub struct Quarter {
+    pub first: usize,
+    pub last: usize,
+    pub recorded: Stats,
+    pub unrecorded: Stats,
+}
 
 pub struct Overhead {
     pub steps: usize,
@@ -37,15 +51,22 @@ pub struct Overhead {
     pub toolbox: Stats,
     /// `ToolRunnerClient::local(..).call` in a loop: the tool plus the runner's per-call work.
     pub runner: Stats,
-    /// Interval between consecutive coder model calls in the embedded stack.
+    /// Interval between consecutive coder model calls in one long phase.
     pub step: Stats,
     /// The same with events discarded (`NullSink`): no recorder, no SQLite writes.
     pub step_unrecorded: Stats,
-    /// `step` over consecutive quarters of the measured steps: (first step, last step, stats).
-    pub quarters: Vec<(usize, usize, Stats)>,
-    /// Submit to completed task with every event stored (recorder flushed).
+    /// Both over consecutive quarters of the long phase.
+    pub quarters: Vec<Quarter>,
+    /// Intervals within phases of `SHORT_PHASE` steps, over `short_tasks` tasks (after as many
+    /// again for warm-up), recorded.
+    pub short: Stats,
+    pub short_tasks: usize,
+    /// Median time to copy and drop a `COPY_STEPS`-step history once, on its own, as
+    /// `turbo_llm::toolcall::next_turn` copies the history into every request.
+    pub history_copy: Duration,
+    /// Long phase: submit to completed task with every event stored (recorder flushed).
     pub wall: Duration,
-    /// Tool steps of the coder (warm-up included), what `wall` is divided by.
+    /// Tool steps of the long phase (warm-up included), what `wall` is divided by.
     pub tool_steps: usize,
     pub events: usize,
     pub db_bytes: u64,
@@ -117,47 +138,90 @@ pub async fn measure(steps: usize, warmup: usize) -> anyhow::Result<Overhead> {
     let runner_stats =
         time_calls(steps, warmup, || async { Ok(runner.call(&workspace, &call).await?.success) }).await?;
 
-    let full = stack(&workspace, &data.join("recorded"), &arguments, warmup + steps, true).await?;
-    let null = stack(&workspace, &data.join("discarded"), &arguments, warmup + steps, false).await?;
-    let intervals: Vec<Duration> = full.intervals.into_iter().skip(warmup).collect();
-    let quarter = intervals.len().div_ceil(4).max(1);
-    let quarters = intervals
+    // One long phase, recorded and not.
+    let long = warmup + steps;
+    let full = stack(&workspace, &data.join("recorded"), &arguments, 1, long, true).await?;
+    let null = stack(&workspace, &data.join("discarded"), &arguments, 1, long, false).await?;
+    let recorded: Vec<Duration> = full.phases.concat().into_iter().skip(warmup).collect();
+    let unrecorded: Vec<Duration> = null.phases.concat().into_iter().skip(warmup).collect();
+    let quarter = recorded.len().div_ceil(4).max(1);
+    let quarters = recorded
         .chunks(quarter)
+        .zip(unrecorded.chunks(quarter))
         .enumerate()
-        .map(|(i, chunk)| {
+        .map(|(i, (r, u))| {
             let first = warmup + i * quarter + 1;
-            (first, first + chunk.len() - 1, Stats::of(chunk.to_vec()))
+            Quarter {
+                first,
+                last: first + r.len() - 1,
+                recorded: Stats::of(r.to_vec()),
+                unrecorded: Stats::of(u.to_vec()),
+            }
         })
         .collect();
+
+    // Short phases: about as many measured steps, the first half of the tasks as warm-up.
+    let short_tasks = (steps / (SHORT_PHASE - 1)).max(1);
+    let short = stack(&workspace, &data.join("short"), &arguments, 2 * short_tasks, SHORT_PHASE, true).await?;
+    let short_steps: Vec<Duration> = short.phases.into_iter().skip(short_tasks).flatten().collect();
+
+    let tool_output = toolbox.call(TOOL, &arguments, &ctx).await?.content;
+    let history_copy = history_copy(COPY_STEPS, &arguments, &tool_output);
     Ok(Overhead {
         steps,
         warmup,
         toolbox: toolbox_stats,
         runner: runner_stats,
-        step: Stats::of(intervals),
-        step_unrecorded: Stats::of(null.intervals.into_iter().skip(warmup).collect()),
+        step: Stats::of(recorded),
+        step_unrecorded: Stats::of(unrecorded),
         quarters,
+        short: Stats::of(short_steps),
+        short_tasks,
+        history_copy,
         wall: full.wall,
-        tool_steps: warmup + steps,
+        tool_steps: long,
         events: full.events,
         db_bytes: db_bytes(&data.join("recorded")),
     })
 }
 
+/// Median time to copy and then drop the coder's history after `steps` steps of the loop
+/// (system prompt, phase prompt, then per step the assistant's call and the tool's result).
+fn history_copy(steps: usize, arguments: &Value, tool_output: &str) -> Duration {
+    let mut history = vec![Message::system("s".repeat(600)), Message::user("u".repeat(1_500))];
+    for i in 0..steps {
+        let call = ToolCall { id: format!("bench_{i}"), name: TOOL.into(), arguments: arguments.clone() };
+        history.push(Message::assistant_tool_calls("", vec![call.clone()]));
+        history.push(Message::tool_result(&call, tool_output));
+    }
+    let samples = (0..21)
+        .map(|_| {
+            let started = Instant::now();
+            drop(std::hint::black_box(history.to_vec()));
+            started.elapsed()
+        })
+        .collect();
+    Stats::of(samples).p50
+}
+
 struct StackRun {
-    /// Between consecutive coder model calls; the first is the interval after step 1.
-    intervals: Vec<Duration>,
+    /// Per task, the intervals between its consecutive coder model calls.
+    phases: Vec<Vec<Duration>>,
+    /// All tasks, first submit to the last event stored.
     wall: Duration,
+    /// Events stored, all tasks.
     events: usize,
 }
 
-/// One task of one coder phase of `tool_steps` steps, through the embedded stack wired as
-/// `turbo-coder run` wires it (crates/cli/src/embedded.rs). With `record` false, events go to
-/// a `NullSink` instead of the recorder, to tell the loop's cost from persistence's.
+/// `tasks` tasks one after the other, each of one coder phase of `tool_steps` steps, through the
+/// embedded stack wired as `turbo-coder run` wires it (crates/cli/src/embedded.rs). With
+/// `record` false, events go to a `NullSink` instead of the recorder, to tell the loop's cost
+/// from persistence's.
 async fn stack(
     workspace: &str,
     data: &Path,
     arguments: &Value,
+    tasks: usize,
     tool_steps: usize,
     record: bool,
 ) -> anyhow::Result<StackRun> {
@@ -165,13 +229,12 @@ async fn stack(
     let project =
         ProjectMetadata::new("bench", "bench-overhead", ProjectType::ApiService, vec![Language::Python], workspace);
     store.upsert_project(&project).await?;
-    let task = DevelopmentTask::from_request(project.id, "read small.txt again and again to time the agent loop");
     let tool_steps_u32 = u32::try_from(tool_steps).context("too many steps")?;
-    let planner = Arc::new(ScriptedDouble::new("bench-planner", Behaviour::Json(plan()), 1));
+    let planner = Arc::new(ScriptedDouble::new("bench-planner", Behaviour::Json(plan()), tasks));
     let coder = Arc::new(ScriptedDouble::new(
         "bench-coder",
         Behaviour::Tool { tool: TOOL.into(), arguments: arguments.clone(), tool_steps: tool_steps_u32 },
-        tool_steps + 1,
+        tasks * (tool_steps + 1),
     ));
     let idle = Arc::new(ScriptedDouble::new("bench-idle", Behaviour::Idle, 0));
 
@@ -206,10 +269,15 @@ async fn stack(
 
     let started = Instant::now();
     let run = async {
-        let id = service.handle.submit(task, workspace.to_owned(), true).await?;
-        let result = service.handle.wait(id).await?;
+        let mut results = Vec::with_capacity(tasks);
+        for _ in 0..tasks {
+            let task =
+                DevelopmentTask::from_request(project.id, "read small.txt again and again to time the agent loop");
+            let id = service.handle.submit(task, workspace.to_owned(), true).await?;
+            results.push((id, service.handle.wait(id).await?));
+        }
         recorder.flush().await;
-        anyhow::Ok((id, result))
+        anyhow::Ok(results)
     }
     .await;
     let wall = started.elapsed();
@@ -220,21 +288,25 @@ async fn stack(
     drop(recorder);
     recorder_task.abort();
 
-    let (id, result) = run.context("the benchmark task did not run")?;
-    if let Some(failure) = &result.failure {
-        return Err(anyhow!("the benchmark task failed ({:?}): {}", failure.kind, failure.message));
+    let mut events = 0;
+    for (id, result) in run.context("the benchmark task did not run")? {
+        if let Some(failure) = &result.failure {
+            return Err(anyhow!("a benchmark task failed ({:?}): {}", failure.kind, failure.message));
+        }
+        ensure!(result.task.status == TaskStatus::Completed, "a benchmark task ended {:?}", result.task.status);
+        let stored = store.events(id, 0).await?.len();
+        if record {
+            // Per step: a model call, a tool call and its result.
+            ensure!(stored > 3 * tool_steps, "only {stored} events were stored for {tool_steps} steps");
+        }
+        events += stored;
     }
-    ensure!(result.task.status == TaskStatus::Completed, "the benchmark task ended {:?}", result.task.status);
     ensure!(failed_writes == 0, "{failed_writes} events could not be stored");
-    let events = store.events(id, 0).await?.len();
-    if record {
-        // Per step: a model call, a tool call and its result.
-        ensure!(events > 3 * tool_steps, "only {events} events were stored for {tool_steps} steps");
-    }
     let times = coder.call_times();
-    ensure!(times.len() == tool_steps + 1, "the coder was called {} times, not {}", times.len(), tool_steps + 1);
-    // Interval i runs from the model call of step i+1 to that of step i+2: the reply's handling,
-    // the events, the tool call, the history appended and the next request built.
-    let intervals = times.windows(2).map(|w| w[1] - w[0]).collect();
-    Ok(StackRun { intervals, wall, events })
+    let per_task = tool_steps + 1;
+    ensure!(times.len() == tasks * per_task, "the coder was called {} times, not {}", times.len(), tasks * per_task);
+    // Interval i of a phase runs from its model call of step i+1 to that of step i+2: the
+    // reply's handling, the events, the tool call, the history appended and the next request.
+    let phases = times.chunks(per_task).map(|t| t.windows(2).map(|w| w[1] - w[0]).collect()).collect();
+    Ok(StackRun { phases, wall, events })
 }

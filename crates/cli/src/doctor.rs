@@ -4,8 +4,8 @@
 use clap::Args;
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
+use turbo_orchestrator::local::Models;
 
-use crate::embedded::Models;
 use crate::exit::{self, Exit};
 
 #[derive(Args, Debug)]
@@ -29,7 +29,7 @@ fn on_path(program: &str) -> bool {
 
 pub async fn doctor(config: &Config, args: DoctorArgs) -> Result<u8, Exit> {
     let mut checks = Vec::new();
-    let models = Models::connect(config)?;
+    let models = Models::connect(config).map_err(exit::for_orchestrator_error)?;
     let mut seen: Vec<(String, String)> = Vec::new();
     for role in AgentRole::ALL {
         let model = models.get(*role);

@@ -64,3 +64,14 @@ pub fn for_model_error(e: &turbo_llm::Error) -> u8 {
         _ => MODEL_UNAVAILABLE,
     }
 }
+
+/// Maps an error of the embedded stack (models, store, actors) to its exit code.
+pub fn for_orchestrator_error(e: turbo_orchestrator::Error) -> Exit {
+    use turbo_orchestrator::Error as O;
+    let code = match &e {
+        O::Model(m) => for_model_error(m),
+        O::Store(_) => STORAGE,
+        _ => INTERNAL,
+    };
+    Exit::new(code, e.to_string())
+}

@@ -2,7 +2,6 @@
 //! this process; `serve` starts one service of the cluster.
 
 mod doctor;
-mod embedded;
 mod exit;
 mod project;
 mod render;
@@ -82,11 +81,7 @@ fn load_config(cli: &Cli, env: &BTreeMap<String, String>) -> Result<Config, Exit
 }
 
 pub(crate) async fn open_store(config: &Config) -> Result<Store, Exit> {
-    let result = match &config.store.url {
-        Some(url) => Store::connect(url).await,
-        None => Store::open_sqlite(&config.store.data_dir().join("turbo.db")).await,
-    };
-    result.map_err(|e| Exit::new(exit::STORAGE, e.to_string()))
+    turbo_orchestrator::local::open_store(config).await.map_err(|e| Exit::new(exit::STORAGE, e.to_string()))
 }
 
 async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> Result<u8, Exit> {

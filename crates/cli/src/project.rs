@@ -4,37 +4,10 @@
 use std::path::Path;
 
 use turbo_core::project::{Language, ProjectMetadata, ProjectType, slugify};
+use turbo_orchestrator::analysis::detect_languages;
 use turbo_store::Store;
 
 use crate::exit::{self, Exit};
-
-/// Languages seen in the first levels of the tree, most files first.
-fn detect_languages(root: &Path) -> Vec<Language> {
-    let mut counts: Vec<(Language, usize)> = Vec::new();
-    let walker = ignore::WalkBuilder::new(root).max_depth(Some(3)).require_git(false).build();
-    for entry in walker.flatten().take(5_000) {
-        let ext = entry.path().extension().and_then(|e| e.to_str()).unwrap_or_default();
-        let lang = match ext {
-            "py" => Language::Python,
-            "js" | "mjs" | "cjs" | "jsx" => Language::Javascript,
-            "ts" | "tsx" => Language::Typescript,
-            "rs" => Language::Rust,
-            "go" => Language::Go,
-            "java" => Language::Java,
-            "cs" => Language::Csharp,
-            "c" | "cc" | "cpp" | "h" | "hpp" => Language::Cpp,
-            "swift" => Language::Swift,
-            "kt" | "kts" => Language::Kotlin,
-            _ => continue,
-        };
-        match counts.iter_mut().find(|(l, _)| *l == lang) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((lang, 1)),
-        }
-    }
-    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-    counts.into_iter().map(|(l, _)| l).collect()
-}
 
 pub async fn project_for(store: &Store, root: &Path) -> Result<ProjectMetadata, Exit> {
     let root_str = root.to_string_lossy().to_string();

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use clap::Args;
 use tokio::sync::broadcast::error::RecvError;
 use turbo_config::Config;
+use turbo_core::agent::AgentRole;
 use turbo_core::ids::TaskId;
 use turbo_core::protocol::FailureKind;
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::validate::Validate;
 use turbo_orchestrator::RunResult;
+use turbo_orchestrator::local::{Embedded, Models};
 
-use crate::embedded::{Embedded, Models};
 use crate::exit::{self, Exit};
 use crate::render::{Renderer, plan_text};
 
@@ -87,23 +88,13 @@ fn workdir(args: &RunArgs, execute: bool) -> Result<PathBuf, Exit> {
 
 /// Checks the endpoints before starting, so a wrong host, key or model fails in a second with
 /// one clear message instead of mid-run.
-async fn preflight(models: &Models, config: &Config, execute: bool) -> Result<(), Exit> {
-    let mut checked: Vec<(String, String)> = Vec::new();
-    let mut targets = vec![&models.planner];
-    if execute {
-        targets.extend([&models.coder, &models.tester, &models.reviewer]);
-    }
-    for model in targets {
-        let s = model.settings();
-        let key = (s.base_url.clone(), s.model.clone());
-        if checked.contains(&key) {
-            continue;
-        }
-        model.check_model().await.map_err(|e| Exit::new(exit::for_model_error(&e), e.to_string()))?;
-        checked.push(key);
-    }
-    let _ = config;
-    Ok(())
+async fn preflight(models: &Models, execute: bool) -> Result<(), Exit> {
+    let roles: &[AgentRole] = if execute {
+        &[AgentRole::Planner, AgentRole::Coder, AgentRole::Tester, AgentRole::Reviewer]
+    } else {
+        &[AgentRole::Planner]
+    };
+    models.check(roles).await.map_err(exit::for_orchestrator_error)
 }
 
 pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
@@ -116,12 +107,12 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
     }
     let dir = workdir(&args, execute)?;
     let store = crate::open_store(config).await?;
-    let models = Models::connect(config)?;
-    preflight(&models, config, execute).await?;
+    let models = Models::connect(config).map_err(exit::for_orchestrator_error)?;
+    preflight(&models, execute).await?;
     let project = crate::project::project_for(&store, &dir).await?;
     let task = DevelopmentTask::from_request(project.id, &args.task);
 
-    let embedded = Embedded::start(config, store.clone(), &models).await?;
+    let embedded = Embedded::start(config, store.clone(), &models).await.map_err(exit::for_orchestrator_error)?;
     let events = embedded.recorder.subscribe();
     let submitted = embedded.orchestrator.submit(task, dir.to_string_lossy().to_string(), execute).await;
     follow(embedded, events, &store, submitted, args.json, execute).await
@@ -143,9 +134,9 @@ pub async fn execute(config: &Config, id: &str, json: bool) -> Result<u8, Exit> 
     tempfile::NamedTempFile::new_in(&stored.workspace).map_err(|e| {
         Exit::new(exit::STORAGE, format!("cannot write in the task's workdir {}: {e}", stored.workspace))
     })?;
-    let models = Models::connect(config)?;
-    preflight(&models, config, true).await?;
-    let embedded = Embedded::start(config, store.clone(), &models).await?;
+    let models = Models::connect(config).map_err(exit::for_orchestrator_error)?;
+    preflight(&models, true).await?;
+    let embedded = Embedded::start(config, store.clone(), &models).await.map_err(exit::for_orchestrator_error)?;
     let events = embedded.recorder.subscribe();
     let submitted = embedded.orchestrator.execute(stored.task.id).await;
     follow(embedded, events, &store, submitted, json, true).await

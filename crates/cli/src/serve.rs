@@ -1,9 +1,9 @@
 //! `turbo-coder serve <service>`: one service of the cluster in this process, through the same
 //! `run` entry point as the service's own binary (`turbo-orchestrator`, ...).
 //!
-//! This stage of the cluster serves gRPC health checking and server reflection (so grpcurl
-//! works without proto files); the task, knowledge, tool and gateway APIs are added to these
-//! same entry points service by service.
+//! Every service serves gRPC health checking and server reflection (so grpcurl works without
+//! proto files); the orchestrator also serves the task and project APIs. The knowledge, tool
+//! and gateway APIs are added to these same entry points service by service.
 
 use clap::{Args, ValueEnum};
 use turbo_config::Config;
@@ -91,7 +91,11 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
     println!("turbo-{} listening on {local}", args.service.name());
     let served = match target {
         Target::Gateway => turbo_gateway::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
-        Target::Orchestrator => turbo_orchestrator::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+        // The orchestrator opens the store and connects the models: their errors keep their codes.
+        Target::Orchestrator => {
+            turbo_orchestrator::run(config, listener, shutdown).await.map_err(exit::for_orchestrator_error)?;
+            Ok(())
+        }
         Target::AgentWorker(role) => {
             turbo_agent_worker::run(config, role, listener, shutdown).await.map_err(|e| e.to_string())
         }

@@ -1,17 +1,32 @@
 //! The gRPC plumbing every service shares: health checking (grpc.health.v1) and server
-//! reflection for all turbo packages, served until a shutdown token fires; and the two
+//! reflection for all turbo packages, served beside a service's own APIs until a shutdown
+//! token fires ([`serve`]; [`serve_health`] when there are no APIs yet); and the two
 //! process-edge helpers every entry point needs (`turbo-coder serve` and each service's own
 //! binary): binding the listen address and turning SIGTERM/Ctrl-C into that token.
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+pub use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 /// Serves health and reflection on `listener`, reporting `services` (and the whole server,
 /// name "") as serving, until `shutdown` is cancelled; then reports not-serving and drains.
 pub async fn serve_health(
     services: &[&str],
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    serve(services, Routes::default(), listener, shutdown).await
+}
+
+/// Serves `routes` (a service's tonic APIs) with health and reflection on `listener`,
+/// reporting `services` (and the whole server, name "") as serving, until `shutdown` is
+/// cancelled; then reports `services` not-serving and drains: no new connections, and the
+/// call returns once the open calls (server streams included) have ended.
+pub async fn serve(
+    services: &[&str],
+    routes: Routes,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -36,6 +51,7 @@ pub async fn serve_health(
         }
     };
     tonic::transport::Server::builder()
+        .add_routes(routes)
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)

@@ -46,6 +46,21 @@ pub enum Error {
     /// A write that collides with a stored row.
     #[error("{what} conflicts with a stored row: {reason}")]
     Conflict { what: String, reason: String },
+
+    /// A value that must be unique (a project's name or slug) is held by another row.
+    #[error("{field} '{value}' is already used by {holder}; choose another {field}")]
+    Taken {
+        /// The field, e.g. `name` or `slug`.
+        field: &'static str,
+        value: String,
+        /// Who holds it, e.g. `project 3f2a… ('My App')`.
+        holder: String,
+    },
+
+    /// The row exists but is not in a state the operation needs, e.g. restoring a project that
+    /// is not deleted.
+    #[error("{what} {reason}")]
+    WrongState { what: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

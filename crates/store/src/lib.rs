@@ -14,7 +14,9 @@
 //!
 //! # Layout
 //! - `connect`: opening SQLite or Postgres, driver settings, running migrations.
-//! - `tasks`: projects, tasks (lookup by id prefix, listing) and plans.
+//! - `projects`: projects: create and update with unique names and slugs, soft delete,
+//!   restore, purge, listing.
+//! - `tasks`: tasks (lookup by id prefix, listing) and plans.
 //! - `events`: appending events with their projections, and reading the projected tables.
 //! - `rows`: the plain structs returned to callers.
 //! - `entity/*`: sea-orm entities, one per table (crate-private).
@@ -28,13 +30,17 @@ mod entity;
 pub mod error;
 mod events;
 mod migration;
+mod projects;
 mod rows;
 mod tasks;
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 
 pub use error::{Error, Result};
-pub use rows::{PhaseRow, PhaseStatus, StepRow, StoredTask, TaskFilter, TaskSummary, ToolCallRow, UsageRow};
+pub use rows::{
+    Cursor, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject, StoredTask, TaskFilter, TaskQuery,
+    TaskSummary, ToolCallRow, UsageRow,
+};
 
 /// A handle on the database; cheap to clone (clones share one connection pool).
 #[derive(Clone)]

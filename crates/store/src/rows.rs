@@ -2,9 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use turbo_core::agent::AgentRole;
-use turbo_core::ids::{PlanId, TaskId};
+use turbo_core::ids::{PlanId, ProjectId, TaskId};
+use turbo_core::project::ProjectMetadata;
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::tool::TokenUsage;
+use uuid::Uuid;
 
 /// A task as stored, with the workspace it runs in.
 #[derive(Clone, Debug, PartialEq)]
@@ -12,6 +14,75 @@ pub struct StoredTask {
     pub task: DevelopmentTask,
     /// Absolute path of the task's workspace on the tool-runner.
     pub workspace: String,
+}
+
+/// A project as stored, with when it was soft-deleted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredProject {
+    pub project: ProjectMetadata,
+    /// Set while the project is soft-deleted (restorable until it is purged).
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Where the next page of a newest-first listing starts: just after this row. Built from the
+/// row's stored `created_at` column (Postgres keeps microseconds), so it compares exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The cursor as an opaque page token (hex text).
+    pub fn to_token(&self) -> String {
+        let text = format!("{}|{}", self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), self.id);
+        text.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A token made by [`Cursor::to_token`]; None for anything else.
+    pub fn from_token(token: &str) -> Option<Cursor> {
+        if !token.len().is_multiple_of(2) || !token.is_ascii() {
+            return None;
+        }
+        let bytes = (0..token.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (at, id) = text.split_once('|')?;
+        let created_at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+        Some(Cursor { created_at, id: Uuid::parse_str(id).ok()? })
+    }
+}
+
+/// One page of a listing and where the next one starts (None on the last page).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+/// Which projects [`crate::Store::list_projects`] returns, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectQuery {
+    /// Also soft-deleted projects.
+    pub include_deleted: bool,
+    /// Page size, at least 1.
+    pub limit: u64,
+    /// Start after this row; None for the first page.
+    pub after: Option<Cursor>,
+}
+
+/// Which tasks [`crate::Store::page_tasks`] returns, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskQuery {
+    pub project: Option<ProjectId>,
+    /// Any of these statuses; empty for all.
+    pub statuses: Vec<TaskStatus>,
+    /// Page size, at least 1.
+    pub limit: u64,
+    /// Start after this row; None for the first page.
+    pub after: Option<Cursor>,
 }
 
 /// Which tasks [`crate::Store::list_tasks`] returns.

@@ -1,8 +1,8 @@
-//! Projects, tasks and plans.
+//! Tasks and plans.
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
 };
@@ -10,14 +10,14 @@ use uuid::Uuid;
 
 use turbo_core::ids::{PlanId, TaskId};
 use turbo_core::plan::ExecutionPlan;
-use turbo_core::project::ProjectMetadata;
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 
 use crate::Store;
 use crate::codec::{body, col, finite, from_i64, to_body, to_i64};
 use crate::entity::{phase, plan, project, task};
 use crate::error::{Error, Result, db, is_unique_violation};
-use crate::rows::{PhaseStatus, StoredTask, TaskFilter, TaskSummary};
+use crate::projects::{before_cursor, page};
+use crate::rows::{Cursor, Page, PhaseStatus, StoredTask, TaskFilter, TaskQuery, TaskSummary};
 
 /// Hex digits a task id prefix needs, so a prefix rarely matches more than one task.
 const MIN_PREFIX: usize = 4;
@@ -25,67 +25,18 @@ const MIN_PREFIX: usize = 4;
 const MAX_LISTED_MATCHES: u64 = 10;
 
 impl Store {
-    /// Inserts the project, or replaces the stored one with the same id (undeleting it).
-    pub async fn upsert_project(&self, p: &ProjectMetadata) -> Result<()> {
-        let am = project::ActiveModel {
-            id: Set(p.id.0),
-            name: Set(p.name.clone()),
-            slug: Set(p.slug.clone()),
-            root_path: Set(p.root_path.clone()),
-            body: Set(to_body(p, || format!("project {}", p.id))?),
-            created_at: Set(p.created_at),
-            updated_at: Set(p.updated_at),
-            deleted_at: Set(None),
-        };
-        use project::Column as C;
-        let upsert = OnConflict::column(C::Id)
-            .update_columns([C::Name, C::Slug, C::RootPath, C::Body, C::UpdatedAt, C::DeletedAt])
-            .to_owned();
-        match project::Entity::insert(am).on_conflict(upsert).exec_without_returning(&self.db).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(Error::Conflict {
-                what: format!("project {} ('{}')", p.id, p.name),
-                reason: format!("slug '{}' is already used by another project; choose another slug", p.slug),
-            }),
-            Err(e) => Err(db(format!("store project {}", p.id))(e)),
-        }
-    }
-
-    /// The live (not deleted) project rooted at `root_path`; the most recently updated one if
-    /// several are.
-    pub async fn project_by_root(&self, root_path: &str) -> Result<Option<ProjectMetadata>> {
-        use project::Column as C;
-        let q = project::Entity::find()
-            .select_only()
-            .columns([C::Id, C::Body])
-            .filter(C::RootPath.eq(root_path))
-            .filter(C::DeletedAt.is_null())
-            .order_by_desc(C::UpdatedAt)
-            .limit(1);
-        let Some(row) = self.rows(q).await.map_err(db(format!("read project at {root_path}")))?.into_iter().next()
-        else {
-            return Ok(None);
-        };
-        let id: Uuid = col(&row, "id", || format!("project at {root_path}"))?;
-        let what = || format!("project {id}");
-        let p: ProjectMetadata = body(col(&row, "body", what)?, what)?;
-        if p.id.0 != id {
-            return Err(Error::Corrupt { what: what(), reason: format!("its body is project {}", p.id) });
-        }
-        Ok(Some(p))
-    }
-
-    /// Stores a new task of a stored project.
+    /// Stores a new task of a stored, live (not deleted) project.
     pub async fn insert_task(&self, t: &DevelopmentTask, workspace: &str) -> Result<()> {
-        let project_known = project::Entity::find_by_id(t.project_id.0)
+        let project_live = project::Entity::find_by_id(t.project_id.0)
             .select_only()
             .column(project::Column::Id)
+            .filter(project::Column::DeletedAt.is_null())
             .into_tuple::<Uuid>()
             .one(&self.db)
             .await
             .map_err(db(format!("look up project {}", t.project_id)))?
             .is_some();
-        if !project_known {
+        if !project_live {
             return Err(Error::NotFound { what: "project", id: t.project_id.to_string() });
         }
         let mut am = task_columns(t, Utc::now())?;
@@ -184,6 +135,37 @@ impl Store {
         }
         let rows = self.rows(q).await.map_err(db("list tasks"))?;
         rows.iter().map(task_summary).collect()
+    }
+
+    /// Whole tasks newest first, a page at a time, filtered by project and status.
+    pub async fn page_tasks(&self, query: TaskQuery) -> Result<Page<StoredTask>> {
+        use task::Column as C;
+        let limit = query.limit.max(1);
+        let mut q = task::Entity::find()
+            .select_only()
+            .columns([C::Id, C::Workspace, C::Body, C::CreatedAt])
+            .order_by_desc(C::CreatedAt)
+            .order_by_desc(C::Id)
+            .limit(limit + 1);
+        if let Some(project) = query.project {
+            q = q.filter(C::ProjectId.eq(project.0));
+        }
+        if !query.statuses.is_empty() {
+            q = q.filter(C::Status.is_in(query.statuses.iter().map(|s| s.as_str())));
+        }
+        if let Some(after) = query.after {
+            q = q.filter(before_cursor(C::CreatedAt, C::Id, after));
+        }
+        let rows = self.rows(q).await.map_err(db("list tasks"))?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut cursors = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let t = stored_task(row)?;
+            let created_at: DateTime<Utc> = col(row, "created_at", || format!("task {}", t.task.id))?;
+            cursors.push(Cursor { created_at, id: t.task.id.0 });
+            items.push(t);
+        }
+        Ok(page(items, cursors, limit))
     }
 
     /// Stores the plan and one `pending` phase row per phase, positioned in execution order.

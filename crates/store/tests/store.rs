@@ -21,7 +21,7 @@ use turbo_core::plan::{ExecutionPhase, ExecutionPlan, ResourceRequirements};
 use turbo_core::project::{Language, ProjectMetadata, ProjectType};
 use turbo_core::task::{DevelopmentTask, TaskStatus, TestResults};
 use turbo_core::tool::TokenUsage;
-use turbo_store::{Error, PhaseStatus, Store, TaskFilter};
+use turbo_store::{Cursor, Error, PhaseStatus, ProjectQuery, Store, TaskFilter, TaskQuery};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -111,6 +111,10 @@ on_both!(
     events_project_and_are_idempotent,
     corrupt_rows_are_reported,
     concurrent_writers_do_not_fail,
+    projects_have_unique_names_and_slugs,
+    projects_are_soft_deleted_restored_and_purged,
+    projects_and_tasks_list_in_pages_newest_first,
+    concurrent_creates_of_one_name_let_one_win,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -725,6 +729,232 @@ async fn concurrent_writers_do_not_fail(url: String) {
         assert_eq!(store.get_task(t.id).await.unwrap().unwrap().task.progress_percentage, 15.0);
     }
     assert!(store.list_tasks(TaskFilter::default()).await.unwrap().iter().all(|s| s.total_tokens == 165));
+}
+
+/// A project with its own name, slug and root, created at `created`.
+fn named_project(name: &str, created: DateTime<Utc>) -> ProjectMetadata {
+    let mut p = project(&format!("/srv/{name}"));
+    p.name = name.into();
+    p.slug = turbo_core::project::slugify(name);
+    p.created_at = created;
+    p.updated_at = created;
+    p
+}
+
+async fn projects_have_unique_names_and_slugs(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let a = named_project("Alpha", at(0));
+    store.create_project(&a).await.unwrap();
+    let got = store.get_project(a.id).await.unwrap().expect("stored project");
+    assert_eq!((got.project, got.deleted_at), (a.clone(), None));
+    assert_eq!(store.get_project(ProjectId::new()).await.unwrap(), None);
+
+    // The same name with another slug, and another name with the same slug.
+    let mut same_name = named_project("Alpha", at(1));
+    same_name.slug = "alpha-2".into();
+    let e = store.create_project(&same_name).await.unwrap_err();
+    assert!(matches!(&e, Error::Taken { field: "name", value, .. } if value == "Alpha"), "{e:?}");
+    assert!(e.to_string().contains(&a.id.to_string()) && e.to_string().contains("choose another name"), "{e}");
+    let mut same_slug = named_project("Alpha Two", at(1));
+    same_slug.slug = "alpha".into();
+    let e = store.create_project(&same_slug).await.unwrap_err();
+    assert!(matches!(&e, Error::Taken { field: "slug", value, .. } if value == "alpha"), "{e:?}");
+    // Creating the same project twice is a conflict on its id, not a silent replace.
+    let e = store.create_project(&a).await.unwrap_err();
+    assert!(matches!(&e, Error::Taken { .. } | Error::Conflict { .. }), "{e:?}");
+
+    let b = named_project("Beta", at(2));
+    store.create_project(&b).await.unwrap();
+    let mut renamed = b.clone();
+    renamed.name = "Alpha".into();
+    let e = store.update_project(&renamed).await.unwrap_err();
+    assert!(matches!(&e, Error::Taken { field: "name", .. }), "{e:?}");
+    renamed.name = "Beta".into();
+    renamed.slug = "alpha".into();
+    let e = store.update_project(&renamed).await.unwrap_err();
+    assert!(matches!(&e, Error::Taken { field: "slug", .. }), "{e:?}");
+
+    // A real update keeps the creation time and changes the rest.
+    let mut changed = b.clone();
+    changed.name = "Beta Prime".into();
+    changed.slug = "beta-prime".into();
+    changed.description = Some("the second".into());
+    changed.updated_at = at(50);
+    store.update_project(&changed).await.unwrap();
+    assert_eq!(store.get_project(b.id).await.unwrap().unwrap().project, changed);
+    // The freed name can be taken again.
+    store.create_project(&named_project("Beta", at(3))).await.unwrap();
+
+    // Projects made by `turbo-coder run` (upsert) may share a name; keeping it on update works.
+    let mut twin = named_project("Beta Prime", at(4));
+    twin.slug = "beta-prime-2".into();
+    store.upsert_project(&twin).await.unwrap();
+    twin.description = Some("a second checkout".into());
+    store.update_project(&twin).await.unwrap();
+
+    let mut ghost = named_project("Ghost", at(5));
+    ghost.id = ProjectId::new();
+    let e = store.update_project(&ghost).await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "project", .. }), "{e:?}");
+}
+
+async fn projects_are_soft_deleted_restored_and_purged(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let p = named_project("Doomed", at(0));
+    store.create_project(&p).await.unwrap();
+    let t = task(&p, "a task of the project", at(1));
+    store.insert_task(&t, "/w").await.unwrap();
+    store.append_events(&[ev(t.id, 1, model_call(AgentRole::Planner, None, 1, 1))]).await.unwrap();
+
+    let deleted_at = store.delete_project(p.id, at(100)).await.unwrap();
+    assert_eq!(micros(deleted_at), micros(at(100)));
+    let got = store.get_project(p.id).await.unwrap().expect("still stored");
+    assert_eq!(got.deleted_at.map(micros), Some(micros(at(100))));
+    let e = store.delete_project(p.id, at(101)).await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "project", .. }), "deleting twice: {e:?}");
+    assert_eq!(store.project_by_root(&p.root_path).await.unwrap(), None, "hidden from lookups");
+    let live = ProjectQuery { include_deleted: false, limit: 10, after: None };
+    assert!(store.list_projects(live.clone()).await.unwrap().items.is_empty());
+    let all = store.list_projects(ProjectQuery { include_deleted: true, ..live.clone() }).await.unwrap();
+    assert_eq!(all.items.len(), 1);
+    assert!(all.items[0].deleted_at.is_some());
+    let e = store.insert_task(&task(&p, "too late", at(2)), "/w").await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "project", .. }), "no tasks for a deleted project: {e:?}");
+    let mut update = p.clone();
+    update.description = Some("x".into());
+    assert!(matches!(store.update_project(&update).await, Err(Error::NotFound { .. })));
+    // Its name stays reserved while it can be restored.
+    let e = store.create_project(&named_project("Doomed", at(3))).await.unwrap_err();
+    assert!(matches!(&e, Error::Taken { field: "name", .. }) && e.to_string().contains("restored"), "{e}");
+
+    // Restoring: only within the window, only when deleted.
+    let e = store.restore_project(p.id, at(200)).await.unwrap_err();
+    assert!(matches!(&e, Error::WrongState { .. }) && e.to_string().contains("restore window"), "{e}");
+    assert_eq!(store.restore_project(p.id, at(50)).await.unwrap(), p);
+    assert_eq!(store.get_project(p.id).await.unwrap().unwrap().deleted_at, None);
+    let e = store.restore_project(p.id, at(50)).await.unwrap_err();
+    assert!(matches!(&e, Error::WrongState { .. }) && e.to_string().contains("is not deleted"), "{e}");
+    let e = store.restore_project(ProjectId::new(), at(50)).await.unwrap_err();
+    assert!(matches!(&e, Error::NotFound { what: "project", .. }), "{e:?}");
+    assert_eq!(store.list_projects(live).await.unwrap().items.len(), 1);
+
+    // Purging removes what was deleted before the cutoff, with its tasks and events.
+    let keep = named_project("Kept", at(0));
+    store.create_project(&keep).await.unwrap();
+    store.delete_project(keep.id, at(500)).await.unwrap();
+    store.delete_project(p.id, at(100)).await.unwrap();
+    assert_eq!(store.purge_projects(at(300)).await.unwrap(), 1);
+    assert_eq!(store.get_project(p.id).await.unwrap(), None);
+    assert_eq!(store.get_task(t.id).await.unwrap(), None);
+    assert!(store.events(t.id, 0).await.unwrap().is_empty());
+    assert!(store.get_project(keep.id).await.unwrap().is_some(), "deleted after the cutoff: kept");
+    assert_eq!(store.purge_projects(at(300)).await.unwrap(), 0);
+}
+
+async fn projects_and_tasks_list_in_pages_newest_first(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    // Five projects, two of them created at the very same instant, inserted out of order.
+    let created = [at(3), at(1), at(3), at(2), at(0)];
+    let mut projects: Vec<ProjectMetadata> =
+        created.iter().enumerate().map(|(i, t)| named_project(&format!("p{i}"), *t)).collect();
+    for p in &projects {
+        store.create_project(p).await.unwrap();
+    }
+    store.delete_project(projects[3].id, at(10)).await.unwrap();
+    // Newest first; equal creation times by id, descending.
+    projects.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.0.cmp(&a.id.0)));
+    for include_deleted in [false, true] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = store.list_projects(ProjectQuery { include_deleted, limit: 2, after }).await.unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(page.items.iter().map(|p| p.project.name.clone()));
+            pages += 1;
+            // Through the token form, as a client would pass it back.
+            match page.next {
+                Some(c) => after = Some(Cursor::from_token(&c.to_token()).expect("token round trip")),
+                None => break,
+            }
+        }
+        let want: Vec<String> = projects
+            .iter()
+            // p3 is the deleted one.
+            .filter(|p| include_deleted || p.name != "p3")
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(seen, want, "include_deleted={include_deleted}");
+        assert_eq!(pages, want.len().div_ceil(2));
+    }
+    assert_eq!(Cursor::from_token("nonsense"), None);
+    assert_eq!(Cursor::from_token("zz"), None);
+    assert_eq!(Cursor::from_token(""), None);
+
+    // Tasks: by project and status, in pages.
+    let (a, b) = (&projects[0], &projects[1]);
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let mut t = task(if i % 2 == 0 { a } else { b }, &format!("t{i}"), at(20 + i / 2));
+        if i == 4 {
+            t.status = TaskStatus::Failed;
+        }
+        store.insert_task(&t, "/w").await.unwrap();
+        tasks.push(t);
+    }
+    tasks.sort_by(|x, y| y.created_at.cmp(&x.created_at).then(y.id.0.cmp(&x.id.0)));
+    let collect = |query: TaskQuery| {
+        let store = store.clone();
+        async move {
+            let mut titles = Vec::new();
+            let mut query = query;
+            loop {
+                let page = store.page_tasks(query.clone()).await.unwrap();
+                titles.extend(page.items.iter().map(|t| t.task.title.clone()));
+                match page.next {
+                    Some(c) => query.after = Some(c),
+                    None => return titles,
+                }
+            }
+        }
+    };
+    let titles = |f: &dyn Fn(&DevelopmentTask) -> bool| -> Vec<String> {
+        tasks.iter().filter(|t| f(t)).map(|t| t.title.clone()).collect()
+    };
+    let all = TaskQuery { project: None, statuses: vec![], limit: 2, after: None };
+    assert_eq!(collect(all.clone()).await, titles(&|_| true));
+    let of_a = TaskQuery { project: Some(a.id), ..all.clone() };
+    assert_eq!(collect(of_a.clone()).await, titles(&|t| t.project_id == a.id));
+    let failed_of_a = TaskQuery { statuses: vec![TaskStatus::Failed, TaskStatus::Cancelled], ..of_a };
+    assert_eq!(collect(failed_of_a).await, ["t4"]);
+    let none = TaskQuery { project: Some(b.id), statuses: vec![TaskStatus::Failed], ..all.clone() };
+    assert!(collect(none).await.is_empty());
+    let whole = store.page_tasks(TaskQuery { limit: 100, ..all }).await.unwrap();
+    assert_eq!((whole.items.len(), whole.next), (5, None));
+    assert_eq!(whole.items[0].task, tasks[0]);
+    assert_eq!(whole.items[0].workspace, "/w");
+}
+
+async fn concurrent_creates_of_one_name_let_one_win(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let creates = (0..4).map(|i| {
+        let store = store.clone();
+        let mut p = named_project("Contended", at(i));
+        p.slug = format!("contended-{i}");
+        p.root_path = format!("/srv/contended-{i}");
+        tokio::spawn(async move { store.create_project(&p).await })
+    });
+    let mut won = 0;
+    for c in creates.collect::<Vec<_>>() {
+        match c.await.expect("creator") {
+            Ok(()) => won += 1,
+            Err(Error::Taken { field: "name", .. }) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one create of a name wins");
+    let page = store.list_projects(ProjectQuery { include_deleted: true, limit: 10, after: None }).await.unwrap();
+    assert_eq!(page.items.len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,14 +26,17 @@
 //! - `server`: `ScriptedModelServer`, request recording, API-key check and routing.
 //! - `ollama`: the `/api/chat`, `/api/show` and `/api/tags` answers.
 //! - `openai`: the `/v1/chat/completions` and `/v1/models` answers.
+//! - `nats`: `NatsServer`, a real `nats-server` with JetStream on a free port, per test.
 //! - `bin/scripted-model-server`: the server as a program, for manual tries and benchmarks.
 
 mod error;
+mod nats;
 mod ollama;
 mod openai;
 mod script;
 mod server;
 
 pub use error::{Error, Result};
+pub use nats::NatsServer;
 pub use script::{DEFAULT_ARCHITECTURE, DEFAULT_CONTEXT_LENGTH, ModelDef, Reply, Script};
 pub use server::{RecordedRequest, ScriptedModelServer};

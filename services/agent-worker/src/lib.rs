@@ -19,16 +19,22 @@
 //! - `supervisor`: the root actor and its restart policy.
 //! - `handle`: typed handles over the actors (no `ActorRef` leaves this crate).
 //! - `error`: errors, and their mapping to the wire's `AgentFailure`.
+//! - `remote`: [`NatsAgents`], the [`AgentService`] of agents in other processes, over NATS.
+//! - `consumer`: [`serve_role`], a worker taking its role's work from NATS onto its actors.
+//! - `events`: [`NatsEventSink`], agent events from a worker to NATS.
 //! - this file: the worker (start, handles, stop), the [`AgentService`] trait and its client,
 //!   and [`run`], the network entry point.
 //! - `main.rs`: the `turbo-agent-worker` binary: arguments, config, telemetry, then [`run`].
 
 mod coder;
+mod consumer;
 mod context;
 mod error;
+mod events;
 mod handle;
 mod message;
 mod planner;
+mod remote;
 mod reviewer;
 mod supervisor;
 mod tester;
@@ -45,9 +51,12 @@ use tokio_util::sync::CancellationToken;
 use turbo_core::agent::AgentRole;
 use turbo_core::protocol::{AgentFailure, FailureKind, PhaseAssignment, PhaseOutcome, PlanOutcome, PlanRequest};
 
+pub use consumer::{ServeOptions, serve_role, serve_role_with};
 pub use context::{AgentDeps, AgentSettings};
 pub use error::{Error, Result};
+pub use events::NatsEventSink;
 pub use handle::AgentHandle;
+pub use remote::NatsAgents;
 pub use tester::detect_test_command;
 
 use supervisor::{AgentSupervisor, ChildSpec, SupervisorMsg};

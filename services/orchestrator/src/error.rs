@@ -1,16 +1,45 @@
-use turbo_core::ids::TaskId;
+//! The orchestrator's errors, and the one mapping from each kind to its gRPC status code
+//! ([`Error::code`], used by `impl From<Error> for tonic::Status`). Every message says what was
+//! wrong and what to do about it.
+
+use tonic::Code;
+use turbo_core::ValidationErrors;
+use turbo_core::ids::{ProjectId, TaskId};
+use turbo_core::protocol::{AgentFailure, FailureKind};
+use turbo_core::task::TaskStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid task: {0}")]
-    InvalidTask(#[from] turbo_core::ValidationErrors),
+    InvalidTask(#[from] ValidationErrors),
+    /// A request field that is malformed or breaks a constraint, named by its path.
+    #[error(transparent)]
+    Request(#[from] turbo_proto::Error),
     #[error(transparent)]
     Store(#[from] turbo_store::Error),
-    #[error("unknown task {0}")]
+    /// A model server that cannot be used (checked before a run starts).
+    #[error(transparent)]
+    Model(#[from] turbo_llm::Error),
+    /// How a run ended, when the caller asked for its outcome.
+    #[error("{0}")]
+    Agent(AgentFailure),
+    #[error("no task {0} exists: check the id (ListTasks lists them)")]
     UnknownTask(TaskId),
+    #[error(
+        "no project {0} exists, or it was deleted: check the id (ListProjects lists them; RestoreProject brings back a project deleted less than 30 days ago)"
+    )]
+    UnknownProject(ProjectId),
     #[error("task {task_id} is {status}: {hint}")]
-    NotExecutable { task_id: TaskId, status: turbo_core::task::TaskStatus, hint: &'static str },
-    #[error("the orchestrator is not running")]
+    NotExecutable { task_id: TaskId, status: TaskStatus, hint: &'static str },
+    #[error("task {task_id} is already {status}: only tasks that have not finished can be cancelled")]
+    NotCancellable { task_id: TaskId, status: TaskStatus },
+    #[error("project {0} is deleted: restore it with RestoreProject before running its tasks")]
+    ProjectDeleted(ProjectId),
+    #[error("project {project_id} has running tasks ({}): cancel them with CancelTask first", tasks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    ProjectBusy { project_id: ProjectId, tasks: Vec<TaskId> },
+    #[error("the workspace {path} {reason}")]
+    Workspace { path: String, reason: String },
+    #[error("the orchestrator is not running (it is shutting down): retry against a running one")]
     Stopped,
     #[error("cannot start the task runner: {0}")]
     Spawn(String),
@@ -19,3 +48,101 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The gRPC status code of this error: the one place that decides it.
+    pub fn code(&self) -> Code {
+        use turbo_store::Error as S;
+        match self {
+            Error::InvalidTask(_) | Error::Request(_) => Code::InvalidArgument,
+            Error::Store(e) => match e {
+                S::NotFound { .. } => Code::NotFound,
+                S::Invalid { .. } | S::Ambiguous { .. } => Code::InvalidArgument,
+                S::Taken { .. } | S::Conflict { .. } => Code::AlreadyExists,
+                S::WrongState { .. } => Code::FailedPrecondition,
+                S::Unreachable { .. } => Code::Unavailable,
+                S::Db { .. } | S::Corrupt { .. } | S::Unwritable { .. } | S::UnsupportedUrl { .. } => Code::Internal,
+            },
+            Error::Model(e) => {
+                use turbo_llm::Error as M;
+                match e {
+                    // The server is down, overloaded or broken: try again later.
+                    M::Unreachable { .. } | M::Timeout { .. } | M::Http { .. } | M::Server { .. } => Code::Unavailable,
+                    // Retrying cannot help until the operator fixes the key, model or settings.
+                    M::Unauthorized { .. } | M::ModelNotFound { .. } | M::InvalidSettings { .. } => {
+                        Code::FailedPrecondition
+                    }
+                    M::InvalidResponse { .. } | M::InvalidOutput { .. } => Code::Internal,
+                }
+            }
+            Error::Agent(f) => match f.kind {
+                FailureKind::ModelUnavailable => Code::Unavailable,
+                FailureKind::Cancelled => Code::Cancelled,
+                FailureKind::TimedOut => Code::DeadlineExceeded,
+                _ => Code::Internal,
+            },
+            Error::UnknownTask(_) | Error::UnknownProject(_) => Code::NotFound,
+            Error::NotExecutable { .. }
+            | Error::NotCancellable { .. }
+            | Error::ProjectDeleted(_)
+            | Error::ProjectBusy { .. }
+            | Error::Workspace { .. } => Code::FailedPrecondition,
+            Error::Stopped => Code::Unavailable,
+            Error::Spawn(_) | Error::Serve { .. } => Code::Internal,
+        }
+    }
+
+    /// An INVALID_ARGUMENT error naming one request field.
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Error {
+        let mut errs = ValidationErrors::default();
+        errs.push(field, problem);
+        Error::Request(turbo_proto::Error::Invalid(errs))
+    }
+}
+
+/// The status of [`Error::code`] with the error's message; INVALID_ARGUMENT statuses also carry
+/// the broken fields as a `turbo.common.v1.ValidationErrors` detail.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let code = e.code();
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error answering a request");
+        }
+        match e {
+            Error::Request(e) => e.into(),
+            Error::InvalidTask(errs) => turbo_proto::Error::Invalid(errs).into(),
+            other => tonic::Status::new(code, other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_arguments_carry_the_field() {
+        let status = tonic::Status::from(Error::invalid("page_token", "is not a token this server issued"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("page_token"), "{}", status.message());
+        let fields = turbo_proto::error::field_errors_of(&status).expect("field details");
+        assert_eq!(fields.0[0].field, "page_token");
+    }
+
+    #[test]
+    fn store_and_model_errors_map_by_kind() {
+        let taken = Error::Store(turbo_store::Error::Taken { field: "name", value: "x".into(), holder: "p".into() });
+        assert_eq!(taken.code(), Code::AlreadyExists);
+        let down = Error::Model(turbo_llm::Error::Unreachable {
+            provider: turbo_llm::Provider::Ollama,
+            url: "http://127.0.0.1:1".into(),
+            reason: "connection refused".into(),
+        });
+        assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(Error::UnknownTask(TaskId::new()).code(), Code::NotFound);
+        let status =
+            tonic::Status::from(Error::NotCancellable { task_id: TaskId::new(), status: TaskStatus::Completed });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("only tasks that have not finished can be cancelled"));
+    }
+}

@@ -2,23 +2,35 @@
 //! the agents, and records every step as events.
 //!
 //! As a service of the cluster it is started by [`run`], from `turbo-coder serve orchestrator`
-//! or from its own binary `turbo-orchestrator` (`src/main.rs`). At this stage [`run`] serves
-//! gRPC health checking, reporting [`GRPC_SERVICES`] as serving, and server reflection; the
-//! task and project APIs come later, behind the same entry point.
+//! or from its own binary `turbo-orchestrator` (`src/main.rs`): it opens the configured store,
+//! starts the embedded stack ([`local::Embedded`]: at this stage the agents and the tool runner
+//! run in this process) and serves the public gRPC API, `turbo.tasks.v1.TaskService` and
+//! `turbo.projects.v1.ProjectService`, with health checking and server reflection, until its
+//! shutdown token fires; then it drains: running tasks are cancelled and record their end.
 //!
 //! # Layout
 //! - `orchestrator`: the root actor, tracking running tasks; [`OrchestratorHandle`] is its API.
 //! - `task_run`: one actor per running task: plan, phases, test and review rounds, deadline.
 //! - `recorder`: the single writer of task events (numbering, storage, broadcast).
-//! - `error`: errors.
+//! - [`local`]: the embedded stack (models, agents, tool runner, recorder, orchestrator) that
+//!   `turbo-coder run` and [`run`] start.
+//! - `grpc`: the public API (`grpc/tasks.rs`: `TaskService`, `grpc/projects.rs`:
+//!   `ProjectService`) over the handle, the recorder and the store.
+//! - [`analysis`]: a project directory's initial analysis (languages, manifests, size).
+//! - `error`: [`Error`] and the one mapping from its kinds to gRPC status codes.
 //! - this file: the handle, the service's start and shutdown, and [`run`], the network entry
 //!   point.
 //! - `main.rs`: the `turbo-orchestrator` binary: arguments, config, telemetry, then [`run`].
 
+pub mod analysis;
 mod error;
+mod grpc;
+pub mod local;
 mod orchestrator;
 mod recorder;
 mod task_run;
+
+use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
@@ -28,23 +40,78 @@ use turbo_core::ids::TaskId;
 use turbo_core::task::DevelopmentTask;
 
 pub use error::{Error, Result};
+pub use orchestrator::CancelOutcome;
 pub use recorder::Recorder;
 pub use task_run::{RunDeps, RunResult, RunSettings};
 
 use orchestrator::{Orchestrator, OrchestratorMsg};
 
-/// The gRPC services this process reports as serving in its health checks.
+/// The gRPC services this process serves and reports as serving in its health checks.
 pub const GRPC_SERVICES: &[&str] = &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService"];
 
-/// Serves the orchestrator on `listener` until `shutdown` is cancelled, then reports
-/// not-serving and drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection; `_config`
-/// is not read yet.
-pub async fn run(_config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+/// How long a soft-deleted project can be restored; then it is purged.
+pub const RESTORE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// How often projects past their restore window are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Serves the orchestrator on `listener` until `shutdown` is cancelled: opens the store from
+/// `config.store` (SQLite by default, Postgres in the cluster), connects the models, starts
+/// the embedded stack and serves the task and project APIs with health and reflection. On
+/// shutdown it reports not-serving, cancels running tasks and waits for them to record their
+/// end, ends open `WatchTask` streams, then returns.
+pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
-    tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator serving health and reflection");
-    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
-        .await
-        .map_err(|e| Error::Serve { addr, reason: e.to_string() })
+    let store = local::open_store(config).await?;
+    let models = local::Models::connect(config)?;
+    let embedded = local::Embedded::start(config, store.clone(), &models).await?;
+    // Ends the API's long-lived calls (watch streams) once the running tasks have drained.
+    let closing = CancellationToken::new();
+    let api = grpc::Api {
+        orchestrator: embedded.orchestrator.clone(),
+        recorder: embedded.recorder.clone(),
+        store: store.clone(),
+        models,
+        workspaces: std::path::absolute(config.store.data_dir().join("workspaces"))
+            .unwrap_or_else(|_| config.store.data_dir().join("workspaces")),
+        closing: closing.clone(),
+    };
+    let purge = tokio::spawn(purge_loop(store, closing.clone()));
+    tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator serving");
+    let server = turbo_proto::server::serve(GRPC_SERVICES, api.routes(), listener, shutdown.clone());
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => {
+            // The server stopped on its own (it failed): nothing is served, so stop the rest.
+            embedded.shutdown().await;
+            closing.cancel();
+            served
+        }
+        _ = shutdown.cancelled() => {
+            tracing::info!("orchestrator draining: cancelling running tasks");
+            embedded.shutdown().await;
+            closing.cancel();
+            server.await
+        }
+    };
+    purge.abort();
+    served.map_err(|e| Error::Serve { addr, reason: e.to_string() })
+}
+
+/// Purges projects deleted longer than [`RESTORE_WINDOW`] ago, at start and then periodically.
+async fn purge_loop(store: turbo_store::Store, closing: CancellationToken) {
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = closing.cancelled() => return,
+        }
+        match store.purge_projects(chrono::Utc::now() - RESTORE_WINDOW).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(projects = n, "purged projects past their restore window"),
+            Err(error) => tracing::warn!(%error, "cannot purge deleted projects"),
+        }
+    }
 }
 
 /// Typed access to the orchestrator actor; cheap to clone.
@@ -105,6 +172,13 @@ impl OrchestratorHandle {
     /// Asks a running task to stop; false when it is not running here.
     pub async fn cancel(&self, task_id: TaskId) -> Result<bool> {
         self.ask(|reply| OrchestratorMsg::Cancel { task_id, reply }).await
+    }
+
+    /// Cancels a task that has not finished: a running one through its run (which records the
+    /// end), a stored one (planned, or never run) at once. [`Error::NotCancellable`] when it
+    /// has already finished, [`Error::UnknownTask`] when it is not stored.
+    pub async fn cancel_task(&self, task_id: TaskId, reason: Option<String>) -> Result<CancelOutcome> {
+        self.ask(|reply| OrchestratorMsg::CancelTask { task_id, reason, reply }).await?
     }
 
     pub async fn running(&self) -> Result<Vec<TaskId>> {

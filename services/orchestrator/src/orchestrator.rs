@@ -40,6 +40,12 @@ pub(crate) enum OrchestratorMsg {
         task_id: TaskId,
         reply: oneshot::Sender<bool>,
     },
+    /// Cancel a task whether it is running here or only stored.
+    CancelTask {
+        task_id: TaskId,
+        reason: Option<String>,
+        reply: oneshot::Sender<Result<CancelOutcome>>,
+    },
     Running {
         reply: oneshot::Sender<Vec<TaskId>>,
     },
@@ -49,6 +55,16 @@ pub(crate) enum OrchestratorMsg {
 }
 
 pub(crate) struct Orchestrator;
+
+/// What [`OrchestratorMsg::CancelTask`] did.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The task is running here: its run was asked to stop and will record the cancellation
+    /// as it ends (`wait` for it).
+    Stopping,
+    /// The task was not running (e.g. planned by a dry run): it is now cancelled, as stored.
+    Cancelled(Box<DevelopmentTask>),
+}
 
 struct Running {
     cancel: CancellationToken,
@@ -134,6 +150,9 @@ impl Actor for Orchestrator {
                 let found = state.running.get(&task_id).map(|r| r.cancel.cancel()).is_some();
                 let _ = reply.send(found);
             }
+            OrchestratorMsg::CancelTask { task_id, reason, reply } => {
+                let _ = reply.send(cancel_task(state, task_id, reason).await);
+            }
             OrchestratorMsg::Running { reply } => {
                 let _ = reply.send(state.running.keys().copied().collect());
             }
@@ -177,6 +196,27 @@ impl Actor for Orchestrator {
         });
         Ok(())
     }
+}
+
+/// Cancels a running task through its token; a task that is only stored (planned, or created
+/// and never run) moves to cancelled here, so a later execute finds it cancelled.
+async fn cancel_task(state: &mut OrchestratorState, task_id: TaskId, reason: Option<String>) -> Result<CancelOutcome> {
+    if let Some(run) = state.running.get(&task_id) {
+        run.cancel.cancel();
+        return Ok(CancelOutcome::Stopping);
+    }
+    let mut task = state.deps.store.get_task(task_id).await?.ok_or(Error::UnknownTask(task_id))?.task;
+    let from = task.status;
+    let to = from.transition(TaskStatus::Cancelled).map_err(|_| Error::NotCancellable { task_id, status: from })?;
+    task.status = to;
+    task.completed_at = Some(chrono::Utc::now());
+    task.current_phase = None;
+    let reason = reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "cancelled on request".to_string());
+    state.deps.events.emit(task_id, EventKind::StatusChanged { from, to, reason: Some(reason) });
+    state.deps.store.update_task(&task).await?;
+    // A kept result of the earlier (planning) run would answer waiters with the old status.
+    state.finished.remove(&task_id);
+    Ok(CancelOutcome::Cancelled(Box::new(task)))
 }
 
 async fn execute(myself: ActorRef<OrchestratorMsg>, state: &mut OrchestratorState, task_id: TaskId) -> Result<TaskId> {

@@ -91,6 +91,39 @@ impl TryFrom<pb::DevelopmentTask> for DevelopmentTask {
     }
 }
 
+/// A new task (fresh id, status CREATED, created now) from a request. Titles default to the
+/// description's first line, `task_type` to "feature", priority and complexity to MEDIUM when
+/// UNSPECIFIED. The result satisfies `DevelopmentTask::validate`; a broken constraint is
+/// [`Error::Invalid`] naming the request's field.
+impl TryFrom<pb::CreateTaskRequest> for DevelopmentTask {
+    type Error = Error;
+
+    fn try_from(r: pb::CreateTaskRequest) -> Result<Self, Error> {
+        let project_id = id_from_proto("project_id", &r.project_id)?;
+        let mut t = DevelopmentTask::from_request(project_id, &r.description);
+        if let Some(title) = r.title {
+            t.title = title;
+        }
+        if let Some(task_type) = r.task_type {
+            t.task_type = task_type;
+        }
+        if r.priority != 0 {
+            t.priority = ProtoEnum::from_proto("priority", r.priority)?;
+        }
+        if r.complexity != 0 {
+            t.complexity = ProtoEnum::from_proto("complexity", r.complexity)?;
+        }
+        t.requirements = r.requirements;
+        t.constraints = json_map_from_proto("constraints_json", &r.constraints_json)?;
+        t.acceptance_criteria = r.acceptance_criteria;
+        t.related_files = r.related_files;
+        t.dependencies = r.dependencies;
+        t.tags = r.tags;
+        t.deadline = opt_timestamp("deadline", r.deadline)?;
+        validated(t)
+    }
+}
+
 impl From<TestResults> for pb::TestResults {
     fn from(r: TestResults) -> Self {
         pb::TestResults {
@@ -252,5 +285,59 @@ impl TryFrom<pb::ExecutionPlan> for ExecutionPlan {
 
     fn try_from(p: pb::ExecutionPlan) -> Result<Self, Error> {
         validated(plan_from_proto(p)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use turbo_core::task::{Complexity, TaskPriority, TaskStatus};
+
+    use super::*;
+    use crate::common::v1 as common;
+
+    fn request() -> pb::CreateTaskRequest {
+        pb::CreateTaskRequest {
+            project_id: "67e55044-10b1-426f-9247-bb680e5fe0c8".into(),
+            description: "Add user authentication with JWT tokens\nand bcrypt hashing".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_requests_fill_in_the_defaults() {
+        let t = DevelopmentTask::try_from(request()).unwrap();
+        assert_eq!(t.project_id.to_string(), "67e55044-10b1-426f-9247-bb680e5fe0c8");
+        assert_eq!(t.title, "Add user authentication with JWT tokens");
+        assert_eq!(
+            (t.task_type.as_str(), t.priority, t.complexity),
+            ("feature", TaskPriority::Medium, Complexity::Medium)
+        );
+        assert_eq!(t.status, TaskStatus::Created);
+
+        let mut r = request();
+        r.title = Some("JWT auth".into());
+        r.priority = common::TaskPriority::High as i32;
+        r.constraints_json = r#"{"testing_required": true}"#.into();
+        r.requirements = vec!["login endpoint".into()];
+        let t = DevelopmentTask::try_from(r).unwrap();
+        assert_eq!((t.title.as_str(), t.priority), ("JWT auth", TaskPriority::High));
+        assert_eq!(t.constraints["testing_required"], serde_json::json!(true));
+        assert_eq!(t.requirements, ["login endpoint"]);
+    }
+
+    #[test]
+    fn bad_create_requests_name_the_field() {
+        let cases: Vec<(pb::CreateTaskRequest, &str)> = vec![
+            (pb::CreateTaskRequest { project_id: String::new(), ..request() }, "project_id"),
+            (pb::CreateTaskRequest { project_id: "p-1".into(), ..request() }, "project_id"),
+            (pb::CreateTaskRequest { description: "fix it".into(), ..request() }, "description"),
+            (pb::CreateTaskRequest { title: Some(String::new()), ..request() }, "title"),
+            (pb::CreateTaskRequest { priority: 99, ..request() }, "priority"),
+            (pb::CreateTaskRequest { constraints_json: "[1]".into(), ..request() }, "constraints_json"),
+        ];
+        for (r, field) in cases {
+            let e = DevelopmentTask::try_from(r).unwrap_err();
+            assert_eq!(e.field_errors().0[0].field, field, "{e}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! The embedded mode: every service in this process, wired with in-process transports. The
-//! cluster runs the same actors; only the clients' transport differs.
+//! The embedded stack: the orchestrator with the agents and the tool runner in this process,
+//! wired with in-process transports. `turbo-coder run` uses it for one task; [`crate::run`]
+//! serves the gRPC API on top of it. The cluster runs the same actors; only the clients'
+//! transport differs (NATS-hosted agents plug into [`RunDeps::agents`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +10,24 @@ use turbo_agent_worker::{AgentDeps, AgentSettings, AgentWorker, WorkerSpec};
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
 use turbo_llm::ChatModel;
-use turbo_orchestrator::{OrchestratorHandle, OrchestratorService, Recorder, RunDeps, RunSettings};
 use turbo_store::Store;
 use turbo_tool_runner::{RunnerLimits, ToolRunnerClient};
 
-use crate::exit::{self, Exit};
+use crate::error::{Error, Result};
+use crate::{OrchestratorHandle, OrchestratorService, Recorder, RunDeps, RunSettings};
 
-/// The model client of each role.
+/// Opens the configured store: `store.url` (a Postgres URL in the cluster, or a SQLite URL),
+/// else the SQLite file `turbo.db` in `store.data_dir`. Migrations run on open.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    let store = match &config.store.url {
+        Some(url) => Store::connect(url).await?,
+        None => Store::open_sqlite(&config.store.data_dir().join("turbo.db")).await?,
+    };
+    Ok(store)
+}
+
+/// The model client of each role; cheap to clone.
+#[derive(Clone)]
 pub struct Models {
     pub planner: Arc<dyn ChatModel>,
     pub coder: Arc<dyn ChatModel>,
@@ -23,13 +36,13 @@ pub struct Models {
 }
 
 impl Models {
-    pub fn connect(config: &Config) -> Result<Models, Exit> {
-        let c = |s| turbo_llm::connect(s).map_err(|e| Exit::new(exit::for_model_error(&e), e.to_string()));
+    /// Builds the clients; nothing is sent yet ([`Models::check`] does that).
+    pub fn connect(config: &Config) -> Result<Models> {
         Ok(Models {
-            planner: c(&config.models.planner)?,
-            coder: c(&config.models.coder)?,
-            tester: c(config.models.tester())?,
-            reviewer: c(config.models.reviewer())?,
+            planner: turbo_llm::connect(&config.models.planner)?,
+            coder: turbo_llm::connect(&config.models.coder)?,
+            tester: turbo_llm::connect(config.models.tester())?,
+            reviewer: turbo_llm::connect(config.models.reviewer())?,
         })
     }
 
@@ -41,8 +54,27 @@ impl Models {
             AgentRole::Reviewer => &self.reviewer,
         }
     }
+
+    /// Checks that the models of `roles` are reachable and installed (each server and model
+    /// once), so a wrong host, key or model fails at once with one clear message instead of
+    /// in the middle of a run.
+    pub async fn check(&self, roles: &[AgentRole]) -> Result<()> {
+        let mut checked: Vec<(String, String)> = Vec::new();
+        for &role in roles {
+            let model = self.get(role);
+            let s = model.settings();
+            let key = (s.base_url.clone(), s.model.clone());
+            if checked.contains(&key) {
+                continue;
+            }
+            model.check_model().await?;
+            checked.push(key);
+        }
+        Ok(())
+    }
 }
 
+/// The orchestrator, the agents and the recorder of this process.
 pub struct Embedded {
     pub orchestrator: OrchestratorHandle,
     pub recorder: Recorder,
@@ -52,7 +84,7 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub async fn start(config: &Config, store: Store, models: &Models) -> Result<Embedded, Exit> {
+    pub async fn start(config: &Config, store: Store, models: &Models) -> Result<Embedded> {
         let (recorder, recorder_task) = Recorder::start(store.clone());
         let run = &config.run;
         let tools = ToolRunnerClient::local(RunnerLimits {
@@ -80,7 +112,7 @@ impl Embedded {
         let worker =
             AgentWorker::start(WorkerSpec { roles, per_role: run.agents_per_role, call_timeout: task_timeout })
                 .await
-                .map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
+                .map_err(|e| Error::Spawn(e.to_string()))?;
         let deps = RunDeps {
             agents: worker.client(),
             tools,
@@ -93,11 +125,19 @@ impl Embedded {
                 task_timeout,
             },
         };
-        let service = OrchestratorService::start(deps).await.map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
+        let service = match OrchestratorService::start(deps).await {
+            Ok(s) => s,
+            Err(e) => {
+                worker.stop().await;
+                recorder_task.abort();
+                return Err(e);
+            }
+        };
         Ok(Embedded { orchestrator: service.handle.clone(), recorder, service, worker, recorder_task })
     }
 
-    /// Stops the orchestrator (cancelling running tasks), the agents, and drains the recorder.
+    /// Stops the orchestrator (cancelling running tasks and waiting for them to record their
+    /// end), the agents, and drains the recorder.
     pub async fn shutdown(self) {
         self.service.shutdown().await;
         self.worker.stop().await;

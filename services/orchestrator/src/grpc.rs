@@ -1,0 +1,100 @@
+//! The public gRPC API of the orchestrator: `turbo.tasks.v1.TaskService` (`grpc/tasks.rs`) and
+//! `turbo.projects.v1.ProjectService` (`grpc/projects.rs`), both implemented by [`Api`] over
+//! the orchestrator's handle, the recorder's broadcast and the store.
+//!
+//! Handlers do their work in functions returning [`crate::Result`]; the one conversion
+//! `impl From<Error> for tonic::Status` (in `error.rs`) turns errors into statuses.
+
+mod projects;
+mod tasks;
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use turbo_core::ids::ProjectId;
+use turbo_core::project::ProjectMetadata;
+use turbo_proto::projects::v1::project_service_server::ProjectServiceServer;
+use turbo_proto::server::Routes;
+use turbo_proto::tasks::v1::task_service_server::TaskServiceServer;
+use turbo_store::{Cursor, Store, StoredProject};
+
+use crate::error::{Error, Result};
+use crate::local::Models;
+use crate::{OrchestratorHandle, Recorder};
+
+/// Page size when a list request gives 0.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Larger page sizes are cut to this.
+const MAX_PAGE_SIZE: u32 = 500;
+
+/// What the API works with; cheap to clone (one per service).
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub orchestrator: OrchestratorHandle,
+    pub recorder: Recorder,
+    pub store: Store,
+    pub models: Models,
+    /// Where projects created without a root path get a fresh workspace (`<dir>/<project id>`).
+    pub workspaces: PathBuf,
+    /// Cancelled when the server shuts down, after running tasks have drained: ends watches.
+    pub closing: CancellationToken,
+}
+
+impl Api {
+    /// Both services, ready for [`turbo_proto::server::serve`].
+    pub fn routes(self) -> Routes {
+        Routes::new(TaskServiceServer::new(self.clone())).add_service(ProjectServiceServer::new(self))
+    }
+
+    /// A project that exists and is not deleted, else [`Error::UnknownProject`].
+    async fn live_project(&self, id: ProjectId) -> Result<ProjectMetadata> {
+        match self.store.get_project(id).await? {
+            Some(StoredProject { project, deleted_at: None }) => Ok(project),
+            _ => Err(Error::UnknownProject(id)),
+        }
+    }
+}
+
+/// A request's page size: the default for 0, capped at the maximum.
+fn page_size(requested: u32) -> u64 {
+    u64::from(if requested == 0 { DEFAULT_PAGE_SIZE } else { requested.min(MAX_PAGE_SIZE) })
+}
+
+/// A request's page token: None for the first page; a token this server did not issue is
+/// INVALID_ARGUMENT naming `page_token`.
+fn page_cursor(token: &str) -> Result<Option<Cursor>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    Cursor::from_token(token).map(Some).ok_or_else(|| {
+        Error::invalid(
+            "page_token",
+            "is not a token this server issued: pass next_page_token of the previous page, or nothing for the first page",
+        )
+    })
+}
+
+fn next_token(next: Option<Cursor>) -> String {
+    next.map(|c| c.to_token()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_and_cap() {
+        assert_eq!(page_size(0), 50);
+        assert_eq!(page_size(7), 7);
+        assert_eq!(page_size(100_000), 500);
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_bad_ones_name_the_field() {
+        assert_eq!(page_cursor("").unwrap(), None);
+        let c = Cursor { created_at: chrono::Utc::now(), id: uuid::Uuid::new_v4() };
+        assert_eq!(page_cursor(&next_token(Some(c))).unwrap(), Some(c));
+        let e = page_cursor("abc").unwrap_err();
+        assert!(e.to_string().contains("page_token"), "{e}");
+    }
+}
