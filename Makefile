@@ -8,7 +8,7 @@ endif
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help setup build test lint fmt bench run-example clean-data
+.PHONY: help setup build test lint fmt bench cluster run-example clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+cluster: ## run the cluster locally: nats-server, the orchestrator on Postgres, one agent worker per role (Ctrl-C stops)
+	$(CARGO) build --locked -p turbo-coder
+	bash deploy/scripts/cluster.sh
 
 bench: ## print the framework-overhead benchmark (see docs/benchmarks.md); BENCH_ARGS="--steps N" to change it
 	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-coder --bin turbo-coder

@@ -3,6 +3,10 @@
 //!
 //! # Layout
 //! - this file: [`Sandbox`] (home, workdir, data dir, environment) and [`Output`] helpers.
+//! - [`cluster`]: [`cluster::Cluster`], the services as processes against a real nats-server and
+//!   a fresh Postgres database.
+
+pub mod cluster;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

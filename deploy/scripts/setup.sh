@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
-# Postgres, nats-server). Idempotent: safe to run again.
+# nats-py, Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
 
 need=()
@@ -17,6 +17,21 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# nats-py: the Python NATS client that checks the orchestrator's control plane from another
+# language (tests/python/test_control.py, run by services/orchestrator/tests/control.rs).
+if ! python3 -c 'import nats' 2>/dev/null; then
+  echo "setup: installing nats-py"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  export PIP_ROOT_USER_ACTION=ignore
+  # Debian's own python3 refuses plain pip installs (PEP 668); a pyenv or venv python does not.
+  python3 -m pip install --quiet 'nats-py>=2.7,<3' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'nats-py>=2.7,<3'
+fi
+python3 -c 'import nats' || { echo "setup: nats-py did not install for $(command -v python3)" >&2; exit 1; }
 
 # Postgres for the store tests: 127.0.0.1:5432, trust auth, database "test".
 pg_ok() { psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; }

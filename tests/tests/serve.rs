@@ -25,14 +25,16 @@ use turbo_tests::{Sandbox, turbo_coder_bin};
 /// Not a timing assertion: a healthy run finishes far sooner.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Each service, its `serve` arguments, and one gRPC service it must report as serving.
+/// Each service, its `serve` arguments, and one gRPC service it must report as serving. The
+/// agent worker needs NATS; its tests start a nats-server (below).
 const SERVICES: &[(&str, &[&str], &str)] = &[
     ("gateway", &[], "turbo.sessions.v1.SessionService"),
     ("orchestrator", &[], "turbo.tasks.v1.TaskService"),
-    ("agent-worker", &["--role", "coder"], "turbo.agents.v1.AgentService"),
     ("knowledge", &[], "turbo.knowledge.v1.KnowledgeService"),
     ("tool-runner", &[], "turbo.tools.v1.ToolService"),
 ];
+
+const WORKER_SERVICE: &str = "turbo.agents.v1.AgentService";
 
 /// Polls `probe` until it succeeds or [`WAIT`] passes; then fails with the last error.
 async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -63,7 +65,15 @@ impl Served {
     /// Starts `program ARGS` in a scratch home with no inherited config, and reads the address
     /// it prints. Its stderr goes to the test's, so a failure shows the service's log.
     async fn start(program: &Path, args: &[&str], name: &str) -> Served {
-        let sandbox = Sandbox::new();
+        Self::start_with(program, args, name, &[]).await
+    }
+
+    /// [`Served::start`] with more environment variables.
+    async fn start_with(program: &Path, args: &[&str], name: &str, env: &[(&str, String)]) -> Served {
+        let mut sandbox = Sandbox::new();
+        for (key, value) in env {
+            sandbox.set(key, value.clone());
+        }
         let mut child = Command::new(program)
             .args(args)
             .current_dir(&sandbox.workdir)
@@ -208,5 +218,43 @@ async fn each_service_binary_answers_health_and_exits_zero_on_sigterm() {
         assert_serving(&channel, "").await;
         assert_serving(&channel, grpc).await;
         assert_eq!(served.terminate().await, Some(0), "{name} exits 0 on SIGTERM");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_worker_without_nats_says_it_needs_cluster_nats_url() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["serve", "agent-worker", "--role", "coder", "--listen", "127.0.0.1:0"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("cluster.nats_url"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "nothing was served: {}", out.stdout);
+}
+
+#[tokio::test]
+async fn an_agent_worker_serves_while_nats_is_up_and_exits_zero_on_sigterm() {
+    for program in [turbo_coder_bin(), sibling_bin("turbo-agent-worker")] {
+        let nats = turbo_testkit::NatsServer::start().await.expect("nats-server starts");
+        let args: &[&str] = if program.ends_with("turbo-coder") {
+            &["serve", "agent-worker", "--role", "reviewer", "--listen", "127.0.0.1:0"]
+        } else {
+            &["--role", "reviewer", "--listen", "127.0.0.1:0"]
+        };
+        let env = [("TURBO_CODER__CLUSTER__NATS_URL", nats.url())];
+        let served = Served::start_with(&program, args, "turbo-agent-worker", &env).await;
+        let channel = served.channel().await;
+        assert_serving(&channel, "").await;
+        assert_serving(&channel, WORKER_SERVICE).await;
+
+        // Without NATS the worker cannot take work: it says so, and stays alive.
+        drop(nats);
+        eventually("the worker to report NOT_SERVING without nats", || async {
+            match health(&channel, WORKER_SERVICE).await {
+                Ok(ServingStatus::NotServing) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        assert_serving(&channel, "").await;
+        assert_eq!(served.terminate().await, Some(0), "{} exits 0 on SIGTERM", program.display());
     }
 }

@@ -20,7 +20,8 @@
 //! - `headers`: header names, and W3C trace context carried in headers.
 //! - `publish`: publishing with the envelope and the trace context, stored or core.
 //! - `results`: reading a stored result back by its request id.
-//! - `setup`: creates or updates the streams and the per-role work consumers.
+//! - `setup`: creates or updates the streams, the per-role work consumers and the recorder's
+//!   consumer of raw events.
 //! - `error`: errors.
 
 pub mod codec;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use turbo_core::agent::AgentRole;
-use turbo_core::event::EventKind;
+use turbo_core::event::{EventKind, TaskEvent};
 use turbo_core::ids::TaskId;
 use turbo_core::protocol::{AgentFailure, PhaseAssignment, PhaseOutcome, PlanOutcome, PlanRequest};
 use uuid::Uuid;
@@ -43,6 +43,11 @@ pub struct WorkResult {
     /// The worker that answered, for logs and operators.
     pub worker_id: String,
     pub reply: WorkReply,
+    /// The sequence in `TURBO_EVENTS_RAW` up to which the events of this work are stored (the
+    /// worker stores them before the result). The orchestrator records the outcome once it has
+    /// recorded those, so a phase's events come before its end. None when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_through: Option<u64>,
 }
 
 impl BusMessage for WorkResult {
@@ -100,6 +105,11 @@ impl BusMessage for RawEvent {
     const KIND: &'static str = "task_event";
 }
 
+/// A task event as the orchestrator stored it, with its seq, on `turbo.events.task.<task_id>`.
+impl BusMessage for TaskEvent {
+    const KIND: &'static str = "recorded_task_event";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +124,7 @@ mod tests {
             role: AgentRole::Coder,
             worker_id: "w1".into(),
             reply: WorkReply::Failed(AgentFailure::new(FailureKind::StepLimit, "out of steps")),
+            events_through: Some(42),
         };
         let bytes = encode(&result).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();

@@ -12,6 +12,11 @@ use turbo_core::agent::AgentRole;
 use crate::error::{Error, Result};
 use crate::subjects;
 
+/// How long [`subjects::EVENTS_STREAM`] remembers message ids to drop a repeated publish.
+const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Raw events the recorder may hold unacknowledged: a few of its batches.
+const RECORDER_MAX_ACK_PENDING: i64 = 4096;
+
 /// Settings of the streams and work consumers.
 #[derive(Clone, Debug)]
 pub struct BusConfig {
@@ -87,6 +92,18 @@ pub async fn setup_with(js: &Context, config: &BusConfig) -> Result<()> {
             storage: config.storage,
             ..Default::default()
         },
+        stream::Config {
+            name: subjects::EVENTS_STREAM.into(),
+            description: Some("turbo-coder task events as stored and numbered, one subject per task".into()),
+            subjects: vec![subjects::EVENTS_SUBJECTS.into()],
+            retention: RetentionPolicy::Limits,
+            max_age: config.events_max_age,
+            storage: config.storage,
+            // The recorder publishes each event with the id <task>:<seq>; a second publish of
+            // it (a retry) within this window is stored once.
+            duplicate_window: EVENTS_DUPLICATE_WINDOW,
+            ..Default::default()
+        },
     ];
     for stream in streams {
         let name = stream.name.clone();
@@ -106,6 +123,15 @@ pub async fn setup_with(js: &Context, config: &BusConfig) -> Result<()> {
             reason: e.to_string(),
         })?;
     }
+    let raw = js
+        .get_stream(subjects::EVENTS_RAW_STREAM)
+        .await
+        .map_err(|e| Error::Stream { stream: subjects::EVENTS_RAW_STREAM.into(), reason: e.to_string() })?;
+    raw.create_consumer(recorder_consumer_config(config)).await.map_err(|e| Error::Consumer {
+        stream: subjects::EVENTS_RAW_STREAM.into(),
+        consumer: subjects::RECORDER_CONSUMER.into(),
+        reason: e.to_string(),
+    })?;
     tracing::debug!(ack_wait_ms = config.ack_wait.as_millis() as u64, max_deliver = config.max_deliver, "bus set up");
     Ok(())
 }
@@ -119,6 +145,21 @@ fn work_consumer_config(role: AgentRole, config: &BusConfig) -> pull::Config {
         ack_policy: AckPolicy::Explicit,
         ack_wait: config.ack_wait,
         max_deliver: server_max_deliver(config.max_deliver),
+        ..Default::default()
+    }
+}
+
+/// The orchestrator recorder's consumer of raw events: explicit acks (after the events are
+/// stored), redelivered without limit (an event is dropped by the recorder, with a reason, not
+/// by the server).
+fn recorder_consumer_config(config: &BusConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(subjects::RECORDER_CONSUMER.into()),
+        description: Some("the orchestrator's recorder: stores and numbers agent events".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_ack_pending: RECORDER_MAX_ACK_PENDING,
         ..Default::default()
     }
 }
@@ -151,5 +192,8 @@ mod tests {
         assert_eq!(consumer.filter_subject, "turbo.work.coder");
         assert_eq!(consumer.durable_name.as_deref(), Some("workers-coder"));
         assert_eq!(server_max_deliver(0), 2, "at least one delivery");
+        let recorder = recorder_consumer_config(&config);
+        assert_eq!(recorder.durable_name.as_deref(), Some("orchestrator-recorder"));
+        assert_eq!(recorder.ack_policy, AckPolicy::Explicit);
     }
 }

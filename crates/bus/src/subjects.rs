@@ -9,7 +9,9 @@
 //! | `turbo.dlq.<role>` | JetStream [`DLQ_STREAM`] (limits, max age) | workers | operators |
 //! | `turbo.cancel.<task_id>` | core NATS | orchestrator | every worker |
 //! | `turbo.workers.heartbeat.<role>.<worker_id>` | core NATS | workers | orchestrator, operators |
-//! | `turbo.events.raw.<task_id>` | JetStream [`EVENTS_RAW_STREAM`] (limits, max age) | workers | the orchestrator's recorder |
+//! | `turbo.events.raw.<task_id>` | JetStream [`EVENTS_RAW_STREAM`] (limits, max age) | workers | the orchestrator's recorder, through the durable [`RECORDER_CONSUMER`] |
+//! | `turbo.events.task.<task_id>` | JetStream [`EVENTS_STREAM`] (limits, max age) | the orchestrator's recorder, once an event is stored and numbered | watchers, operators (`nats sub 'turbo.events.task.>'`) |
+//! | `turbo.ctl.tasks.list`, `.get`, `.cancel`, `turbo.ctl.workers.list` | core NATS request-reply, plain JSON (no envelope), queue group [`CTL_QUEUE_GROUP`] | operators (`nats req`) | the orchestrators (`turbo_orchestrator::control`) |
 
 use turbo_core::agent::AgentRole;
 use turbo_core::ids::TaskId;
@@ -86,6 +88,42 @@ pub fn events_raw(task_id: TaskId) -> String {
     format!("turbo.events.raw.{task_id}")
 }
 
+/// Control plane: lists tasks, newest first (core NATS request-reply). Request
+/// `{"status": "...", "limit": N}`, both optional. The control subjects carry plain JSON, not
+/// the envelope, so operators can use `nats req`; replies carry `"v": 1`.
+pub const CTL_TASKS_LIST: &str = "turbo.ctl.tasks.list";
+/// Control plane: one task with its plan, phases and token usage by role. Request
+/// `{"id": "<uuid or unique prefix>"}`.
+pub const CTL_TASKS_GET: &str = "turbo.ctl.tasks.get";
+/// Control plane: cancels a task that has not finished. Request `{"id": ..., "reason": ...}`.
+pub const CTL_TASKS_CANCEL: &str = "turbo.ctl.tasks.cancel";
+/// Control plane: the live workers of each role, with their load, from their heartbeats.
+/// Request `{}` or `{"role": "coder"}`.
+pub const CTL_WORKERS_LIST: &str = "turbo.ctl.workers.list";
+/// Every control subject the orchestrator serves.
+pub const CTL_SUBJECTS: &[&str] = &[CTL_TASKS_LIST, CTL_TASKS_GET, CTL_TASKS_CANCEL, CTL_WORKERS_LIST];
+/// Queue group of the control subjects: orchestrator replicas share the requests, so each
+/// request is answered once.
+pub const CTL_QUEUE_GROUP: &str = "turbo-orchestrators";
+
+/// The durable consumer through which the orchestrator's recorder reads [`EVENTS_RAW_STREAM`]:
+/// an event is acknowledged only once it is stored, so one the orchestrator did not store
+/// before it died is read again by the next one.
+pub const RECORDER_CONSUMER: &str = "orchestrator-recorder";
+
+/// Stream holding every task's events as the orchestrator stored and numbered them, so a
+/// watcher can follow a task live and resume from a stream sequence.
+pub const EVENTS_STREAM: &str = "TURBO_EVENTS";
+/// Subjects captured by [`EVENTS_STREAM`].
+pub const EVENTS_SUBJECTS: &str = "turbo.events.task.*";
+/// Every task's numbered events, for a subscription: `turbo.events.task.>`.
+pub const EVENTS_ALL: &str = "turbo.events.task.>";
+
+/// The numbered events of one task: `turbo.events.task.<task_id>`.
+pub fn events_task(task_id: TaskId) -> String {
+    format!("turbo.events.task.{task_id}")
+}
+
 /// Makes `text` a single subject token: `.`, `*`, `>` and whitespace would split or widen a
 /// subject, so they become `_`; an empty text becomes `_`.
 pub fn token(text: &str) -> String {
@@ -108,8 +146,13 @@ mod tests {
         assert_eq!(dlq(AgentRole::Tester), "turbo.dlq.tester");
         assert_eq!(cancel(task), format!("turbo.cancel.{task}"));
         assert_eq!(events_raw(task), format!("turbo.events.raw.{task}"));
+        assert_eq!(events_task(task), format!("turbo.events.task.{task}"));
         assert_eq!(heartbeat(AgentRole::Planner, "host-1"), "turbo.workers.heartbeat.planner.host-1");
         assert_eq!(heartbeats(AgentRole::Planner), "turbo.workers.heartbeat.planner.*");
+        assert_eq!(
+            CTL_SUBJECTS,
+            ["turbo.ctl.tasks.list", "turbo.ctl.tasks.get", "turbo.ctl.tasks.cancel", "turbo.ctl.workers.list"]
+        );
     }
 
     #[test]

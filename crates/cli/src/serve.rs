@@ -2,7 +2,8 @@
 //! `run` entry point as the service's own binary (`turbo-orchestrator`, ...).
 //!
 //! Every service serves gRPC health checking and server reflection (so grpcurl works without
-//! proto files); the orchestrator also serves the task and project APIs. The knowledge, tool
+//! proto files); the orchestrator also serves the task and project APIs, and an agent worker
+//! (which needs `cluster.nats_url`) serves its role's work queue from NATS. The knowledge, tool
 //! and gateway APIs are added to these same entry points service by service.
 
 use clap::{Args, ValueEnum};
@@ -82,6 +83,12 @@ fn target(service: Service, role: Option<AgentRole>) -> Result<Target, Exit> {
 
 pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
     let target = target(args.service, args.role)?;
+    // Checked before anything is bound or printed: a worker without NATS has nothing to serve.
+    if let Target::AgentWorker(role) = target
+        && config.cluster.nats_url.is_none()
+    {
+        return Err(Exit::new(exit::USAGE, turbo_agent_worker::Error::NoNats { role }.to_string()));
+    }
     let addr = args.listen.clone().unwrap_or_else(|| args.service.default_addr(config));
     let listener = bind(&addr).await.map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
     let local = listener.local_addr().map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;
@@ -97,7 +104,11 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
             Ok(())
         }
         Target::AgentWorker(role) => {
-            turbo_agent_worker::run(config, role, listener, shutdown).await.map_err(|e| e.to_string())
+            turbo_agent_worker::run(config, role, listener, shutdown).await.map_err(|e| match e {
+                turbo_agent_worker::Error::Model(m) => Exit::new(exit::for_model_error(&m), m.to_string()),
+                other => Exit::new(exit::INTERNAL, other.to_string()),
+            })?;
+            Ok(())
         }
         Target::Knowledge => turbo_knowledge::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
         Target::ToolRunner => turbo_tool_runner::run(config, listener, shutdown).await.map_err(|e| e.to_string()),

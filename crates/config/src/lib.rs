@@ -45,6 +45,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub telemetry: TelemetryConfig,
     pub services: ServicesConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// One model endpoint per agent role; tester and reviewer use the coder's unless set.
@@ -177,6 +178,29 @@ impl Default for ServicesConfig {
     }
 }
 
+/// The cluster: the orchestrator and one agent-worker service per role talking over NATS
+/// JetStream. Without `nats_url` the orchestrator runs the agents in its own process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// NATS server with JetStream, e.g. `nats://nats:4222`. When set, the orchestrator sends
+    /// agent work over NATS and agent workers serve it; agent workers need it.
+    pub nats_url: Option<String>,
+    /// Seconds a worker may hold a work item without a sign of progress before it is given to
+    /// another replica (workers report progress every third of it while they work).
+    pub ack_wait_s: u64,
+    /// Deliveries of one work item (each crashed or stalled a worker) before it is dead-lettered.
+    pub max_deliver: u32,
+    /// Work items one agent worker carries out at once.
+    pub worker_capacity: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { nats_url: None, ack_wait_s: 30, max_deliver: 5, worker_capacity: 1 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -190,6 +214,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             telemetry: TelemetryConfig::default(),
             services: ServicesConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -269,6 +294,25 @@ impl Config {
             ("run.tool_timeout_s", r.tool_timeout_s, 1),
             ("run.tool_output_cap", r.tool_output_cap as u64, 256),
             ("run.agents_per_role", r.agents_per_role as u64, 1),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
+        let c = &self.cluster;
+        if let Some(url) = &c.nats_url {
+            let schemes = ["nats://", "tls://", "ws://", "wss://"];
+            if !schemes.iter().any(|s| url.starts_with(s)) || url.split_once("://").is_some_and(|(_, h)| h.is_empty()) {
+                return Err(invalid(
+                    "cluster.nats_url",
+                    format!("'{url}' is not a NATS URL: use nats://HOST:PORT (or tls://, ws://, wss://)"),
+                ));
+            }
+        }
+        for (key, value, min) in [
+            ("cluster.ack_wait_s", c.ack_wait_s, 1),
+            ("cluster.max_deliver", u64::from(c.max_deliver), 1),
+            ("cluster.worker_capacity", c.worker_capacity as u64, 1),
         ] {
             if value < min {
                 return Err(invalid(key, format!("must be at least {min}, got {value}")));
@@ -439,6 +483,40 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let back = Config::load(Some(&path), &BTreeMap::new()).unwrap();
         assert_eq!(back.run, c.run);
+    }
+
+    #[test]
+    fn the_cluster_section_defaults_off_and_env_turns_it_on() {
+        let c = Config::load(None, &BTreeMap::new()).unwrap();
+        assert_eq!(c.cluster, ClusterConfig::default());
+        assert_eq!(c.cluster.nats_url, None);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("TURBO_CODER__CLUSTER__NATS_URL", "nats://127.0.0.1:4222"),
+                ("TURBO_CODER__CLUSTER__ACK_WAIT_S", "2"),
+                ("TURBO_CODER__CLUSTER__WORKER_CAPACITY", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(c.cluster.ack_wait_s, 2);
+        assert_eq!(c.cluster.worker_capacity, 3);
+        assert_eq!(c.cluster.max_deliver, 5);
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_named() {
+        for (var, value, key) in [
+            ("TURBO_CODER__CLUSTER__NATS_URL", "http://nats:4222", "cluster.nats_url"),
+            ("TURBO_CODER__CLUSTER__NATS_URL", "nats://", "cluster.nats_url"),
+            ("TURBO_CODER__CLUSTER__ACK_WAIT_S", "0", "cluster.ack_wait_s"),
+            ("TURBO_CODER__CLUSTER__MAX_DELIVER", "0", "cluster.max_deliver"),
+            ("TURBO_CODER__CLUSTER__WORKER_CAPACITY", "0", "cluster.worker_capacity"),
+        ] {
+            let err = Config::load(None, &env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
     }
 
     #[test]

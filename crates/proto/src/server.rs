@@ -30,10 +30,58 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    serve_inner(services, routes, listener, shutdown, None).await
+}
+
+/// [`serve`], reporting `services` serving only while `ready` holds true (e.g. while the
+/// service's connection to NATS is up), so a load balancer or Kubernetes stops sending work to
+/// a process that cannot do it. The whole server (name "") stays serving: the process is alive.
+pub async fn serve_while_ready(
+    services: &[&str],
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    ready: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    serve_inner(services, routes, listener, shutdown, Some(ready)).await
+}
+
+async fn serve_inner(
+    services: &[&str],
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::Serving).await;
+    let status = |up: bool| if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+    let initially = ready.as_ref().is_none_or(|r| *r.borrow());
     for s in services {
-        reporter.set_service_status(*s, ServingStatus::Serving).await;
+        reporter.set_service_status(*s, status(initially)).await;
+    }
+    let stop_following = CancellationToken::new();
+    let _stop_following = stop_following.clone().drop_guard();
+    if let Some(mut ready) = ready {
+        let reporter = reporter.clone();
+        let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+        let (shutdown, stop) = (shutdown.clone(), stop_following.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
+                    changed = ready.changed() => if changed.is_err() { return },
+                }
+                let up = *ready.borrow_and_update();
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                for s in &names {
+                    reporter.set_service_status(s, status(up)).await;
+                }
+            }
+        });
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)

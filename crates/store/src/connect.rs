@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use sea_orm_migration::MigratorTrait;
 
 use crate::Store;
@@ -144,4 +144,78 @@ fn sqlite_file_error(path: &Path, reason: String) -> Option<Error> {
         return Some(Error::Unwritable { path: path.to_path_buf(), reason });
     }
     None
+}
+
+/// Creates the Postgres database `name` on the server of `server_url` (a URL of any database
+/// there, e.g. `postgres://postgres@127.0.0.1:5432/postgres`) and returns the URL of the new
+/// database; for test harnesses and a cluster's first setup. `name` must be lowercase letters,
+/// digits and `_`, starting with a letter.
+pub async fn create_postgres_database(server_url: &str, name: &str) -> Result<String> {
+    check_database_name(name)?;
+    let admin = admin_connection(server_url).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(|source| Error::Db { action: format!("create database {name}"), source })?;
+    Ok(with_database(server_url, name))
+}
+
+/// Drops the Postgres database `name` on the server of `server_url`, closing its connections
+/// first; nothing happens when there is no such database.
+pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<()> {
+    check_database_name(name)?;
+    let admin = admin_connection(server_url).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .map_err(|source| Error::Db { action: format!("drop database {name}"), source })?;
+    Ok(())
+}
+
+async fn admin_connection(server_url: &str) -> Result<DatabaseConnection> {
+    let mut opts = ConnectOptions::new(server_url.to_string());
+    // A refused connection is retried until the acquire timeout; a stopped server fails fast.
+    opts.sqlx_logging(false).max_connections(1).acquire_timeout(Duration::from_secs(3));
+    Database::connect(opts).await.map_err(|e| Error::Unreachable { url: redact(server_url), reason: e.to_string() })
+}
+
+fn check_database_name(name: &str) -> Result<()> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63;
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            what: format!("database name '{name}'"),
+            reason: "use at most 63 lowercase letters, digits and _, starting with a letter".to_string(),
+        })
+    }
+}
+
+/// `url` with its database name replaced by `name`, query kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_and_names() {
+        assert_eq!(with_database("postgres://u@h:5432/test", "x_1"), "postgres://u@h:5432/x_1");
+        assert_eq!(with_database("postgres://h/test?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+        assert!(check_database_name("turbo_cluster_0af3").is_ok());
+        for bad in ["", "1abc", "a-b", "A", "a;drop"] {
+            assert!(check_database_name(bad).is_err(), "{bad}");
+        }
+    }
 }

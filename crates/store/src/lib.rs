@@ -13,7 +13,8 @@
 //! from newly stored events in the same transaction, so a redelivered event never counts twice.
 //!
 //! # Layout
-//! - `connect`: opening SQLite or Postgres, driver settings, running migrations.
+//! - `connect`: opening SQLite or Postgres, driver settings, running migrations; creating and
+//!   dropping a Postgres database (tests, a cluster's first setup).
 //! - `projects`: projects: create and update with unique names and slugs, soft delete,
 //!   restore, purge, listing.
 //! - `tasks`: tasks (lookup by id prefix, listing) and plans.
@@ -36,6 +37,7 @@ mod tasks;
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 
+pub use connect::{create_postgres_database, drop_postgres_database};
 pub use error::{Error, Result};
 pub use rows::{
     Cursor, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject, StoredTask, TaskFilter, TaskQuery,

@@ -49,6 +49,7 @@ use turbo_core::ids::TaskId;
 use turbo_core::protocol::{AgentFailure, FailureKind};
 use uuid::Uuid;
 
+use crate::NatsEventSink;
 use crate::handle::AgentHandle;
 
 /// Cancelled tasks remembered, so their queued work is not started later.
@@ -56,6 +57,8 @@ const CANCELLED_MEMORY: Duration = Duration::from_secs(3600);
 const CANCELLED_MAX: usize = 10_000;
 /// Pause after a failed pull before the next, so a NATS outage is not a busy loop.
 const PULL_RETRY: Duration = Duration::from_secs(1);
+/// How often a stopping worker checks whether the open pull can still bring anything.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 /// Attempts to store a result before the item is left to be delivered again.
 const RESULT_ATTEMPTS: usize = 5;
 
@@ -68,19 +71,37 @@ pub struct ServeOptions {
     pub worker_id: String,
     pub heartbeat_every: Duration,
     /// How long one pull waits for work. Shutdown waits at most this long for the pull open at
-    /// the time, handing back what it brings.
+    /// the time, handing back what it brings (not at all when the connection is down).
     pub pull_wait: Duration,
+    /// The sink the agents emit their events to, when it is NATS: flushed before a result is
+    /// stored, so a phase's events are in their stream before its outcome.
+    pub events: Option<NatsEventSink>,
 }
 
 impl ServeOptions {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            worker_id: format!("worker-{}", Uuid::new_v4().simple()),
+            worker_id: default_worker_id(),
             heartbeat_every: Duration::from_secs(5),
             pull_wait: Duration::from_secs(5),
+            events: None,
         }
     }
+}
+
+/// `<host>-<pid>-<random>`: operators see which machine (pod) and process a worker is; the
+/// random part keeps several workers of one process apart.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let random = Uuid::new_v4().simple().to_string();
+    format!("{}-{}-{}", subjects::token(&host), std::process::id(), &random[..8])
 }
 
 /// Serves the role of `handle` from its work queue, at most `capacity` items at once, until
@@ -104,22 +125,18 @@ pub async fn serve_role_with(
 ) -> turbo_bus::Result<()> {
     let role = handle.role();
     let js = jetstream::new(client.clone());
-    let consumer_name = subjects::work_consumer(role);
-    let consumer: PullConsumer = js
-        .get_stream(subjects::WORK_STREAM)
-        .await
-        .map_err(|e| turbo_bus::Error::Read { stream: subjects::WORK_STREAM.into(), reason: e.to_string() })?
-        .get_consumer(&consumer_name)
-        .await
-        .map_err(|e| turbo_bus::Error::Consumer {
-            stream: subjects::WORK_STREAM.into(),
-            consumer: consumer_name.clone(),
-            reason: format!("{e}; run the bus setup first"),
-        })?;
+    // Each step of the start waits for the server; without a connection that is a while, and
+    // shutdown must not wait for it (nothing has been taken yet).
+    let consumer = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(()),
+        consumer = work_consumer(&js, role) => consumer?,
+    };
     let info = consumer.cached_info();
     let capacity = options.capacity.max(1);
     let worker = Arc::new(Worker {
         js,
+        events: options.events.clone(),
         role,
         worker_id: options.worker_id.clone(),
         handle,
@@ -132,14 +149,17 @@ pub async fn serve_role_with(
     });
 
     // Listen for cancellations before taking work, so none for work taken here is missed.
-    let cancel_subscription = client
-        .subscribe(subjects::CANCEL_ALL)
-        .await
-        .map_err(|e| turbo_bus::Error::Subscribe { subject: subjects::CANCEL_ALL.into(), reason: e.to_string() })?;
-    client
-        .flush()
-        .await
-        .map_err(|e| turbo_bus::Error::Subscribe { subject: subjects::CANCEL_ALL.into(), reason: e.to_string() })?;
+    let subscribed = async {
+        let subscription = client.subscribe(subjects::CANCEL_ALL).await.map_err(|e| e.to_string())?;
+        client.flush().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(subscription)
+    };
+    let cancel_subscription = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(()),
+        subscribed = subscribed => subscribed
+            .map_err(|reason| turbo_bus::Error::Subscribe { subject: subjects::CANCEL_ALL.into(), reason })?,
+    };
     let _cancel_listener =
         AbortOnDropHandle::new(tokio::spawn(listen_for_cancels(cancel_subscription, worker.clone())));
     let stop_heartbeats = CancellationToken::new();
@@ -157,6 +177,8 @@ pub async fn serve_role_with(
     let mut running = JoinSet::new();
     let slots = Arc::new(Semaphore::new(capacity));
     let mut stopping = false;
+    let mut stop_by = None;
+    let mut stop_check = tokio::time::interval(STOP_CHECK);
     while !stopping {
         let first = tokio::select! {
             biased;
@@ -171,7 +193,13 @@ pub async fn serve_role_with(
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
-        let pull = consumer.batch().max_messages(permits.len()).expires(options.pull_wait).messages().await;
+        // Asking for a pull waits for the server; without a connection that is a while, and
+        // shutdown must not wait for it.
+        let pull = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            pull = consumer.batch().max_messages(permits.len()).expires(options.pull_wait).messages() => pull,
+        };
         let mut batch = match pull {
             Ok(batch) => batch,
             Err(error) => {
@@ -185,7 +213,22 @@ pub async fn serve_role_with(
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if !stopping => stopping = true,
+                _ = shutdown.cancelled(), if !stopping => {
+                    // Without a connection nothing more can arrive from the pull: stop now.
+                    if client.connection_state() != async_nats::connection::State::Connected {
+                        break;
+                    }
+                    stopping = true;
+                    stop_by = Some(tokio::time::Instant::now() + options.pull_wait);
+                }
+                // The pull should end by itself within pull_wait; it may not if the connection
+                // breaks meanwhile. What arrives after is delivered again after the ack wait.
+                _ = stop_check.tick(), if stopping => {
+                    let connected = client.connection_state() == async_nats::connection::State::Connected;
+                    if !connected || stop_by.is_some_and(|by| tokio::time::Instant::now() >= by) {
+                        break;
+                    }
+                }
                 message = batch.next() => match message {
                     None => break,
                     Some(Err(error)) => {
@@ -218,9 +261,25 @@ pub async fn serve_role_with(
     Ok(())
 }
 
+/// The role's durable work consumer, set up by [`turbo_bus::setup`].
+async fn work_consumer(js: &Context, role: AgentRole) -> turbo_bus::Result<PullConsumer> {
+    let consumer_name = subjects::work_consumer(role);
+    js.get_stream(subjects::WORK_STREAM)
+        .await
+        .map_err(|e| turbo_bus::Error::Read { stream: subjects::WORK_STREAM.into(), reason: e.to_string() })?
+        .get_consumer(&consumer_name)
+        .await
+        .map_err(|e| turbo_bus::Error::Consumer {
+            stream: subjects::WORK_STREAM.into(),
+            consumer: consumer_name.clone(),
+            reason: format!("{e}; run the bus setup first"),
+        })
+}
+
 /// What every item's processing shares.
 struct Worker {
     js: Context,
+    events: Option<NatsEventSink>,
     role: AgentRole,
     worker_id: String,
     handle: AgentHandle,
@@ -332,7 +391,21 @@ async fn process_inner(worker: &Worker, message: &jetstream::Message, delivered:
                 format!("the task was cancelled before a {} agent took this work", worker.role),
             )),
         };
-        let result = WorkResult { request_id, task_id, role: worker.role, worker_id: worker.worker_id.clone(), reply };
+        let events_through = match &worker.events {
+            Some(events) => {
+                events.flush().await;
+                events.stored_through()
+            }
+            None => None,
+        };
+        let result = WorkResult {
+            request_id,
+            task_id,
+            role: worker.role,
+            worker_id: worker.worker_id.clone(),
+            reply,
+            events_through,
+        };
         store_result(worker, &result).await
     };
     match with_progress(message, worker.ack_wait, work).await {
@@ -456,6 +529,7 @@ async fn dead_letter(
             role: worker.role,
             worker_id: worker.worker_id.clone(),
             reply: WorkReply::Failed(failure),
+            events_through: None,
         };
         if let Err(error) = store_result(worker, &result).await {
             tracing::error!(%error, %task_id, "cannot tell the caller its work was dead-lettered");

@@ -1,3 +1,4 @@
+use turbo_core::agent::AgentRole;
 use turbo_core::protocol::{AgentFailure, FailureKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,12 @@ pub enum Error {
     AgentCrashed { role: String, reason: String },
     #[error("cannot serve on {addr}: {reason}")]
     Serve { addr: String, reason: String },
+    #[error(
+        "the {role} worker needs NATS: set cluster.nats_url (TURBO_CODER__CLUSTER__NATS_URL=nats://HOST:4222) to the cluster's nats-server"
+    )]
+    NoNats { role: AgentRole },
+    #[error(transparent)]
+    Bus(#[from] turbo_bus::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -44,9 +51,12 @@ impl From<Error> for AgentFailure {
             Error::StepLimit { .. } => FailureKind::StepLimit,
             Error::Stuck { .. } => FailureKind::Stuck,
             Error::Cancelled => FailureKind::Cancelled,
-            Error::Unsupported(_) | Error::AgentGone { .. } | Error::AgentCrashed { .. } | Error::Serve { .. } => {
-                FailureKind::Internal
-            }
+            Error::Unsupported(_)
+            | Error::AgentGone { .. }
+            | Error::AgentCrashed { .. }
+            | Error::Serve { .. }
+            | Error::NoNats { .. }
+            | Error::Bus(_) => FailureKind::Internal,
         };
         AgentFailure::new(kind, e.to_string())
     }

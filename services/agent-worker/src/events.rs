@@ -34,6 +34,14 @@ pub struct NatsEventSink {
     tx: mpsc::Sender<Cmd>,
     dropped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// The highest stream sequence the server confirmed for an event of this sink; 0 for none.
+    stored: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for NatsEventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEventSink").field("dropped", &self.dropped()).field("failed", &self.failed()).finish()
+    }
 }
 
 impl NatsEventSink {
@@ -42,8 +50,16 @@ impl NatsEventSink {
     pub fn start(client: async_nats::Client) -> (NatsEventSink, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let failed = Arc::new(AtomicU64::new(0));
-        let join = tokio::spawn(publish_events(jetstream::new(client), rx, failed.clone()));
-        (NatsEventSink { tx, dropped: Arc::new(AtomicU64::new(0)), failed }, join)
+        let stored = Arc::new(AtomicU64::new(0));
+        let join = tokio::spawn(publish_events(jetstream::new(client), rx, failed.clone(), stored.clone()));
+        (NatsEventSink { tx, dropped: Arc::new(AtomicU64::new(0)), failed, stored }, join)
+    }
+
+    /// The sequence in `TURBO_EVENTS_RAW` up to which this sink's events are stored: after
+    /// [`NatsEventSink::flush`], every event emitted before it is at or below it. None before
+    /// the first event is stored.
+    pub fn stored_through(&self) -> Option<u64> {
+        Some(self.stored.load(Ordering::Relaxed)).filter(|s| *s > 0)
     }
 
     /// Waits until every event emitted before this call is stored (or failed to be).
@@ -82,7 +98,7 @@ impl EventSink for NatsEventSink {
     }
 }
 
-async fn publish_events(js: Context, mut rx: mpsc::Receiver<Cmd>, failed: Arc<AtomicU64>) {
+async fn publish_events(js: Context, mut rx: mpsc::Receiver<Cmd>, failed: Arc<AtomicU64>, stored: Arc<AtomicU64>) {
     let mut pending = std::collections::VecDeque::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -99,26 +115,35 @@ async fn publish_events(js: Context, mut rx: mpsc::Receiver<Cmd>, failed: Arc<At
                     }
                 }
                 if pending.len() >= IN_FLIGHT {
-                    settle(pending.drain(..1), &failed).await;
+                    settle(pending.drain(..1), &failed, &stored).await;
                 }
             }
             Cmd::Flush(done) => {
-                settle(pending.drain(..), &failed).await;
+                settle(pending.drain(..), &failed, &stored).await;
                 let _ = done.send(());
             }
         }
         if rx.is_empty() {
-            settle(pending.drain(..), &failed).await;
+            settle(pending.drain(..), &failed, &stored).await;
         }
     }
-    settle(pending.drain(..), &failed).await;
+    settle(pending.drain(..), &failed, &stored).await;
 }
 
-async fn settle(acks: impl Iterator<Item = async_nats::jetstream::context::PublishAckFuture>, failed: &AtomicU64) {
+async fn settle(
+    acks: impl Iterator<Item = async_nats::jetstream::context::PublishAckFuture>,
+    failed: &AtomicU64,
+    stored: &AtomicU64,
+) {
     for ack in acks {
-        if let Err(error) = ack.await {
-            failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, "nats did not store an agent event");
+        match ack.await {
+            Ok(ack) => {
+                stored.fetch_max(ack.sequence, Ordering::Relaxed);
+            }
+            Err(error) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "nats did not store an agent event");
+            }
         }
     }
 }

@@ -7,9 +7,8 @@
 //!
 //! As a service of the cluster a worker is started by [`run`] for one [`AgentRole`], from
 //! `turbo-coder serve agent-worker --role R` or from its own binary `turbo-agent-worker`
-//! (`src/main.rs`). At this stage [`run`] serves gRPC health checking, reporting
-//! [`GRPC_SERVICES`] as serving, and server reflection; the agent API comes later, behind the
-//! same entry point.
+//! (`src/main.rs`): with `cluster.nats_url` set it serves the role's work queue over NATS
+//! JetStream, with gRPC health (NOT_SERVING while NATS is unreachable) and reflection.
 //!
 //! # Layout
 //! - `message`: the mailbox type every agent actor accepts.
@@ -22,8 +21,8 @@
 //! - `remote`: [`NatsAgents`], the [`AgentService`] of agents in other processes, over NATS.
 //! - `consumer`: [`serve_role`], a worker taking its role's work from NATS onto its actors.
 //! - `events`: [`NatsEventSink`], agent events from a worker to NATS.
-//! - this file: the worker (start, handles, stop), the [`AgentService`] trait and its client,
-//!   and [`run`], the network entry point.
+//! - `service`: [`run`], the network entry point: a worker process of the cluster.
+//! - this file: the worker (start, handles, stop), the [`AgentService`] trait and its client.
 //! - `main.rs`: the `turbo-agent-worker` binary: arguments, config, telemetry, then [`run`].
 
 mod coder;
@@ -36,6 +35,7 @@ mod message;
 mod planner;
 mod remote;
 mod reviewer;
+mod service;
 mod supervisor;
 mod tester;
 mod toolloop;
@@ -46,7 +46,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use turbo_core::agent::AgentRole;
 use turbo_core::protocol::{AgentFailure, FailureKind, PhaseAssignment, PhaseOutcome, PlanOutcome, PlanRequest};
@@ -57,40 +56,13 @@ pub use error::{Error, Result};
 pub use events::NatsEventSink;
 pub use handle::AgentHandle;
 pub use remote::NatsAgents;
+pub use service::{baseline_dir, bus_config, model_settings, run, setup_bus};
 pub use tester::detect_test_command;
 
 use supervisor::{AgentSupervisor, ChildSpec, SupervisorMsg};
 
 /// The gRPC services an agent worker reports as serving in its health checks.
 pub const GRPC_SERVICES: &[&str] = &["turbo.agents.v1.AgentService"];
-
-/// Serves an agent worker for `role` on `listener` until `shutdown` is cancelled, then reports
-/// not-serving and drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection.
-///
-/// `role` is an [`AgentRole`], so it is valid by construction: the entry points parse the
-/// `--role` text with its `FromStr`, which rejects anything but planner, coder, tester or
-/// reviewer and names the valid roles.
-pub async fn run(
-    config: &turbo_config::Config,
-    role: AgentRole,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let model = match role {
-        AgentRole::Planner => &config.models.planner,
-        AgentRole::Coder => &config.models.coder,
-        AgentRole::Tester => config.models.tester(),
-        AgentRole::Reviewer => config.models.reviewer(),
-    };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
-    tracing::info!(
-        %addr, %role, model = %model.model, services = ?GRPC_SERVICES,
-        "agent worker serving health and reflection"
-    );
-    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
-        .await
-        .map_err(|e| Error::Serve { addr, reason: e.to_string() })
-}
 
 /// What to start: the roles this worker hosts, each with its dependencies.
 pub struct WorkerSpec {

@@ -7,6 +7,11 @@
 //! on `turbo.results.<task_id>`. It subscribes before it publishes, so a fast worker's answer
 //! cannot slip by, and if the connection to NATS dropped while it waited it reads the result
 //! back from the results stream.
+//!
+//! A result says up to which sequence of `TURBO_EVENTS_RAW` the work's events are stored; given
+//! how far the caller has recorded that stream ([`NatsAgents::with_events_recorded`]), a call
+//! returns once those events are recorded (or after `EVENTS_WAIT`), so the caller's own events
+//! about the outcome come after the agent's.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context};
 use async_trait::async_trait;
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use turbo_bus::publish::{publish_core, publish_stored};
@@ -30,18 +36,39 @@ use crate::AgentService;
 /// result published while disconnected never reaches a core subscription).
 const RECONNECT_CHECK: Duration = Duration::from_secs(2);
 
+/// Longest a call waits for the work's events to be recorded before it returns the result.
+const EVENTS_WAIT: Duration = Duration::from_secs(5);
+
 /// The agents of the cluster, reached over NATS; cheap to clone.
 #[derive(Clone)]
 pub struct NatsAgents {
     client: async_nats::Client,
     js: Context,
+    events_recorded: Option<watch::Receiver<u64>>,
 }
 
 impl NatsAgents {
     /// Agents reached through `client`. The streams must exist: run [`turbo_bus::setup`] first.
     pub fn new(client: async_nats::Client) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js }
+        Self { client, js, events_recorded: None }
+    }
+
+    /// Calls return only once `recorded` (the sequence of `TURBO_EVENTS_RAW` up to which the
+    /// caller has recorded the agents' events) reaches the result's events, or after 5 s.
+    pub fn with_events_recorded(mut self, recorded: watch::Receiver<u64>) -> Self {
+        self.events_recorded = Some(recorded);
+        self
+    }
+
+    /// Waits, within [`EVENTS_WAIT`], until the events of `result`'s work are recorded.
+    async fn after_events(&self, result: &WorkResult) {
+        let (Some(through), Some(recorded)) = (result.events_through, &self.events_recorded) else { return };
+        let mut recorded = recorded.clone();
+        let caught_up = tokio::time::timeout(EVENTS_WAIT, recorded.wait_for(|seq| *seq >= through)).await;
+        if caught_up.is_err() {
+            tracing::debug!(through, "the agent's events are not recorded yet; going on with its result");
+        }
     }
 
     /// Queues `request` for `role` and waits for its answer, or for `cancel`.
@@ -96,7 +123,10 @@ impl NatsAgents {
                         ));
                     };
                     match decode::<WorkResult>(&message.payload) {
-                        Ok(result) if result.request_id == request_id => return Ok(answered(result)),
+                        Ok(result) if result.request_id == request_id => {
+                            self.after_events(&result).await;
+                            return Ok(answered(result));
+                        }
                         Ok(_) => {}
                         Err(error) => {
                             tracing::warn!(%error, subject = %message.subject, "ignoring an unreadable result");
@@ -109,7 +139,10 @@ impl NatsAgents {
                         connects = now;
                         tracing::info!("reconnected to nats; looking for a result published meanwhile");
                         match turbo_bus::find_result(&self.js, task_id, request_id).await {
-                            Ok(Some(result)) => return Ok(answered(result)),
+                            Ok(Some(result)) => {
+                                self.after_events(&result).await;
+                                return Ok(answered(result));
+                            }
                             Ok(None) => {}
                             Err(error) => tracing::warn!(%error, "cannot read stored results; waiting on"),
                         }

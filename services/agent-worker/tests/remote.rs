@@ -375,6 +375,43 @@ async fn a_phase_round_trips_through_nats_to_a_worker_and_its_events_follow() {
 }
 
 #[tokio::test]
+async fn a_result_is_returned_once_its_events_are_recorded() {
+    let bus = Bus::start(test_config()).await;
+    let ws = tempfile::tempdir().unwrap();
+    let (sink, _publisher) = NatsEventSink::start(bus.connect().await);
+    let options =
+        ServeOptions { events: Some(sink.clone()), pull_wait: Duration::from_millis(500), ..ServeOptions::new(1) };
+    let agents = agent_worker(AgentRole::Coder, Double::text("done"), Arc::new(sink.clone())).await;
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(serve_role_with(
+        bus.connect().await,
+        agents.handle(AgentRole::Coder).unwrap(),
+        options,
+        shutdown.clone(),
+    ));
+    // How far the caller has recorded the raw events: nothing yet.
+    let (recorded, recorded_rx) = tokio::sync::watch::channel(0);
+    let client =
+        AgentClient::from_service(Arc::new(NatsAgents::new(bus.connect().await).with_events_recorded(recorded_rx)));
+
+    let task_id = TaskId::new();
+    let call = spawn_phase(&client, task_id, ws.path().to_str().unwrap(), CancellationToken::new());
+    let result = eventually("the result to be stored", || async { bus.results(task_id).await.pop() }).await;
+    let through = result.events_through.expect("the result says how far its events are stored");
+    let raw = bus.stored(subjects::EVENTS_RAW_STREAM, subjects::events_raw(task_id)).await;
+    let last = raw.last().expect("the work's events are stored before its result").info().unwrap().stream_sequence;
+    assert!(through >= last, "events through {through}, last event at {last}");
+    assert!(!call.is_finished(), "the call waits for the events to be recorded");
+
+    recorded.send_replace(through);
+    let outcome = within("the call", call).await.unwrap().expect("the phase succeeds");
+    assert_eq!(outcome.summary, "done");
+    shutdown.cancel();
+    within("the worker to stop", serving).await.unwrap().unwrap();
+    agents.stop().await;
+}
+
+#[tokio::test]
 async fn a_plan_goes_to_the_planner_workers() {
     let bus = Bus::start(test_config()).await;
     let ws = tempfile::tempdir().unwrap();
@@ -778,6 +815,7 @@ async fn a_redelivered_item_whose_result_is_stored_is_not_run_again() {
         role: AgentRole::Coder,
         worker_id: "dead".into(),
         reply: WorkReply::Failed(turbo_core::protocol::AgentFailure::new(FailureKind::StepLimit, "out of steps")),
+        events_through: None,
     };
     turbo_bus::publish::publish_stored(&bus.js, subjects::results(task_id), &stored, HeaderMap::new()).await.unwrap();
 

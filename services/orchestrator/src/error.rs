@@ -1,5 +1,6 @@
 //! The orchestrator's errors, and the one mapping from each kind to its gRPC status code
-//! ([`Error::code`], used by `impl From<Error> for tonic::Status`). Every message says what was
+//! ([`Error::code`], used by `impl From<Error> for tonic::Status`, and spelled for JSON replies
+//! by [`Error::code_name`]). Every message says what was
 //! wrong and what to do about it.
 
 use tonic::Code;
@@ -45,6 +46,9 @@ pub enum Error {
     Spawn(String),
     #[error("cannot serve on {addr}: {reason}")]
     Serve { addr: String, reason: String },
+    /// The cluster's bus (NATS) cannot be used.
+    #[error(transparent)]
+    Bus(#[from] turbo_bus::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -89,7 +93,15 @@ impl Error {
             | Error::Workspace { .. } => Code::FailedPrecondition,
             Error::Stopped => Code::Unavailable,
             Error::Spawn(_) | Error::Serve { .. } => Code::Internal,
+            Error::Bus(turbo_bus::Error::Connect { .. }) => Code::Unavailable,
+            Error::Bus(_) => Code::Internal,
         }
+    }
+
+    /// [`Error::code`] as the snake_case name JSON replies carry (the NATS control plane's
+    /// `{"error": {"code": "not_found", ...}}`): the same decision, spelled for JSON.
+    pub fn code_name(&self) -> &'static str {
+        code_name(self.code())
     }
 
     /// An INVALID_ARGUMENT error naming one request field.
@@ -97,6 +109,29 @@ impl Error {
         let mut errs = ValidationErrors::default();
         errs.push(field, problem);
         Error::Request(turbo_proto::Error::Invalid(errs))
+    }
+}
+
+/// The snake_case name of a gRPC status code, as JSON replies spell it (`invalid_argument`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
     }
 }
 
@@ -144,5 +179,16 @@ mod tests {
             tonic::Status::from(Error::NotCancellable { task_id: TaskId::new(), status: TaskStatus::Completed });
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("only tasks that have not finished can be cancelled"));
+    }
+
+    #[test]
+    fn json_code_names_follow_the_grpc_codes() {
+        assert_eq!(Error::UnknownTask(TaskId::new()).code_name(), "not_found");
+        assert_eq!(Error::invalid("id", "is missing").code_name(), "invalid_argument");
+        assert_eq!(Error::Stopped.code_name(), "unavailable");
+        let ambiguous = Error::Store(turbo_store::Error::Ambiguous { prefix: "abcd".into(), matches: vec![] });
+        assert_eq!(ambiguous.code_name(), "invalid_argument");
+        assert_eq!(code_name(Code::FailedPrecondition), "failed_precondition");
+        assert_eq!(code_name(Code::DeadlineExceeded), "deadline_exceeded");
     }
 }

@@ -3,26 +3,34 @@
 //!
 //! As a service of the cluster it is started by [`run`], from `turbo-coder serve orchestrator`
 //! or from its own binary `turbo-orchestrator` (`src/main.rs`): it opens the configured store,
-//! starts the embedded stack ([`local::Embedded`]: at this stage the agents and the tool runner
-//! run in this process) and serves the public gRPC API, `turbo.tasks.v1.TaskService` and
-//! `turbo.projects.v1.ProjectService`, with health checking and server reflection, until its
-//! shutdown token fires; then it drains: running tasks are cancelled and record their end.
+//! starts its stack (embedded, [`local::Embedded`]: the agents and the tool runner in this
+//! process; or, with `cluster.nats_url` set, [`cluster::Clustered`]: the agents are the
+//! cluster's agent-worker services over NATS) and serves the public gRPC API,
+//! `turbo.tasks.v1.TaskService` and `turbo.projects.v1.ProjectService`, with health checking
+//! and server reflection, until its shutdown token fires; then it drains.
 //!
 //! # Layout
 //! - `orchestrator`: the root actor, tracking running tasks; [`OrchestratorHandle`] is its API.
 //! - `task_run`: one actor per running task: plan, phases, test and review rounds, deadline.
 //! - `recorder`: the single writer of task events (numbering, storage, broadcast).
+//! - [`cluster`]: the stack of the cluster: agents over NATS, the workers' events into the
+//!   recorder (acknowledged once stored), stored events out to `turbo.events.task.<task_id>`,
+//!   interrupted tasks resumed at start.
 //! - [`local`]: the embedded stack (models, agents, tool runner, recorder, orchestrator) that
 //!   `turbo-coder run` and [`run`] start.
 //! - `grpc`: the public API (`grpc/tasks.rs`: `TaskService`, `grpc/projects.rs`:
 //!   `ProjectService`) over the handle, the recorder and the store.
 //! - [`analysis`]: a project directory's initial analysis (languages, manifests, size).
+//! - [`control`]: the operators' control plane over NATS request-reply (`turbo.ctl.*`: list,
+//!   get and cancel tasks, list live workers), plain JSON for `nats req`.
 //! - `error`: [`Error`] and the one mapping from its kinds to gRPC status codes.
 //! - this file: the handle, the service's start and shutdown, and [`run`], the network entry
 //!   point.
 //! - `main.rs`: the `turbo-orchestrator` binary: arguments, config, telemetry, then [`run`].
 
 pub mod analysis;
+pub mod cluster;
+pub mod control;
 mod error;
 mod grpc;
 pub mod local;
@@ -57,19 +65,45 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Serves the orchestrator on `listener` until `shutdown` is cancelled: opens the store from
 /// `config.store` (SQLite by default, Postgres in the cluster), connects the models, starts
-/// the embedded stack and serves the task and project APIs with health and reflection. On
-/// shutdown it reports not-serving, cancels running tasks and waits for them to record their
-/// end, ends open `WatchTask` streams, then returns.
+/// the stack and serves the task and project APIs with health and reflection.
+///
+/// The stack is embedded (agents and tools in this process) unless `cluster.nats_url` is set;
+/// then the agents are the cluster's agent-worker services over NATS ([`cluster`]), tasks an
+/// earlier orchestrator left running are resumed, and the operators' control subjects
+/// ([`control`]) are served.
+///
+/// On shutdown it reports not-serving, then, embedded, cancels running tasks and waits for
+/// them to record their end; in the cluster it leaves them running for the next orchestrator
+/// to resume. Then it ends open `WatchTask` streams and returns.
 pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
     let store = local::open_store(config).await?;
     let models = local::Models::connect(config)?;
-    let embedded = local::Embedded::start(config, store.clone(), &models).await?;
+    let stack = match &config.cluster.nats_url {
+        Some(url) => Stack::Cluster(cluster::Clustered::start(config, store.clone(), url).await?),
+        None => Stack::Embedded(local::Embedded::start(config, store.clone(), &models).await?),
+    };
+    let (orchestrator, recorder) = match &stack {
+        Stack::Embedded(e) => (e.orchestrator.clone(), e.recorder.clone()),
+        Stack::Cluster(c) => (c.orchestrator.clone(), c.recorder.clone()),
+    };
+    let control = match &stack {
+        Stack::Cluster(c) => {
+            let serving =
+                control::serve_control(c.client.clone(), store.clone(), orchestrator.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                if let Err(error) = serving.await {
+                    tracing::error!(%error, "the nats control subjects stopped");
+                }
+            }))
+        }
+        Stack::Embedded(_) => None,
+    };
     // Ends the API's long-lived calls (watch streams) once the running tasks have drained.
     let closing = CancellationToken::new();
     let api = grpc::Api {
-        orchestrator: embedded.orchestrator.clone(),
-        recorder: embedded.recorder.clone(),
+        orchestrator,
+        recorder,
         store: store.clone(),
         models,
         workspaces: std::path::absolute(config.store.data_dir().join("workspaces"))
@@ -83,19 +117,40 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
     let served = tokio::select! {
         served = &mut server => {
             // The server stopped on its own (it failed): nothing is served, so stop the rest.
-            embedded.shutdown().await;
+            stack.shutdown().await;
             closing.cancel();
             served
         }
         _ = shutdown.cancelled() => {
-            tracing::info!("orchestrator draining: cancelling running tasks");
-            embedded.shutdown().await;
+            tracing::info!("orchestrator draining");
+            stack.shutdown().await;
             closing.cancel();
             server.await
         }
     };
     purge.abort();
+    if let Some(control) = control {
+        control.abort();
+    }
     served.map_err(|e| Error::Serve { addr, reason: e.to_string() })
+}
+
+/// What runs the tasks: everything in this process, or the cluster over NATS.
+enum Stack {
+    Embedded(local::Embedded),
+    Cluster(cluster::Clustered),
+}
+
+impl Stack {
+    async fn shutdown(self) {
+        match self {
+            Stack::Embedded(e) => {
+                tracing::info!("cancelling running tasks");
+                e.shutdown().await;
+            }
+            Stack::Cluster(c) => c.shutdown().await,
+        }
+    }
 }
 
 /// Purges projects deleted longer than [`RESTORE_WINDOW`] ago, at start and then periodically.
@@ -130,6 +185,15 @@ impl OrchestratorService {
     pub async fn start(deps: RunDeps) -> Result<Self> {
         let (actor, join) = Actor::spawn(None, Orchestrator, deps).await.map_err(|e| Error::Spawn(e.to_string()))?;
         Ok(Self { handle: OrchestratorHandle { actor }, join })
+    }
+
+    /// Stops every run where it is without recording an end, then stops: the tasks stay
+    /// `in_progress` for the next orchestrator to resume (the cluster's shutdown). Returns them.
+    pub async fn detach(self) -> Vec<TaskId> {
+        let detached = self.handle.ask(|reply| OrchestratorMsg::Detach { reply }).await.unwrap_or_default();
+        self.handle.actor.stop(Some("shutdown".into()));
+        let _ = self.join.await;
+        detached
     }
 
     /// Cancels every running task, waits for the runs to record their end, then stops.
@@ -183,6 +247,14 @@ impl OrchestratorHandle {
 
     pub async fn running(&self) -> Result<Vec<TaskId>> {
         self.ask(|reply| OrchestratorMsg::Running { reply }).await
+    }
+
+    /// Resumes the tasks an earlier orchestrator left `in_progress` (it died while running
+    /// them) from their first unfinished phase, and fails the ones it left `created` (it died
+    /// planning them). Returns the resumed tasks. Only one orchestrator may use a store at a
+    /// time: this takes over every interrupted task.
+    pub async fn resume_interrupted(&self) -> Result<Vec<TaskId>> {
+        self.ask(|reply| OrchestratorMsg::ResumeInterrupted { reply }).await?
     }
 }
 

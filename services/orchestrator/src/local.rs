@@ -1,7 +1,8 @@
 //! The embedded stack: the orchestrator with the agents and the tool runner in this process,
 //! wired with in-process transports. `turbo-coder run` uses it for one task; [`crate::run`]
-//! serves the gRPC API on top of it. The cluster runs the same actors; only the clients'
-//! transport differs (NATS-hosted agents plug into [`RunDeps::agents`]).
+//! serves the gRPC API on top of it when no NATS is configured. The cluster runs the same
+//! actors; only the clients' transport differs (`crate::cluster`: NATS-hosted agents in
+//! [`RunDeps::agents`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,17 @@ pub async fn open_store(config: &Config) -> Result<Store> {
         None => Store::open_sqlite(&config.store.data_dir().join("turbo.db")).await?,
     };
     Ok(store)
+}
+
+/// How runs behave, from the `[run]` section.
+pub fn run_settings(config: &Config) -> RunSettings {
+    let run = &config.run;
+    RunSettings {
+        max_steps: run.max_steps,
+        test_rounds: run.test_rounds,
+        review_rounds: run.review_rounds,
+        task_timeout: Duration::from_secs(run.task_timeout_s),
+    }
 }
 
 /// The model client of each role; cheap to clone.
@@ -113,18 +125,8 @@ impl Embedded {
             AgentWorker::start(WorkerSpec { roles, per_role: run.agents_per_role, call_timeout: task_timeout })
                 .await
                 .map_err(|e| Error::Spawn(e.to_string()))?;
-        let deps = RunDeps {
-            agents: worker.client(),
-            tools,
-            store,
-            events: recorder.sink(),
-            settings: RunSettings {
-                max_steps: run.max_steps,
-                test_rounds: run.test_rounds,
-                review_rounds: run.review_rounds,
-                task_timeout,
-            },
-        };
+        let deps =
+            RunDeps { agents: worker.client(), tools, store, events: recorder.sink(), settings: run_settings(config) };
         let service = match OrchestratorService::start(deps).await {
             Ok(s) => s,
             Err(e) => {

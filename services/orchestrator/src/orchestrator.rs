@@ -1,6 +1,8 @@
 //! The orchestrator actor: owns the set of running tasks. It validates and stores a submitted
 //! task, starts a linked [`TaskRun`] actor for it, answers waiters when the run ends, cancels on
-//! request, and marks a task failed if its runner crashes.
+//! request, and marks a task failed if its runner crashes. In the cluster it also resumes, at
+//! start, the tasks an earlier orchestrator left running, and at shutdown it detaches from its
+//! runs (they stay `in_progress` for the next orchestrator) instead of cancelling them.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -49,6 +51,16 @@ pub(crate) enum OrchestratorMsg {
     Running {
         reply: oneshot::Sender<Vec<TaskId>>,
     },
+    /// Resume every task the store has `in_progress` that is not running here (an earlier
+    /// orchestrator died running it); fail the ones left `created` (it died planning them).
+    ResumeInterrupted {
+        reply: oneshot::Sender<Result<Vec<TaskId>>>,
+    },
+    /// Stop every run where it is, recording nothing: the tasks stay `in_progress` and the
+    /// next orchestrator resumes them.
+    Detach {
+        reply: oneshot::Sender<Vec<TaskId>>,
+    },
     Finished {
         result: Box<RunResult>,
     },
@@ -68,7 +80,7 @@ pub enum CancelOutcome {
 
 struct Running {
     cancel: CancellationToken,
-    runner: ractor::ActorId,
+    runner: ractor::ActorCell,
     task: DevelopmentTask,
 }
 
@@ -156,6 +168,19 @@ impl Actor for Orchestrator {
             OrchestratorMsg::Running { reply } => {
                 let _ = reply.send(state.running.keys().copied().collect());
             }
+            OrchestratorMsg::ResumeInterrupted { reply } => {
+                let _ = reply.send(resume_interrupted(myself, state).await);
+            }
+            OrchestratorMsg::Detach { reply } => {
+                let detached: Vec<TaskId> = state.running.keys().copied().collect();
+                for (id, run) in state.running.drain() {
+                    run.runner.kill();
+                    for w in state.waiters.remove(&id).unwrap_or_default() {
+                        let _ = w.send(Err(Error::Stopped));
+                    }
+                }
+                let _ = reply.send(detached);
+            }
             OrchestratorMsg::Finished { result } => state.finish(*result),
         }
         Ok(())
@@ -171,7 +196,9 @@ impl Actor for Orchestrator {
         // A crashed run is not restarted: its agents may have half-done work, so the task is
         // failed and the user decides.
         let SupervisionEvent::ActorFailed(cell, err) = event else { return Ok(()) };
-        let Some((&id, run)) = state.running.iter().find(|(_, r)| r.runner == cell.get_id()) else { return Ok(()) };
+        let Some((&id, run)) = state.running.iter().find(|(_, r)| r.runner.get_id() == cell.get_id()) else {
+            return Ok(());
+        };
         tracing::error!(task_id = %id, error = %err, "task runner crashed");
         let mut task = match state.deps.store.get_task(id).await {
             Ok(Some(stored)) => stored.task,
@@ -234,7 +261,63 @@ async fn execute(myself: ActorRef<OrchestratorMsg>, state: &mut OrchestratorStat
     }
     // The dry run's result must not answer waiters of this run.
     state.finished.remove(&task_id);
-    start_run(myself, state, task, stored.workspace, true).await
+    // In progress before the caller is answered: an orchestrator that dies from here on leaves
+    // a task the next one resumes, never a planned task whose execution was accepted and lost.
+    let mut task = task;
+    let from = task.status;
+    task.status = from.transition(TaskStatus::InProgress).map_err(|_| Error::NotExecutable {
+        task_id,
+        status: from,
+        hint: "only planned tasks can be executed; plan it again",
+    })?;
+    task.started_at = Some(chrono::Utc::now());
+    state.deps.events.emit(task_id, EventKind::StatusChanged { from, to: task.status, reason: None });
+    state.deps.store.update_task(&task).await?;
+    start_run(myself, state, task, stored.workspace, true, false).await
+}
+
+/// Tasks per page read from the store when looking for interrupted ones.
+const RESUME_PAGE: u64 = 200;
+
+async fn resume_interrupted(myself: ActorRef<OrchestratorMsg>, state: &mut OrchestratorState) -> Result<Vec<TaskId>> {
+    let mut interrupted = Vec::new();
+    let mut after = None;
+    loop {
+        let query = turbo_store::TaskQuery {
+            project: None,
+            statuses: vec![TaskStatus::InProgress, TaskStatus::Created],
+            limit: RESUME_PAGE,
+            after,
+        };
+        let page = state.deps.store.page_tasks(query).await?;
+        interrupted.extend(page.items.into_iter().filter(|t| !state.running.contains_key(&t.task.id)));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut resumed = Vec::new();
+    for stored in interrupted {
+        let id = stored.task.id;
+        if stored.task.status == TaskStatus::Created {
+            // Planning answers its caller directly; that caller got an error when the earlier
+            // orchestrator died, and nobody waits for this plan.
+            let mut task = stored.task;
+            let reason = "the orchestrator stopped while planning the task; create it again".to_string();
+            if let Ok(to) = task.status.transition(TaskStatus::Failed) {
+                state.deps.events.emit(id, EventKind::StatusChanged { from: task.status, to, reason: Some(reason) });
+                task.status = to;
+                task.completed_at = Some(chrono::Utc::now());
+                state.deps.store.update_task(&task).await?;
+            }
+            tracing::warn!(task_id = %id, "failed a task left in planning by an earlier orchestrator");
+            continue;
+        }
+        tracing::info!(task_id = %id, "resuming a task an earlier orchestrator left running");
+        start_run(myself.clone(), state, stored.task, stored.workspace, true, true).await?;
+        resumed.push(id);
+    }
+    Ok(resumed)
 }
 
 async fn start_run(
@@ -243,12 +326,14 @@ async fn start_run(
     task: DevelopmentTask,
     workspace: String,
     execute: bool,
+    resume: bool,
 ) -> Result<TaskId> {
     let cancel = CancellationToken::new();
     let args = TaskRunArgs {
         task: task.clone(),
         workspace,
         execute,
+        resume,
         cancel: cancel.clone(),
         deps: state.deps.clone(),
         orchestrator: myself.clone(),
@@ -256,8 +341,8 @@ async fn start_run(
     let (runner, _) =
         Actor::spawn_linked(None, TaskRun, args, myself.get_cell()).await.map_err(|e| Error::Spawn(e.to_string()))?;
     let id = task.id;
-    state.running.insert(id, Running { cancel, runner: runner.get_id(), task });
-    tracing::info!(task_id = %id, execute, "task started");
+    state.running.insert(id, Running { cancel, runner: runner.get_cell(), task });
+    tracing::info!(task_id = %id, execute, resume, "task started");
     Ok(id)
 }
 
@@ -271,5 +356,5 @@ async fn submit(
     task.validate()?;
     state.deps.store.insert_task(&task, &workspace).await?;
     state.deps.events.emit(task.id, EventKind::TaskCreated { title: task.title.clone(), workspace: workspace.clone() });
-    start_run(myself, state, task, workspace, execute).await
+    start_run(myself, state, task, workspace, execute, false).await
 }

@@ -1,6 +1,11 @@
 //! One task's run, as an actor linked to the orchestrator: plan, then (when executing) the
 //! phases in dependency order, with test-fix and review-fix rounds, status transitions,
 //! progress, cancellation and the task's deadline.
+//!
+//! A run can also resume a task an earlier orchestrator left `in_progress` (it died): the
+//! stored plan runs again from the first phase, in execution order, that has not succeeded
+//! (the store's phase rows say which), keeping the task's baseline for its diff and counting
+//! attempts on from the stored ones. A task whose workspace is gone fails with the reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use turbo_core::plan::{ExecutionPhase, ExecutionPlan};
 use turbo_core::protocol::{AgentFailure, FailureKind, PhaseAssignment, PhaseOutcome, PlanRequest, ReviewVerdict};
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::tool::TokenUsage;
-use turbo_store::Store;
+use turbo_store::{PhaseStatus, Store};
 use turbo_tool_runner::ToolRunnerClient;
 
 use crate::orchestrator::OrchestratorMsg;
@@ -62,6 +67,8 @@ pub(crate) struct TaskRunArgs {
     pub task: DevelopmentTask,
     pub workspace: String,
     pub execute: bool,
+    /// Continue an interrupted run of this `in_progress` task instead of starting it.
+    pub resume: bool,
     pub cancel: CancellationToken,
     pub deps: RunDeps,
     pub orchestrator: ActorRef<OrchestratorMsg>,
@@ -110,6 +117,7 @@ struct Run {
     task: DevelopmentTask,
     workspace: String,
     execute: bool,
+    resume: bool,
     cancel: CancellationToken,
     deps: RunDeps,
     usage: TokenUsage,
@@ -131,6 +139,7 @@ impl Run {
             task: a.task,
             workspace: a.workspace,
             execute: a.execute,
+            resume: a.resume,
             cancel: a.cancel,
             deps: a.deps,
             usage: TokenUsage::default(),
@@ -203,24 +212,43 @@ impl Run {
     }
 
     async fn steps(&mut self) -> Step<()> {
-        // A task planned earlier (a dry run the user reviewed) runs that very plan.
-        let plan = match self.task.execution_plan.clone().filter(|_| self.task.status == TaskStatus::Planned) {
+        // A task planned earlier (a dry run the user reviewed, or a run being resumed) runs
+        // that very plan.
+        let stored_plan = matches!(self.task.status, TaskStatus::Planned | TaskStatus::InProgress);
+        let plan = match self.task.execution_plan.clone().filter(|_| stored_plan) {
             Some(plan) => {
                 self.outline = outline(&plan);
                 plan
+            }
+            None if self.resume => {
+                return Err(AgentFailure::new(
+                    FailureKind::Internal,
+                    "the task has no stored plan to resume with; create the task again",
+                ));
             }
             None => self.plan().await?,
         };
         if !self.execute {
             return Ok(());
         }
+        if self.resume && !std::path::Path::new(&self.workspace).is_dir() {
+            return Err(AgentFailure::new(
+                FailureKind::Storage,
+                format!(
+                    "the task was interrupted and cannot be resumed: its workspace {} is gone; restore it and create the task again",
+                    self.workspace
+                ),
+            ));
+        }
         self.deps
             .tools
             .begin_task(self.task.id, &self.workspace)
             .await
             .map_err(|e| AgentFailure::new(FailureKind::Tool, e.to_string()))?;
-        self.task.started_at = Some(Utc::now());
-        self.set_status(TaskStatus::InProgress, None).await?;
+        if self.task.status != TaskStatus::InProgress {
+            self.task.started_at = Some(Utc::now());
+            self.set_status(TaskStatus::InProgress, None).await?;
+        }
         let order: Vec<ExecutionPhase> = plan
             .execution_order()
             .ok_or_else(|| AgentFailure::new(FailureKind::InvalidPlan, "the plan's dependencies cannot be ordered"))?
@@ -228,7 +256,8 @@ impl Run {
             .cloned()
             .collect();
         let total = order.len();
-        for (i, phase) in order.iter().enumerate() {
+        let done = if self.resume { self.resume_point(&order).await? } else { 0 };
+        for (i, phase) in order.iter().enumerate().skip(done) {
             self.task.current_phase = Some(phase.name.clone());
             self.save().await?;
             match phase.role() {
@@ -252,6 +281,38 @@ impl Run {
         }
         self.task.current_phase = None;
         self.set_status(TaskStatus::Completed, None).await
+    }
+
+    /// How many phases of `order` an earlier run finished: the leading phases whose stored row
+    /// succeeded with the phase's own agent (a phase whose last row is a fix round of the coder
+    /// did not finish: its tests or review must run again). Seeds the attempt counters from the
+    /// rows, so a phase run again counts on.
+    async fn resume_point(&mut self, order: &[ExecutionPhase]) -> Step<usize> {
+        let rows = self
+            .deps
+            .store
+            .phases(self.task.id)
+            .await
+            .map_err(|e| AgentFailure::new(FailureKind::Storage, e.to_string()))?;
+        for row in &rows {
+            if let Some(role) = row.role {
+                self.attempts.insert(format!("{role}:{}", row.name), row.attempt);
+            }
+        }
+        let finished = |phase: &ExecutionPhase| {
+            rows.iter().any(|r| {
+                r.name == phase.name && r.status == PhaseStatus::Succeeded && r.role.is_some() && r.role == phase.role()
+            })
+        };
+        let done = order.iter().take_while(|p| finished(p)).count();
+        self.task.progress_percentage =
+            if order.is_empty() { 0.0 } else { (done as f64 / order.len() as f64 * 100.0).min(100.0) };
+        tracing::info!(
+            task_id = %self.task.id, done, phases = order.len(),
+            next = order.get(done).map(|p| p.name.as_str()).unwrap_or("none"),
+            "resuming an interrupted task"
+        );
+        Ok(done)
     }
 
     async fn plan(&mut self) -> Step<ExecutionPlan> {

@@ -282,3 +282,194 @@ async fn a_planned_task_is_executed_with_its_stored_plan() {
     let unknown = f.service.handle.execute(turbo_core::ids::TaskId::new()).await.unwrap_err();
     assert!(matches!(unknown, Error::UnknownTask(_)), "{unknown}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resuming after a restart
+
+/// A second orchestrator on the same store and agents, with its own recorder, as after a
+/// restart.
+struct Restarted {
+    service: OrchestratorService,
+    recorder: Recorder,
+}
+
+impl Restarted {
+    async fn events(&self, task: &DevelopmentTask, store: &Store) -> Vec<TaskEvent> {
+        self.recorder.flush().await;
+        store.events(task.id, 0).await.unwrap()
+    }
+}
+
+impl Fixture {
+    async fn restarted(&self) -> Restarted {
+        let (recorder, _) = Recorder::start(self.store.clone());
+        let deps = RunDeps {
+            agents: AgentClient::from_service(self.agents.clone()),
+            tools: ToolRunnerClient::local(RunnerLimits::default()),
+            store: self.store.clone(),
+            events: recorder.sink(),
+            settings: RunSettings::default(),
+        };
+        Restarted { service: OrchestratorService::start(deps).await.unwrap(), recorder }
+    }
+
+    /// Plans a task, then leaves it as an orchestrator that died during phase `second` would:
+    /// in progress, `first` succeeded, `second` started.
+    async fn interrupted_task(&self) -> DevelopmentTask {
+        let id = self.service.handle.submit(self.task(), self.workspace.clone(), false).await.unwrap();
+        let mut task = self.service.handle.wait(id).await.unwrap().task;
+        assert_eq!(task.status, TaskStatus::Planned);
+        self.recorder.flush().await;
+        task.status = TaskStatus::InProgress;
+        task.started_at = Some(Utc::now());
+        self.store.update_task(&task).await.unwrap();
+        let next = self.store.next_seq(id).await.unwrap();
+        let kinds = [
+            EventKind::StatusChanged { from: TaskStatus::Planned, to: TaskStatus::InProgress, reason: None },
+            EventKind::PhaseStarted { phase: "first".into(), role: AgentRole::Coder, attempt: 1 },
+            EventKind::PhaseFinished {
+                phase: "first".into(),
+                role: AgentRole::Coder,
+                success: true,
+                summary: "ok".into(),
+            },
+            EventKind::PhaseStarted { phase: "second".into(), role: AgentRole::Coder, attempt: 1 },
+        ];
+        let events: Vec<TaskEvent> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| TaskEvent { task_id: id, seq: next + i as u64, at: Utc::now(), kind })
+            .collect();
+        self.store.append_events(&events).await.unwrap();
+        task
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_task_resumes_from_its_first_unfinished_phase() {
+    let f = fixture(Behaviour::Succeed, Duration::from_secs(30)).await;
+    let task = f.interrupted_task().await;
+    let restarted = f.restarted().await;
+
+    assert_eq!(restarted.service.handle.resume_interrupted().await.unwrap(), [task.id]);
+    let done = restarted.service.handle.wait(task.id).await.unwrap();
+    assert_eq!(done.task.status, TaskStatus::Completed, "{:?}", done.failure);
+    assert_eq!(done.task.progress_percentage, 100.0);
+    assert_eq!(*f.agents.plans.lock().unwrap(), 1, "the stored plan is used, not a new one");
+    let ran: Vec<String> = f.agents.calls.lock().unwrap().iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(ran, ["second", "third"], "the succeeded phase is not run again");
+
+    let events = restarted.events(&task, &f.store).await;
+    let attempts: Vec<(String, u32)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PhaseStarted { phase, attempt, .. } => Some((phase.clone(), *attempt)),
+            _ => None,
+        })
+        .collect();
+    let expected = [("first", 1), ("second", 1), ("second", 2), ("third", 1)].map(|(p, a)| (p.to_string(), a));
+    assert_eq!(attempts, expected, "a phase run again counts its attempts on");
+    let statuses: Vec<TaskStatus> = events
+        .iter()
+        .filter_map(|e| if let EventKind::StatusChanged { to, .. } = e.kind { Some(to) } else { None })
+        .collect();
+    assert_eq!(statuses, [TaskStatus::Planned, TaskStatus::InProgress, TaskStatus::Completed], "no second start");
+    let phases = f.store.phases(task.id).await.unwrap();
+    assert!(phases.iter().all(|p| p.status == turbo_store::PhaseStatus::Succeeded), "{phases:?}");
+    assert!(restarted.service.handle.resume_interrupted().await.unwrap().is_empty(), "nothing left to resume");
+}
+
+#[tokio::test]
+async fn a_task_whose_workspace_is_gone_fails_on_resume_with_the_reason() {
+    let f = fixture(Behaviour::Succeed, Duration::from_secs(30)).await;
+    let task = f.interrupted_task().await;
+    std::fs::remove_dir_all(&f.workspace).unwrap();
+    let restarted = f.restarted().await;
+
+    assert_eq!(restarted.service.handle.resume_interrupted().await.unwrap(), [task.id]);
+    let result = restarted.service.handle.wait(task.id).await.unwrap();
+    assert_eq!(result.task.status, TaskStatus::Failed);
+    let failure = result.failure.unwrap();
+    assert!(failure.message.contains("workspace") && failure.message.contains("is gone"), "{failure}");
+    assert!(f.agents.calls.lock().unwrap().is_empty(), "no agent ran");
+    let last = restarted.events(&task, &f.store).await.pop().unwrap();
+    match last.kind {
+        EventKind::StatusChanged { to: TaskStatus::Failed, reason: Some(reason), .. } => {
+            assert!(reason.contains(&f.workspace), "{reason}")
+        }
+        other => panic!("the task ends failed with the reason, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_task_left_in_planning_fails_on_resume() {
+    let f = fixture(Behaviour::Succeed, Duration::from_secs(30)).await;
+    let task = f.task();
+    f.store.insert_task(&task, &f.workspace).await.unwrap();
+
+    let restarted = f.restarted().await;
+    assert!(restarted.service.handle.resume_interrupted().await.unwrap().is_empty());
+    let stored = f.store.get_task(task.id).await.unwrap().unwrap().task;
+    assert_eq!(stored.status, TaskStatus::Failed);
+    let last = restarted.events(&task, &f.store).await.pop().unwrap();
+    assert!(
+        matches!(&last.kind, EventKind::StatusChanged { reason: Some(r), .. } if r.contains("create it again")),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn execute_marks_the_task_in_progress_before_it_answers() {
+    let f = fixture(Behaviour::Hang, Duration::from_secs(30)).await;
+    let id = f.service.handle.submit(f.task(), f.workspace.clone(), false).await.unwrap();
+    f.service.handle.wait(id).await.unwrap();
+    f.service.handle.execute(id).await.unwrap();
+    let stored = f.store.get_task(id).await.unwrap().unwrap().task;
+    assert_eq!(stored.status, TaskStatus::InProgress, "a restart from here resumes the task");
+    assert!(stored.started_at.is_some());
+    f.service.handle.cancel(id).await.unwrap();
+    assert_eq!(f.service.handle.wait(id).await.unwrap().task.status, TaskStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn detaching_leaves_running_tasks_in_progress_for_the_next_orchestrator() {
+    let f = fixture(Behaviour::Hang, Duration::from_secs(30)).await;
+    let started = f.agents.started.notified();
+    let id = f.service.handle.submit(f.task(), f.workspace.clone(), true).await.unwrap();
+    started.await;
+    let handle = f.service.handle.clone();
+    assert_eq!(f.service.detach().await, [id]);
+    assert!(handle.running().await.is_err(), "the orchestrator stopped");
+    f.recorder.flush().await;
+    let stored = f.store.get_task(id).await.unwrap().unwrap().task;
+    assert_eq!(stored.status, TaskStatus::InProgress, "nothing recorded an end");
+}
+
+#[tokio::test]
+async fn recorded_events_are_answered_once_stored_and_handed_to_the_outbox_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+    let project = ProjectMetadata::new("p", "p", ProjectType::ApiService, vec![Language::Python], "/tmp");
+    store.upsert_project(&project).await.unwrap();
+    let task = DevelopmentTask::from_request(project.id, "record the events in order please");
+    store.insert_task(&task, "/tmp").await.unwrap();
+    let (outbox, mut published) = tokio::sync::mpsc::channel(16);
+    let (recorder, _) = Recorder::start_with_outbox(store.clone(), outbox);
+
+    recorder.sink().emit(task.id, EventKind::Progress { percent: 10.0 });
+    let message =
+        |text: &str| (task.id, EventKind::AgentMessage { role: AgentRole::Coder, text: text.into() }, Utc::now());
+    recorder.record(vec![message("one"), message("two")]).await.expect("stored");
+    let stored = store.events(task.id, 0).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3], "stored before the answer");
+    for seq in 1..=3 {
+        let e = published.recv().await.unwrap();
+        assert_eq!((e.task_id, e.seq), (task.id, seq));
+    }
+
+    // A task the store does not have: the batch is refused, and said so.
+    let unknown = (turbo_core::ids::TaskId::new(), EventKind::Progress { percent: 1.0 }, Utc::now());
+    let refused = recorder.record(vec![unknown]).await.unwrap_err();
+    assert!(refused.contains("task"), "{refused}");
+    assert!(published.try_recv().is_err(), "only stored events are handed on");
+}

@@ -13,14 +13,14 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Stop remembering contents past this total, so a huge workspace cannot exhaust memory.
 const MAX_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum FileState {
     Text(String),
     /// Binary, too large, or past the memory budget: only its size is known.
     Opaque(u64),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Baseline {
     files: BTreeMap<String, FileState>,
 }
@@ -80,6 +80,32 @@ impl Baseline {
             files.insert(rel, state);
         }
         Ok(Baseline { files })
+    }
+
+    /// Writes the baseline to `path` atomically (a temporary file renamed over it), so a
+    /// process reading it sees the whole snapshot or none.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let failed = |reason: String| Error::Baseline { path: path.display().to_string(), reason };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let json = serde_json::to_vec(self).map_err(|e| failed(e.to_string()))?;
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, json).map_err(|e| failed(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            failed(e.to_string())
+        })
+    }
+
+    /// Reads a baseline written by [`Baseline::save`]; None when there is none at `path`.
+    pub fn load(path: &Path) -> Result<Option<Baseline>> {
+        let failed = |reason: String| Error::Baseline { path: path.display().to_string(), reason };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| failed(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(failed(e.to_string())),
+        }
     }
 
     /// What changed between this baseline and `now`.
@@ -154,6 +180,21 @@ mod tests {
         assert!(diff.unified.contains("-b = 2\n+b = 3"), "{}", diff.unified);
         assert!(diff.unified.contains("+++ b/new.py"));
         assert!(!diff.unified.contains("ignored"));
+    }
+
+    #[test]
+    fn a_saved_baseline_loads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.py"), "x = 1\n").unwrap();
+        std::fs::write(dir.path().join("b.bin"), [0u8, 1, 2]).unwrap();
+        let before = Baseline::capture(dir.path()).unwrap();
+        let file = dir.path().join("snapshots").join("t.json");
+        assert!(Baseline::load(&file).unwrap().is_none());
+        before.save(&file).unwrap();
+        let loaded = Baseline::load(&file).unwrap().expect("saved");
+        assert_eq!(loaded.files, before.files);
+        std::fs::write(&file, "{not json").unwrap();
+        assert!(Baseline::load(&file).unwrap_err().to_string().contains("t.json"));
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub enum Error {
     Tool(#[from] turbo_tools::Error),
     #[error("no baseline for task {0}: call begin_task before asking for its diff")]
     NoBaseline(TaskId),
+    #[error("cannot keep the task's starting snapshot at {path}: {reason}")]
+    Baseline { path: String, reason: String },
     #[error("cannot snapshot the workspace {path}: {reason}")]
     Snapshot { path: String, reason: String },
     #[error("cannot serve on {addr}: {reason}")]

@@ -21,7 +21,7 @@ mod baseline;
 mod error;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,7 +70,8 @@ pub trait ToolService: Send + Sync + 'static {
     fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>>;
     /// Runs one call in the workspace.
     async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput>;
-    /// Remembers the workspace as it is now, as the base of the task's diff.
+    /// Remembers the workspace as it is now, as the base of the task's diff. A task's baseline
+    /// is taken once: a later call for the same task (its run resumed after a restart) keeps it.
     async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()>;
     /// Everything the task changed since `begin_task`.
     async fn task_diff(&self, task_id: TaskId, workspace: &str) -> Result<TaskDiff>;
@@ -83,11 +84,45 @@ pub struct LocalToolRunner {
     toolbox: Toolbox,
     limits: RunnerLimits,
     baselines: Mutex<HashMap<TaskId, Arc<baseline::Baseline>>>,
+    /// Where baselines are also written, one file per task, when processes share them.
+    baseline_dir: Option<PathBuf>,
 }
 
 impl LocalToolRunner {
     pub fn new(limits: RunnerLimits) -> Self {
-        Self { toolbox: Toolbox::standard(), limits, baselines: Mutex::new(HashMap::new()) }
+        Self { toolbox: Toolbox::standard(), limits, baselines: Mutex::new(HashMap::new()), baseline_dir: None }
+    }
+
+    /// A runner that also keeps each task's baseline in `dir` (`<task_id>.json`). In the
+    /// cluster the orchestrator begins a task and a reviewer in another process asks for its
+    /// diff, and an orchestrator that restarts resumes the task with the baseline it began
+    /// with; so every process of the cluster points at the same directory.
+    pub fn with_baseline_dir(limits: RunnerLimits, dir: impl Into<PathBuf>) -> Self {
+        Self { baseline_dir: Some(dir.into()), ..Self::new(limits) }
+    }
+
+    fn baseline_file(&self, task_id: TaskId) -> Option<PathBuf> {
+        self.baseline_dir.as_ref().map(|d| d.join(format!("{task_id}.json")))
+    }
+
+    fn held(&self, task_id: TaskId) -> Option<Arc<baseline::Baseline>> {
+        self.baselines.lock().unwrap_or_else(|p| p.into_inner()).get(&task_id).cloned()
+    }
+
+    /// The task's baseline, from memory or else from the baseline directory.
+    async fn baseline(&self, task_id: TaskId) -> Result<Option<Arc<baseline::Baseline>>> {
+        if let Some(held) = self.held(task_id) {
+            return Ok(Some(held));
+        }
+        let Some(file) = self.baseline_file(task_id) else { return Ok(None) };
+        let loaded = tokio::task::spawn_blocking(move || baseline::Baseline::load(&file))
+            .await
+            .map_err(|e| Error::Baseline { path: task_id.to_string(), reason: e.to_string() })??;
+        Ok(loaded.map(|b| {
+            let b = Arc::new(b);
+            self.baselines.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id, b.clone());
+            b
+        }))
     }
 
     fn context(&self, workspace: &str) -> Result<ToolContext> {
@@ -118,25 +153,35 @@ impl ToolService for LocalToolRunner {
     }
 
     async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()> {
+        if self.baseline(task_id).await?.is_some() {
+            tracing::debug!(%task_id, "the task's baseline is kept from when it began");
+            return Ok(());
+        }
         let snapshot = Arc::new(capture(workspace).await?);
+        if let Some(file) = self.baseline_file(task_id) {
+            let saved = snapshot.clone();
+            tokio::task::spawn_blocking(move || saved.save(&file))
+                .await
+                .map_err(|e| Error::Baseline { path: task_id.to_string(), reason: e.to_string() })??;
+        }
         self.baselines.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id, snapshot);
         Ok(())
     }
 
     async fn task_diff(&self, task_id: TaskId, workspace: &str) -> Result<TaskDiff> {
-        let before = self
-            .baselines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&task_id)
-            .cloned()
-            .ok_or(Error::NoBaseline(task_id))?;
+        let before = self.baseline(task_id).await?.ok_or(Error::NoBaseline(task_id))?;
         let now = capture(workspace).await?;
         Ok(before.diff(&now))
     }
 
     async fn end_task(&self, task_id: TaskId) {
         self.baselines.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
+        if let Some(file) = self.baseline_file(task_id)
+            && let Err(error) = std::fs::remove_file(&file)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%task_id, %error, file = %file.display(), "cannot remove the task's baseline");
+        }
     }
 }
 
@@ -150,6 +195,12 @@ impl ToolRunnerClient {
     /// A runner in this process.
     pub fn local(limits: RunnerLimits) -> Self {
         Self::from_service(Arc::new(LocalToolRunner::new(limits)))
+    }
+
+    /// A runner in this process that shares task baselines through `dir` with the other
+    /// processes of the cluster ([`LocalToolRunner::with_baseline_dir`]).
+    pub fn local_shared(limits: RunnerLimits, dir: impl Into<PathBuf>) -> Self {
+        Self::from_service(Arc::new(LocalToolRunner::with_baseline_dir(limits, dir)))
     }
 
     /// Any implementation: a remote transport or a test double.
@@ -203,6 +254,34 @@ mod tests {
         assert!(diff.unified.contains("+print(1)"));
         runner.end_task(task).await;
         assert!(matches!(runner.task_diff(task, ws).await, Err(Error::NoBaseline(_))));
+    }
+
+    #[tokio::test]
+    async fn a_baseline_is_shared_through_its_directory_and_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws_dir = dir.path().join("ws");
+        std::fs::create_dir(&ws_dir).unwrap();
+        let ws = ws_dir.to_str().unwrap();
+        std::fs::write(ws_dir.join("app.py"), "print(0)\n").unwrap();
+        let shared = dir.path().join("baselines");
+        let orchestrator = ToolRunnerClient::local_shared(RunnerLimits::default(), &shared);
+        let reviewer = ToolRunnerClient::local_shared(RunnerLimits::default(), &shared);
+        let task = TaskId::new();
+        orchestrator.begin_task(task, ws).await.unwrap();
+        std::fs::write(ws_dir.join("app.py"), "print(1)\n").unwrap();
+
+        // Another process sees the diff from the start of the task.
+        let diff = reviewer.task_diff(task, ws).await.unwrap();
+        assert_eq!(diff.modified, ["app.py"]);
+        // A resumed run begins again: the baseline stays the one the task began with.
+        let restarted = ToolRunnerClient::local_shared(RunnerLimits::default(), &shared);
+        restarted.begin_task(task, ws).await.unwrap();
+        assert_eq!(restarted.task_diff(task, ws).await.unwrap().modified, ["app.py"]);
+
+        restarted.end_task(task).await;
+        assert!(!shared.join(format!("{task}.json")).exists());
+        let later = ToolRunnerClient::local_shared(RunnerLimits::default(), &shared);
+        assert!(matches!(later.task_diff(task, ws).await, Err(Error::NoBaseline(_))));
     }
 
     #[tokio::test]

@@ -187,6 +187,9 @@ impl Api {
         self.recorder.flush().await;
         let last_seq = self.store.next_seq(id).await?.saturating_sub(1);
         self.orchestrator.execute(id).await?;
+        // The move to in_progress is stored before the answer: an orchestrator that dies from
+        // here on leaves its event as well as the task's status for the next one.
+        self.recorder.flush().await;
         let task = self.task(id).await?.task;
         Ok(pb::ExecuteTaskResponse { task: Some(task.into()), last_seq })
     }

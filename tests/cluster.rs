@@ -1,0 +1,456 @@
+//! The cluster harness: a real `nats-server` with JetStream, a fresh Postgres database, the
+//! scripted model server, and the services as real processes (`turbo-coder serve orchestrator`
+//! and `turbo-coder serve agent-worker --role R` per replica) on `127.0.0.1:0`, configured
+//! through `TURBO_CODER__*` variables only. Everything is torn down on drop: the processes are
+//! killed and the database is dropped.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use turbo_tests::cluster::Cluster;
+//! let cluster = Cluster::builder().with_workers_per_role(2).start().await;
+//! let mut tasks = cluster.tasks().await; // a TaskService client of the orchestrator
+//! # }
+//! ```
+//!
+//! Postgres: `postgres://postgres@127.0.0.1:5432/postgres` (trust auth; `make setup` starts
+//! one), or the server of `TURBO_TEST_POSTGRES_URL`. The service processes write their logs to
+//! the test's stderr (`TURBO_CLUSTER_LOG` sets their filter, default `warn`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use turbo_core::agent::AgentRole;
+use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
+use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
+use turbo_testkit::{ModelDef, NatsServer, Reply, Script, ScriptedModelServer};
+
+use crate::turbo_coder_bin;
+
+/// The planner's model on the scripted model server.
+pub const PLANNER_MODEL: &str = "planner:test";
+/// The coder's model (also the tester's, which calls no model).
+pub const CODER_MODEL: &str = "coder:test";
+/// The reviewer's model: a queue of replies of its own, so review replies never mix with the
+/// coder's when a phase is run twice.
+pub const REVIEWER_MODEL: &str = "reviewer:test";
+
+/// Upper bound for a process to start or stop. Not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const ORCHESTRATOR_HEALTH: &str = "turbo.tasks.v1.TaskService";
+const WORKER_HEALTH: &str = "turbo.agents.v1.AgentService";
+
+/// Polls `probe` until it gives a value or `patience` passes, then panics naming `what` and
+/// the last error.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {patience:?}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// What to start; see [`Cluster::builder`].
+pub struct ClusterBuilder {
+    workers_per_role: usize,
+    role_workers: Vec<(AgentRole, usize)>,
+    ack_wait_s: u64,
+    planner: Vec<Reply>,
+    coder: Vec<Reply>,
+    reviewer: Vec<Reply>,
+    env: BTreeMap<String, String>,
+}
+
+impl ClusterBuilder {
+    /// Agent-worker processes per role (default 1).
+    pub fn with_workers_per_role(mut self, n: usize) -> Self {
+        self.workers_per_role = n;
+        self
+    }
+
+    /// Agent-worker processes of `role`, instead of [`ClusterBuilder::with_workers_per_role`].
+    pub fn with_role_workers(mut self, role: AgentRole, n: usize) -> Self {
+        self.role_workers.push((role, n));
+        self
+    }
+
+    /// `cluster.ack_wait_s` (default 2, so a killed worker's work is taken over quickly).
+    pub fn with_ack_wait_s(mut self, seconds: u64) -> Self {
+        self.ack_wait_s = seconds;
+        self
+    }
+
+    /// The planner model's replies, in order.
+    pub fn planner(mut self, replies: Vec<Reply>) -> Self {
+        self.planner = replies;
+        self
+    }
+
+    /// The coder model's replies, in order.
+    pub fn coder(mut self, replies: Vec<Reply>) -> Self {
+        self.coder = replies;
+        self
+    }
+
+    /// The reviewer model's replies, in order.
+    pub fn reviewer(mut self, replies: Vec<Reply>) -> Self {
+        self.reviewer = replies;
+        self
+    }
+
+    /// One more variable for every service process (e.g. `TURBO_CODER__RUN__TEST_ROUNDS`).
+    pub fn with_env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Starts nats-server, a fresh database, the model server, the orchestrator and the
+    /// workers, and waits until each reports SERVING. Panics, saying what failed, when one
+    /// does not come up.
+    pub async fn start(self) -> Cluster {
+        let root = tempfile::tempdir().expect("a scratch directory");
+        let nats = NatsServer::start().await.unwrap_or_else(|e| panic!("nats-server does not start: {e}"));
+        let models = ScriptedModelServer::start(
+            Script::new()
+                .model(ModelDef::new(PLANNER_MODEL, 131072))
+                .model(ModelDef::new(CODER_MODEL, 16384))
+                .model(ModelDef::new(REVIEWER_MODEL, 16384))
+                .replies(PLANNER_MODEL, self.planner)
+                .replies(CODER_MODEL, self.coder)
+                .replies(REVIEWER_MODEL, self.reviewer),
+        )
+        .await
+        .expect("the scripted model server starts");
+        let database = Database::create().await;
+
+        let home = root.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let mut env = BTreeMap::new();
+        env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
+        env.insert("HOME".to_string(), home.display().to_string());
+        env.insert("XDG_CONFIG_HOME".to_string(), home.join(".config").display().to_string());
+        env.insert("XDG_DATA_HOME".to_string(), home.join(".local/share").display().to_string());
+        let log = std::env::var("TURBO_CLUSTER_LOG").unwrap_or_else(|_| "warn".into());
+        let settings = [
+            ("TURBO_CODER__TELEMETRY__LOG", log),
+            ("TURBO_CODER__CLUSTER__NATS_URL", nats.url()),
+            ("TURBO_CODER__CLUSTER__ACK_WAIT_S", self.ack_wait_s.to_string()),
+            ("TURBO_CODER__STORE__URL", database.url.clone()),
+            ("TURBO_CODER__STORE__DATA_DIR", root.path().join("data").display().to_string()),
+            ("TURBO_CODER__MODELS__PLANNER__BASE_URL", models.url()),
+            ("TURBO_CODER__MODELS__PLANNER__MODEL", PLANNER_MODEL.into()),
+            ("TURBO_CODER__MODELS__CODER__BASE_URL", models.url()),
+            ("TURBO_CODER__MODELS__CODER__MODEL", CODER_MODEL.into()),
+            ("TURBO_CODER__MODELS__REVIEWER__PROVIDER", "ollama".into()),
+            ("TURBO_CODER__MODELS__REVIEWER__BASE_URL", models.url()),
+            ("TURBO_CODER__MODELS__REVIEWER__MODEL", REVIEWER_MODEL.into()),
+        ];
+        for (key, value) in settings {
+            env.insert(key.to_string(), value);
+        }
+        env.extend(self.env);
+
+        let mut cluster = Cluster { root, nats, models, database, env, orchestrator: None, workers: Vec::new() };
+        let mut starting = Vec::new();
+        for role in AgentRole::ALL.iter().copied() {
+            let n = self.role_workers.iter().rev().find(|(r, _)| *r == role).map_or(self.workers_per_role, |(_, n)| *n);
+            for _ in 0..n.max(1) {
+                starting.push(cluster.spawn_worker(role));
+            }
+        }
+        for worker in futures::future::join_all(starting).await {
+            cluster.workers.push(worker);
+        }
+        cluster.start_orchestrator().await;
+        cluster
+    }
+}
+
+/// A running cluster; see the module documentation.
+pub struct Cluster {
+    root: tempfile::TempDir,
+    nats: NatsServer,
+    models: ScriptedModelServer,
+    database: Database,
+    env: BTreeMap<String, String>,
+    orchestrator: Option<ServiceProcess>,
+    workers: Vec<Worker>,
+}
+
+/// An agent-worker process and its role.
+pub struct Worker {
+    pub role: AgentRole,
+    pub process: ServiceProcess,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            workers_per_role: 1,
+            role_workers: Vec::new(),
+            ack_wait_s: 2,
+            planner: Vec::new(),
+            coder: Vec::new(),
+            reviewer: Vec::new(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// The orchestrator's gRPC address.
+    pub fn orchestrator_addr(&self) -> &str {
+        &self.orchestrator.as_ref().expect("an orchestrator is running").addr
+    }
+
+    /// The orchestrator's process id.
+    pub fn orchestrator_pid(&self) -> u32 {
+        self.orchestrator.as_ref().expect("an orchestrator is running").pid
+    }
+
+    async fn channel(&self) -> Channel {
+        connect(self.orchestrator_addr()).await
+    }
+
+    /// A TaskService client of the orchestrator.
+    pub async fn tasks(&self) -> TaskServiceClient<Channel> {
+        TaskServiceClient::new(self.channel().await)
+    }
+
+    /// A ProjectService client of the orchestrator.
+    pub async fn projects(&self) -> ProjectServiceClient<Channel> {
+        ProjectServiceClient::new(self.channel().await)
+    }
+
+    /// The scripted model server every role's model points at.
+    pub fn models(&self) -> &ScriptedModelServer {
+        &self.models
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// A NATS connection, to watch subjects and streams.
+    pub async fn nats(&self) -> turbo_bus::async_nats::Client {
+        turbo_bus::connect(&self.nats.url()).await.expect("connect to the cluster's nats-server")
+    }
+
+    /// The URL of the cluster's database.
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
+    /// The cluster's store, opened by the test.
+    pub async fn store(&self) -> turbo_store::Store {
+        turbo_store::Store::connect(&self.database.url).await.expect("open the cluster's database")
+    }
+
+    /// A fresh directory for a project's root, shared by every service (same host).
+    pub fn project_dir(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join("projects").join(name);
+        std::fs::create_dir_all(&dir).expect("a project directory");
+        dir
+    }
+
+    /// The running workers of `role`.
+    pub fn workers(&self, role: AgentRole) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().filter(move |w| w.role == role)
+    }
+
+    /// Sends SIGKILL to the worker with process id `pid` and waits until it is gone.
+    pub async fn kill_worker(&mut self, pid: u32) {
+        let i = self.workers.iter().position(|w| w.process.pid == pid).expect("a worker of this cluster");
+        let mut worker = self.workers.remove(i);
+        worker.process.kill().await;
+    }
+
+    /// Sends SIGKILL to the orchestrator and waits until it is gone.
+    pub async fn kill_orchestrator(&mut self) {
+        let mut orchestrator = self.orchestrator.take().expect("an orchestrator is running");
+        orchestrator.kill().await;
+    }
+
+    /// Starts an orchestrator (after [`Cluster::kill_orchestrator`]: a new one on the same
+    /// database and NATS) and waits until it serves.
+    pub async fn start_orchestrator(&mut self) {
+        assert!(self.orchestrator.is_none(), "one orchestrator at a time");
+        let mut process =
+            ServiceProcess::start(&["serve", "orchestrator"], "turbo-orchestrator", &self.env, self.root.path()).await;
+        wait_serving(&mut process, ORCHESTRATOR_HEALTH).await;
+        self.orchestrator = Some(process);
+    }
+
+    async fn spawn_worker(&self, role: AgentRole) -> Worker {
+        let role_text = role.to_string();
+        let mut process = ServiceProcess::start(
+            &["serve", "agent-worker", "--role", &role_text],
+            "turbo-agent-worker",
+            &self.env,
+            self.root.path(),
+        )
+        .await;
+        wait_serving(&mut process, WORKER_HEALTH).await;
+        Worker { role, process }
+    }
+
+    /// Starts one more worker of `role` and waits until it serves; returns its process id.
+    pub async fn add_worker(&mut self, role: AgentRole) -> u32 {
+        let worker = self.spawn_worker(role).await;
+        let pid = worker.process.pid;
+        self.workers.push(worker);
+        pid
+    }
+}
+
+/// A service process that printed `<name> listening on <addr>`. Killed on drop.
+pub struct ServiceProcess {
+    child: Child,
+    pub pid: u32,
+    pub addr: String,
+    // Kept open: a service that writes to a closed stdout would fail.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl ServiceProcess {
+    async fn start(args: &[&str], name: &str, env: &BTreeMap<String, String>, dir: &Path) -> ServiceProcess {
+        let mut child = Command::new(turbo_coder_bin())
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let pid = child.id().expect("a started process has an id");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = tokio::time::timeout(PATIENCE, stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{name} printed no address within {PATIENCE:?}"))
+            .expect("read the service's stdout")
+            .unwrap_or_else(|| panic!("{name} exited before printing its address (its log is above)"));
+        let addr = line
+            .strip_prefix(&format!("{name} listening on "))
+            .unwrap_or_else(|| panic!("unexpected first line from {name}: {line}"))
+            .to_string();
+        ServiceProcess { child, pid, addr, _stdout: stdout }
+    }
+
+    /// SIGKILL: the process dies at once, as on a crash or a lost machine.
+    pub async fn kill(&mut self) {
+        let pid = Pid::from_raw(i32::try_from(self.pid).expect("pid fits i32"));
+        kill(pid, Signal::SIGKILL).expect("send SIGKILL");
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("process {} still running after SIGKILL", self.pid))
+            .expect("wait for the killed process");
+    }
+}
+
+async fn connect(addr: &str) -> Channel {
+    let uri = format!("http://{addr}");
+    eventually(&format!("connect to {uri}"), PATIENCE, || async {
+        Channel::from_shared(uri.clone()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Waits until `process` reports `service` SERVING; fails at once if the process exits.
+async fn wait_serving(process: &mut ServiceProcess, service: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let uri = format!("http://{}", process.addr);
+    let endpoint = Channel::from_shared(uri).expect("a valid address");
+    loop {
+        if let Some(status) = process.child.try_wait().expect("check the service process") {
+            panic!("the service on {} exited with {status} before serving (its log is above)", process.addr);
+        }
+        let health = async {
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest { service: service.into() })
+                .await
+                .map_err(|e| e.to_string())?;
+            match reply.into_inner().status() {
+                ServingStatus::Serving => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        };
+        match health.await {
+            Ok(()) => return,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{service} on {} is not SERVING within {PATIENCE:?}; last: {last}", process.addr)
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A database of its own on the test Postgres server, dropped on drop.
+struct Database {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> Database {
+        let server = std::env::var("TURBO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+        let name = format!("turbo_cluster_{}", uuid::Uuid::new_v4().simple());
+        let url = turbo_store::create_postgres_database(&server, &name).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot create a database for the cluster on {server}: {e}. Start Postgres (`make setup`, or \
+                 `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`) or point \
+                 TURBO_TEST_POSTGRES_URL at one"
+            )
+        });
+        Database { server, name, url }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Drop cannot await, and may run inside a runtime: a thread of its own runs the drop.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(turbo_store::drop_postgres_database(&server, &name)).map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("cannot drop the cluster's database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The processes go first (kill_on_drop), so none holds the database when it is dropped
+        // (the drop forces their connections closed anyway).
+        self.orchestrator.take();
+        self.workers.clear();
+    }
+}

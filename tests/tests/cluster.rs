@@ -1,0 +1,342 @@
+//! The cluster, black box: the orchestrator and one agent-worker process per role (more where a
+//! test needs replicas) over a real nats-server, with a fresh Postgres database, driven through
+//! the orchestrator's gRPC API. Processes are killed with SIGKILL to show that the loss of a
+//! worker or of the orchestrator loses no task.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tonic::Streaming;
+use turbo_bus::async_nats::jetstream::{self, consumer::DeliverPolicy};
+use turbo_bus::{Heartbeat, WorkReply, WorkResult, subjects};
+use turbo_core::agent::AgentRole;
+use turbo_core::event::{EventKind, TaskEvent};
+use turbo_core::ids::TaskId;
+use turbo_core::task::TaskStatus;
+use turbo_proto::common::v1::{Language, ProjectType};
+use turbo_proto::projects::v1 as projects;
+use turbo_proto::tasks::v1 as tasks;
+use turbo_store::PhaseStatus;
+use turbo_testkit::Reply;
+use turbo_tests::cluster::{CODER_MODEL, Cluster, PATIENCE, eventually};
+
+const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
+const GREET_TEST: &str = "import unittest\n\nfrom greet import greet\n\n\nclass GreetTest(unittest.TestCase):\n    def test_greets_by_name(self):\n        self.assertEqual(greet(\"Ada\"), \"Hello, Ada!\")\n";
+
+fn plan() -> Value {
+    json!({
+        "phases": [
+            {"name": "implement", "description": "write greet() and its test", "agent": "coder", "depends_on": [],
+             "estimated_minutes": 5, "files_to_create": ["greet.py", "test_greet.py"]},
+            {"name": "test", "description": "run the tests", "agent": "tester", "depends_on": ["implement"]},
+            {"name": "review", "description": "review the diff", "agent": "reviewer", "depends_on": ["test"]}
+        ],
+        "confidence_score": 0.9,
+        "risk_factors": []
+    })
+}
+
+fn write(path: &str, content: &str) -> Reply {
+    Reply::tool_call("fs_write", json!({"path": path, "content": content}))
+}
+
+/// The coder's replies for one run of the implement phase.
+fn implement() -> Vec<Reply> {
+    vec![write("greet.py", GREET), write("test_greet.py", GREET_TEST), Reply::text("added greet and its test")]
+}
+
+fn approve() -> Reply {
+    Reply::Json(json!({"verdict": "approve", "summary": "does what was asked", "findings": []}))
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, fut).await.unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
+}
+
+/// A project rooted at a fresh directory, and a task of it planned by the planner worker.
+async fn planned_task(cluster: &Cluster, name: &str) -> (std::path::PathBuf, TaskId) {
+    let root = cluster.project_dir(name);
+    let project = cluster
+        .projects()
+        .await
+        .create_project(projects::CreateProjectRequest {
+            name: name.into(),
+            project_type: ProjectType::ApiService as i32,
+            languages: vec![Language::Python as i32],
+            root_path: Some(root.display().to_string()),
+            ..Default::default()
+        })
+        .await
+        .expect("create the project")
+        .into_inner()
+        .project
+        .expect("the created project");
+    let request = tasks::CreateTaskRequest {
+        project_id: project.id,
+        description: "add a greet(name) function in greet.py with a unit test".into(),
+        ..Default::default()
+    };
+    let task = within("the plan", cluster.tasks().await.create_task(request)).await.expect("plan").into_inner();
+    assert_eq!(task.status(), turbo_proto::common::v1::TaskStatus::Planned, "{task:?}");
+    (root, task.id.parse().expect("a task id"))
+}
+
+/// Executes the task; returns the seq to watch from.
+async fn execute(cluster: &Cluster, id: TaskId) -> u64 {
+    let request = tasks::ExecuteTaskRequest { task_id: id.to_string() };
+    within("execute", cluster.tasks().await.execute_task(request)).await.expect("execute").into_inner().last_seq
+}
+
+async fn watch(cluster: &Cluster, id: TaskId, after_seq: u64) -> Streaming<tasks::TaskEvent> {
+    let request = tasks::WatchTaskRequest { task_id: id.to_string(), after_seq };
+    cluster.tasks().await.watch_task(request).await.expect("watch").into_inner()
+}
+
+/// Every event of the watch until it ends (after the terminal status), or until it fails (its
+/// orchestrator died): then the events seen so far and the error.
+async fn follow(stream: &mut Streaming<tasks::TaskEvent>) -> (Vec<TaskEvent>, Option<tonic::Status>) {
+    let mut events = Vec::new();
+    loop {
+        match within("the next event", stream.message()).await {
+            Ok(Some(e)) => events.push(TaskEvent::try_from(e).expect("a valid event")),
+            Ok(None) => return (events, None),
+            Err(status) => return (events, Some(status)),
+        }
+    }
+}
+
+fn statuses(events: &[TaskEvent]) -> Vec<TaskStatus> {
+    events
+        .iter()
+        .filter_map(|e| if let EventKind::StatusChanged { to, .. } = e.kind { Some(to) } else { None })
+        .collect()
+}
+
+fn phase_starts(events: &[TaskEvent]) -> Vec<(String, AgentRole, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PhaseStarted { phase, role, attempt } => Some((phase.clone(), *role, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every message stored on `subject` of `stream`, oldest first.
+async fn stored(cluster: &Cluster, stream: &str, subject: String) -> Vec<jetstream::Message> {
+    let js = jetstream::new(cluster.nats().await);
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(stream)
+        .await
+        .expect("the stream exists")
+        .create_consumer(jetstream::consumer::pull::Config {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("a reader");
+    let mut messages = consumer.fetch().max_messages(10_000).messages().await.expect("read the stream");
+    let mut out = Vec::new();
+    while let Some(message) = messages.next().await {
+        out.push(message.expect("a stored message"));
+    }
+    out
+}
+
+/// Chat requests the coder's model received so far.
+fn coder_calls(cluster: &Cluster) -> usize {
+    cluster.models().requests_to("/api/chat").iter().filter(|r| r.body["model"] == CODER_MODEL).count()
+}
+
+/// Checks what a completed run leaves: the files, the events in the store and on NATS, the rows.
+async fn assert_completed(cluster: &Cluster, root: &std::path::Path, id: TaskId) -> Vec<TaskEvent> {
+    assert_eq!(std::fs::read_to_string(root.join("greet.py")).ok().as_deref(), Some(GREET));
+    assert_eq!(std::fs::read_to_string(root.join("test_greet.py")).ok().as_deref(), Some(GREET_TEST));
+    let store = cluster.store().await;
+    let task = store.get_task(id).await.unwrap().expect("the task is stored").task;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress_percentage, 100.0);
+    let phases = store.phases(id).await.unwrap();
+    let rows: Vec<(&str, PhaseStatus)> = phases.iter().map(|p| (p.name.as_str(), p.status)).collect();
+    assert_eq!(
+        rows,
+        [("implement", PhaseStatus::Succeeded), ("test", PhaseStatus::Succeeded), ("review", PhaseStatus::Succeeded)]
+    );
+    assert!(store.tool_calls(id).await.unwrap().iter().any(|c| c.tool == "fs_write"), "tool calls are stored");
+    let usage = store.usage_by_role(id).await.unwrap();
+    for role in [AgentRole::Planner, AgentRole::Coder, AgentRole::Reviewer] {
+        assert!(usage.contains_key(&role), "no token usage of the {role} in {usage:?}");
+    }
+
+    // The store has every event, numbered without gaps, and the workers' among them.
+    let events = store.events(id, 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=events.len() as u64).collect::<Vec<_>>());
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    for kind in ["plan_ready", "phase_started", "model_call", "tool_call", "tool_result", "test_run", "review"] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    // ... and each is on turbo.events.task.<id> as stored, for watchers of the stream.
+    let published = eventually("every stored event on the task's subject", PATIENCE, || async {
+        let published: Vec<TaskEvent> = stored(cluster, subjects::EVENTS_STREAM, subjects::events_task(id))
+            .await
+            .iter()
+            .map(|m| turbo_bus::decode::<TaskEvent>(&m.payload).expect("a recorded event"))
+            .collect();
+        if published.len() >= events.len() { Ok(published) } else { Err(format!("{} published", published.len())) }
+    })
+    .await;
+    assert_eq!(published, events, "the stream carries the stored events in order");
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_runs_through_the_workers_and_is_recorded_in_postgres_and_on_nats() {
+    let cluster = Cluster::builder()
+        .planner(vec![Reply::Json(plan())])
+        .coder(implement())
+        .reviewer(vec![approve()])
+        .start()
+        .await;
+    let (root, id) = planned_task(&cluster, "greeter").await;
+    let last_seq = execute(&cluster, id).await;
+
+    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    let kinds: Vec<&str> = run.iter().map(|e| e.kind.name()).collect();
+    for kind in ["phase_started", "model_call", "tool_call", "tool_result", "test_run", "review", "phase_finished"] {
+        assert!(kinds.contains(&kind), "the watch shows no {kind}: {kinds:?}");
+    }
+    let events = assert_completed(&cluster, &root, id).await;
+    assert_eq!(run[..], events[events.len() - run.len()..], "the watch and the store agree");
+    // A phase's events come between its start and its end, though they travel over NATS.
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    let started = kinds.iter().position(|k| *k == "phase_started").expect("a phase started");
+    let finished = kinds.iter().position(|k| *k == "phase_finished").expect("a phase finished");
+    let implement = &kinds[started..finished];
+    for (kind, n) in [("tool_call", 2), ("tool_result", 2), ("model_call", 3), ("agent_message", 1)] {
+        assert_eq!(implement.iter().filter(|k| **k == kind).count(), n, "{kind} in the implement phase: {kinds:?}");
+    }
+
+    // Each role's worker did its part: one result per call, each from a worker of that role.
+    let results: Vec<WorkResult> = stored(&cluster, subjects::RESULTS_STREAM, subjects::results(id))
+        .await
+        .iter()
+        .map(|m| turbo_bus::decode::<WorkResult>(&m.payload).expect("a result"))
+        .collect();
+    let roles: Vec<AgentRole> = results.iter().map(|r| r.role).collect();
+    assert_eq!(roles, [AgentRole::Planner, AgentRole::Coder, AgentRole::Tester, AgentRole::Reviewer]);
+    assert!(results.iter().all(|r| !matches!(r.reply, WorkReply::Failed(_))), "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phase_is_taken_over_when_its_coder_worker_is_killed() {
+    // The first coder call answers only long after the worker holding it is killed.
+    let mut coder = vec![write("greet.py", "# never written\n").delayed(Duration::from_secs(120))];
+    coder.extend(implement());
+    let mut cluster = Cluster::builder()
+        .planner(vec![Reply::Json(plan())])
+        .coder(coder)
+        .reviewer(vec![approve()])
+        .with_role_workers(AgentRole::Coder, 2)
+        .start()
+        .await;
+    let coders: Vec<u32> = cluster.workers(AgentRole::Coder).map(|w| w.process.pid).collect();
+    assert_eq!(coders.len(), 2, "two coder replicas");
+    let nats = cluster.nats().await;
+    let mut heartbeats = nats.subscribe(subjects::heartbeats(AgentRole::Coder)).await.unwrap();
+    nats.flush().await.unwrap();
+
+    let (root, id) = planned_task(&cluster, "takeover").await;
+    let last_seq = execute(&cluster, id).await;
+    eventually("the coder's model call", PATIENCE, || async {
+        if coder_calls(&cluster) >= 1 { Ok(()) } else { Err("no call yet".to_string()) }
+    })
+    .await;
+    // The replica with the phase in flight says so in its next heartbeat.
+    let busy = within("a busy coder's heartbeat", async {
+        loop {
+            let message = heartbeats.next().await.expect("heartbeats");
+            let beat: Heartbeat = turbo_bus::decode(&message.payload).expect("a heartbeat");
+            if beat.in_flight > 0 {
+                return beat.worker_id;
+            }
+        }
+    })
+    .await;
+    let pid = coders
+        .iter()
+        .copied()
+        .find(|pid| busy.contains(&format!("-{pid}-")))
+        .unwrap_or_else(|| panic!("worker id {busy} names none of the coder processes {coders:?}"));
+    cluster.kill_worker(pid).await;
+
+    // The other replica takes the phase over after the ack wait; the task completes.
+    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    assert_completed(&cluster, &root, id).await;
+    assert_eq!(coder_calls(&cluster), 4, "the killed call, then the rescuer's three");
+    let results: Vec<WorkResult> = stored(&cluster, subjects::RESULTS_STREAM, subjects::results(id))
+        .await
+        .iter()
+        .map(|m| turbo_bus::decode::<WorkResult>(&m.payload).expect("a result"))
+        .collect();
+    let coder_results: Vec<&WorkResult> = results.iter().filter(|r| r.role == AgentRole::Coder).collect();
+    assert_eq!(coder_results.len(), 1, "the phase was done once: {results:?}");
+    assert_ne!(coder_results[0].worker_id, busy, "by the replica that took it over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_is_resumed_by_a_new_orchestrator_after_the_old_one_is_killed() {
+    // The implement phase runs twice: the killed orchestrator's call still finishes on the
+    // worker (nobody waits for it), then the new orchestrator's run of the phase.
+    let mut coder = implement();
+    coder[0] = write("greet.py", GREET).delayed(Duration::from_secs(3));
+    coder.extend(implement());
+    let mut cluster =
+        Cluster::builder().planner(vec![Reply::Json(plan())]).coder(coder).reviewer(vec![approve()]).start().await;
+    let (root, id) = planned_task(&cluster, "resume").await;
+    let last_seq = execute(&cluster, id).await;
+    let mut stream = watch(&cluster, id, last_seq).await;
+    // The phase is under way: its start is stored (the watch shows only stored events) and the
+    // coder's model call is waiting for its answer.
+    let mut before = Vec::new();
+    while !phase_starts(&before).iter().any(|(p, _, _)| p == "implement") {
+        let e = within("the phase to start", stream.message()).await.expect("events").expect("more events");
+        before.push(TaskEvent::try_from(e).expect("a valid event"));
+    }
+    eventually("the coder's model call", PATIENCE, || async {
+        if coder_calls(&cluster) >= 1 { Ok(()) } else { Err("no call yet".to_string()) }
+    })
+    .await;
+
+    cluster.kill_orchestrator().await;
+    let (rest, error) = follow(&mut stream).await;
+    before.extend(rest);
+    assert!(error.is_some(), "the watch breaks with its orchestrator");
+    cluster.start_orchestrator().await;
+
+    // The watcher comes back to the new orchestrator with the last seq it saw.
+    let resume_from = before.last().map(|e| e.seq).unwrap_or(last_seq);
+    let (after, error) = follow(&mut watch(&cluster, id, resume_from).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&after).last(), Some(&TaskStatus::Completed), "{after:?}");
+    let events = assert_completed(&cluster, &root, id).await;
+    assert_eq!(
+        statuses(&events),
+        [TaskStatus::Planned, TaskStatus::InProgress, TaskStatus::Completed],
+        "{:#?}",
+        events
+            .iter()
+            .map(|e| (e.seq, e.at, format!("{:?}", e.kind).chars().take(120).collect::<String>()))
+            .collect::<Vec<_>>()
+    );
+    let starts = phase_starts(&events);
+    let implement_starts: Vec<u32> =
+        starts.iter().filter(|(p, r, _)| p == "implement" && *r == AgentRole::Coder).map(|(_, _, a)| *a).collect();
+    assert_eq!(implement_starts, [1, 2], "the interrupted phase ran again, as attempt 2: {starts:?}");
+}
