@@ -31,8 +31,7 @@ nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 pids=()
 stop() {
   trap - INT TERM EXIT
-  echo
-  echo "cluster: stopping"
+  ((${#pids[@]})) && printf '\ncluster: stopping\n'
   # The services first: they finish the work in flight, storing results and events on NATS;
   # nats-server once they are gone.
   for ((i = ${#pids[@]} - 1; i >= 1; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
@@ -57,6 +56,10 @@ first_line() {
 }
 
 # NATS with JetStream, its streams kept in the cluster directory.
+if (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null; then
+  echo "cluster: port $nats_port is taken (another nats-server?): set NATS_PORT to a free one" >&2
+  exit 1
+fi
 "$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" >"$dir/logs/nats-server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do

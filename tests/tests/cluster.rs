@@ -326,15 +326,11 @@ async fn a_task_is_resumed_by_a_new_orchestrator_after_the_old_one_is_killed() {
     assert!(error.is_none(), "{error:?}");
     assert_eq!(statuses(&after).last(), Some(&TaskStatus::Completed), "{after:?}");
     let events = assert_completed(&cluster, &root, id).await;
-    assert_eq!(
-        statuses(&events),
-        [TaskStatus::Planned, TaskStatus::InProgress, TaskStatus::Completed],
-        "{:#?}",
-        events
-            .iter()
-            .map(|e| (e.seq, e.at, format!("{:?}", e.kind).chars().take(120).collect::<String>()))
-            .collect::<Vec<_>>()
-    );
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(statuses(&events), [TaskStatus::Planned, TaskStatus::InProgress, TaskStatus::Completed], "{kinds:?}");
+    // Across the two orchestrators the watcher saw every event once, in order.
+    let seen: Vec<TaskEvent> = before.into_iter().chain(after).collect();
+    assert_eq!(seen[..], events[last_seq as usize..], "no gap, no duplicate");
     let starts = phase_starts(&events);
     let implement_starts: Vec<u32> =
         starts.iter().filter(|(p, r, _)| p == "implement" && *r == AgentRole::Coder).map(|(_, _, a)| *a).collect();

@@ -71,6 +71,8 @@ pub fn for_orchestrator_error(e: turbo_orchestrator::Error) -> Exit {
     let code = match &e {
         O::Model(m) => for_model_error(m),
         O::Store(_) => STORAGE,
+        // No nats-server at the configured URL: the message names it and what to check.
+        O::Bus(turbo_bus::Error::Connect { .. }) => USAGE,
         _ => INTERNAL,
     };
     Exit::new(code, e.to_string())

@@ -106,6 +106,9 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
         Target::AgentWorker(role) => {
             turbo_agent_worker::run(config, role, listener, shutdown).await.map_err(|e| match e {
                 turbo_agent_worker::Error::Model(m) => Exit::new(exit::for_model_error(&m), m.to_string()),
+                e @ turbo_agent_worker::Error::Bus(turbo_bus::Error::Connect { .. }) => {
+                    Exit::new(exit::USAGE, e.to_string())
+                }
                 other => Exit::new(exit::INTERNAL, other.to_string()),
             })?;
             Ok(())

@@ -127,10 +127,23 @@ spec:
             - name: config
               mountPath: /etc/turbo-coder
               readOnly: true
+            # store.data_dir: project workspaces and task baselines, shared by the orchestrator,
+            # the agent workers and the tool-runner.
+            - name: data
+              mountPath: /var/lib/turbo-coder
       volumes:
         - name: config
           configMap:
             name: {{ include "turbo-coder.configName" $root }}
+        - name: data
+          {{- if $root.Values.sharedData.existingClaim }}
+          persistentVolumeClaim:
+            claimName: {{ $root.Values.sharedData.existingClaim | quote }}
+          {{- else }}
+          # Without a shared ReadWriteMany claim each pod has its own directory: fine for trying
+          # the chart, not for tasks whose phases run on different pods.
+          emptyDir: {}
+          {{- end }}
       {{- with $root.Values.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
