@@ -251,6 +251,21 @@ impl Cluster {
         self.nats.url()
     }
 
+    /// Stops nats-server gracefully, as an outage of it; its port and JetStream store are kept
+    /// for [`Cluster::restart_nats`]. The services stay up and try to reconnect.
+    pub async fn stop_nats(&mut self) {
+        self.nats.stop().await.unwrap_or_else(|e| panic!("nats-server does not stop: {e}"));
+    }
+
+    /// Starts nats-server again on the same port with the same JetStream store and waits until
+    /// it accepts clients (the services reconnect by themselves).
+    pub async fn restart_nats(&mut self) {
+        self.nats
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("nats-server does not start again: {e}\n{}", self.nats.log()));
+    }
+
     /// A NATS connection, to watch subjects and streams.
     pub async fn nats(&self) -> turbo_bus::async_nats::Client {
         turbo_bus::connect(&self.nats.url()).await.expect("connect to the cluster's nats-server")
@@ -259,6 +274,15 @@ impl Cluster {
     /// The URL of the cluster's database.
     pub fn database_url(&self) -> &str {
         &self.database.url
+    }
+
+    /// Closes every connection to the cluster's database from the server side
+    /// (`pg_terminate_backend`), as a brief outage of the database would; returns how many were
+    /// closed. The database server itself stays up, so other tests sharing it are not touched.
+    pub async fn terminate_database_connections(&self) -> u64 {
+        turbo_store::terminate_postgres_connections(&self.database.server, &self.database.name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot close the connections to {}: {e}", self.database.name))
     }
 
     /// The cluster's store, opened by the test.
@@ -378,6 +402,23 @@ async fn connect(addr: &str) -> Channel {
     })
     .await
 }
+
+/// The health status the service at `addr` reports for `service`.
+pub async fn health(addr: &str, service: &str) -> Result<ServingStatus, String> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: service.into() })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reply.into_inner().status())
+}
+
+/// The health-checked service name of an agent worker (NOT_SERVING while NATS is down).
+pub const WORKER_HEALTH_SERVICE: &str = WORKER_HEALTH;
 
 /// Waits until `process` reports `service` SERVING; fails at once if the process exits.
 async fn wait_serving(process: &mut ServiceProcess, service: &str) {

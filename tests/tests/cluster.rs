@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tonic::Streaming;
+use tonic_health::pb::health_check_response::ServingStatus;
 use turbo_bus::async_nats::jetstream::{self, consumer::DeliverPolicy};
 use turbo_bus::{Heartbeat, WorkReply, WorkResult, subjects};
 use turbo_core::agent::AgentRole;
@@ -19,7 +20,7 @@ use turbo_proto::projects::v1 as projects;
 use turbo_proto::tasks::v1 as tasks;
 use turbo_store::PhaseStatus;
 use turbo_testkit::Reply;
-use turbo_tests::cluster::{CODER_MODEL, Cluster, PATIENCE, eventually};
+use turbo_tests::cluster::{CODER_MODEL, Cluster, PATIENCE, WORKER_HEALTH_SERVICE, eventually, health};
 
 const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
 const GREET_TEST: &str = "import unittest\n\nfrom greet import greet\n\n\nclass GreetTest(unittest.TestCase):\n    def test_greets_by_name(self):\n        self.assertEqual(greet(\"Ada\"), \"Hello, Ada!\")\n";
@@ -335,4 +336,95 @@ async fn a_task_is_resumed_by_a_new_orchestrator_after_the_old_one_is_killed() {
     let implement_starts: Vec<u32> =
         starts.iter().filter(|(p, r, _)| p == "implement" && *r == AgentRole::Coder).map(|(_, _, a)| *a).collect();
     assert_eq!(implement_starts, [1, 2], "the interrupted phase ran again, as attempt 2: {starts:?}");
+}
+
+/// Polls GetTask until the task reaches a terminal status; returns it.
+async fn terminal_task(cluster: &Cluster, id: TaskId) -> tasks::DevelopmentTask {
+    let client = cluster.tasks().await;
+    eventually("the task to finish", PATIENCE, || {
+        let mut client = client.clone();
+        async move {
+            let request = tasks::GetTaskRequest { task_id: id.to_string() };
+            let task = client.get_task(request).await.map_err(|e| e.to_string())?.into_inner();
+            use turbo_proto::common::v1::TaskStatus as Proto;
+            match task.status() {
+                Proto::Completed | Proto::Failed | Proto::Cancelled => Ok(task),
+                other => Err(format!("still {other:?}")),
+            }
+        }
+    })
+    .await
+}
+
+/// Waits until every worker's health check says `serving` (or, for false, anything else).
+async fn workers_serving(cluster: &Cluster, serving: bool) {
+    let addrs: Vec<String> = AgentRole::ALL
+        .iter()
+        .flat_map(|role| cluster.workers(*role).map(|w| w.process.addr.clone()).collect::<Vec<_>>())
+        .collect();
+    for addr in addrs {
+        eventually(&format!("the worker on {addr} serving: {serving}"), PATIENCE, || async {
+            let status = health(&addr, WORKER_HEALTH_SERVICE).await?;
+            if (status == ServingStatus::Serving) == serving { Ok(()) } else { Err(format!("{status:?}")) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_reconnect_after_nats_restarts_and_nothing_is_lost() {
+    // The coder's first model call answers only after nats-server was stopped and started
+    // again, so the implement phase is in flight across the outage.
+    let mut coder = implement();
+    coder[0] = write("greet.py", GREET).delayed(Duration::from_secs(3));
+    let mut cluster =
+        Cluster::builder().planner(vec![Reply::Json(plan())]).coder(coder).reviewer(vec![approve()]).start().await;
+    let (root, id) = planned_task(&cluster, "nats-restart").await;
+    execute(&cluster, id).await;
+    eventually("the coder's model call", PATIENCE, || async {
+        if coder_calls(&cluster) >= 1 { Ok(()) } else { Err("no call yet".to_string()) }
+    })
+    .await;
+
+    cluster.stop_nats().await;
+    // Every worker noticed the outage, then the same server (port, store) comes back.
+    workers_serving(&cluster, false).await;
+    cluster.restart_nats().await;
+    workers_serving(&cluster, true).await;
+
+    let task = terminal_task(&cluster, id).await;
+    assert_eq!(task.status(), turbo_proto::common::v1::TaskStatus::Completed, "{task:?}");
+    assert_completed(&cluster, &root, id).await;
+    assert_eq!(coder_calls(&cluster), 3, "the phase ran once, not again after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_brief_postgres_outage_is_retried_or_reported_clearly() {
+    // The coder's first model call answers only after the database connections were closed,
+    // so the orchestrator stores the rest of the task on new connections.
+    let mut coder = implement();
+    coder[0] = write("greet.py", GREET).delayed(Duration::from_secs(2));
+    let cluster =
+        Cluster::builder().planner(vec![Reply::Json(plan())]).coder(coder).reviewer(vec![approve()]).start().await;
+    let (root, id) = planned_task(&cluster, "postgres-outage").await;
+    execute(&cluster, id).await;
+    eventually("the coder's model call", PATIENCE, || async {
+        if coder_calls(&cluster) >= 1 { Ok(()) } else { Err("no call yet".to_string()) }
+    })
+    .await;
+
+    // The orchestrator loses every connection it holds to the database (the server stays up).
+    let closed = cluster.terminate_database_connections().await;
+    assert!(closed >= 1, "the orchestrator held no connection to close");
+    // The next call is answered on a new connection: the pool checks a connection before use.
+    let request = tasks::GetTaskRequest { task_id: id.to_string() };
+    let task = within("GetTask after the outage", cluster.tasks().await.get_task(request))
+        .await
+        .unwrap_or_else(|status| panic!("GetTask after the connections were closed: {status:?}"))
+        .into_inner();
+    assert_eq!(task.id, id.to_string());
+
+    let task = terminal_task(&cluster, id).await;
+    assert_eq!(task.status(), turbo_proto::common::v1::TaskStatus::Completed, "{task:?}");
+    assert_completed(&cluster, &root, id).await;
 }

@@ -172,6 +172,25 @@ pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<()> 
     Ok(())
 }
 
+/// Closes, from the server side, every connection to the Postgres database `name` on the server
+/// of `server_url` (`pg_terminate_backend`), as a brief outage of the database would; returns
+/// how many were closed. For tests: the clients' pools must open new connections.
+pub async fn terminate_postgres_connections(server_url: &str, name: &str) -> Result<u64> {
+    check_database_name(name)?;
+    let admin = admin_connection(server_url).await?;
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT pg_terminate_backend(pid) AS closed FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ),
+        ))
+        .await
+        .map_err(|source| Error::Db { action: format!("close the connections to database {name}"), source })?;
+    Ok(rows.iter().filter(|row| row.try_get::<bool>("", "closed").unwrap_or(false)).count() as u64)
+}
+
 async fn admin_connection(server_url: &str) -> Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(server_url.to_string());
     // A refused connection is retried until the acquire timeout; a stopped server fails fast.

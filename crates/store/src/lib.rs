@@ -37,7 +37,7 @@ mod tasks;
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 
-pub use connect::{create_postgres_database, drop_postgres_database};
+pub use connect::{create_postgres_database, drop_postgres_database, terminate_postgres_connections};
 pub use error::{Error, Result};
 pub use rows::{
     Cursor, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject, StoredTask, TaskFilter, TaskQuery,

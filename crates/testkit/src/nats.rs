@@ -1,6 +1,7 @@
 //! A real `nats-server` with JetStream for tests: its own process on a free loopback port with
 //! its own store directory, ready when [`NatsServer::start`] returns, killed and cleaned up on
-//! drop.
+//! drop. [`NatsServer::stop`] and [`NatsServer::restart`] take it down and bring it back on the
+//! same port with the same JetStream store, as an outage of the server would.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -15,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -23,6 +26,8 @@ pub const NATS_SERVER_ENV: &str = "NATS_SERVER";
 
 /// How long a server may take to accept connections with JetStream enabled.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a graceful stop may take before the server is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts with a fresh port when the chosen one was taken before the server bound it.
 const PORT_ATTEMPTS: u32 = 3;
 
@@ -31,7 +36,8 @@ static STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// A running `nats-server -js` owned by a test.
 pub struct NatsServer {
-    child: Child,
+    /// None while stopped.
+    child: Option<Child>,
     port: u16,
     dir: PathBuf,
 }
@@ -49,16 +55,8 @@ impl NatsServer {
             // A leftover of an earlier process with the same pid must not leak its streams in.
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
-            let log = std::fs::File::create(dir.join("nats-server.log"))?;
-            let child = Command::new(&program)
-                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                .arg(dir.join("store"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display())))?;
-            let mut server = NatsServer { child, port, dir };
+            let child = spawn(&program, port, &dir)?;
+            let mut server = NatsServer { child: Some(child), port, dir };
             match server.wait_ready().await {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = Some(e),
@@ -81,10 +79,58 @@ impl NatsServer {
         std::fs::read_to_string(self.dir.join("nats-server.log")).unwrap_or_default()
     }
 
+    /// Stops the server gracefully (SIGTERM, so JetStream writes out what it stored) and waits
+    /// until it is gone; its port and store directory are kept for [`NatsServer::restart`].
+    /// Nothing happens when it is stopped already.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let pid = Pid::from_raw(i32::try_from(child.id()).map_err(std::io::Error::other)?);
+        if kill(pid, Signal::SIGTERM).is_err() {
+            let _ = child.kill();
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                child.wait()?;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server (when running) and starts it again on the same port with the same
+    /// JetStream store directory, waiting until it accepts clients with JetStream enabled;
+    /// clients reconnect to the same URL and find their streams and consumers again.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop().await?;
+        let program = program()?;
+        let mut last_error = None;
+        // The port was just released; a retry covers a server that cannot bind it at once.
+        for _ in 0..PORT_ATTEMPTS {
+            self.child = Some(spawn(&program, self.port, &self.dir)?);
+            match self.wait_ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(mut child) = self.child.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("nats-server did not start again")))
+    }
+
     async fn wait_ready(&mut self) -> std::io::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            let child = self.child.as_mut().ok_or_else(|| std::io::Error::other("nats-server is stopped"))?;
+            if let Some(status) = child.try_wait()? {
                 return Err(std::io::Error::other(format!(
                     "nats-server exited with {status} before accepting clients: {}",
                     self.log()
@@ -106,8 +152,10 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -122,6 +170,20 @@ async fn jetstream_ready(port: u16) -> bool {
     let mut line = String::new();
     let read = tokio::time::timeout(Duration::from_secs(1), BufReader::new(stream).read_line(&mut line)).await;
     matches!(read, Ok(Ok(n)) if n > 0) && line.starts_with("INFO ") && line.contains("\"jetstream\":true")
+}
+
+/// Starts `nats-server -js` on `port`, storing under `<dir>/store` and appending its output to
+/// `<dir>/nats-server.log` (a restart keeps the earlier output).
+fn spawn(program: &Path, port: u16, dir: &Path) -> std::io::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nats-server.log"))?;
+    Command::new(program)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.join("store"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display())))
 }
 
 fn free_port() -> std::io::Result<u16> {
