@@ -93,9 +93,31 @@ impl Recorder {
         }
     }
 
-    /// Events that could not be stored (the store was failing); they were still broadcast.
+    /// Events that could not be stored after retries; they were not broadcast either.
     pub fn failed_writes(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Attempts at storing one batch; appends are idempotent on (task, seq), so retrying is safe.
+const STORE_ATTEMPTS: u32 = 5;
+
+/// Stores a batch, retrying with backoff (50 ms doubling, about 1.5 s in all) so a brief
+/// database outage (a restart, dropped connections) loses nothing.
+async fn append_with_retry(store: &Store, events: &[TaskEvent]) -> Result<(), String> {
+    let mut pause = std::time::Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match store.append_events(events).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < STORE_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "storing task events failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error.to_string()),
+        }
     }
 }
 
@@ -146,18 +168,20 @@ async fn run(
         }
         if !batch.is_empty() {
             let events: Vec<TaskEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
-            let stored = store.append_events(&events).await.map_err(|e| e.to_string());
+            let stored = append_with_retry(&store, &events).await;
             if let Err(error) = &stored {
                 failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 tracing::error!(%error, events = batch.len(), "cannot store task events");
+                // Number the affected tasks' next events from what the store really has, so
+                // events sent again leave no gap.
+                for (event, _) in &batch {
+                    next_seq.remove(&event.task_id);
+                }
             }
-            for (event, from_record) in batch.drain(..) {
+            for (event, _) in batch.drain(..) {
                 if stored.is_err() {
-                    // Recorded events come again (their sender was told); the others are
-                    // broadcast as before, the store having failed them.
-                    if !from_record {
-                        let _ = broadcast.send(event);
-                    }
+                    // Never broadcast what the store lacks: a watcher must be able to re-read
+                    // every event it saw. Recorded events come again (their sender was told).
                     continue;
                 }
                 if let Some(outbox) = &outbox
