@@ -5,6 +5,9 @@
 //!    instant in-process model through the embedded stack, against the same call made directly.
 //! 2. Peak memory and wall time of the real `turbo-coder` binary on the greet scenario.
 //! 3. Tokens of that run per phase, from its SQLite database.
+//! 4. Cluster transport: a phase dispatched over NATS to a worker and back, beside JetStream,
+//!    JetStream + Postgres commit and request-reply floors; events per second the recorder
+//!    stores in Postgres.
 //!
 //! docs/benchmarks.md says what each figure means and records the latest results.
 //!
@@ -12,8 +15,10 @@
 //! - `double`: the instant scripted `ChatModel`.
 //! - `overhead`: figure 1.
 //! - `greet`: figures 2 and 3.
+//! - `cluster`: figure 4.
 //! - `stats`: percentiles and formatting.
 
+mod cluster;
 mod double;
 mod greet;
 mod overhead;
@@ -24,10 +29,21 @@ use std::time::Duration;
 
 use stats::{fmt, fmt_diff};
 
-const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run]\n\
-  --steps N    measured agent steps and baseline calls (default 2000)\n\
-  --warmup N   steps and calls run first and not measured (default 200)\n\
-  --skip-run   skip the turbo-coder run (peak memory, tokens)";
+const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster]\n\
+  --steps N       measured agent steps and baseline calls (default 2000)\n\
+  --warmup N      steps and calls run first and not measured (default 200)\n\
+  --skip-run      skip the turbo-coder run (peak memory, tokens)\n\
+  --skip-cluster  skip the cluster transport (nats-server, Postgres)";
+
+/// Round trips of each kind measured in section 4, after `CLUSTER_WARMUP` not counted.
+const ROUND_TRIPS: usize = 500;
+const CLUSTER_WARMUP: usize = 50;
+/// Events stored through the recorder in section 4, per way of sending them.
+const RECORDER_EVENTS: usize = 50_000;
+/// The issue's targets for the cluster: a hop within 2x of the JetStream + commit floor, and
+/// at least 5,000 events/s stored.
+const TARGET_HOP_RATIO: f64 = 2.0;
+const TARGET_EVENTS_PER_S: f64 = 5_000.0;
 
 /// The issue's target for the median framework overhead per step.
 const TARGET_P50: Duration = Duration::from_millis(1);
@@ -36,10 +52,11 @@ struct Args {
     steps: usize,
     warmup: usize,
     skip_run: bool,
+    skip_cluster: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut parsed = Args { steps: 2000, warmup: 200, skip_run: false };
+    let mut parsed = Args { steps: 2000, warmup: 200, skip_run: false, skip_cluster: false };
     let mut args = std::env::args().skip(1);
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
         let value = value.unwrap_or_default();
@@ -50,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--steps" => parsed.steps = number("--steps", args.next())?,
             "--warmup" => parsed.warmup = number("--warmup", args.next())?,
             "--skip-run" => parsed.skip_run = true,
+            "--skip-cluster" => parsed.skip_cluster = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -206,6 +224,85 @@ fn print_greet(g: &greet::GreetRun) {
     println!();
 }
 
+fn print_cluster(c: &cluster::Cluster) {
+    let l = &c.latency;
+    println!(
+        "4. Cluster transport (own nats-server on loopback; {} round trips of each kind after {} warm-up, interleaved)",
+        l.round_trips, l.warmup
+    );
+    println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", "", "p50", "p99", "mean", "max");
+    let row = |name: &str, s: &stats::Stats| {
+        println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", name, fmt(s.p50), fmt(s.p99), fmt(s.mean), fmt(s.max));
+    };
+    row("floor: core NATS request-reply", &l.request_reply);
+    row("floor: JetStream hop (work-queue publish, pull, ack, reply)", &l.jetstream);
+    match (&l.jetstream_commit, &l.commit) {
+        (Some(hop), Some(commit)) => {
+            row("floor: JetStream hop + 1 Postgres commit (append_events)", hop);
+            row("  of which the commit, timed in the worker", commit);
+        }
+        _ => println!("   floor: JetStream hop + 1 Postgres commit: skipped (Postgres unreachable, see below)"),
+    }
+    row("agent hop: NatsAgents::run_phase -> serve_role -> back", &l.agent);
+    let ratio = |a: std::time::Duration, b: std::time::Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-12);
+    let ratios = |name: &str, floor: &stats::Stats| {
+        println!(
+            "     {:<60} {:>10.2}x {:>10.2}x",
+            format!("agent hop / {name}"),
+            ratio(l.agent.p50, floor.p50),
+            ratio(l.agent.p99, floor.p99)
+        );
+    };
+    ratios("request-reply", &l.request_reply);
+    ratios("JetStream hop", &l.jetstream);
+    match &l.jetstream_commit {
+        Some(floor) => {
+            ratios("JetStream hop + commit", floor);
+            let met = |a, b| if ratio(a, b) <= TARGET_HOP_RATIO { "met" } else { "NOT met" };
+            println!(
+                "   target agent hop within {TARGET_HOP_RATIO}x of the JetStream + commit floor: {} at p50, {} at p99",
+                met(l.agent.p50, floor.p50),
+                met(l.agent.p99, floor.p99)
+            );
+        }
+        None => println!(
+            "   target agent hop within {TARGET_HOP_RATIO}x of the JetStream + commit floor: not measured (no Postgres)"
+        ),
+    }
+    match &c.recorder {
+        Ok(runs) => {
+            println!(
+                "   recorder into Postgres ({}; fresh database, {} emitters, a task each; model_call/tool_call/1 KiB tool_result):",
+                c.postgres,
+                cluster::EMITTERS
+            );
+            let line = |name: &str, t: &cluster::Throughput| {
+                println!(
+                    "     {:<60} {:>7} events in {:>9} = {:>8.0} events/s",
+                    name,
+                    t.events,
+                    fmt(t.wall),
+                    t.per_second()
+                );
+            };
+            line("Recorder::sink().emit, until flush returns", &runs.emit);
+            line(&format!("Recorder::record of {} events, awaited", cluster::RECORD_CHUNK), &runs.record);
+            let met = |t: &cluster::Throughput| if t.per_second() >= TARGET_EVENTS_PER_S { "met" } else { "NOT met" };
+            println!(
+                "   target >= {TARGET_EVENTS_PER_S:.0} events/s: {} with emit, {} with record",
+                met(&runs.emit),
+                met(&runs.record)
+            );
+        }
+        Err(reason) => println!(
+            "   recorder into Postgres: SKIPPED, Postgres at {} is unreachable ({reason}); set TURBO_BENCH_POSTGRES_URL",
+            c.postgres
+        ),
+    }
+    println!("   not measured yet: tasks/s with 2 replicas per role, takeover time after a worker dies");
+    println!();
+}
+
 fn shell_quote(s: &str) -> String {
     if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=".contains(c)) {
         s.to_owned()
@@ -223,6 +320,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         let g = greet::run().await?;
         print_greet(&g);
+    }
+    if args.skip_cluster {
+        println!("4. skipped (--skip-cluster)");
+    } else {
+        let c = cluster::measure(ROUND_TRIPS, CLUSTER_WARMUP, RECORDER_EVENTS).await?;
+        print_cluster(&c);
     }
     println!("load average at end: {}", load_average());
     Ok(())
