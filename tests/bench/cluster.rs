@@ -312,17 +312,8 @@ fn assignment(task_id: TaskId, workspace: &str) -> PhaseAssignment {
         task_title: "bench".into(),
         task_description: "answer at once".into(),
         phase: ExecutionPhase {
-            name: "implement".into(),
-            description: "answer at once".into(),
-            agent_type: "coder".into(),
             estimated_duration: Duration::from_secs(60),
-            depends_on: vec![],
-            blocking_for: vec![],
-            deliverables: vec![],
-            success_criteria: vec![],
-            commands: vec![],
-            files_to_create: vec![],
-            files_to_modify: vec![],
+            ..ExecutionPhase::new("implement", "answer at once", "coder")
         },
         plan_outline: vec![],
         attempt: 1,

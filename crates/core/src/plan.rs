@@ -58,6 +58,24 @@ pub struct ExecutionPhase {
 }
 
 impl ExecutionPhase {
+    /// A phase with its required fields, ten minutes estimated, and no dependencies,
+    /// deliverables, commands or files yet.
+    pub fn new(name: impl Into<String>, description: impl Into<String>, agent_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            agent_type: agent_type.into(),
+            estimated_duration: Duration::from_secs(600),
+            depends_on: Vec::new(),
+            blocking_for: Vec::new(),
+            deliverables: Vec::new(),
+            success_criteria: Vec::new(),
+            commands: Vec::new(),
+            files_to_create: Vec::new(),
+            files_to_modify: Vec::new(),
+        }
+    }
+
     /// The role that runs this phase, if its agent_type names one.
     pub fn role(&self) -> Option<AgentRole> {
         AgentRole::from_agent_type(&self.agent_type)
@@ -194,17 +212,8 @@ pub(crate) mod tests {
 
     pub(crate) fn phase(name: &str, agent: &str, deps: &[&str]) -> ExecutionPhase {
         ExecutionPhase {
-            name: name.into(),
-            description: format!("do {name}"),
-            agent_type: agent.into(),
-            estimated_duration: Duration::from_secs(600),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            blocking_for: Vec::new(),
-            deliverables: Vec::new(),
-            success_criteria: Vec::new(),
-            commands: Vec::new(),
-            files_to_create: Vec::new(),
-            files_to_modify: Vec::new(),
+            ..ExecutionPhase::new(name, format!("do {name}"), agent)
         }
     }
 

@@ -157,17 +157,9 @@ fn task_with_id(project: &ProjectMetadata, id: &str) -> DevelopmentTask {
 
 fn phase(name: &str, agent: &str, deps: &[&str]) -> ExecutionPhase {
     ExecutionPhase {
-        name: name.into(),
-        description: format!("do {name}"),
-        agent_type: agent.into(),
-        estimated_duration: Duration::from_secs(600),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        blocking_for: Vec::new(),
         deliverables: vec![format!("{name} done")],
-        success_criteria: Vec::new(),
-        commands: Vec::new(),
-        files_to_create: Vec::new(),
-        files_to_modify: Vec::new(),
+        ..ExecutionPhase::new(name, format!("do {name}"), agent)
     }
 }
 

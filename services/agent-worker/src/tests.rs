@@ -87,17 +87,8 @@ fn assignment(workspace: &str) -> PhaseAssignment {
         task_title: "t".into(),
         task_description: "write a file please".into(),
         phase: ExecutionPhase {
-            name: "implement".into(),
-            description: "d".into(),
-            agent_type: "coder".into(),
             estimated_duration: Duration::from_secs(60),
-            depends_on: vec![],
-            blocking_for: vec![],
-            deliverables: vec![],
-            success_criteria: vec![],
-            commands: vec![],
-            files_to_create: vec![],
-            files_to_modify: vec![],
+            ..ExecutionPhase::new("implement", "d", "coder")
         },
         plan_outline: vec![],
         attempt: 1,

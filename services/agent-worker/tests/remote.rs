@@ -287,17 +287,8 @@ fn assignment(task_id: TaskId, workspace: &str) -> PhaseAssignment {
         task_title: "greet".into(),
         task_description: "add a greet function please".into(),
         phase: ExecutionPhase {
-            name: "implement".into(),
-            description: "write greet".into(),
-            agent_type: "coder".into(),
             estimated_duration: Duration::from_secs(60),
-            depends_on: vec![],
-            blocking_for: vec![],
-            deliverables: vec![],
-            success_criteria: vec![],
-            commands: vec![],
-            files_to_create: vec![],
-            files_to_modify: vec![],
+            ..ExecutionPhase::new("implement", "write greet", "coder")
         },
         plan_outline: vec![],
         attempt: 1,

@@ -40,17 +40,9 @@ struct Agents {
 
 fn phase(name: &str, agent: &str, deps: &[&str]) -> ExecutionPhase {
     ExecutionPhase {
-        name: name.into(),
-        description: format!("do {name}"),
-        agent_type: agent.into(),
         estimated_duration: Duration::from_secs(60),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        blocking_for: vec![],
-        deliverables: vec![],
-        success_criteria: vec![],
-        commands: vec![],
-        files_to_create: vec![],
-        files_to_modify: vec![],
+        ..ExecutionPhase::new(name, format!("do {name}"), agent)
     }
 }
 
