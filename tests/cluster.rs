@@ -1,6 +1,7 @@
 //! The cluster harness: a real `nats-server` with JetStream, a fresh Postgres database, the
-//! scripted model server, and the services as real processes (`turbo-coder serve orchestrator`
-//! and `turbo-coder serve agent-worker --role R` per replica) on `127.0.0.1:0`, configured
+//! scripted model server, and the services as real processes (`turbo-coder serve tool-runner`,
+//! `turbo-coder serve orchestrator` and `turbo-coder serve agent-worker --role R` per replica,
+//! every tool call going to the tool-runner over gRPC) on `127.0.0.1:0`, configured
 //! through `TURBO_CODER__*` variables only. Everything is torn down on drop: the processes are
 //! killed and the database is dropped.
 //!
@@ -13,7 +14,8 @@
 //! ```
 //!
 //! Postgres: `postgres://postgres@127.0.0.1:5432/postgres` (trust auth; `make setup` starts
-//! one), or the server of `TURBO_TEST_POSTGRES_URL`. The service processes write their logs to
+//! one), or the server of `TURBO_TEST_POSTGRES_URL`; or a server of the cluster's own, to take
+//! down and bring back ([`ClusterBuilder::with_own_postgres`]). The service processes write their logs to
 //! the test's stderr (`TURBO_CLUSTER_LOG` sets their filter, default `warn`).
 
 use std::collections::BTreeMap;
@@ -33,7 +35,7 @@ use tonic_health::pb::health_client::HealthClient;
 use turbo_core::agent::AgentRole;
 use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
 use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
-use turbo_testkit::{ModelDef, NatsServer, Reply, Script, ScriptedModelServer};
+use turbo_testkit::{ModelDef, NatsServer, PostgresServer, Reply, Script, ScriptedModelServer};
 
 use crate::turbo_coder_bin;
 
@@ -51,6 +53,7 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const ORCHESTRATOR_HEALTH: &str = "turbo.tasks.v1.TaskService";
 const WORKER_HEALTH: &str = "turbo.agents.v1.AgentService";
+const TOOL_RUNNER_HEALTH: &str = "turbo.tools.v1.ToolService";
 
 /// Polls `probe` until it gives a value or `patience` passes, then panics naming `what` and
 /// the last error.
@@ -80,9 +83,18 @@ pub struct ClusterBuilder {
     coder: Vec<Reply>,
     reviewer: Vec<Reply>,
     env: BTreeMap<String, String>,
+    own_postgres: bool,
 }
 
 impl ClusterBuilder {
+    /// Runs the cluster's database on a Postgres server of its own ([`PostgresServer`]), which
+    /// the test may stop and restart ([`Cluster::stop_postgres`]); by default the database is
+    /// on the shared test server.
+    pub fn with_own_postgres(mut self) -> Self {
+        self.own_postgres = true;
+        self
+    }
+
     /// Agent-worker processes per role (default 1).
     pub fn with_workers_per_role(mut self, n: usize) -> Self {
         self.workers_per_role = n;
@@ -142,7 +154,15 @@ impl ClusterBuilder {
         )
         .await
         .expect("the scripted model server starts");
-        let database = Database::create().await;
+        let postgres = match self.own_postgres {
+            true => Some(PostgresServer::start().await.unwrap_or_else(|e| panic!("postgres does not start: {e}"))),
+            false => None,
+        };
+        let server = match &postgres {
+            Some(pg) => pg.url("postgres"),
+            None => std::env::var("TURBO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string()),
+        };
+        let database = Database::create(server).await;
 
         let home = root.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
@@ -171,7 +191,24 @@ impl ClusterBuilder {
         }
         env.extend(self.env);
 
-        let mut cluster = Cluster { root, nats, models, database, env, orchestrator: None, workers: Vec::new() };
+        // The tool-runner first: the orchestrator and the workers run every tool call on it.
+        let mut tool_runner =
+            ServiceProcess::start(&["serve", "tool-runner"], "turbo-tool-runner", &env, root.path()).await;
+        wait_serving(&mut tool_runner, TOOL_RUNNER_HEALTH).await;
+        env.insert("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL".into(), format!("http://{}", tool_runner.addr));
+
+        let mut cluster = Cluster {
+            root,
+            nats,
+            models,
+            database,
+            postgres,
+            env,
+            orchestrator: None,
+            standby: None,
+            tool_runner: Some(tool_runner),
+            workers: Vec::new(),
+        };
         let mut starting = Vec::new();
         for role in AgentRole::ALL.iter().copied() {
             let n = self.role_workers.iter().rev().find(|(r, _)| *r == role).map_or(self.workers_per_role, |(_, n)| *n);
@@ -193,8 +230,15 @@ pub struct Cluster {
     nats: NatsServer,
     models: ScriptedModelServer,
     database: Database,
+    /// The cluster's own Postgres server ([`ClusterBuilder::with_own_postgres`]); declared
+    /// after `database`, so the database is dropped while its server still runs.
+    postgres: Option<PostgresServer>,
     env: BTreeMap<String, String>,
     orchestrator: Option<ServiceProcess>,
+    /// A second orchestrator standing by ([`Cluster::start_standby`]).
+    standby: Option<ServiceProcess>,
+    /// The tool-runner every tool call goes to (`cluster.tool_runner_url`).
+    tool_runner: Option<ServiceProcess>,
     workers: Vec<Worker>,
 }
 
@@ -214,6 +258,7 @@ impl Cluster {
             coder: Vec::new(),
             reviewer: Vec::new(),
             env: BTreeMap::new(),
+            own_postgres: false,
         }
     }
 
@@ -285,6 +330,19 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("cannot close the connections to {}: {e}", self.database.name))
     }
 
+    /// Stops the cluster's own Postgres server (fast shutdown: every session ends), as an
+    /// outage of the database; [`Cluster::restart_postgres`] brings it back with its data.
+    pub async fn stop_postgres(&mut self) {
+        let pg = self.postgres.as_mut().expect("a cluster started with_own_postgres");
+        pg.stop().await.unwrap_or_else(|e| panic!("postgres does not stop: {e}"));
+    }
+
+    /// Starts the cluster's own Postgres server again on the same port with the same data.
+    pub async fn restart_postgres(&mut self) {
+        let pg = self.postgres.as_mut().expect("a cluster started with_own_postgres");
+        pg.restart().await.unwrap_or_else(|e| panic!("postgres does not start again: {e}"));
+    }
+
     /// The cluster's store, opened by the test.
     pub async fn store(&self) -> turbo_store::Store {
         turbo_store::Store::connect(&self.database.url).await.expect("open the cluster's database")
@@ -323,6 +381,30 @@ impl Cluster {
             ServiceProcess::start(&["serve", "orchestrator"], "turbo-orchestrator", &self.env, self.root.path()).await;
         wait_serving(&mut process, ORCHESTRATOR_HEALTH).await;
         self.orchestrator = Some(process);
+    }
+
+    /// Starts a second orchestrator on the same database and NATS and waits until it stands
+    /// by: alive (health "" SERVING) with its task service NOT_SERVING, as the store's lease is
+    /// held by the running orchestrator.
+    pub async fn start_standby(&mut self) {
+        assert!(self.standby.is_none(), "one standby at a time");
+        let mut process =
+            ServiceProcess::start(&["serve", "orchestrator"], "turbo-orchestrator", &self.env, self.root.path()).await;
+        wait_serving(&mut process, "").await;
+        self.standby = Some(process);
+    }
+
+    /// The standby orchestrator's gRPC address.
+    pub fn standby_addr(&self) -> &str {
+        &self.standby.as_ref().expect("a standby is running").addr
+    }
+
+    /// Waits until the standby serves the task service (it took the store's lease over), then
+    /// makes it the cluster's orchestrator.
+    pub async fn await_takeover(&mut self) {
+        let mut standby = self.standby.take().expect("a standby is running");
+        wait_serving(&mut standby, ORCHESTRATOR_HEALTH).await;
+        self.orchestrator = Some(standby);
     }
 
     async fn spawn_worker(&self, role: AgentRole) -> Worker {
@@ -458,8 +540,7 @@ struct Database {
 }
 
 impl Database {
-    async fn create() -> Database {
-        let server = std::env::var("TURBO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+    async fn create(server: String) -> Database {
         let name = format!("turbo_cluster_{}", uuid::Uuid::new_v4().simple());
         let url = turbo_store::create_postgres_database(&server, &name).await.unwrap_or_else(|e| {
             panic!(
@@ -492,6 +573,8 @@ impl Drop for Cluster {
         // The processes go first (kill_on_drop), so none holds the database when it is dropped
         // (the drop forces their connections closed anyway).
         self.orchestrator.take();
+        self.standby.take();
         self.workers.clear();
+        self.tool_runner.take();
     }
 }

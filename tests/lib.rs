@@ -5,21 +5,28 @@
 //! - this file: [`Sandbox`] (home, workdir, data dir, environment) and [`Output`] helpers.
 //! - [`cluster`]: [`cluster::Cluster`], the services as processes against a real nats-server and
 //!   a fresh Postgres database.
+//! - [`otlp`]: [`otlp::Collector`], an OTLP trace receiver the services export their spans to.
 
 pub mod cluster;
+pub mod otlp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// The `turbo-coder` binary next to this test's executable (target/<profile>/turbo-coder).
+/// The `turbo-coder` binary of this build (target/<profile>/turbo-coder), found from this
+/// executable: a test in target/<profile>/deps/ or a program (`turbo-bench`) beside it.
 /// `make test` builds it first; `TURBO_CODER_BIN` overrides.
 pub fn turbo_coder_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TURBO_CODER_BIN") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
+    let beside = exe.with_file_name("turbo-coder");
+    if beside.is_file() {
+        return beside;
+    }
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("turbo-coder");
     assert!(bin.is_file(), "{} is missing: build it with `cargo build -p turbo-coder` (make test does)", bin.display());

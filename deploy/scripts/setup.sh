@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
-# nats-py, Postgres, nats-server). Idempotent: safe to run again.
+# nats-py, helm-python-sdk, Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
+
+# Another apt run (unattended upgrades, a parallel setup) holds the lock for a while: wait for it.
+apt_get() { apt-get -o DPkg::Lock::Timeout=300 "$@"; }
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -14,8 +17,8 @@ command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need+=(na
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq "${need[@]}" >/dev/null
 fi
 
 # nats-py: the Python NATS client that checks the orchestrator's control plane from another
@@ -23,8 +26,8 @@ fi
 if ! python3 -c 'import nats' 2>/dev/null; then
   echo "setup: installing nats-py"
   if ! python3 -m pip --version >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    apt_get update -qq
+    DEBIAN_FRONTEND=noninteractive apt_get install -y -qq python3-pip >/dev/null
   fi
   export PIP_ROOT_USER_ACTION=ignore
   # Debian's own python3 refuses plain pip installs (PEP 668); a pyenv or venv python does not.
@@ -32,6 +35,16 @@ if ! python3 -c 'import nats' 2>/dev/null; then
     || python3 -m pip install --quiet --break-system-packages 'nats-py>=2.7,<3'
 fi
 python3 -c 'import nats' || { echo "setup: nats-py did not install for $(command -v python3)" >&2; exit 1; }
+
+# helm-python-sdk (Helm's own template engine as a library, no helm binary) and PyYAML: the
+# chart test (tests/python/test_helm.py, run by tests/tests/serve.rs) renders helm/turbo-coder.
+if ! python3 -c 'import helm_python, yaml' 2>/dev/null; then
+  echo "setup: installing helm-python-sdk and pyyaml"
+  export PIP_ROOT_USER_ACTION=ignore
+  python3 -m pip install --quiet 'helm-python-sdk>=0.2.2,<0.3' pyyaml 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'helm-python-sdk>=0.2.2,<0.3' pyyaml
+fi
+python3 -c 'import helm_python, yaml' || { echo "setup: helm-python-sdk did not install for $(command -v python3)" >&2; exit 1; }
 
 # Postgres for the store tests: 127.0.0.1:5432, trust auth, database "test".
 pg_ok() { psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; }

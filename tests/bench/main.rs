@@ -8,6 +8,8 @@
 //! 4. Cluster transport: a phase dispatched over NATS to a worker and back, beside JetStream,
 //!    JetStream + Postgres commit and request-reply floors; events per second the recorder
 //!    stores in Postgres.
+//! 5. A cluster of processes: tasks/s and events stored/s with 2 worker replicas per role, and
+//!    how long a killed worker's phase and a killed orchestrator take to be taken over.
 //!
 //! docs/benchmarks.md says what each figure means and records the latest results.
 //!
@@ -16,10 +18,12 @@
 //! - `overhead`: figure 1.
 //! - `greet`: figures 2 and 3.
 //! - `cluster`: figure 4.
+//! - `fleet`: figure 5.
 //! - `stats`: percentiles and formatting.
 
 mod cluster;
 mod double;
+mod fleet;
 mod greet;
 mod overhead;
 mod stats;
@@ -29,11 +33,12 @@ use std::time::Duration;
 
 use stats::{fmt, fmt_diff};
 
-const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster]\n\
+const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster] [--only-fleet]\n\
   --steps N       measured agent steps and baseline calls (default 2000)\n\
   --warmup N      steps and calls run first and not measured (default 200)\n\
   --skip-run      skip the turbo-coder run (peak memory, tokens)\n\
-  --skip-cluster  skip the cluster transport (nats-server, Postgres)";
+  --skip-cluster  skip the cluster figures 4 and 5 (nats-server, Postgres, service processes)\n\
+  --only-fleet    measure figure 5 only";
 
 /// Round trips of each kind measured in section 4, after `CLUSTER_WARMUP` not counted.
 const ROUND_TRIPS: usize = 500;
@@ -44,6 +49,8 @@ const RECORDER_EVENTS: usize = 50_000;
 /// at least 5,000 events/s stored.
 const TARGET_HOP_RATIO: f64 = 2.0;
 const TARGET_EVENTS_PER_S: f64 = 5_000.0;
+/// Tasks run at once through the cluster of processes in section 5.
+const FLEET_TASKS: usize = 50;
 
 /// The issue's target for the median framework overhead per step.
 const TARGET_P50: Duration = Duration::from_millis(1);
@@ -53,10 +60,11 @@ struct Args {
     warmup: usize,
     skip_run: bool,
     skip_cluster: bool,
+    only_fleet: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut parsed = Args { steps: 2000, warmup: 200, skip_run: false, skip_cluster: false };
+    let mut parsed = Args { steps: 2000, warmup: 200, skip_run: false, skip_cluster: false, only_fleet: false };
     let mut args = std::env::args().skip(1);
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
         let value = value.unwrap_or_default();
@@ -68,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => parsed.warmup = number("--warmup", args.next())?,
             "--skip-run" => parsed.skip_run = true,
             "--skip-cluster" => parsed.skip_cluster = true,
+            "--only-fleet" => parsed.only_fleet = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -299,7 +308,31 @@ fn print_cluster(c: &cluster::Cluster) {
             c.postgres
         ),
     }
-    println!("   not measured yet: tasks/s with 2 replicas per role, takeover time after a worker dies");
+    println!();
+}
+
+fn print_fleet(f: &fleet::Fleet) {
+    println!(
+        "5. A cluster of processes (turbo-coder serve ...: tool-runner, orchestrator, 2 agent workers per role; own nats-server, fresh Postgres database, instant scripted models)"
+    );
+    println!(
+        "   {} tasks (plan, coder phase, tester phase) at once through gRPC: {} = {:.2} tasks/s; {} events stored = {:.0} events/s",
+        f.tasks,
+        fmt(f.wall),
+        f.tasks_per_second(),
+        f.events,
+        f.events_per_second()
+    );
+    println!(
+        "   a coder worker killed mid-phase (ack_wait_s = {}): the other replica calls the model after {}, the task completes after {}",
+        fleet::ACK_WAIT_S,
+        fmt(f.worker_takeover),
+        fmt(f.worker_takeover_done)
+    );
+    println!(
+        "   the leading orchestrator killed: the standby serves after {} (standby polls the lease every 0.5 s, then settles 2.5 s)",
+        fmt(f.orchestrator_takeover)
+    );
     println!();
 }
 
@@ -313,6 +346,10 @@ fn shell_quote(s: &str) -> String {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     print_header();
+    if args.only_fleet {
+        print_fleet(&fleet::measure(FLEET_TASKS).await?);
+        return Ok(());
+    }
     let o = overhead::measure(args.steps, args.warmup).await?;
     print_overhead(&o);
     if args.skip_run {
@@ -326,6 +363,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         let c = cluster::measure(ROUND_TRIPS, CLUSTER_WARMUP, RECORDER_EVENTS).await?;
         print_cluster(&c);
+        let f = fleet::measure(FLEET_TASKS).await?;
+        print_fleet(&f);
     }
     println!("load average at end: {}", load_average());
     Ok(())

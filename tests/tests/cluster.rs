@@ -18,9 +18,11 @@ use turbo_core::task::TaskStatus;
 use turbo_proto::common::v1::{Language, ProjectType};
 use turbo_proto::projects::v1 as projects;
 use turbo_proto::tasks::v1 as tasks;
+use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
 use turbo_store::PhaseStatus;
 use turbo_testkit::Reply;
 use turbo_tests::cluster::{CODER_MODEL, Cluster, PATIENCE, WORKER_HEALTH_SERVICE, eventually, health};
+use turbo_tests::otlp::Collector;
 
 const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
 const GREET_TEST: &str = "import unittest\n\nfrom greet import greet\n\n\nclass GreetTest(unittest.TestCase):\n    def test_greets_by_name(self):\n        self.assertEqual(greet(\"Ada\"), \"Hello, Ada!\")\n";
@@ -292,7 +294,7 @@ async fn a_phase_is_taken_over_when_its_coder_worker_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_task_is_resumed_by_a_new_orchestrator_after_the_old_one_is_killed() {
+async fn a_standby_orchestrator_takes_over_and_resumes_the_task_when_the_leader_is_killed() {
     // The implement phase runs twice: the killed orchestrator's call still finishes on the
     // worker (nobody waits for it), then the new orchestrator's run of the phase.
     let mut coder = implement();
@@ -300,6 +302,22 @@ async fn a_task_is_resumed_by_a_new_orchestrator_after_the_old_one_is_killed() {
     coder.extend(implement());
     let mut cluster =
         Cluster::builder().planner(vec![Reply::Json(plan())]).coder(coder).reviewer(vec![approve()]).start().await;
+    // A second orchestrator on the same store stands by: alive, its services not serving, and
+    // the calls that run or watch tasks refused with a reason (the lease is the running
+    // orchestrator's); reads are answered from the store.
+    cluster.start_standby().await;
+    let standby = cluster.standby_addr().to_string();
+    assert_eq!(health(&standby, "turbo.tasks.v1.TaskService").await, Ok(ServingStatus::NotServing));
+    assert_eq!(health(&standby, "").await, Ok(ServingStatus::Serving));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{standby}")).unwrap().connect().await.unwrap();
+    let mut client = TaskServiceClient::new(channel);
+    let listed = client.list_tasks(tasks::ListTasksRequest::default()).await.expect("a read from the store");
+    assert!(listed.into_inner().tasks.is_empty());
+    let request = tasks::WatchTaskRequest { task_id: TaskId::new().to_string(), after_seq: 0 };
+    let refused = client.watch_task(request).await.map(|_| ()).expect_err("a standby runs no tasks");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("standby"), "{refused:?}");
+
     let (root, id) = planned_task(&cluster, "resume").await;
     let last_seq = execute(&cluster, id).await;
     let mut stream = watch(&cluster, id, last_seq).await;
@@ -319,7 +337,8 @@ async fn a_task_is_resumed_by_a_new_orchestrator_after_the_old_one_is_killed() {
     let (rest, error) = follow(&mut stream).await;
     before.extend(rest);
     assert!(error.is_some(), "the watch breaks with its orchestrator");
-    cluster.start_orchestrator().await;
+    // The standby takes the lease over (its holder's session ended with the process).
+    cluster.await_takeover().await;
 
     // The watcher comes back to the new orchestrator with the last seq it saw.
     let resume_from = before.last().map(|e| e.seq).unwrap_or(last_seq);
@@ -427,4 +446,169 @@ async fn a_brief_postgres_outage_is_retried_or_reported_clearly() {
     let task = terminal_task(&cluster, id).await;
     assert_eq!(task.status(), turbo_proto::common::v1::TaskStatus::Completed, "{task:?}");
     assert_completed(&cluster, &root, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_down_longer_than_the_reconnect_window_fails_calls_clearly_then_recovers() {
+    let mut cluster = Cluster::builder()
+        .with_own_postgres()
+        .planner(vec![Reply::Json(plan())])
+        .coder(implement())
+        .reviewer(vec![approve()])
+        .start()
+        .await;
+    let (root, id) = planned_task(&cluster, "postgres-down").await;
+
+    cluster.stop_postgres().await;
+    // The call waits while the pool tries to reconnect, then fails with a status a client can
+    // act on and a message that says what is wrong.
+    let request = tasks::GetTaskRequest { task_id: id.to_string() };
+    let down = within("GetTask while the database is down", cluster.tasks().await.get_task(request))
+        .await
+        .expect_err("no database, no task");
+    assert_eq!(down.code(), tonic::Code::Unavailable, "{down:?}");
+    assert!(down.message().contains("the database is unreachable"), "{down:?}");
+    assert!(down.message().contains("check that it is running"), "{down:?}");
+    // The orchestrator is still up, holding on (nobody else can take its lease meanwhile).
+    assert_eq!(health(cluster.orchestrator_addr(), "").await, Ok(ServingStatus::Serving));
+
+    cluster.restart_postgres().await;
+    let client = cluster.tasks().await;
+    eventually("GetTask once the database is back", PATIENCE, || {
+        let mut client = client.clone();
+        async move {
+            let request = tasks::GetTaskRequest { task_id: id.to_string() };
+            client.get_task(request).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    // The same orchestrator, still the store's one, carries the task out.
+    let last_seq = execute(&cluster, id).await;
+    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    assert_completed(&cluster, &root, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_follows_a_task_from_the_client_through_nats_and_the_workers_to_the_tool_runner() {
+    let collector = Collector::start().await.expect("an OTLP receiver");
+    let cluster = Cluster::builder()
+        .with_env("TURBO_CODER__TELEMETRY__OTLP_ENDPOINT", collector.url())
+        // Export finished spans every 200 ms rather than every 5 s.
+        .with_env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .planner(vec![Reply::Json(plan())])
+        .coder(implement())
+        .reviewer(vec![approve()])
+        .start()
+        .await;
+    let (root, id) = planned_task(&cluster, "traced").await;
+
+    // The client (a gateway, say) sends its trace context in the request metadata.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut request = tonic::Request::new(tasks::ExecuteTaskRequest { task_id: id.to_string() });
+    let traceparent = format!("00-{trace_id}-{}-01", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    request.metadata_mut().insert("traceparent", traceparent.parse().expect("an ascii header"));
+    let last_seq = within("execute", cluster.tasks().await.execute_task(request)).await.expect("execute").into_inner();
+    let (run, error) = follow(&mut watch(&cluster, id, last_seq.last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run).last(), Some(&TaskStatus::Completed));
+    assert_completed(&cluster, &root, id).await;
+
+    // Every service the task went through exported spans of that one trace: the orchestrator
+    // (the request and the run), the workers (the work items from NATS headers) and the
+    // tool-runner (the tool calls from gRPC metadata).
+    let services = ["turbo-orchestrator", "turbo-agent-worker", "turbo-tool-runner"];
+    let spans = eventually("spans of the trace from every service", PATIENCE, || async {
+        let spans: Vec<_> = collector.spans().into_iter().filter(|s| s.trace_id == trace_id).collect();
+        let missing: Vec<&str> = services.iter().copied().filter(|s| !spans.iter().any(|x| x.service == *s)).collect();
+        if missing.is_empty() { Ok(spans) } else { Err(format!("none yet from {missing:?}; have {spans:?}")) }
+    })
+    .await;
+    let names = |service: &str| -> Vec<String> {
+        spans.iter().filter(|s| s.service == service).map(|s| s.name.clone()).collect()
+    };
+    assert!(names("turbo-orchestrator").iter().any(|n| n == "task_run"), "{spans:?}");
+    assert!(names("turbo-tool-runner").iter().any(|n| n == "turbo.tools.v1.ToolService/CallTool"), "{spans:?}");
+    // The planning request carried no trace context: its spans are in another trace.
+    assert!(collector.spans().iter().any(|s| s.trace_id != trace_id), "the plan's own trace was exported too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_runs_a_task_on_the_cluster_with_server_and_lists_it() {
+    let cluster = Cluster::builder()
+        .planner(vec![Reply::Json(plan())])
+        .coder(implement())
+        .reviewer(vec![approve()])
+        .start()
+        .await;
+    let root = cluster.project_dir("cli-remote").canonicalize().expect("the project directory");
+    let home = tempfile::tempdir().expect("a scratch home");
+    let server = format!("http://{}", cluster.orchestrator_addr());
+    // The real binary in the project directory, with no local configuration to read.
+    let turbo_coder = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(turbo_tests::turbo_coder_bin());
+        cmd.args(args)
+            .current_dir(&root)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .env("XDG_DATA_HOME", home.path().join(".local/share"))
+            .stdin(std::process::Stdio::null());
+        async move {
+            let out = within("turbo-coder", cmd.output()).await.expect("run turbo-coder");
+            turbo_tests::Output {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+    };
+
+    let task = "add a greet(name) function in greet.py with a unit test";
+    let out = turbo_coder(&["--server", &server, "run", task, "--apply", "--json"]).await;
+    out.assert_code(0);
+    let plans = out.events_of("plan_ready");
+    assert_eq!(plans.len(), 1, "the plan is shown once\n{}", out.stdout);
+    assert_eq!(plans[0]["phases"], json!(["implement", "test", "review"]));
+    for kind in ["task_created", "phase_started", "tool_call", "test_run", "review"] {
+        assert!(!out.events_of(kind).is_empty(), "no {kind} line\n{}", out.stdout);
+    }
+    let result = out.result();
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["exit_code"], 0);
+    assert!(result["failure"].is_null(), "{result}");
+    assert!(result["prompt_tokens"].as_u64().unwrap_or(0) > 0, "tokens are counted: {result}");
+    let id: TaskId = result["task_id"].as_str().expect("a task id").parse().expect("a task id");
+
+    // The files, the task and its events, as for any task of the cluster; the project is the
+    // directory the CLI ran in.
+    let events = assert_completed(&cluster, &root, id).await;
+    let seqs: Vec<u64> = out.json_lines().iter().filter_map(|l| l["seq"].as_u64()).collect();
+    assert_eq!(seqs, events.iter().map(|e| e.seq).collect::<Vec<_>>(), "every stored event was shown once, in order");
+    let store = cluster.store().await;
+    let stored = store.get_task(id).await.unwrap().expect("the task is stored");
+    let project = store.get_project(stored.task.project_id).await.unwrap().expect("the project is stored").project;
+    assert_eq!(project.root_path, root.display().to_string());
+    assert_eq!(project.name, "cli-remote");
+
+    let out = turbo_coder(&["--server", &server, "tasks", "list", "--json"]).await;
+    out.assert_code(0);
+    let listed: Value = serde_json::from_str(&out.stdout).expect("a JSON list");
+    let row = listed
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["id"] == id.to_string()))
+        .unwrap_or_else(|| panic!("task {id} is not listed: {listed}"));
+    assert_eq!(row["status"], "completed", "{row}");
+    assert_eq!(
+        row["total_tokens"].as_u64(),
+        Some(result["prompt_tokens"].as_u64().unwrap() + result["completion_tokens"].as_u64().unwrap())
+    );
+
+    // Nothing listens on port 1: a clear message naming the URL, and its own exit code.
+    let down = turbo_coder(&["--server", "http://127.0.0.1:1", "tasks", "list"]).await;
+    down.assert_code(7);
+    assert!(down.stderr.contains("cannot reach the orchestrator at http://127.0.0.1:1"), "{}", down.stderr);
+    assert!(down.stderr.contains("turbo-coder serve orchestrator"), "{}", down.stderr);
 }

@@ -228,6 +228,20 @@ async fn an_agent_worker_without_nats_says_it_needs_cluster_nats_url() {
     out.assert_code(2);
     assert!(out.stderr.contains("cluster.nats_url"), "{}", out.stderr);
     assert!(out.stdout.is_empty(), "nothing was served: {}", out.stdout);
+
+    // The worker's own binary says the same and exits with the same code.
+    let out = tokio::process::Command::new(sibling_bin("turbo-agent-worker"))
+        .args(["--role", "coder", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("HOME", sandbox.data_dir.display().to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run turbo-agent-worker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cluster.nats_url"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing was served: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[tokio::test]
@@ -257,4 +271,22 @@ async fn an_agent_worker_serves_while_nats_is_up_and_exits_zero_on_sigterm() {
         assert_serving(&channel, "").await;
         assert_eq!(served.terminate().await, Some(0), "{} exits 0 on SIGTERM", program.display());
     }
+}
+
+/// The Helm chart, rendered offline by Helm's own engine (helm-python-sdk, which `make setup`
+/// installs): tests/python/test_helm.py checks every object, the bundled NATS and Postgres
+/// wired into every service, and the refused values. Fails, never skips, without the renderer.
+#[tokio::test]
+async fn the_helm_chart_renders_with_nats_and_postgres_wired_into_every_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/python/test_helm.py"))
+        .arg("--require")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(" passed, 0 failed"), "{said}");
 }

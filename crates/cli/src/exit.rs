@@ -16,6 +16,9 @@ pub const MODEL_OUTPUT: u8 = 4;
 pub const INTERRUPTED: u8 = 5;
 /// The workdir or the database cannot be written.
 pub const STORAGE: u8 = 6;
+/// `--server`: the orchestrator cannot be reached, or answers that it cannot serve now
+/// (`UNAVAILABLE`: shutting down, a standby, its database or model server down).
+pub const ORCHESTRATOR_UNAVAILABLE: u8 = 7;
 /// A bug: please report it with the log.
 pub const INTERNAL: u8 = 70;
 

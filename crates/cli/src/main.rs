@@ -1,9 +1,11 @@
 //! `turbo-coder`: the one user-facing binary. `run` executes a development task end to end in
-//! this process; `serve` starts one service of the cluster.
+//! this process, or with `--server` on a running cluster (`remote.rs`); `serve` starts one
+//! service of the cluster.
 
 mod doctor;
 mod exit;
 mod project;
+mod remote;
 mod render;
 mod run;
 mod serve;
@@ -35,6 +37,10 @@ struct Cli {
     /// Log filter for stderr, e.g. info or turbo=debug (overrides telemetry.log).
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Run `run` and `tasks` on a cluster: its orchestrator's gRPC address, e.g.
+    /// http://127.0.0.1:50051 (other commands ignore it).
+    #[arg(long, global = true, env = "TURBO_CODER_SERVER", value_name = "URL")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,10 +103,18 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> Result<u8, Exit> {
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
     })
     .map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
+    // Checked only where it is used, so an exported TURBO_CODER_SERVER does not stop `serve`.
+    let server = || cli.server.as_deref().map(remote::server_url).transpose();
     match cli.command {
-        Command::Run(args) => run::run(&mut config, args).await,
+        Command::Run(args) => match server()? {
+            Some(url) => remote::run(&url, args).await,
+            None => run::run(&mut config, args).await,
+        },
         Command::Doctor(args) => doctor::doctor(&config, args).await,
-        Command::Tasks { command } => tasks::tasks(&config, command).await,
+        Command::Tasks { command } => match server()? {
+            Some(url) => remote::tasks(&url, command).await,
+            None => tasks::tasks(&config, command).await,
+        },
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", config.to_redacted_toml());
             Ok(exit::OK)

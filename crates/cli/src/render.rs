@@ -141,6 +141,13 @@ impl Renderer {
         self.status();
     }
 
+    /// Shows what the run waits for until its first event arrives (on a terminal only).
+    pub fn waiting(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(what.to_string());
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

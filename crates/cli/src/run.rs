@@ -57,7 +57,7 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), Exit> {
     config.validate().map_err(|e| Exit::new(exit::USAGE, e.to_string()))
 }
 
-fn workdir(args: &RunArgs, execute: bool) -> Result<PathBuf, Exit> {
+pub(crate) fn workdir(args: &RunArgs, execute: bool) -> Result<PathBuf, Exit> {
     let dir = match &args.workdir {
         Some(d) => d.clone(),
         None => std::env::current_dir()
@@ -206,21 +206,8 @@ async fn follow(
         })
     });
     let usage = usage.unwrap_or(result.usage);
-    if json {
-        let summary = serde_json::json!({
-            "type": "result",
-            "task_id": result.task.id,
-            "status": result.task.status,
-            "exit_code": code,
-            "failure": result.failure,
-            "generated_files": result.task.generated_files,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-        });
-        println!("{summary}");
-    } else {
-        print_summary(&result, usage, execute, renderer.elapsed());
-    }
+    let failure = result.failure.as_ref().map(|f| Failure { kind: Some(f.kind), message: &f.message });
+    report(&result.task, failure, code, usage, json, execute, renderer.elapsed());
     if failed_writes > 0 {
         eprintln!("warning: {failed_writes} event(s) could not be stored; `tasks show` will be incomplete");
     }
@@ -237,13 +224,53 @@ fn code_for(r: &RunResult, execute: bool) -> u8 {
     }
 }
 
-fn print_summary(r: &RunResult, usage: turbo_core::tool::TokenUsage, execute: bool, elapsed: std::time::Duration) {
-    let t = &r.task;
+/// Why a run did not complete, as the summary shows it.
+pub(crate) struct Failure<'a> {
+    /// None when it is not known (a task run by a cluster: its API carries the status and the
+    /// reason, not the kind).
+    pub kind: Option<FailureKind>,
+    pub message: &'a str,
+}
+
+/// The end of a run: the JSON result line, or the summary a person reads.
+pub(crate) fn report(
+    task: &DevelopmentTask,
+    failure: Option<Failure<'_>>,
+    code: u8,
+    usage: turbo_core::tool::TokenUsage,
+    json: bool,
+    execute: bool,
+    elapsed: std::time::Duration,
+) {
+    if json {
+        let summary = serde_json::json!({
+            "type": "result",
+            "task_id": task.id,
+            "status": task.status,
+            "exit_code": code,
+            "failure": failure.as_ref().map(|f| serde_json::json!({"kind": f.kind, "message": f.message})),
+            "generated_files": task.generated_files,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        });
+        println!("{summary}");
+    } else {
+        print_summary(task, failure, usage, execute, elapsed);
+    }
+}
+
+fn print_summary(
+    t: &DevelopmentTask,
+    failure: Option<Failure<'_>>,
+    usage: turbo_core::tool::TokenUsage,
+    execute: bool,
+    elapsed: std::time::Duration,
+) {
     println!();
     if let Some(plan) = t.execution_plan.as_ref().filter(|_| !execute) {
         print!("{}", plan_text(plan));
     }
-    match &r.failure {
+    match &failure {
         Some(f) => println!("✘ task {} {}: {}", t.id, t.status, f.message),
         None if !execute => {
             println!("dry run: nothing was changed. Run again with --apply to carry out this plan (task {}).", t.id)

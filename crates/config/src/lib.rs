@@ -193,11 +193,15 @@ pub struct ClusterConfig {
     pub max_deliver: u32,
     /// Work items one agent worker carries out at once.
     pub worker_capacity: usize,
+    /// The tool-runner service, e.g. `http://tool-runner:50054`. When set, the agent workers
+    /// and the orchestrator run tools through it; without it each runs them in its own process
+    /// on the shared data directory.
+    pub tool_runner_url: Option<String>,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { nats_url: None, ack_wait_s: 30, max_deliver: 5, worker_capacity: 1 }
+        Self { nats_url: None, ack_wait_s: 30, max_deliver: 5, worker_capacity: 1, tool_runner_url: None }
     }
 }
 
@@ -306,6 +310,19 @@ impl Config {
                 return Err(invalid(
                     "cluster.nats_url",
                     format!("'{url}' is not a NATS URL: use nats://HOST:PORT (or tls://, ws://, wss://)"),
+                ));
+            }
+        }
+        if let Some(url) = &c.tool_runner_url {
+            let host = url.strip_prefix("http://").unwrap_or_default();
+            if !url.starts_with("http://")
+                || host.is_empty()
+                || host.starts_with('/')
+                || url.contains(char::is_whitespace)
+            {
+                return Err(invalid(
+                    "cluster.tool_runner_url",
+                    format!("'{url}' is not a tool-runner URL: use http://HOST:PORT (TLS is not supported yet)"),
                 ));
             }
         }
@@ -496,10 +513,12 @@ mod tests {
                 ("TURBO_CODER__CLUSTER__NATS_URL", "nats://127.0.0.1:4222"),
                 ("TURBO_CODER__CLUSTER__ACK_WAIT_S", "2"),
                 ("TURBO_CODER__CLUSTER__WORKER_CAPACITY", "3"),
+                ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "http://127.0.0.1:50054"),
             ]),
         )
         .unwrap();
         assert_eq!(c.cluster.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(c.cluster.tool_runner_url.as_deref(), Some("http://127.0.0.1:50054"));
         assert_eq!(c.cluster.ack_wait_s, 2);
         assert_eq!(c.cluster.worker_capacity, 3);
         assert_eq!(c.cluster.max_deliver, 5);
@@ -510,6 +529,9 @@ mod tests {
         for (var, value, key) in [
             ("TURBO_CODER__CLUSTER__NATS_URL", "http://nats:4222", "cluster.nats_url"),
             ("TURBO_CODER__CLUSTER__NATS_URL", "nats://", "cluster.nats_url"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "tool-runner:50054", "cluster.tool_runner_url"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "https://tool-runner:50054", "cluster.tool_runner_url"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "http://", "cluster.tool_runner_url"),
             ("TURBO_CODER__CLUSTER__ACK_WAIT_S", "0", "cluster.ack_wait_s"),
             ("TURBO_CODER__CLUSTER__MAX_DELIVER", "0", "cluster.max_deliver"),
             ("TURBO_CODER__CLUSTER__WORKER_CAPACITY", "0", "cluster.worker_capacity"),

@@ -1,4 +1,5 @@
-//! Why a proto message could not become a domain value.
+//! Why a proto message could not become a domain value; and the error details a status
+//! carries (field errors, a machine-readable reason) inside a `google.rpc.Status`.
 
 use prost::Message;
 use turbo_core::ValidationErrors;
@@ -92,6 +93,46 @@ struct RpcStatus {
     details: Vec<prost_types::Any>,
 }
 
+/// Type URL of the `google.rpc.ErrorInfo` detail of statuses made by [`status_with_reason`].
+pub const ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/// `google.rpc.ErrorInfo`: why a call failed, as a constant a client can match on.
+#[derive(Clone, PartialEq, Message)]
+struct ErrorInfo {
+    /// UPPER_SNAKE_CASE, e.g. `NO_BASELINE`.
+    #[prost(string, tag = "1")]
+    reason: String,
+    /// The service or package that defines the reason, e.g. `turbo.tools.v1`.
+    #[prost(string, tag = "2")]
+    domain: String,
+    #[prost(map = "string, string", tag = "3")]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+/// A status with `message` for people and `reason` (defined by `domain`) for programs, as a
+/// `google.rpc.ErrorInfo` detail; read it back with [`reason_of`].
+pub fn status_with_reason(code: tonic::Code, message: impl Into<String>, domain: &str, reason: &str) -> tonic::Status {
+    let message = message.into();
+    let info = ErrorInfo { reason: reason.to_string(), domain: domain.to_string(), metadata: Default::default() };
+    let status = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any { type_url: ERROR_INFO_TYPE_URL.to_string(), value: info.encode_to_vec() }],
+    };
+    tonic::Status::with_details(code, message, status.encode_to_vec().into())
+}
+
+/// The reason a status carries as a `google.rpc.ErrorInfo` detail of `domain`, if any.
+pub fn reason_of(status: &tonic::Status, domain: &str) -> Option<String> {
+    let rpc = RpcStatus::decode(status.details()).ok()?;
+    rpc.details
+        .iter()
+        .filter(|d| d.type_url == ERROR_INFO_TYPE_URL)
+        .filter_map(|d| ErrorInfo::decode(d.value.as_slice()).ok())
+        .find(|info| info.domain == domain)
+        .map(|info| info.reason)
+}
+
 /// `INVALID_ARGUMENT` with the error's message, and its field errors as a
 /// `turbo.common.v1.ValidationErrors` detail (read them back with [`field_errors_of`]).
 impl From<Error> for tonic::Status {
@@ -143,5 +184,22 @@ mod tests {
         let fields = field_errors_of(&status).expect("details decode");
         assert_eq!(fields.0.len(), 1);
         assert_eq!(fields.0[0].field, "task_id");
+        assert_eq!(reason_of(&status, "turbo.tools.v1"), None);
+    }
+
+    #[test]
+    fn a_reason_travels_beside_the_message() {
+        let status = status_with_reason(
+            tonic::Code::FailedPrecondition,
+            "no baseline for task t",
+            "turbo.tools.v1",
+            "NO_BASELINE",
+        );
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.message(), "no baseline for task t");
+        assert_eq!(reason_of(&status, "turbo.tools.v1").as_deref(), Some("NO_BASELINE"));
+        assert_eq!(reason_of(&status, "turbo.tasks.v1"), None, "a reason belongs to its domain");
+        assert_eq!(reason_of(&tonic::Status::internal("boom"), "turbo.tools.v1"), None);
+        assert!(field_errors_of(&status).is_none());
     }
 }

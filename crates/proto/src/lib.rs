@@ -22,12 +22,19 @@
 //!   `validate()`, so a converted value always satisfies the domain's constraints.
 //! - [`Error`]: why a message could not become a domain value, naming the field (dotted
 //!   path); it converts into an `INVALID_ARGUMENT` [`tonic::Status`].
+//!   [`error::status_with_reason`] and [`error::reason_of`] carry a machine-readable reason
+//!   (`google.rpc.ErrorInfo`) beside a status, for clients that act on the kind of failure.
+//! - [`trace`]: W3C trace context in gRPC metadata: the client interceptor and the server span
+//!   that continues the caller's trace.
+//! - `server` (feature `server`): health, reflection and per-request trace spans around a
+//!   service's routes; binding and the shutdown signal.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of every package, for tonic-reflection.
 
 pub mod convert;
 pub mod error;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod trace;
 
 pub use error::Error;
 

@@ -1,6 +1,7 @@
 //! The gRPC plumbing every service shares: health checking (grpc.health.v1) and server
 //! reflection for all turbo packages, served beside a service's own APIs until a shutdown
-//! token fires ([`serve`]; [`serve_health`] when there are no APIs yet); and the two
+//! token fires ([`serve`]; [`serve_health`] when there are no APIs yet), each request served in
+//! a span that continues the caller's trace ([`crate::trace::server_span`]); and the two
 //! process-edge helpers every entry point needs (`turbo-coder serve` and each service's own
 //! binary): binding the listen address and turning SIGTERM/Ctrl-C into that token.
 
@@ -99,6 +100,7 @@ async fn serve_inner(
         }
     };
     tonic::transport::Server::builder()
+        .trace_fn(crate::trace::server_span)
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection)

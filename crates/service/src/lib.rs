@@ -3,7 +3,8 @@
 //! shutdown signal. `turbo-coder serve` reaches the same `run` functions through its own CLI.
 //!
 //! # Layout
-//! - this file: [`CommonArgs`], [`start`] and [`finish`].
+//! - this file: [`CommonArgs`], [`start`] (and [`start_checked`]), [`Misconfigured`] and
+//!   [`finish`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +35,23 @@ pub struct Started {
     _telemetry: turbo_telemetry::Guard,
 }
 
+/// Exit code of a service that cannot start with its configuration or arguments (a bad config
+/// value, a missing setting, an address it cannot bind), as `turbo-coder`'s usage errors.
+pub const EXIT_USAGE: u8 = 2;
+
+/// What keeps a service from starting that a change of its configuration fixes; the process
+/// exits with [`EXIT_USAGE`].
+#[derive(Debug)]
+pub struct Misconfigured(pub String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
+
 /// Loads the config, starts telemetry, binds, installs the signal handlers and prints
 /// `<service> listening on <addr>` on stdout (scripts find a port chosen with :0 there).
 pub async fn start(
@@ -41,28 +59,42 @@ pub async fn start(
     args: &CommonArgs,
     default_addr: fn(&ServicesConfig) -> &String,
 ) -> anyhow::Result<Started> {
+    start_checked(service, args, default_addr, |_| Ok(())).await
+}
+
+/// [`start`], refusing a config that `check` finds the service cannot run with, before
+/// anything is bound or printed.
+pub async fn start_checked(
+    service: &'static str,
+    args: &CommonArgs,
+    default_addr: fn(&ServicesConfig) -> &String,
+    check: impl FnOnce(&Config) -> Result<(), Misconfigured>,
+) -> anyhow::Result<Started> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let config = Config::load(args.config.as_deref(), &env)?;
+    let config = Config::load(args.config.as_deref(), &env).map_err(|e| Misconfigured(e.to_string()))?;
+    check(&config)?;
     let telemetry = turbo_telemetry::init(&turbo_telemetry::Options {
         service: service.into(),
         filter: config.telemetry.log.clone(),
         json: config.telemetry.json_logs,
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
-    })?;
+    })
+    .map_err(|e| Misconfigured(e.to_string()))?;
     let addr = args.listen.clone().unwrap_or_else(|| default_addr(&config.services).clone());
-    let listener = turbo_proto::server::bind(&addr).await?;
+    let listener = turbo_proto::server::bind(&addr).await.map_err(|e| Misconfigured(e.to_string()))?;
     let shutdown = turbo_proto::server::shutdown_on_signal()?;
     println!("{service} listening on {}", listener.local_addr()?);
     Ok(Started { config, listener, shutdown, _telemetry: telemetry })
 }
 
-/// The exit code of a service process; errors are printed to stderr.
+/// The exit code of a service process ([`EXIT_USAGE`] for [`Misconfigured`], else 1); errors
+/// are printed to stderr.
 pub fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<Misconfigured>() { ExitCode::from(EXIT_USAGE) } else { ExitCode::FAILURE }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! structs of [`crate::rows`], so they never depend on sea-orm. Integers are `i64` throughout
 //! because Postgres has no unsigned types and decodes each integer width strictly.
 
+pub(crate) mod audit_entry;
 pub(crate) mod event;
 pub(crate) mod phase;
 pub(crate) mod plan;

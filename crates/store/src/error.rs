@@ -39,6 +39,11 @@ pub enum Error {
     )]
     UnsupportedUrl { url: String },
 
+    /// The database went away while in use (a restart, a network cut) and did not come back
+    /// within the pool's reconnect time.
+    #[error("cannot {action}: the database is unreachable ({reason}); check that it is running, then try again")]
+    Unavailable { action: String, reason: String },
+
     /// A value the store refuses, e.g. an event seq of 0 or a task id prefix of 2 characters.
     #[error("{what} is invalid: {reason}")]
     Invalid { what: String, reason: String },
@@ -66,8 +71,41 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// `map_err` adapter naming the action that failed.
+/// A lost connection (the pool could not reconnect in time) is [`Error::Unavailable`].
 pub(crate) fn db(action: impl Into<String>) -> impl FnOnce(DbErr) -> Error {
-    move |source| Error::Db { action: action.into(), source }
+    move |source| match is_connection_error(&source) {
+        true => Error::Unavailable { action: action.into(), reason: source.to_string() },
+        false => Error::Db { action: action.into(), source },
+    }
+}
+
+impl Error {
+    /// Whether the database could not be reached (trying again later may work), as opposed to
+    /// a statement it refused.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::Unavailable { .. } => true,
+            Error::Db { source, .. } => is_connection_error(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `e` is the connection failing (pool timed out reconnecting, socket closed, the
+/// server shutting down) rather than the statement.
+pub(crate) fn is_connection_error(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => match s.as_ref() {
+            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed | Sqlx::Tls(_) => true,
+            // SQLSTATE class 08: connection exception; 57P0x: the server is shutting down.
+            Sqlx::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Whether a statement failed on a unique or primary key constraint.

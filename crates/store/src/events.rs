@@ -1,12 +1,18 @@
 //! The event log and the tables projected from it.
+//!
+//! Appending works a batch at a time, in a few multi-row statements per table rather than
+//! several statements per event: the events go in with INSERTs that return which of them were
+//! new; the projections of the new ones are gathered in memory, in event order, from what the
+//! batch needs of the stored state (the phases of the latest plans, the tool calls still open);
+//! and each projected table is then written with multi-row INSERTs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
-    TryInsertResult,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, Iterable,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 
@@ -17,14 +23,31 @@ use turbo_core::tool::TokenUsage;
 
 use crate::Store;
 use crate::codec::{body, col, from_i64, opt_role, role, to_body, to_i64};
-use crate::entity::{event, phase, plan, step, token_usage, tool_call};
+use crate::entity::{event, phase, plan, step, task, token_usage, tool_call};
 use crate::error::{Error, Result, db};
 use crate::rows::{PhaseRow, PhaseStatus, StepRow, ToolCallRow, UsageRow};
-use crate::tasks::task_exists;
 
 /// Characters of a tool's output kept in `tool_calls.output`; the event body keeps what the
 /// event carried.
 const MAX_OUTPUT_CHARS: usize = 2000;
+
+/// Bytes one statement's values come to at most (estimated: see [`statements`]), so that it
+/// goes out in one write. sqlx 0.9.0 leaves Nagle's algorithm on (it sets no TCP_NODELAY,
+/// launchbadge/sqlx#4335), and over TLS each record of at most 16 KiB is its own write: the
+/// second write of a larger statement waits for the server's delayed ACK, 40 ms on Linux. A
+/// batch of 256 events with 1 KiB tool outputs sent as one statement stalled that way most of
+/// the time, at a few thousand events per second.
+const MAX_STATEMENT_BYTES: usize = 14 * 1024;
+/// Bytes counted per bind parameter besides text and JSON lengths: its length prefix and a
+/// fixed-size value (uuid, integer, timestamp).
+const PARAM_BYTES: usize = 16;
+// The byte budget also keeps a statement's bind parameters far below the backends' limits:
+// 32,766 on SQLite (SQLITE_MAX_VARIABLE_NUMBER since 3.32), 65,535 on Postgres.
+const _: () = assert!(MAX_STATEMENT_BYTES / PARAM_BYTES < 32_766);
+/// `(task, phase, tool)` groups one open-tool-call lookup ORs together, and steps per group:
+/// sea-query nests an OR chain one level per term, so thousands of terms overflow the stack.
+const MAX_LOOKUP_GROUPS: usize = 64;
+const MAX_LOOKUP_STEPS: usize = 200;
 
 impl Store {
     /// Appends events in one transaction, with their projections:
@@ -35,8 +58,10 @@ impl Store {
     /// - `ToolResult`: completes the latest open `tool_calls` row of (task, phase, step, tool).
     /// - `ModelCall`: a `token_usage` row.
     ///
-    /// Idempotent: an event whose `(task_id, seq)` is already stored is skipped together with its
-    /// projections, so a redelivered event never duplicates a row. All tasks must be stored.
+    /// The projections are those of appending the events one at a time, in the order given.
+    /// Idempotent: an event whose `(task_id, seq)` is already stored (or comes earlier in the
+    /// same batch) is skipped together with its projections, so a redelivered event never
+    /// duplicates a row and a replayed batch changes nothing. All tasks must be stored.
     pub async fn append_events(&self, events: &[TaskEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -49,31 +74,45 @@ impl Store {
                 });
             }
         }
-        let txn = self.begin_write("append events").await?;
-        let tasks: BTreeSet<TaskId> = events.iter().map(|e| e.task_id).collect();
-        for id in tasks {
-            if !task_exists(&txn, id).await? {
-                return Err(Error::NotFound { what: "task", id: id.to_string() });
-            }
-        }
+        // Rows are built before the transaction, so a bad event costs no round trip.
+        let mut batch: Vec<(&TaskEvent, i64)> = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(events.len());
+        let mut keys = HashSet::with_capacity(events.len());
         for e in events {
             let what = || format!("event {}#{} of task {}", e.kind.name(), e.seq, e.task_id);
-            let row = event::ActiveModel {
+            let seq = to_i64(e.seq, &what())?;
+            if !keys.insert((e.task_id.0, seq)) {
+                tracing::debug!(task = %e.task_id, seq = e.seq, "event repeated within its batch; skipped");
+                continue;
+            }
+            rows.push(event::ActiveModel {
                 task_id: Set(e.task_id.0),
-                seq: Set(to_i64(e.seq, &what())?),
+                seq: Set(seq),
                 at: Set(e.at),
                 kind: Set(e.kind.name().to_string()),
                 body: Set(to_body(e, what)?),
-            };
-            let inserted = event::Entity::insert(row)
-                .on_conflict_do_nothing()
-                .exec_without_returning(&txn)
-                .await
-                .map_err(db(format!("append {}", what())))?;
-            match inserted {
-                TryInsertResult::Inserted(n) if n > 0 => apply_projections(&txn, e).await?,
-                _ => tracing::debug!(task = %e.task_id, seq = e.seq, "event already stored; skipped"),
-            }
+            });
+            batch.push((e, seq));
+        }
+
+        let txn = self.begin_write("append events").await?;
+        let tasks: BTreeSet<TaskId> = batch.iter().map(|(e, _)| e.task_id).collect();
+        ensure_tasks_exist(&txn, &tasks).await?;
+        let stored = insert_events(&txn, rows).await?;
+        let fresh: Vec<(&TaskEvent, i64)> = batch
+            .into_iter()
+            .filter(|(e, seq)| {
+                let new = stored.contains(&(e.task_id.0, *seq));
+                if !new {
+                    tracing::debug!(task = %e.task_id, seq = e.seq, "event already stored; skipped");
+                }
+                new
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let state = StoredState::load(&txn, &fresh).await?;
+            let projection = Projection::gather(state, &fresh)?;
+            projection.write(&txn).await?;
         }
         txn.commit().await.map_err(db("commit appended events"))
     }
@@ -259,179 +298,477 @@ async fn latest_plan_id<C: ConnectionTrait>(c: &C, task_id: TaskId) -> Result<Op
         .map_err(db(format!("look up the plan of task {task_id}")))
 }
 
-/// Applies one newly stored event to the projected tables.
-async fn apply_projections(txn: &DatabaseTransaction, e: &TaskEvent) -> Result<()> {
-    let task = e.task_id;
-    let seq = to_i64(e.seq, "event seq")?;
-    let what = || format!("event {}#{} of task {task}", e.kind.name(), e.seq);
-    match &e.kind {
-        EventKind::PhaseStarted { phase, role, attempt } => {
-            let set = phase::ActiveModel {
-                role: Set(Some(role.as_str().to_string())),
-                status: Set(PhaseStatus::Running.as_str().to_string()),
-                attempt: Set(i64::from(*attempt)),
-                started_at: Set(Some(e.at)),
-                // A repeated phase is running again: the earlier attempt's end no longer holds.
-                summary: Set(None),
-                finished_at: Set(None),
-                ..Default::default()
-            };
-            update_phase(txn, task, phase, set, &what()).await
+/// `rows` in runs that each fit one statement of about [`MAX_STATEMENT_BYTES`], a row counting
+/// `params_per_row` parameters and `row_bytes` of text and JSON. A row larger than the budget
+/// gets a statement of its own. Runs are a power of two long, so that a table's INSERTs come in
+/// a few shapes, which sqlx's per-connection cache of prepared statements (100) keeps prepared.
+fn statements<T>(rows: Vec<T>, params_per_row: usize, row_bytes: impl Fn(&T) -> usize) -> impl Iterator<Item = Vec<T>> {
+    let cost = move |row: &T| row_bytes(row) + params_per_row * PARAM_BYTES;
+    let mut rows = VecDeque::from(rows);
+    std::iter::from_fn(move || {
+        let (mut fit, mut bytes) = (0usize, 0);
+        for row in &rows {
+            bytes += cost(row);
+            if fit > 0 && bytes > MAX_STATEMENT_BYTES {
+                break;
+            }
+            fit += 1;
         }
-        EventKind::PhaseFinished { phase, success, summary, .. } => {
-            let status = if *success { PhaseStatus::Succeeded } else { PhaseStatus::Failed };
-            let set = phase::ActiveModel {
-                status: Set(status.as_str().to_string()),
-                summary: Set(Some(summary.clone())),
-                finished_at: Set(Some(e.at)),
-                ..Default::default()
-            };
-            update_phase(txn, task, phase, set, &what()).await
+        (fit > 0).then(|| rows.drain(..1 << fit.ilog2()).collect())
+    })
+}
+
+/// The bytes of a JSON value's text, close enough to size statements.
+fn json_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => json_string_bytes(s),
+        Value::Array(items) => 2 + items.iter().map(|v| json_bytes(v) + 1).sum::<usize>(),
+        Value::Object(fields) => {
+            2 + fields.iter().map(|(k, v)| json_string_bytes(k) + 1 + json_bytes(v) + 1).sum::<usize>()
         }
-        EventKind::ToolCall { phase, step, tool, arguments } => {
-            let step = i64::from(*step);
-            let role = phase_role(txn, task, phase).await?;
-            let new_step = step::ActiveModel {
-                task_id: Set(task.0),
-                phase: Set(phase.clone()),
-                step: Set(step),
-                role: Set(role),
-                created_at: Set(e.at),
-            };
-            // A step with several tool calls gets its row from the first one.
-            step::Entity::insert(new_step)
-                .on_conflict_do_nothing()
-                .exec_without_returning(txn)
-                .await
-                .map_err(db(format!("record the step of {}", what())))?;
-            let call = tool_call::ActiveModel {
-                id: NotSet,
-                task_id: Set(task.0),
-                phase: Set(phase.clone()),
-                step: Set(step),
-                tool: Set(tool.clone()),
-                call_seq: Set(seq),
-                arguments: Set(arguments.clone()),
-                success: Set(None),
-                output: Set(None),
-                duration_ms: Set(None),
-                created_at: Set(e.at),
-                finished_at: Set(None),
-            };
-            use tool_call::Column as C;
-            tool_call::Entity::insert(call)
-                .on_conflict(
-                    OnConflict::columns([C::TaskId, C::Phase, C::Step, C::Tool, C::CallSeq]).do_nothing().to_owned(),
-                )
-                .exec_without_returning(txn)
-                .await
-                .map_err(db(format!("record the tool call of {}", what())))?;
-            Ok(())
-        }
-        EventKind::ToolResult { phase, step, tool, success, output, duration_ms } => {
-            use tool_call::Column as C;
-            let open: Option<i64> = tool_call::Entity::find()
-                .select_only()
-                .column(C::Id)
-                .filter(C::TaskId.eq(task.0))
-                .filter(C::Phase.eq(phase.as_str()))
-                .filter(C::Step.eq(i64::from(*step)))
-                .filter(C::Tool.eq(tool.as_str()))
-                .filter(C::FinishedAt.is_null())
-                .order_by_desc(C::CallSeq)
-                .limit(1)
-                .into_tuple()
-                .one(txn)
-                .await
-                .map_err(db(format!("find the tool call of {}", what())))?;
-            let Some(id) = open else {
-                tracing::warn!(%task, seq = e.seq, %phase, step, %tool, "tool result without an open tool call; not projected");
-                return Ok(());
-            };
-            let set = tool_call::ActiveModel {
-                success: Set(Some(*success)),
-                output: Set(Some(clip(output, MAX_OUTPUT_CHARS))),
-                duration_ms: Set(Some(to_i64(*duration_ms, "tool duration_ms")?)),
-                finished_at: Set(Some(e.at)),
-                ..Default::default()
-            };
-            tool_call::Entity::update_many()
-                .set(set)
-                .filter(C::Id.eq(id))
-                .exec(txn)
-                .await
-                .map_err(db(format!("complete the tool call of {}", what())))?;
-            Ok(())
-        }
-        EventKind::ModelCall { role, phase, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, .. } => {
-            let usage = token_usage::ActiveModel {
-                id: NotSet,
-                task_id: Set(task.0),
-                role: Set(role.as_str().to_string()),
-                phase: Set(phase.clone()),
-                model: Set(model.clone()),
-                prompt_tokens: Set(i64::from(*prompt_tokens)),
-                completion_tokens: Set(i64::from(*completion_tokens)),
-                latency_ms: Set(to_i64(*latency_ms, "model call latency_ms")?),
-                ttft_ms: Set(ttft_ms.map(|t| to_i64(t, "model call ttft_ms")).transpose()?),
-                event_seq: Set(seq),
-                created_at: Set(e.at),
-            };
-            use token_usage::Column as C;
-            token_usage::Entity::insert(usage)
-                .on_conflict(OnConflict::columns([C::TaskId, C::EventSeq]).do_nothing().to_owned())
-                .exec_without_returning(txn)
-                .await
-                .map_err(db(format!("record the token usage of {}", what())))?;
-            Ok(())
-        }
-        EventKind::TaskCreated { .. }
-        | EventKind::StatusChanged { .. }
-        | EventKind::PlanReady { .. }
-        | EventKind::TestRun { .. }
-        | EventKind::Review { .. }
-        | EventKind::Progress { .. }
-        | EventKind::AgentMessage { .. } => Ok(()),
     }
 }
 
-/// Updates the named phase of the task's latest plan. Events for a phase the plan does not have
-/// (or before any plan is stored) stay in the log but change no phase row.
-async fn update_phase(
+/// A JSON string's bytes with its quotes and escapes: a tool's output can be mostly newlines.
+fn json_string_bytes(s: &str) -> usize {
+    let escaped: usize = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..0x20 => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() + escaped + 2
+}
+
+/// The bytes of a text column's value.
+fn text_bytes(v: &sea_orm::ActiveValue<String>) -> usize {
+    v.try_as_ref().map_or(0, String::len)
+}
+
+/// Inserts `rows` with a multi-row INSERT per [`statements`] run.
+async fn insert_all<A>(
     txn: &DatabaseTransaction,
-    task: TaskId,
-    name: &str,
-    set: phase::ActiveModel,
+    rows: Vec<A>,
+    row_bytes: impl Fn(&A) -> usize,
+    on_conflict: OnConflict,
     what: &str,
-) -> Result<()> {
-    let Some(plan_id) = latest_plan_id(txn, task).await? else {
-        tracing::warn!(%task, phase = name, "phase event before any plan is stored; not projected");
-        return Ok(());
-    };
-    let res = phase::Entity::update_many()
-        .set(set)
-        .filter(phase::Column::PlanId.eq(plan_id))
-        .filter(phase::Column::Name.eq(name))
-        .exec(txn)
-        .await
-        .map_err(db(format!("update phase '{name}' for {what}")))?;
-    if res.rows_affected == 0 {
-        tracing::warn!(%task, phase = name, "phase event for a phase the latest plan does not have; not projected");
+) -> Result<()>
+where
+    A: ActiveModelTrait,
+{
+    // An upper bound: columns left NotSet take no parameter.
+    let columns = <A::Entity as EntityTrait>::Column::iter().count();
+    for run in statements(rows, columns, row_bytes) {
+        let n = run.len();
+        A::Entity::insert_many(run)
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(txn)
+            .await
+            .map_err(db(format!("record {n} {what}")))?;
     }
     Ok(())
 }
 
-/// The role recorded for the phase in the task's latest plan.
-async fn phase_role(txn: &DatabaseTransaction, task: TaskId, name: &str) -> Result<Option<String>> {
-    let Some(plan_id) = latest_plan_id(txn, task).await? else { return Ok(None) };
-    let role: Option<Option<String>> = phase::Entity::find()
-        .select_only()
-        .column(phase::Column::Role)
-        .filter(phase::Column::PlanId.eq(plan_id))
-        .filter(phase::Column::Name.eq(name))
-        .into_tuple()
-        .one(txn)
-        .await
-        .map_err(db(format!("look up the role of phase '{name}' of task {task}")))?;
-    Ok(role.flatten())
+/// Fails with `NotFound` for the first of `tasks` that is not stored, so a missing task is
+/// reported as such rather than as a foreign key violation.
+async fn ensure_tasks_exist(txn: &DatabaseTransaction, tasks: &BTreeSet<TaskId>) -> Result<()> {
+    let mut found = HashSet::with_capacity(tasks.len());
+    for ids in statements(tasks.iter().map(|t| t.0).collect(), 1, |_| 0) {
+        let rows: Vec<Uuid> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .filter(task::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(txn)
+            .await
+            .map_err(db("look up the tasks of the events"))?;
+        found.extend(rows);
+    }
+    match tasks.iter().find(|t| !found.contains(&t.0)) {
+        Some(missing) => Err(Error::NotFound { what: "task", id: missing.to_string() }),
+        None => Ok(()),
+    }
+}
+
+/// Inserts the events, skipping those already stored; returns the `(task_id, seq)` of the ones
+/// it stored (RETURNING lists only rows really inserted, on both backends).
+async fn insert_events(txn: &DatabaseTransaction, rows: Vec<event::ActiveModel>) -> Result<HashSet<(Uuid, i64)>> {
+    use event::Column as C;
+    let mut stored = HashSet::with_capacity(rows.len());
+    let columns = C::iter().count();
+    let row_bytes = |r: &event::ActiveModel| text_bytes(&r.kind) + r.body.try_as_ref().map_or(0, json_bytes);
+    for run in statements(rows, columns, row_bytes) {
+        let n = run.len();
+        let mut insert = event::Entity::insert_many(run).into_query();
+        insert
+            .on_conflict(OnConflict::columns([C::TaskId, C::Seq]).do_nothing().to_owned())
+            .returning(Query::returning().columns([C::TaskId, C::Seq]));
+        let inserted = txn.query_all(&insert).await.map_err(db(format!("append {n} events")))?;
+        for row in &inserted {
+            let what = || "an appended event".to_string();
+            stored.insert((col(row, "task_id", what)?, col(row, "seq", what)?));
+        }
+    }
+    Ok(stored)
+}
+
+/// A tool call's identity short of its seq: what a `ToolResult` names.
+type CallKey = (TaskId, String, i64, String);
+
+/// A tool call that no result has completed yet.
+struct OpenCall {
+    call_seq: i64,
+    row: CallRow,
+}
+
+enum CallRow {
+    /// Stored by an earlier batch, with this id.
+    Stored(i64),
+    /// Opened by this batch: an index into [`Projection::calls`].
+    New(usize),
+}
+
+/// What the batch's projections read from the database, loaded once per batch and then kept
+/// current as the batch's events are applied in memory.
+#[derive(Default)]
+struct StoredState {
+    /// The latest plan of each task that has phase or tool-call events in the batch.
+    latest_plan: HashMap<TaskId, Uuid>,
+    /// The `role` column of every phase of those plans, by (plan, phase name).
+    roles: HashMap<(Uuid, String), Option<String>>,
+    /// The open tool calls of each (task, phase, step, tool) the batch has results for.
+    open: HashMap<CallKey, Vec<OpenCall>>,
+}
+
+impl StoredState {
+    async fn load(txn: &DatabaseTransaction, fresh: &[(&TaskEvent, i64)]) -> Result<StoredState> {
+        let mut with_phases = BTreeSet::new();
+        let mut results = BTreeSet::new();
+        for (e, _) in fresh {
+            match &e.kind {
+                EventKind::PhaseStarted { .. } | EventKind::PhaseFinished { .. } | EventKind::ToolCall { .. } => {
+                    with_phases.insert(e.task_id);
+                }
+                EventKind::ToolResult { phase, step, tool, .. } => {
+                    results.insert((e.task_id, phase.clone(), i64::from(*step), tool.clone()));
+                }
+                _ => {}
+            }
+        }
+        let mut state = StoredState::default();
+        state.load_phases(txn, with_phases).await?;
+        state.load_open_calls(txn, results).await?;
+        Ok(state)
+    }
+
+    async fn load_phases(&mut self, txn: &DatabaseTransaction, tasks: BTreeSet<TaskId>) -> Result<()> {
+        let mut latest: HashMap<TaskId, (i64, Uuid)> = HashMap::new();
+        for ids in statements(tasks.into_iter().map(|t| t.0).collect(), 1, |_| 0) {
+            use plan::Column as C;
+            let plans: Vec<(Uuid, Uuid, i64)> = plan::Entity::find()
+                .select_only()
+                .columns([C::Id, C::TaskId, C::Version])
+                .filter(C::TaskId.is_in(ids))
+                .into_tuple()
+                .all(txn)
+                .await
+                .map_err(db("look up the plans of the events' tasks"))?;
+            for (id, task, version) in plans {
+                let newest = latest.entry(TaskId(task)).or_insert((version, id));
+                if version > newest.0 {
+                    *newest = (version, id);
+                }
+            }
+        }
+        self.latest_plan = latest.into_iter().map(|(task, (_, plan))| (task, plan)).collect();
+        for ids in statements(self.latest_plan.values().copied().collect(), 1, |_| 0) {
+            use phase::Column as C;
+            let phases: Vec<(Uuid, String, Option<String>)> = phase::Entity::find()
+                .select_only()
+                .columns([C::PlanId, C::Name, C::Role])
+                .filter(C::PlanId.is_in(ids))
+                .into_tuple()
+                .all(txn)
+                .await
+                .map_err(db("look up the phases of the events' tasks"))?;
+            self.roles.extend(phases.into_iter().map(|(plan, name, role)| ((plan, name), role)));
+        }
+        Ok(())
+    }
+
+    async fn load_open_calls(&mut self, txn: &DatabaseTransaction, keys: BTreeSet<CallKey>) -> Result<()> {
+        use tool_call::Column as C;
+        // By (task, phase, tool) with the group's steps as an IN list, as the index of open calls
+        // (`ix_tool_calls_open`) has them: the lookup reads only open calls, few however many
+        // calls the task made.
+        let mut groups: BTreeMap<(TaskId, String, String), Vec<i64>> = BTreeMap::new();
+        for (task, phase, step, tool) in keys {
+            groups.entry((task, phase, tool)).or_default().push(step);
+        }
+        let groups: Vec<_> = groups
+            .iter()
+            .flat_map(|(group, steps)| steps.chunks(MAX_LOOKUP_STEPS).map(move |steps| (group, steps)))
+            .collect();
+        for run in groups.chunks(MAX_LOOKUP_GROUPS) {
+            let any = run.iter().fold(Condition::any(), |any, ((task, phase, tool), steps)| {
+                any.add(
+                    Condition::all()
+                        .add(C::TaskId.eq(task.0))
+                        .add(C::Phase.eq(phase.as_str()))
+                        .add(C::Tool.eq(tool.as_str()))
+                        .add(C::Step.is_in(steps.iter().copied())),
+                )
+            });
+            let open: Vec<(i64, Uuid, String, i64, String, i64)> = tool_call::Entity::find()
+                .select_only()
+                .columns([C::Id, C::TaskId, C::Phase, C::Step, C::Tool, C::CallSeq])
+                .filter(C::FinishedAt.is_null())
+                .filter(any)
+                .into_tuple()
+                .all(txn)
+                .await
+                .map_err(db("look up the open tool calls of the events' results"))?;
+            for (id, task, phase, step, tool, call_seq) in open {
+                let key = (TaskId(task), phase, step, tool);
+                self.open.entry(key).or_default().push(OpenCall { call_seq, row: CallRow::Stored(id) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan whose phase row `name` a phase event of `task` changes; None (logged) when there
+    /// is no such row: the event stays in the log but changes no phase.
+    fn phase_row(&self, task: TaskId, name: &str) -> Option<Uuid> {
+        let Some(plan) = self.latest_plan.get(&task) else {
+            tracing::warn!(%task, phase = name, "phase event before any plan is stored; not projected");
+            return None;
+        };
+        if !self.roles.contains_key(&(*plan, name.to_string())) {
+            tracing::warn!(%task, phase = name, "phase event for a phase the latest plan does not have; not projected");
+            return None;
+        }
+        Some(*plan)
+    }
+
+    /// The role recorded for the phase in the task's latest plan.
+    fn role(&self, task: TaskId, name: &str) -> Option<String> {
+        let plan = self.latest_plan.get(&task)?;
+        self.roles.get(&(*plan, name.to_string())).cloned().flatten()
+    }
+
+    /// Takes the open call of `key` with the highest seq, as the result completes it.
+    fn take_latest_open(&mut self, key: &CallKey) -> Option<OpenCall> {
+        let calls = self.open.get_mut(key)?;
+        let latest = calls.iter().enumerate().max_by_key(|(_, c)| c.call_seq)?.0;
+        Some(calls.swap_remove(latest))
+    }
+}
+
+/// The rows a batch's new events project to, gathered in event order.
+#[derive(Default)]
+struct Projection {
+    /// The columns the batch sets per phase row (plan, name); a later event overrides an
+    /// earlier one's columns, as successive UPDATEs would.
+    phases: BTreeMap<(Uuid, String), phase::ActiveModel>,
+    steps: Vec<step::ActiveModel>,
+    /// New tool calls; one completed later in the batch is written completed.
+    calls: Vec<tool_call::ActiveModel>,
+    /// Completions of tool calls stored by earlier batches, by row id.
+    completions: Vec<(i64, tool_call::ActiveModel)>,
+    usage: Vec<token_usage::ActiveModel>,
+}
+
+impl Projection {
+    /// Applies the new events, in order, to the stored state they need.
+    fn gather(mut state: StoredState, fresh: &[(&TaskEvent, i64)]) -> Result<Projection> {
+        let mut out = Projection::default();
+        // A step with several tool calls gets its row from the first one.
+        let mut steps_seen: HashSet<(TaskId, String, i64)> = HashSet::new();
+        for &(e, seq) in fresh {
+            let task = e.task_id;
+            match &e.kind {
+                EventKind::PhaseStarted { phase, role, attempt } => {
+                    let Some(plan) = state.phase_row(task, phase) else { continue };
+                    let role = role.as_str().to_string();
+                    state.roles.insert((plan, phase.clone()), Some(role.clone()));
+                    let set = out.phases.entry((plan, phase.clone())).or_default();
+                    set.role = Set(Some(role));
+                    set.status = Set(PhaseStatus::Running.as_str().to_string());
+                    set.attempt = Set(i64::from(*attempt));
+                    set.started_at = Set(Some(e.at));
+                    // A repeated phase is running again: the earlier attempt's end no longer holds.
+                    set.summary = Set(None);
+                    set.finished_at = Set(None);
+                }
+                EventKind::PhaseFinished { phase, success, summary, .. } => {
+                    let Some(plan) = state.phase_row(task, phase) else { continue };
+                    let status = if *success { PhaseStatus::Succeeded } else { PhaseStatus::Failed };
+                    let set = out.phases.entry((plan, phase.clone())).or_default();
+                    set.status = Set(status.as_str().to_string());
+                    set.summary = Set(Some(summary.clone()));
+                    set.finished_at = Set(Some(e.at));
+                }
+                EventKind::ToolCall { phase, step, tool, arguments } => {
+                    let step = i64::from(*step);
+                    if steps_seen.insert((task, phase.clone(), step)) {
+                        out.steps.push(step::ActiveModel {
+                            task_id: Set(task.0),
+                            phase: Set(phase.clone()),
+                            step: Set(step),
+                            role: Set(state.role(task, phase)),
+                            created_at: Set(e.at),
+                        });
+                    }
+                    out.calls.push(tool_call::ActiveModel {
+                        id: NotSet,
+                        task_id: Set(task.0),
+                        phase: Set(phase.clone()),
+                        step: Set(step),
+                        tool: Set(tool.clone()),
+                        call_seq: Set(seq),
+                        arguments: Set(arguments.clone()),
+                        success: Set(None),
+                        output: Set(None),
+                        duration_ms: Set(None),
+                        created_at: Set(e.at),
+                        finished_at: Set(None),
+                    });
+                    let open = OpenCall { call_seq: seq, row: CallRow::New(out.calls.len() - 1) };
+                    state.open.entry((task, phase.clone(), step, tool.clone())).or_default().push(open);
+                }
+                EventKind::ToolResult { phase, step, tool, success, output, duration_ms } => {
+                    let key = (task, phase.clone(), i64::from(*step), tool.clone());
+                    let Some(call) = state.take_latest_open(&key) else {
+                        tracing::warn!(%task, seq = e.seq, %phase, step, %tool, "tool result without an open tool call; not projected");
+                        continue;
+                    };
+                    let duration_ms = to_i64(*duration_ms, "tool duration_ms")?;
+                    let complete = |am: &mut tool_call::ActiveModel| {
+                        am.success = Set(Some(*success));
+                        am.output = Set(Some(clip(output, MAX_OUTPUT_CHARS)));
+                        am.duration_ms = Set(Some(duration_ms));
+                        am.finished_at = Set(Some(e.at));
+                    };
+                    match call.row {
+                        CallRow::New(i) => complete(&mut out.calls[i]),
+                        CallRow::Stored(id) => {
+                            let mut set = <tool_call::ActiveModel as Default>::default();
+                            complete(&mut set);
+                            out.completions.push((id, set));
+                        }
+                    }
+                }
+                EventKind::ModelCall {
+                    role,
+                    phase,
+                    model,
+                    prompt_tokens,
+                    completion_tokens,
+                    latency_ms,
+                    ttft_ms,
+                    ..
+                } => {
+                    out.usage.push(token_usage::ActiveModel {
+                        id: NotSet,
+                        task_id: Set(task.0),
+                        role: Set(role.as_str().to_string()),
+                        phase: Set(phase.clone()),
+                        model: Set(model.clone()),
+                        prompt_tokens: Set(i64::from(*prompt_tokens)),
+                        completion_tokens: Set(i64::from(*completion_tokens)),
+                        latency_ms: Set(to_i64(*latency_ms, "model call latency_ms")?),
+                        ttft_ms: Set(ttft_ms.map(|t| to_i64(t, "model call ttft_ms")).transpose()?),
+                        event_seq: Set(seq),
+                        created_at: Set(e.at),
+                    });
+                }
+                EventKind::TaskCreated { .. }
+                | EventKind::StatusChanged { .. }
+                | EventKind::PlanReady { .. }
+                | EventKind::TestRun { .. }
+                | EventKind::Review { .. }
+                | EventKind::Progress { .. }
+                | EventKind::AgentMessage { .. } => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the rows. Inserts skip rows already stored (by the same unique keys as before),
+    /// so even a projection row whose event was lost is never duplicated.
+    async fn write(self, txn: &DatabaseTransaction) -> Result<()> {
+        for ((plan, name), set) in self.phases {
+            phase::Entity::update_many()
+                .set(set)
+                .filter(phase::Column::PlanId.eq(plan))
+                .filter(phase::Column::Name.eq(name.as_str()))
+                .exec(txn)
+                .await
+                .map_err(db(format!("update phase '{name}' of plan {plan}")))?;
+        }
+        use step::Column as S;
+        let on_step = OnConflict::columns([S::TaskId, S::Phase, S::Step]).do_nothing().to_owned();
+        insert_all(txn, self.steps, |r| text_bytes(&r.phase), on_step, "steps").await?;
+        use tool_call::Column as T;
+        let on_call = OnConflict::columns([T::TaskId, T::Phase, T::Step, T::Tool, T::CallSeq]).do_nothing().to_owned();
+        let call_bytes = |r: &tool_call::ActiveModel| {
+            let output = r.output.try_as_ref().and_then(|o| o.as_deref()).map_or(0, str::len);
+            text_bytes(&r.phase) + text_bytes(&r.tool) + output + r.arguments.try_as_ref().map_or(0, json_bytes)
+        };
+        insert_all(txn, self.calls, call_bytes, on_call, "tool calls").await?;
+        // Results of calls from earlier batches; usually a few per batch (a call and its result
+        // mostly arrive together), so one UPDATE each.
+        for (id, set) in self.completions {
+            tool_call::Entity::update_many()
+                .set(set)
+                .filter(T::Id.eq(id))
+                .exec(txn)
+                .await
+                .map_err(db(format!("complete tool call {id}")))?;
+        }
+        use token_usage::Column as U;
+        let on_usage = OnConflict::columns([U::TaskId, U::EventSeq]).do_nothing().to_owned();
+        let usage_bytes = |r: &token_usage::ActiveModel| {
+            let phase = r.phase.try_as_ref().and_then(|p| p.as_deref()).map_or(0, str::len);
+            text_bytes(&r.role) + text_bytes(&r.model) + phase
+        };
+        insert_all(txn, self.usage, usage_bytes, on_usage, "model calls' token usage").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn statements_stay_within_the_budget_in_power_of_two_runs() {
+        // 132 bytes a row: 108 would fit, so runs of 64, then what is left in halves.
+        let rows: Vec<usize> = (0..300).collect();
+        let runs: Vec<Vec<usize>> = statements(rows.clone(), 2, |_| 100).collect();
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [64, 64, 64, 64, 32, 8, 4]);
+        assert_eq!(runs.concat(), rows, "every row once, in order");
+
+        let sizes = vec![10, 2 * MAX_STATEMENT_BYTES, 10, 10];
+        let runs: Vec<Vec<usize>> = statements(sizes, 1, |size| *size).collect();
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 2], "a row over the budget goes alone");
+        assert_eq!(statements(Vec::<u8>::new(), 1, |_| 0).count(), 0);
+    }
+
+    #[test]
+    fn json_sizes_follow_the_text() {
+        for s in
+            ["", "plain", "quote \" and \\ backslash", "lines\nand\ttabs\r", "\u{1}\u{1f} control", "ünïcødé ✓\u{7f}"]
+        {
+            assert_eq!(json_string_bytes(s), serde_json::to_string(s).unwrap().len(), "{s:?}");
+        }
+        // Strings exact; one byte over per object or array (its last comma).
+        let v = json!({"path": "src/main.rs", "lines": ["a\nb", "c"], "nested": {"k": "v"}});
+        assert_eq!(json_bytes(&v), serde_json::to_string(&v).unwrap().len() + 3);
+    }
 }

@@ -11,6 +11,7 @@
 //! filtering, ordering and listing. The event log is the record of what happened: appending is
 //! idempotent per `(task_id, seq)`, and phases, steps, tool calls and token usage are updated
 //! from newly stored events in the same transaction, so a redelivered event never counts twice.
+//! The audit log (`audit_entries`) records who did what, for the services' edges.
 //!
 //! # Layout
 //! - `connect`: opening SQLite or Postgres, driver settings, running migrations; creating and
@@ -18,18 +19,24 @@
 //! - `projects`: projects: create and update with unique names and slugs, soft delete,
 //!   restore, purge, listing.
 //! - `tasks`: tasks (lookup by id prefix, listing) and plans.
-//! - `events`: appending events with their projections, and reading the projected tables.
+//! - `events`: appending events with their projections (a batch at a time, in a few multi-row
+//!   statements), and reading the projected tables.
+//! - `audit`: the audit log of who did what to which task or project; callers pass no secrets.
+//! - `lease`: named leases (a Postgres advisory lock; always granted on SQLite), so one
+//!   orchestrator runs a store's tasks at a time.
 //! - `rows`: the plain structs returned to callers.
 //! - `entity/*`: sea-orm entities, one per table (crate-private).
 //! - `migration/*`: the schema, one file per migration.
 //! - `codec`: column <-> domain conversions that report bad rows as [`Error::Corrupt`].
 //! - `error`: [`Error`] and [`Result`].
 
+mod audit;
 mod codec;
 mod connect;
 mod entity;
 pub mod error;
 mod events;
+mod lease;
 mod migration;
 mod projects;
 mod rows;
@@ -37,11 +44,13 @@ mod tasks;
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 
+pub use audit::MAX_AUDIT_LIMIT;
 pub use connect::{create_postgres_database, drop_postgres_database, terminate_postgres_connections};
 pub use error::{Error, Result};
+pub use lease::Lease;
 pub use rows::{
-    Cursor, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject, StoredTask, TaskFilter, TaskQuery,
-    TaskSummary, ToolCallRow, UsageRow,
+    AuditEntry, AuditFilter, Cursor, NewAuditEntry, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject,
+    StoredTask, TaskFilter, TaskQuery, TaskSummary, ToolCallRow, UsageRow,
 };
 
 /// A handle on the database; cheap to clone (clones share one connection pool).

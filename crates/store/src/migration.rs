@@ -4,11 +4,17 @@
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 mod m20261125_000001_init;
+mod m20261125_000002_audit_entries;
+mod m20261125_000003_open_tool_calls;
 
 pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_init::Migration)]
+        vec![
+            Box::new(m20261125_000001_init::Migration),
+            Box::new(m20261125_000002_audit_entries::Migration),
+            Box::new(m20261125_000003_open_tool_calls::Migration),
+        ]
     }
 }

@@ -1,4 +1,4 @@
-//! The plain values the store returns, so callers never depend on sea-orm.
+//! The plain values the store takes and returns, so callers never depend on sea-orm.
 
 use chrono::{DateTime, Utc};
 use turbo_core::agent::AgentRole;
@@ -206,4 +206,79 @@ pub struct UsageRow {
     pub latency_ms: u64,
     pub ttft_ms: Option<u64>,
     pub at: DateTime<Utc>,
+}
+
+/// An audit entry to record: who did what to which task or project, and how it went. It must
+/// carry no secrets (see [`crate::Store::record_audit`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAuditEntry {
+    pub at: DateTime<Utc>,
+    /// Who: `grpc:<peer>`, `nats-cli`, a user id.
+    pub actor: String,
+    /// What, as `<noun>.<verb>`: `task.create`, `task.cancel`, `task.execute`, `project.create`,
+    /// `project.update`, `project.delete`, `project.restore`, `project.purge`, `tool.approve`.
+    pub action: String,
+    /// The id of what was acted on; empty when the action has no single target.
+    pub target: String,
+    /// `ok`, or `error: <what went wrong>`.
+    pub outcome: String,
+    /// Ids, names and counts that say more; never request bodies, file contents or secrets.
+    pub detail: Option<serde_json::Value>,
+}
+
+impl NewAuditEntry {
+    /// `action` by `actor` on `target`, now, with outcome `ok` and no detail.
+    pub fn new(actor: impl Into<String>, action: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            at: Utc::now(),
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: "ok".to_string(),
+            detail: None,
+        }
+    }
+
+    /// The action failed: outcome `error: <error>`.
+    pub fn failed(mut self, error: impl std::fmt::Display) -> Self {
+        self.outcome = format!("error: {error}");
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// An audit entry as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    /// Grows with each entry.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Which audit entries [`crate::Store::list_audit`] returns, newest first: those matching every
+/// field that is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// Entries at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many; clamped to 1..=[`crate::MAX_AUDIT_LIMIT`].
+    pub limit: u64,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        Self { actor: None, action: None, target: None, since: None, limit: 100 }
+    }
 }

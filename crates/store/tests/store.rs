@@ -21,7 +21,10 @@ use turbo_core::plan::{ExecutionPhase, ExecutionPlan, ResourceRequirements};
 use turbo_core::project::{Language, ProjectMetadata, ProjectType};
 use turbo_core::task::{DevelopmentTask, TaskStatus, TestResults};
 use turbo_core::tool::TokenUsage;
-use turbo_store::{Cursor, Error, PhaseStatus, ProjectQuery, Store, TaskFilter, TaskQuery};
+use turbo_store::{
+    AuditFilter, Cursor, Error, NewAuditEntry, PhaseRow, PhaseStatus, ProjectQuery, StepRow, Store, TaskFilter,
+    TaskQuery, ToolCallRow, UsageRow,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -115,6 +118,10 @@ on_both!(
     projects_are_soft_deleted_restored_and_purged,
     projects_and_tasks_list_in_pages_newest_first,
     concurrent_creates_of_one_name_let_one_win,
+    a_replayed_batch_changes_no_projection,
+    large_batches_span_several_statements,
+    audit_entries_are_listed_newest_first_and_filtered,
+    audit_entries_keep_no_secrets_and_refuse_bad_fields,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -263,9 +270,13 @@ async fn migrations_are_idempotent(url: String) {
         ))
         .await
         .unwrap();
-    assert_eq!(applied.len(), 1, "the init migration is recorded once");
-    let version: String = applied[0].try_get("", "version").unwrap();
-    assert_eq!(version, "m20261125_000001_init");
+    let mut versions: Vec<String> = applied.iter().map(|row| row.try_get("", "version").unwrap()).collect();
+    versions.sort();
+    assert_eq!(
+        versions,
+        ["m20261125_000001_init", "m20261125_000002_audit_entries", "m20261125_000003_open_tool_calls"],
+        "each migration is recorded once"
+    );
     if expected == "sqlite" {
         // The journal mode is stored in the file, so a fresh connection sees what the store set.
         let mode = db
@@ -947,6 +958,237 @@ async fn concurrent_creates_of_one_name_let_one_win(url: String) {
     assert_eq!(won, 1, "exactly one create of a name wins");
     let page = store.list_projects(ProjectQuery { include_deleted: true, limit: 10, after: None }).await.unwrap();
     assert_eq!(page.items.len(), 1);
+}
+
+/// The four projected tables of a task.
+async fn projections(store: &Store, id: TaskId) -> (Vec<PhaseRow>, Vec<StepRow>, Vec<ToolCallRow>, Vec<UsageRow>) {
+    (
+        store.phases(id).await.unwrap(),
+        store.steps(id).await.unwrap(),
+        store.tool_calls(id).await.unwrap(),
+        store.token_usage(id).await.unwrap(),
+    )
+}
+
+/// Two batches of events that between them exercise every projection rule: a result for a call
+/// stored by the earlier batch, calls completed within their batch, two calls of one tool in a
+/// step, a result with no open call, a seq repeated within a batch, a phase finished and another
+/// started twice, a tool call reading the role its phase was just started with, and a phase
+/// the plan lacks.
+fn two_batches(id: TaskId) -> (Vec<TaskEvent>, Vec<TaskEvent>) {
+    let started = |phase: &str, role, attempt| EventKind::PhaseStarted { phase: phase.into(), role, attempt };
+    let finished = |phase: &str, role, success, summary: &str| EventKind::PhaseFinished {
+        phase: phase.into(),
+        role,
+        success,
+        summary: summary.into(),
+    };
+    let first = vec![
+        ev(id, 1, started("code", AgentRole::Coder, 1)),
+        ev(id, 2, model_call(AgentRole::Coder, Some("code"), 100, 10)),
+        ev(id, 3, tool_call("code", 1, "read_file")),
+        ev(id, 4, tool_call("code", 1, "grep")),
+    ];
+    let second = vec![
+        ev(id, 5, tool_result("code", 1, "read_file", true, "fn main() {}")),
+        ev(id, 6, tool_call("code", 2, "grep")),
+        ev(id, 7, tool_call("code", 2, "grep")),
+        ev(id, 8, tool_result("code", 2, "grep", false, "no match")),
+        ev(id, 8, tool_result("code", 2, "grep", true, "the same seq again: ignored")),
+        ev(id, 9, tool_result("code", 2, "grep", true, &"x".repeat(2100))),
+        ev(id, 10, tool_result("code", 3, "ghost", true, "?")),
+        ev(id, 11, model_call(AgentRole::Coder, Some("code"), 200, 20)),
+        ev(id, 12, finished("code", AgentRole::Coder, true, "implemented")),
+        ev(id, 13, started("docs", AgentRole::Reviewer, 1)),
+        ev(id, 14, tool_call("docs", 1, "fs_write")),
+        ev(id, 15, finished("docs", AgentRole::Reviewer, false, "1 broken link")),
+        ev(id, 16, started("docs", AgentRole::Reviewer, 2)),
+        ev(id, 17, tool_result("code", 1, "grep", true, "late")),
+        ev(id, 18, started("nope", AgentRole::Coder, 1)),
+        ev(id, 19, model_call(AgentRole::Reviewer, None, 5, 1)),
+    ];
+    (first, second)
+}
+
+async fn a_replayed_batch_changes_no_projection(url: String) {
+    let (store, p, t) = store_with_task(&url).await;
+    // "docs" is run by an agent type that names no role: its role comes from PhaseStarted.
+    let phases = || vec![phase("code", "coder", &[]), phase("docs", "writer", &["code"])];
+    let v1 = plan(t.id, 1, phases());
+    store.save_plan(&v1).await.unwrap();
+    let (first, second) = two_batches(t.id);
+    store.append_events(&first).await.unwrap();
+    store.append_events(&second).await.unwrap();
+    let snapshot = projections(&store, t.id).await;
+
+    let (phases_now, steps, calls, usage) = &snapshot;
+    let phase_states: Vec<_> =
+        phases_now.iter().map(|p| (p.name.as_str(), p.status, p.attempt, p.role, p.summary.as_deref())).collect();
+    assert_eq!(
+        phase_states,
+        [
+            ("code", PhaseStatus::Succeeded, 1, Some(AgentRole::Coder), Some("implemented")),
+            ("docs", PhaseStatus::Running, 2, Some(AgentRole::Reviewer), None),
+        ]
+    );
+    let steps: Vec<_> = steps.iter().map(|s| (s.phase.as_str(), s.step, s.role)).collect();
+    assert_eq!(
+        steps,
+        [
+            ("code", 1, Some(AgentRole::Coder)),
+            ("code", 2, Some(AgentRole::Coder)),
+            ("docs", 1, Some(AgentRole::Reviewer))
+        ]
+    );
+    let calls: Vec<_> = calls
+        .iter()
+        .map(|c| (c.call_seq, c.tool.as_str(), c.success, c.output.as_deref().map(|o| &o[..o.len().min(12)])))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (3, "read_file", Some(true), Some("fn main() {}")),
+            (4, "grep", Some(true), Some("late")),
+            (6, "grep", Some(true), Some("xxxxxxxxxxxx")),
+            (7, "grep", Some(false), Some("no match")),
+            (14, "fs_write", None, None),
+        ]
+    );
+    assert_eq!(usage.iter().map(|u| u.event_seq).collect::<Vec<_>>(), [2, 11, 19]);
+
+    // Replays: each batch again, both as one batch, and an earlier batch after a later one.
+    let all: Vec<TaskEvent> = first.iter().chain(&second).cloned().collect();
+    for (replay, name) in [(&second, "the second batch"), (&first, "the first batch"), (&all, "both batches")] {
+        store.append_events(replay).await.unwrap();
+        assert_eq!(projections(&store, t.id).await, snapshot, "{name} again changes nothing");
+    }
+    let stored = store.events(t.id, 0).await.unwrap();
+    assert_eq!(stored.len(), 19, "each seq is stored once");
+    assert_eq!(stored[7], second[3], "a seq repeated within a batch keeps its first event");
+    assert_eq!(store.next_seq(t.id).await.unwrap(), 20);
+
+    // The same events appended one at a time project to the same rows.
+    let twin = task(&p, "the same events one at a time", at(11));
+    store.insert_task(&twin, "/w").await.unwrap();
+    store.save_plan(&plan(twin.id, 1, phases())).await.unwrap();
+    let (first, second) = two_batches(twin.id);
+    for e in first.iter().chain(&second) {
+        store.append_events(std::slice::from_ref(e)).await.unwrap();
+    }
+    let (mut phases_twin, mut steps_twin, mut calls_twin, mut usage_twin) = projections(&store, twin.id).await;
+    phases_twin.iter_mut().for_each(|r| (r.task_id, r.plan_id) = (t.id, v1.plan_id));
+    steps_twin.iter_mut().for_each(|r| r.task_id = t.id);
+    calls_twin.iter_mut().for_each(|r| r.task_id = t.id);
+    usage_twin.iter_mut().for_each(|r| r.task_id = t.id);
+    assert_eq!((phases_twin, steps_twin, calls_twin, usage_twin), snapshot);
+}
+
+async fn large_batches_span_several_statements(url: String) {
+    let (store, _, t) = store_with_task(&url).await;
+    // 18,000 events: as one statement, the events alone (5 parameters each) and the tool calls
+    // (11 each) would pass the bind-parameter limits of both backends.
+    let steps = 6_000u32;
+    let events: Vec<TaskEvent> = (1..=steps)
+        .flat_map(|step| {
+            let seq = u64::from(step) * 3;
+            [
+                ev(t.id, seq - 2, model_call(AgentRole::Coder, Some("code"), 10, 1)),
+                ev(t.id, seq - 1, tool_call("code", step, "fs_read")),
+                ev(t.id, seq, tool_result("code", step, "fs_read", true, "ok")),
+            ]
+        })
+        .collect();
+    store.append_events(&events).await.unwrap();
+    let check = async || {
+        assert_eq!(store.next_seq(t.id).await.unwrap(), 18_001);
+        assert_eq!(store.events(t.id, 0).await.unwrap().len(), 18_000);
+        assert_eq!(store.steps(t.id).await.unwrap().len(), 6_000);
+        assert_eq!(store.token_usage(t.id).await.unwrap().len(), 6_000);
+        let calls = store.tool_calls(t.id).await.unwrap();
+        assert_eq!(calls.len(), 6_000);
+        assert!(calls.iter().all(|c| c.success == Some(true) && c.finished_at.is_some()), "every call completed");
+    };
+    check().await;
+    store.append_events(&events).await.unwrap();
+    check().await;
+}
+
+async fn audit_entries_are_listed_newest_first_and_filtered(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let entry = |secs, actor: &str, action: &str, target: &str| NewAuditEntry {
+        at: at(secs),
+        ..NewAuditEntry::new(actor, action, target)
+    };
+    let peer = "grpc:127.0.0.1:50113";
+    let a = store
+        .record_audit(entry(1, peer, "project.create", "p-1").with_detail(json!({"name": "My App", "slug": "my-app"})))
+        .await
+        .unwrap();
+    let b = store.record_audit(entry(2, "nats-cli", "task.create", "t-1")).await.unwrap();
+    let c = store.record_audit(entry(3, peer, "task.cancel", "t-1").failed("task t-1 already finished")).await.unwrap();
+    // At the same instant as c: the later entry still lists first.
+    let d = store.record_audit(entry(3, "user-42", "tool.approve", "t-1")).await.unwrap();
+    assert!(a < b && b < c && c < d, "ids grow: {a} {b} {c} {d}");
+
+    let ids = |filter: AuditFilter| {
+        let store = store.clone();
+        async move { store.list_audit(filter).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>() }
+    };
+    let all = AuditFilter::default();
+    assert_eq!(ids(all.clone()).await, [d, c, b, a]);
+    assert_eq!(ids(AuditFilter { actor: Some(peer.into()), ..all.clone() }).await, [c, a]);
+    assert_eq!(ids(AuditFilter { action: Some("task.create".into()), ..all.clone() }).await, [b]);
+    assert_eq!(ids(AuditFilter { target: Some("t-1".into()), ..all.clone() }).await, [d, c, b]);
+    assert_eq!(ids(AuditFilter { since: Some(at(2)), ..all.clone() }).await, [d, c, b]);
+    let narrow =
+        AuditFilter { actor: Some(peer.into()), target: Some("t-1".into()), since: Some(at(3)), ..all.clone() };
+    assert_eq!(ids(narrow).await, [c]);
+    assert_eq!(ids(AuditFilter { actor: Some("nobody".into()), ..all.clone() }).await, Vec::<i64>::new());
+    assert_eq!(ids(AuditFilter { limit: 2, ..all.clone() }).await, [d, c]);
+    assert_eq!(ids(AuditFilter { limit: 0, ..all.clone() }).await, [d], "a limit below 1 lists one");
+
+    let listed = store.list_audit(all).await.unwrap();
+    let failed = &listed[1];
+    assert_eq!(
+        (failed.actor.as_str(), failed.action.as_str(), failed.target.as_str(), failed.outcome.as_str()),
+        (peer, "task.cancel", "t-1", "error: task t-1 already finished")
+    );
+    assert_eq!((micros(failed.at), &failed.detail), (micros(at(3)), &None));
+    assert_eq!(listed[3].detail, Some(json!({"name": "My App", "slug": "my-app"})));
+    assert_eq!(listed[3].outcome, "ok");
+}
+
+async fn audit_entries_keep_no_secrets_and_refuse_bad_fields(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let detail = json!({"project": "my-app", "api_key": "sk-live-123", "env": [{"DB_PASSWORD": "hunter2"}]});
+    let long_target = "t".repeat(1000);
+    let id = store
+        .record_audit(NewAuditEntry::new("nats-cli", "project.update", &long_target).with_detail(detail))
+        .await
+        .unwrap();
+    let huge = NewAuditEntry::new("nats-cli", "task.execute", "t-2").with_detail(json!({"log": "y".repeat(100_000)}));
+    let huge_id = store.record_audit(huge).await.unwrap();
+
+    let listed = store.list_audit(AuditFilter::default()).await.unwrap();
+    let stored = listed.iter().find(|e| e.id == id).expect("stored entry");
+    let text = stored.detail.as_ref().expect("detail").to_string();
+    assert!(!text.contains("sk-live-123") && !text.contains("hunter2"), "secrets are not stored: {text}");
+    assert_eq!(stored.detail.as_ref().unwrap()["project"], "my-app");
+    assert!(stored.target.len() < 400 && stored.target.ends_with("more chars]"), "{}", stored.target);
+    let clipped = listed.iter().find(|e| e.id == huge_id).unwrap().detail.clone().unwrap();
+    assert_eq!((&clipped["clipped"], clipped.to_string().len() < 5000), (&json!(true), true), "{clipped}");
+
+    let refused = [
+        NewAuditEntry::new(" ", "task.create", "t-1"),
+        NewAuditEntry::new("nats-cli", "Task Create", "t-1"),
+        NewAuditEntry::new("nats-cli", "", "t-1"),
+        NewAuditEntry { outcome: "failed".into(), ..NewAuditEntry::new("nats-cli", "task.create", "t-1") },
+    ];
+    for entry in refused {
+        let e = store.record_audit(entry.clone()).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{entry:?}: {e}");
+    }
+    assert_eq!(store.list_audit(AuditFilter::default()).await.unwrap().len(), 2, "refused entries leave no trace");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The spans exported over OTLP, independent of the log filter: turbo-coder's own at `info`
+/// and up (a task's run, agent calls, work items, tool calls, gRPC requests), others' warnings.
+const TRACE_FILTER: &str = "warn,turbo=info";
+
 /// What to set up.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -70,12 +74,14 @@ pub fn init(opts: &Options) -> Result<Guard> {
                 .build();
             let tracer = provider.tracer(opts.service.clone());
             opentelemetry::global::set_tracer_provider(provider.clone());
-            (Some(tracing_opentelemetry::layer().with_tracer(tracer).boxed()), Some(provider))
+            // Spans are exported whatever the log level: a quiet log must not cut the traces.
+            let spans = EnvFilter::new(TRACE_FILTER);
+            (Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans).boxed()), Some(provider))
         }
         None => (None, None),
     };
     // A second init (tests, embedded services) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
     Ok(Guard { provider })
 }
 

@@ -27,16 +27,20 @@
 //! - `ollama`: the `/api/chat`, `/api/show` and `/api/tags` answers.
 //! - `openai`: the `/v1/chat/completions` and `/v1/models` answers.
 //! - `nats`: `NatsServer`, a real `nats-server` with JetStream on a free port, per test.
+//! - `postgres`: `PostgresServer`, a Postgres server of a test's own (initdb, free port), to stop
+//!   and restart as an outage.
 //! - `bin/scripted-model-server`: the server as a program, for manual tries and benchmarks.
 
 mod error;
 mod nats;
 mod ollama;
 mod openai;
+mod postgres;
 mod script;
 mod server;
 
 pub use error::{Error, Result};
 pub use nats::NatsServer;
+pub use postgres::PostgresServer;
 pub use script::{DEFAULT_ARCHITECTURE, DEFAULT_CONTEXT_LENGTH, ModelDef, Reply, Script};
 pub use server::{RecordedRequest, ScriptedModelServer};

@@ -27,6 +27,53 @@ app.kubernetes.io/part-of: turbo-coder
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The bundled NATS (nats.enabled): StatefulSet and Service name. */}}
+{{- define "turbo-coder.natsName" -}}
+{{- printf "%s-nats" (include "turbo-coder.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the services find the bundled NATS; [cluster] nats_url in the default `config`. */}}
+{{- define "turbo-coder.natsUrl" -}}
+{{- printf "nats://%s:4222" (include "turbo-coder.natsName" .) -}}
+{{- end -}}
+
+{{/* The bundled Postgres (postgres.enabled): StatefulSet, Service and Secret name. */}}
+{{- define "turbo-coder.postgresName" -}}
+{{- printf "%s-postgres" (include "turbo-coder.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of one component (chart root in .root, component name in .component). */}}
+{{- define "turbo-coder.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "turbo-coder.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+Environment the chart adds to every turbo-coder container so the services find the bundled NATS
+and Postgres (nothing when both are disabled). An entry of `env` with the same name replaces
+the chart's. The password comes from the Secret and is spliced into the URL by Kubernetes'
+$(VAR) expansion, which needs TURBO_PG_PASSWORD listed first; it is alphanumeric (see
+postgres-secret.yaml), so it needs no URL escaping.
+*/}}
+{{- define "turbo-coder.bundledEnv" -}}
+{{- $own := list -}}
+{{- range .Values.env }}{{ $own = append $own .name }}{{ end -}}
+{{- if and .Values.nats.enabled (not (has "TURBO_CODER__CLUSTER__NATS_URL" $own)) }}
+- name: TURBO_CODER__CLUSTER__NATS_URL
+  value: {{ include "turbo-coder.natsUrl" . | quote }}
+{{- end }}
+{{- if and .Values.postgres.enabled (not (has "TURBO_CODER__STORE__URL" $own)) }}
+- name: TURBO_PG_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "turbo-coder.postgresName" . }}
+      key: password
+- name: TURBO_CODER__STORE__URL
+  value: {{ printf "postgres://%s:$(TURBO_PG_PASSWORD)@%s:5432/%s" .Values.postgres.user (include "turbo-coder.postgresName" .) .Values.postgres.database | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* The config map every service mounts. */}}
 {{- define "turbo-coder.configName" -}}
 {{- printf "%s-config" (include "turbo-coder.fullname" .) | trunc 63 | trimSuffix "-" -}}
@@ -45,6 +92,7 @@ Arguments (a dict):
   resources    container resources
   grpcService  the gRPC service readiness asks about; it turns NOT_SERVING when the process
                starts draining, so the pod leaves the Service's endpoints first
+  strategy     the Deployment's update strategy, optional (Kubernetes' default when empty)
 */}}
 {{- define "turbo-coder.component" -}}
 {{- $root := .root -}}
@@ -58,6 +106,10 @@ metadata:
     app.kubernetes.io/component: {{ .component }}
 spec:
   replicas: {{ .replicas }}
+  {{- with .strategy }}
+  strategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   selector:
     matchLabels:
       app.kubernetes.io/name: {{ include "turbo-coder.name" $root }}
@@ -99,6 +151,9 @@ spec:
           env:
             - name: TURBO_CODER_CONFIG
               value: /etc/turbo-coder/config.toml
+            {{- with include "turbo-coder.bundledEnv" $root }}
+            {{- . | trim | nindent 12 }}
+            {{- end }}
             {{- with $root.Values.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -6,7 +6,7 @@ use turbo_core::agent::AgentRole;
 use turbo_core::protocol::{PhaseAssignment, PhaseOutcome};
 use turbo_llm::Message;
 
-use crate::context::{AgentDeps, Reporter, context_budget_chars, untrusted, workspace_outline};
+use crate::context::{AgentDeps, Reporter, cancellable, context_budget_chars, untrusted, workspace_outline};
 use crate::error::{Error, Result};
 use crate::message::AgentMsg;
 use crate::toolloop;
@@ -91,7 +91,7 @@ async fn run(deps: &AgentDeps, a: &PhaseAssignment, cancel: &CancellationToken) 
     };
     let window = deps.model.context_window().await;
     let outline = workspace_outline(&deps.tools, &a.workspace, context_budget_chars(window, 0.15)).await;
-    let tools = deps.tools.specs(None)?;
+    let tools = cancellable(cancel, async { Ok(deps.tools.specs(None).await?) }).await?;
     let messages = vec![Message::system(SYSTEM), Message::user(phase_prompt(a, &outline))];
     let out = toolloop::run(deps, &rep, &a.workspace, messages, &tools, a.max_steps, cancel).await?;
     Ok(PhaseOutcome {

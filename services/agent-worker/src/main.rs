@@ -20,7 +20,14 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     turbo_service::finish(
         async {
-            let s = turbo_service::start("turbo-agent-worker", &args.common, |c| &c.agent_worker).await?;
+            let role = args.role;
+            // A worker without NATS has nothing to serve: refused before anything is bound.
+            let needs_nats = |c: &turbo_config::Config| match c.cluster.nats_url {
+                Some(_) => Ok(()),
+                None => Err(turbo_service::Misconfigured(turbo_agent_worker::Error::NoNats { role }.to_string())),
+            };
+            let s = turbo_service::start_checked("turbo-agent-worker", &args.common, |c| &c.agent_worker, needs_nats)
+                .await?;
             turbo_agent_worker::run(&s.config, args.role, s.listener, s.shutdown).await?;
             Ok(())
         }

@@ -1,6 +1,7 @@
 //! The one mailbox type of every agent actor. The payloads are the transport-neutral
 //! `turbo_core::protocol` types; the reply port and cancellation token are local plumbing that
-//! a remote transport replaces with a reply subject and a cancel subject.
+//! a remote transport replaces with a reply subject and a cancel subject. (ractor carries the
+//! sender's tracing span with each message, so the work runs in the caller's trace.)
 
 use ractor::RpcReplyPort;
 use tokio_util::sync::CancellationToken;

@@ -4,9 +4,10 @@
 //! What a worker process is made of:
 //! - the role's model, from the config section of that role (`[models.<role>]`; tester and
 //!   reviewer fall back to the coder's);
-//! - a tool runner in this process with the `[run]` limits, sharing task baselines with the
-//!   orchestrator through `<store.data_dir>/baselines` (the cluster's processes share the
-//!   workspaces and the data directory);
+//! - its tools, with the `[run]` limits: the tool-runner service at `cluster.tool_runner_url`
+//!   when set, else a runner in this process sharing task baselines with the orchestrator
+//!   through `<store.data_dir>/baselines` (the cluster's processes share the workspaces and
+//!   the data directory) ([`ToolRunnerClient::for_cluster`]);
 //! - agent events published to `turbo.events.raw.<task_id>` ([`NatsEventSink`]), flushed before
 //!   each result is stored, so the orchestrator has a phase's events before its outcome;
 //! - [`serve_role_with`] with `cluster.worker_capacity` slots and the `[cluster]` delivery
@@ -68,9 +69,10 @@ pub fn bus_config(cluster: &ClusterConfig) -> BusConfig {
 }
 
 /// Where the cluster's processes keep each task's starting snapshot for its diff:
-/// `<store.data_dir>/baselines`, shared by the orchestrator and the workers.
+/// `<store.data_dir>/baselines`, shared by the orchestrator and the workers
+/// ([`turbo_tool_runner::baseline_dir`], which the tool-runner service uses too).
 pub fn baseline_dir(config: &Config) -> PathBuf {
-    config.store.data_dir().join("baselines")
+    turbo_tool_runner::baseline_dir(config)
 }
 
 /// The model settings of `role`.
@@ -103,10 +105,10 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
 
     let (events, publisher) = NatsEventSink::start(client.clone());
     let run = &config.run;
-    let limits = RunnerLimits { timeout: Duration::from_secs(run.tool_timeout_s), output_cap: run.tool_output_cap };
+    let tools = ToolRunnerClient::for_cluster(config, RunnerLimits::from_run(run))?;
     let deps = AgentDeps {
         model,
-        tools: ToolRunnerClient::local_shared(limits, baseline_dir(config)),
+        tools,
         events: Arc::new(events.clone()),
         settings: AgentSettings {
             plan_attempts: run.plan_attempts,
@@ -123,8 +125,9 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
     .await?;
     let handle = worker.handle(role).ok_or_else(|| Error::AgentGone { role: role.to_string() })?;
     let options = ServeOptions { events: Some(events.clone()), ..ServeOptions::new(capacity) };
+    let tool_runner = config.cluster.tool_runner_url.as_deref().unwrap_or("in this process");
     tracing::info!(
-        %addr, %role, model = %settings.model, nats = %url, worker = %options.worker_id, capacity,
+        %addr, %role, model = %settings.model, nats = %url, worker = %options.worker_id, capacity, tool_runner,
         "agent worker serving its role's queue"
     );
 

@@ -102,7 +102,8 @@ impl Clustered {
             )),
             // The orchestrator's own tool calls are the task's baseline and its end; the
             // baseline goes to the shared directory, where the reviewer workers read it.
-            tools: ToolRunnerClient::local_shared(limits, turbo_agent_worker::baseline_dir(config)),
+            tools: ToolRunnerClient::for_cluster(config, limits)
+                .map_err(|e| crate::error::Error::Spawn(e.to_string()))?,
             store,
             events: recorder.sink(),
             settings: run_settings(config),

@@ -42,6 +42,13 @@ pub enum Error {
     Workspace { path: String, reason: String },
     #[error("the orchestrator is not running (it is shutting down): retry against a running one")]
     Stopped,
+    #[error(
+        "this orchestrator is a standby: another one holds the store's lease and runs its tasks; call the cluster's orchestrator address (it routes to the one that is serving) or retry"
+    )]
+    Standby,
+    /// Another orchestrator took the store's lease: this one must stop at once.
+    #[error("another orchestrator took over the store's lease ({0}); this one stops so that only one runs the tasks")]
+    LeaseLost(String),
     #[error("cannot start the task runner: {0}")]
     Spawn(String),
     #[error("cannot serve on {addr}: {reason}")]
@@ -59,12 +66,13 @@ impl Error {
         use turbo_store::Error as S;
         match self {
             Error::InvalidTask(_) | Error::Request(_) => Code::InvalidArgument,
+            Error::Store(e) if e.is_unavailable() => Code::Unavailable,
             Error::Store(e) => match e {
                 S::NotFound { .. } => Code::NotFound,
                 S::Invalid { .. } | S::Ambiguous { .. } => Code::InvalidArgument,
                 S::Taken { .. } | S::Conflict { .. } => Code::AlreadyExists,
                 S::WrongState { .. } => Code::FailedPrecondition,
-                S::Unreachable { .. } => Code::Unavailable,
+                S::Unreachable { .. } | S::Unavailable { .. } => Code::Unavailable,
                 S::Db { .. } | S::Corrupt { .. } | S::Unwritable { .. } | S::UnsupportedUrl { .. } => Code::Internal,
             },
             Error::Model(e) => {
@@ -91,7 +99,8 @@ impl Error {
             | Error::ProjectDeleted(_)
             | Error::ProjectBusy { .. }
             | Error::Workspace { .. } => Code::FailedPrecondition,
-            Error::Stopped => Code::Unavailable,
+            Error::Stopped | Error::Standby => Code::Unavailable,
+            Error::LeaseLost(_) => Code::Aborted,
             Error::Spawn(_) | Error::Serve { .. } => Code::Internal,
             Error::Bus(turbo_bus::Error::Connect { .. }) => Code::Unavailable,
             Error::Bus(_) => Code::Internal,

@@ -9,6 +9,7 @@ mod projects;
 mod tasks;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 use turbo_core::ids::ProjectId;
@@ -27,11 +28,22 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Larger page sizes are cut to this.
 const MAX_PAGE_SIZE: u32 = 500;
 
+/// The running stack's handles, set once this orchestrator holds the store's lease; until
+/// then (a standby) the calls that need them fail with [`Error::Standby`].
+#[derive(Clone, Default)]
+pub(crate) struct Active(Arc<OnceLock<(OrchestratorHandle, Recorder)>>);
+
+impl Active {
+    /// Makes the API serve through `orchestrator` and `recorder` from now on (once).
+    pub fn set(&self, orchestrator: OrchestratorHandle, recorder: Recorder) {
+        let _ = self.0.set((orchestrator, recorder));
+    }
+}
+
 /// What the API works with; cheap to clone (one per service).
 #[derive(Clone)]
 pub(crate) struct Api {
-    pub orchestrator: OrchestratorHandle,
-    pub recorder: Recorder,
+    pub active: Active,
     pub store: Store,
     pub models: Models,
     /// Where projects created without a root path get a fresh workspace (`<dir>/<project id>`).
@@ -41,6 +53,14 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    fn orchestrator(&self) -> Result<&OrchestratorHandle> {
+        self.active.0.get().map(|(o, _)| o).ok_or(Error::Standby)
+    }
+
+    fn recorder(&self) -> Result<&Recorder> {
+        self.active.0.get().map(|(_, r)| r).ok_or(Error::Standby)
+    }
+
     /// Both services, ready for [`turbo_proto::server::serve`].
     pub fn routes(self) -> Routes {
         Routes::new(TaskServiceServer::new(self.clone())).add_service(ProjectServiceServer::new(self))

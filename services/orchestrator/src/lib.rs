@@ -12,6 +12,7 @@
 //! # Layout
 //! - `orchestrator`: the root actor, tracking running tasks; [`OrchestratorHandle`] is its API.
 //! - `task_run`: one actor per running task: plan, phases, test and review rounds, deadline.
+//! - `leader`: the store's lease: one orchestrator runs the tasks, the others stand by.
 //! - `recorder`: the single writer of task events (numbering, storage, broadcast).
 //! - [`cluster`]: the stack of the cluster: agents over NATS, the workers' events into the
 //!   recorder (acknowledged once stored), stored events out to `turbo.events.task.<task_id>`,
@@ -33,6 +34,7 @@ pub mod cluster;
 pub mod control;
 mod error;
 mod grpc;
+mod leader;
 pub mod local;
 mod orchestrator;
 mod recorder;
@@ -72,13 +74,44 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// earlier orchestrator left running are resumed, and the operators' control subjects
 /// ([`control`]) are served.
 ///
+/// Only one orchestrator runs a store's tasks at a time ([`leader`]): until this one holds the
+/// store's lease it stands by, its services NOT_SERVING and their calls UNAVAILABLE; it takes
+/// over as soon as the holder is gone. One that loses the lease to another stops at once with
+/// [`Error::LeaseLost`].
+///
 /// On shutdown it reports not-serving, then, embedded, cancels running tasks and waits for
 /// them to record their end; in the cluster it leaves them running for the next orchestrator
-/// to resume. Then it ends open `WatchTask` streams and returns.
+/// to resume. Then it ends open `WatchTask` streams, releases the lease and returns.
 pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
     let store = local::open_store(config).await?;
     let models = local::Models::connect(config)?;
+    // Ends the API's long-lived calls (watch streams) once the running tasks have drained.
+    let closing = CancellationToken::new();
+    let active = grpc::Active::default();
+    let api = grpc::Api {
+        active: active.clone(),
+        store: store.clone(),
+        models: models.clone(),
+        workspaces: std::path::absolute(config.store.data_dir().join("workspaces"))
+            .unwrap_or_else(|_| config.store.data_dir().join("workspaces")),
+        closing: closing.clone(),
+    };
+    // The services report NOT_SERVING until this process holds the store's lease.
+    let (ready, ready_rx) = tokio::sync::watch::channel(false);
+    tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator listening");
+    let server =
+        turbo_proto::server::serve_while_ready(GRPC_SERVICES, api.routes(), listener, shutdown.clone(), ready_rx);
+    tokio::pin!(server);
+    let serve_error = |e: tonic::transport::Error| Error::Serve { addr: addr.clone(), reason: e.to_string() };
+
+    let mut lease = tokio::select! {
+        lease = leader::acquire(&store, &shutdown) => match lease {
+            Some(lease) => lease,
+            None => return server.await.map_err(serve_error),
+        },
+        served = &mut server => return served.map_err(serve_error),
+    };
     let stack = match &config.cluster.nats_url {
         Some(url) => Stack::Cluster(cluster::Clustered::start(config, store.clone(), url).await?),
         None => Stack::Embedded(local::Embedded::start(config, store.clone(), &models).await?),
@@ -99,40 +132,37 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
         }
         Stack::Embedded(_) => None,
     };
-    // Ends the API's long-lived calls (watch streams) once the running tasks have drained.
-    let closing = CancellationToken::new();
-    let api = grpc::Api {
-        orchestrator,
-        recorder,
-        store: store.clone(),
-        models,
-        workspaces: std::path::absolute(config.store.data_dir().join("workspaces"))
-            .unwrap_or_else(|_| config.store.data_dir().join("workspaces")),
-        closing: closing.clone(),
-    };
+    active.set(orchestrator, recorder);
+    let _ = ready.send(true);
     let purge = tokio::spawn(purge_loop(store, closing.clone()));
     tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator serving");
-    let server = turbo_proto::server::serve(GRPC_SERVICES, api.routes(), listener, shutdown.clone());
-    tokio::pin!(server);
     let served = tokio::select! {
         served = &mut server => {
             // The server stopped on its own (it failed): nothing is served, so stop the rest.
             stack.shutdown().await;
             closing.cancel();
-            served
+            served.map_err(serve_error)
         }
         _ = shutdown.cancelled() => {
             tracing::info!("orchestrator draining");
             stack.shutdown().await;
             closing.cancel();
-            server.await
+            server.await.map_err(serve_error)
+        }
+        lost = leader::hold(&mut lease) => {
+            // Another orchestrator runs the tasks now: stop at once, writing nothing more (the
+            // stack is dropped, not drained; what it did not store, the new leader redoes).
+            tracing::error!(error = %lost, "lost the store's lease");
+            Err(lost)
         }
     };
     purge.abort();
     if let Some(control) = control {
         control.abort();
     }
-    served.map_err(|e| Error::Serve { addr, reason: e.to_string() })
+    // Held until everything above has stopped writing; a standby takes it from here.
+    drop(lease);
+    served
 }
 
 /// What runs the tasks: everything in this process, or the cluster over NATS.

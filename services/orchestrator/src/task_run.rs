@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use turbo_agent_worker::AgentClient;
 use turbo_core::agent::AgentRole;
 use turbo_core::event::{EventKind, EventSink};
@@ -72,6 +73,8 @@ pub(crate) struct TaskRunArgs {
     pub cancel: CancellationToken,
     pub deps: RunDeps,
     pub orchestrator: ActorRef<OrchestratorMsg>,
+    /// The span of the request that started the run (none for a resumed run).
+    pub span: tracing::Span,
 }
 
 pub(crate) enum TaskRunMsg {
@@ -106,7 +109,8 @@ impl Actor for TaskRun {
     ) -> Result<(), ActorProcessingErr> {
         let Some(args) = state.args.take() else { return Ok(()) };
         let orchestrator = args.orchestrator.clone();
-        let result = Run::new(args).run().await;
+        let span = tracing::info_span!(parent: &args.span, "task_run", task_id = %args.task.id, resume = args.resume);
+        let result = Run::new(args).run().instrument(span).await;
         let _ = orchestrator.send_message(OrchestratorMsg::Finished { result: Box::new(result) });
         myself.stop(None);
         Ok(())

@@ -3,22 +3,33 @@
 //! task's starting snapshot so the reviewer can see the task's diff.
 //!
 //! Agents reach it through [`ToolRunnerClient`], which hides whether the runner is in this
-//! process or (in the cluster) behind NATS/gRPC.
+//! process ([`LocalToolRunner`]) or a tool-runner service across the network
+//! ([`RemoteToolRunner`], over gRPC): [`ToolRunnerClient::for_cluster`] picks the service when
+//! `cluster.tool_runner_url` is set. Either way a call the model made wrongly is an error the
+//! model can correct ([`Error::is_model_correctable`]), with the same message.
 //!
 //! As a service of the cluster it is started by [`run`], from `turbo-coder serve tool-runner`
-//! or from its own binary `turbo-tool-runner` (`src/main.rs`). At this stage [`run`] serves
-//! gRPC health checking, reporting [`GRPC_SERVICES`] as serving, and server reflection; the tool
-//! API comes later, behind the same entry point.
+//! or from its own binary `turbo-tool-runner` (`src/main.rs`): it serves
+//! `turbo.tools.v1.ToolService` (ListTools, CallTool, BeginTask, TaskDiff, EndTask; approvals
+//! come with the sandbox policy) over a [`LocalToolRunner`] keeping baselines in
+//! [`baseline_dir`], with gRPC health checking ([`GRPC_SERVICES`]) and reflection.
 //!
 //! # Layout
 //! - `baseline`: workspace snapshots and the task diff.
-//! - `error`: errors, distinguishing the ones a model can correct.
+//! - `error`: errors, distinguishing the ones a model can correct, and their gRPC statuses.
+//! - `grpc`: the `turbo.tools.v1.ToolService` server over a [`LocalToolRunner`].
+//! - `remote`: [`RemoteToolRunner`], the [`ToolService`] of a tool-runner service, over gRPC.
+//! - `wire`: tool outputs and task diffs as proto messages (their types are not
+//!   `turbo-core`'s, so the conversions live here rather than in `turbo-proto`).
 //! - this file: the [`ToolService`] trait, the in-process runner and the client, and [`run`],
 //!   the network entry point.
 //! - `main.rs`: the `turbo-tool-runner` binary: arguments, config, telemetry, then [`run`].
 
 mod baseline;
 mod error;
+mod grpc;
+mod remote;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,26 +39,39 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use turbo_config::{Config, RunConfig};
 use turbo_core::ids::TaskId;
 use turbo_core::tool::{ToolCall, ToolSpec};
 use turbo_tools::{ToolContext, Toolbox, Workspace};
 
 pub use baseline::TaskDiff;
 pub use error::{Error, Result};
+pub use grpc::ToolGrpc;
+pub use remote::RemoteToolRunner;
 pub use turbo_tools::ToolOutput;
 
 /// The gRPC services the tool-runner reports as serving in its health checks.
 pub const GRPC_SERVICES: &[&str] = &["turbo.tools.v1.ToolService"];
 
 /// Serves the tool-runner on `listener` until `shutdown` is cancelled, then reports
-/// not-serving and drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection; `_config`
-/// is not read yet.
-pub async fn run(_config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+/// not-serving and drains: `turbo.tools.v1.ToolService` over a [`LocalToolRunner`] with the
+/// `[run]` limits and the baselines in [`baseline_dir`], gRPC health ([`GRPC_SERVICES`]) and
+/// reflection.
+pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
-    tracing::info!(%addr, services = ?GRPC_SERVICES, "tool-runner serving health and reflection");
-    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
+    let baselines = baseline_dir(config);
+    let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_run(&config.run), &baselines);
+    tracing::info!(%addr, baselines = %baselines.display(), services = ?GRPC_SERVICES, "tool-runner serving");
+    turbo_proto::server::serve(GRPC_SERVICES, ToolGrpc::new(Arc::new(runner)).routes(), listener, shutdown)
         .await
         .map_err(|e| Error::Serve { addr, reason: e.to_string() })
+}
+
+/// Where the cluster keeps each task's starting snapshot for its diff:
+/// `<store.data_dir>/baselines`. The tool-runner service keeps them there; without one, every
+/// process that runs tools (the orchestrator and the agent workers) shares that directory.
+pub fn baseline_dir(config: &Config) -> PathBuf {
+    config.store.data_dir().join("baselines")
 }
 
 /// Limits applied to every call.
@@ -63,11 +87,18 @@ impl Default for RunnerLimits {
     }
 }
 
+impl RunnerLimits {
+    /// The limits of the `[run]` section: `tool_timeout_s` and `tool_output_cap`.
+    pub fn from_run(run: &RunConfig) -> Self {
+        Self { timeout: Duration::from_secs(run.tool_timeout_s), output_cap: run.tool_output_cap }
+    }
+}
+
 /// What the tool-runner does, wherever it runs.
 #[async_trait]
 pub trait ToolService: Send + Sync + 'static {
     /// Tools offered to models; `names` selects a subset (None = all).
-    fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>>;
+    async fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>>;
     /// Runs one call in the workspace.
     async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput>;
     /// Remembers the workspace as it is now, as the base of the task's diff. A task's baseline
@@ -125,9 +156,15 @@ impl LocalToolRunner {
         }))
     }
 
-    fn context(&self, workspace: &str) -> Result<ToolContext> {
+    fn context(&self, workspace: &str, limits: &RunnerLimits) -> Result<ToolContext> {
         let ws = Workspace::open(workspace)?;
-        Ok(ToolContext::new(ws).with_timeout(self.limits.timeout).with_output_cap(self.limits.output_cap))
+        Ok(ToolContext::new(ws).with_timeout(limits.timeout).with_output_cap(limits.output_cap))
+    }
+
+    /// Runs one call with `limits` instead of the runner's own.
+    async fn call_with(&self, workspace: &str, call: &ToolCall, limits: &RunnerLimits) -> Result<ToolOutput> {
+        let ctx = self.context(workspace, limits)?;
+        Ok(self.toolbox.call(&call.name, &call.arguments, &ctx).await?)
     }
 }
 
@@ -140,7 +177,7 @@ async fn capture(workspace: &str) -> Result<baseline::Baseline> {
 
 #[async_trait]
 impl ToolService for LocalToolRunner {
-    fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
+    async fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
         Ok(match names {
             Some(names) => self.toolbox.only(names)?.specs(),
             None => self.toolbox.specs(),
@@ -148,8 +185,7 @@ impl ToolService for LocalToolRunner {
     }
 
     async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
-        let ctx = self.context(workspace)?;
-        Ok(self.toolbox.call(&call.name, &call.arguments, &ctx).await?)
+        self.call_with(workspace, call, &self.limits).await
     }
 
     async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()> {
@@ -203,13 +239,30 @@ impl ToolRunnerClient {
         Self::from_service(Arc::new(LocalToolRunner::with_baseline_dir(limits, dir)))
     }
 
+    /// The tool-runner service at `url` (`http://HOST:PORT`), over gRPC. Connects on first use,
+    /// so the service may start later; `limits` bound each call as [`ToolRunnerClient::local`]'s
+    /// do ([`RemoteToolRunner::connect`]).
+    pub fn connect(url: &str, limits: RunnerLimits) -> Result<Self> {
+        Ok(Self::from_service(Arc::new(RemoteToolRunner::connect(url, limits)?)))
+    }
+
+    /// The tool runner of a cluster process: the tool-runner service at
+    /// `cluster.tool_runner_url` when it is set, else a runner in this process sharing task
+    /// baselines through [`baseline_dir`] ([`ToolRunnerClient::local_shared`]).
+    pub fn for_cluster(config: &Config, limits: RunnerLimits) -> Result<Self> {
+        match &config.cluster.tool_runner_url {
+            Some(url) => Self::connect(url, limits),
+            None => Ok(Self::local_shared(limits, baseline_dir(config))),
+        }
+    }
+
     /// Any implementation: a remote transport or a test double.
     pub fn from_service(inner: Arc<dyn ToolService>) -> Self {
         Self { inner }
     }
 
-    pub fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
-        self.inner.specs(names)
+    pub async fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
+        self.inner.specs(names).await
     }
 
     pub async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
@@ -296,11 +349,23 @@ mod tests {
         assert!(err.to_string().contains("outside the workspace"), "{err}");
     }
 
-    #[test]
-    fn specs_can_be_narrowed() {
+    #[tokio::test]
+    async fn specs_can_be_narrowed() {
         let runner = ToolRunnerClient::local(RunnerLimits::default());
-        let specs = runner.specs(Some(&["fs_read", "fs_list"])).unwrap();
+        let specs = runner.specs(Some(&["fs_read", "fs_list"])).await.unwrap();
         assert_eq!(specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["fs_read", "fs_list"]);
-        assert!(runner.specs(Some(&["fs_nuke"])).is_err());
+        assert!(runner.specs(Some(&["fs_nuke"])).await.unwrap_err().is_model_correctable());
+        assert!(runner.specs(Some(&[])).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_cluster_uses_the_service_when_its_url_is_set() {
+        let mut config = Config::default();
+        config.store.data_dir = Some(PathBuf::from("/srv/turbo"));
+        assert_eq!(baseline_dir(&config), Path::new("/srv/turbo/baselines"));
+        assert!(ToolRunnerClient::for_cluster(&config, RunnerLimits::default()).is_ok());
+        config.cluster.tool_runner_url = Some("not a url".into());
+        let err = ToolRunnerClient::for_cluster(&config, RunnerLimits::default()).err().expect("a bad url");
+        assert!(err.to_string().contains("not a url") && err.to_string().contains("cluster.tool_runner_url"), "{err}");
     }
 }

@@ -225,7 +225,7 @@ impl Api {
     async fn delete_project(&self, id: ProjectId) -> Result<pb::DeleteProjectResponse> {
         self.live_project(id).await?;
         let mut busy = Vec::new();
-        for task_id in self.orchestrator.running().await? {
+        for task_id in self.orchestrator()?.running().await? {
             if let Some(stored) = self.store.get_task(task_id).await?
                 && stored.task.project_id == id
             {

@@ -81,7 +81,7 @@ impl TaskService for Api {
         let r = request.into_inner();
         let id = task_id(&r.task_id)?;
         // Subscribed before anything is read from the store, so no event falls in between.
-        let live = self.recorder.subscribe();
+        let live = self.recorder()?.subscribe();
         self.task(id).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let api = self.clone();
@@ -123,8 +123,8 @@ impl Api {
         let project = self.live_project(task.project_id).await?;
         Self::check_workspace(&project.root_path)?;
         self.models.check(&[AgentRole::Planner]).await?;
-        let id = self.orchestrator.submit(task, project.root_path, false).await?;
-        let result = self.orchestrator.wait(id).await?;
+        let id = self.orchestrator()?.submit(task, project.root_path, false).await?;
+        let result = self.orchestrator()?.wait(id).await?;
         match result.failure {
             // The task is stored as failed, but the cause is the model server: say so, so the
             // caller retries later rather than reading a failed task.
@@ -157,9 +157,9 @@ impl Api {
     }
 
     async fn cancel(&self, id: TaskId, reason: Option<String>) -> Result<pb::DevelopmentTask> {
-        match self.orchestrator.cancel_task(id, reason).await? {
+        match self.orchestrator()?.cancel_task(id, reason).await? {
             CancelOutcome::Cancelled(task) => Ok((*task).into()),
-            CancelOutcome::Stopping => match tokio::time::timeout(CANCEL_WAIT, self.orchestrator.wait(id)).await {
+            CancelOutcome::Stopping => match tokio::time::timeout(CANCEL_WAIT, self.orchestrator()?.wait(id)).await {
                 Ok(result) => Ok(result?.task.into()),
                 // Still stopping: answer with what is stored; WatchTask shows the end.
                 Err(_) => Ok(self.task(id).await?.task.into()),
@@ -184,12 +184,12 @@ impl Api {
         Self::check_workspace(&stored.workspace)?;
         self.models.check(&[AgentRole::Coder, AgentRole::Tester, AgentRole::Reviewer]).await?;
         // Everything recorded so far (the planning run) is stored, so the last seq is exact.
-        self.recorder.flush().await;
+        self.recorder()?.flush().await;
         let last_seq = self.store.next_seq(id).await?.saturating_sub(1);
-        self.orchestrator.execute(id).await?;
+        self.orchestrator()?.execute(id).await?;
         // The move to in_progress is stored before the answer: an orchestrator that dies from
         // here on leaves its event as well as the task's status for the next one.
-        self.recorder.flush().await;
+        self.recorder()?.flush().await;
         let task = self.task(id).await?.task;
         Ok(pb::ExecuteTaskResponse { task: Some(task.into()), last_seq })
     }
@@ -219,7 +219,7 @@ impl Watch {
         // Everything stored has been sent. A task that already ended has its terminal event
         // stored once the recorder has caught up; this watcher resumed past it.
         if self.api.task(self.task_id).await?.task.status.is_terminal() {
-            self.api.recorder.flush().await;
+            self.api.recorder()?.flush().await;
             self.catch_up(u64::MAX).await?;
             return Ok(());
         }

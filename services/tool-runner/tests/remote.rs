@@ -1,0 +1,317 @@
+//! The tool-runner service over the network: [`turbo_tool_runner::run`] on `127.0.0.1:0`, used
+//! through [`ToolRunnerClient::connect`] (the [`RemoteToolRunner`]) exactly as agents use a
+//! local runner, plus a few raw gRPC requests for the status codes other clients see.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use turbo_core::ids::TaskId;
+use turbo_core::tool::ToolCall;
+use turbo_proto::tools::v1 as pb;
+use turbo_proto::tools::v1::tool_service_client::ToolServiceClient;
+use turbo_tool_runner::{Error, RemoteToolRunner, RunnerLimits, ToolRunnerClient};
+
+/// A tool-runner service on a free port, with its data directory; stopped on drop.
+struct Runner {
+    url: String,
+    shutdown: CancellationToken,
+    served: Option<JoinHandle<turbo_tool_runner::Result<()>>>,
+    _data: tempfile::TempDir,
+}
+
+impl Runner {
+    async fn start() -> Runner {
+        Runner::start_on(TcpListener::bind("127.0.0.1:0").await.expect("a free port")).await
+    }
+
+    async fn start_on(listener: TcpListener) -> Runner {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = turbo_config::Config::default();
+        config.store.data_dir = Some(data.path().to_path_buf());
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let served = tokio::spawn(async move { turbo_tool_runner::run(&config, listener, token).await });
+        Runner { url, shutdown, served: Some(served), _data: data }
+    }
+
+    fn client(&self) -> ToolRunnerClient {
+        ToolRunnerClient::connect(&self.url, RunnerLimits::default()).expect("a valid url")
+    }
+
+    async fn raw(&self) -> ToolServiceClient<tonic::transport::Channel> {
+        ToolServiceClient::connect(self.url.clone()).await.expect("the runner accepts connections")
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(served) = self.served.take() {
+            served.await.expect("the server task").expect("the server stops cleanly");
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn call(name: &str, args: serde_json::Value) -> ToolCall {
+    ToolCall { id: "c1".into(), name: name.into(), arguments: args }
+}
+
+fn path(dir: &Path) -> &str {
+    dir.to_str().expect("a UTF-8 temporary directory")
+}
+
+/// Polls `check` every 20 ms until it returns something, for at most `limit`.
+async fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn lists_the_same_tools_as_a_local_runner() {
+    let runner = Runner::start().await;
+    let (remote, local) = (runner.client(), ToolRunnerClient::local(RunnerLimits::default()));
+    assert_eq!(remote.specs(None).await.unwrap(), local.specs(None).await.unwrap());
+    let narrowed = remote.specs(Some(&["fs_read", "fs_list"])).await.unwrap();
+    assert_eq!(narrowed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["fs_read", "fs_list"]);
+    assert!(remote.specs(Some(&[])).await.unwrap().is_empty());
+
+    let remote_err = remote.specs(Some(&["fs_nuke"])).await.unwrap_err();
+    let local_err = local.specs(Some(&["fs_nuke"])).await.unwrap_err();
+    assert!(remote_err.is_model_correctable(), "{remote_err:?}");
+    assert_eq!(remote_err.to_string(), local_err.to_string());
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn writes_and_reads_a_file_in_the_workspace() {
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    let tools = runner.client();
+    let wrote = tools
+        .call(path(ws.path()), &call("fs_write", json!({"path": "app.py", "content": "print(1)\n"})))
+        .await
+        .unwrap();
+    assert!(wrote.success, "{}", wrote.content);
+    assert_eq!(wrote.files_changed, ["app.py"]);
+    assert_eq!(std::fs::read_to_string(ws.path().join("app.py")).unwrap(), "print(1)\n");
+
+    let read = tools.call(path(ws.path()), &call("fs_read", json!({"path": "app.py"}))).await.unwrap();
+    assert!(read.success);
+    assert!(read.content.contains("print(1)"), "{}", read.content);
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_path_escape_is_the_same_correctable_error_as_locally() {
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    let escape = call("fs_read", json!({"path": "../../etc/passwd"}));
+    let remote = runner.client().call(path(ws.path()), &escape).await.unwrap_err();
+    let local = ToolRunnerClient::local(RunnerLimits::default()).call(path(ws.path()), &escape).await.unwrap_err();
+    assert!(remote.is_model_correctable(), "{remote:?}");
+    assert!(remote.to_string().contains("outside the workspace"), "{remote}");
+    assert_eq!(remote.to_string(), local.to_string());
+
+    // Other clients see it as the call's result, not as an error status.
+    let mut raw = runner.raw().await;
+    let request = pb::ToolCallRequest {
+        workspace: path(ws.path()).into(),
+        tool: "fs_read".into(),
+        arguments_json: r#"{"path": "../../etc/passwd"}"#.into(),
+        ..Default::default()
+    };
+    let mut chunks = raw.call_tool(request).await.unwrap().into_inner();
+    let Some(pb::ToolCallChunk { chunk: Some(pb::tool_call_chunk::Chunk::Result(result)) }) =
+        chunks.message().await.unwrap()
+    else {
+        panic!("the first chunk is the result");
+    };
+    assert!(!result.success && result.model_correctable);
+    assert_eq!(result.content, local.to_string());
+    assert!(chunks.message().await.unwrap().is_none(), "the result is the last chunk");
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_baseline_is_shared_by_every_client_of_the_service() {
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("app.py"), "print(0)\n").unwrap();
+    let (orchestrator, reviewer) = (runner.client(), runner.client());
+    let task = TaskId::new();
+    orchestrator.begin_task(task, path(ws.path())).await.unwrap();
+    reviewer
+        .call(path(ws.path()), &call("fs_write", json!({"path": "app.py", "content": "print(1)\n"})))
+        .await
+        .unwrap();
+    reviewer.call(path(ws.path()), &call("fs_write", json!({"path": "new.py", "content": "x = 1\n"}))).await.unwrap();
+
+    let diff = reviewer.task_diff(task, path(ws.path())).await.unwrap();
+    assert_eq!(diff.modified, ["app.py"]);
+    assert_eq!(diff.added, ["new.py"]);
+    assert!(diff.unified.contains("-print(0)\n+print(1)"), "{}", diff.unified);
+    // Begun again (a resumed run): the baseline stays the first one.
+    reviewer.begin_task(task, path(ws.path())).await.unwrap();
+    assert_eq!(orchestrator.task_diff(task, path(ws.path())).await.unwrap(), diff);
+
+    orchestrator.end_task(task).await;
+    assert!(matches!(reviewer.task_diff(task, path(ws.path())).await, Err(Error::NoBaseline(t)) if t == task));
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_status_that_names_the_problem() {
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    let workspace = path(ws.path()).to_string();
+    let mut raw = runner.raw().await;
+
+    let unknown = TaskId::new();
+    let status = raw
+        .task_diff(pb::TaskDiffRequest { task_id: unknown.to_string(), workspace: workspace.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains(&unknown.to_string()) && status.message().contains("begin_task"));
+    let err = runner.client().task_diff(unknown, &workspace).await.unwrap_err();
+    assert!(matches!(err, Error::NoBaseline(t) if t == unknown), "{err:?}");
+
+    let status = raw
+        .begin_task(pb::BeginTaskRequest { task_id: "task-1".into(), workspace: workspace.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("task_id") && status.message().contains("task-1"), "{}", status.message());
+    assert_eq!(turbo_proto::error::field_errors_of(&status).unwrap().0[0].field, "task_id");
+
+    let status = raw.end_task(pb::EndTaskRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("task_id"), "{}", status.message());
+
+    let status = raw
+        .begin_task(pb::BeginTaskRequest { task_id: unknown.to_string(), workspace: "relative/dir".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("workspace") && status.message().contains("absolute"), "{}", status.message());
+
+    // A workspace that does not exist is the caller's problem, not the model's.
+    let missing = ws.path().join("gone");
+    let err = runner.client().call(path(&missing), &call("fs_list", json!({"path": "."}))).await.unwrap_err();
+    assert!(!err.is_model_correctable(), "{err:?}");
+    assert!(err.to_string().contains("gone") && err.to_string().contains(&runner.url), "{err}");
+    assert!(matches!(err, Error::Remote { code: Code::InvalidArgument, .. }), "{err:?}");
+
+    let status = raw.approve(pb::ApprovalDecision::default()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("sandbox policy"), "{}", status.message());
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_runner_that_is_not_up_yet_is_named_and_used_once_it_is() {
+    // A port nobody listens on, until the runner starts on it.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let url = format!("http://{addr}");
+    let remote = RemoteToolRunner::connect(&url, RunnerLimits::default()).expect("connecting is lazy");
+    let tools = ToolRunnerClient::from_service(std::sync::Arc::new(remote));
+
+    let err = tools.specs(None).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(!err.is_model_correctable());
+    let text = err.to_string();
+    assert!(text.contains(&url) && text.contains("cluster.tool_runner_url"), "{text}");
+
+    let runner = Runner::start_on(TcpListener::bind(addr).await.expect("the port is still free")).await;
+    // The same client connects now: no restart of the caller is needed.
+    let specs = tools.specs(None).await.expect("the runner answers once it is up");
+    assert!(!specs.is_empty());
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_tool_service_serving() {
+    let runner = Runner::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(runner.url.clone()).unwrap().connect().await.unwrap();
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: "turbo.tools.v1.ToolService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status(), ServingStatus::Serving);
+    runner.stop().await;
+}
+
+/// Spans of this test binary, exported when they end. Installed once, for the whole process:
+/// the server's spans are made on the runtime's threads, which a scoped subscriber would miss.
+fn exported_spans() -> &'static InMemorySpanExporter {
+    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
+    EXPORTER.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this binary");
+        exporter
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_continues_the_callers_trace() {
+    let exporter = exported_spans();
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    let tools = runner.client();
+
+    let caller = tracing::info_span!("agent_step");
+    let trace_id = caller.context().span().span_context().trace_id();
+    assert_ne!(trace_id, TraceId::INVALID);
+    tools.call(path(ws.path()), &call("fs_list", json!({"path": "."}))).instrument(caller.clone()).await.unwrap();
+    drop(caller);
+
+    // The handler's span, made in the server's task, is in the caller's trace.
+    let handler = eventually(Duration::from_secs(5), || {
+        exporter.get_finished_spans().unwrap().into_iter().find(|s| s.name == "call_tool")
+    })
+    .await
+    .expect("the server exported its call_tool span");
+    assert_eq!(handler.span_context.trace_id(), trace_id);
+    let request = exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "turbo.tools.v1.ToolService/CallTool")
+        .expect("the request's span");
+    assert_eq!(request.span_context.trace_id(), trace_id);
+    assert!(request.parent_span_is_remote, "the request's parent is the client's span, across the network");
+    runner.stop().await;
+}
