@@ -462,6 +462,17 @@ async fn cancel_task(ctx: &Ctx, payload: &[u8]) -> Result<Value> {
         }
         Err(e) => return Err(e),
     };
+    let entry = turbo_store::NewAuditEntry {
+        at: chrono::Utc::now(),
+        actor: format!("nats:{}", subjects::CTL_TASKS_CANCEL),
+        action: "task.cancel".into(),
+        target: id.to_string(),
+        outcome: if cancelled { "ok".into() } else { format!("error: not cancelled: the task is {status}") },
+        detail: None,
+    };
+    if let Err(error) = ctx.store.record_audit(entry).await {
+        tracing::warn!(%error, "cannot record the cancel in the audit log");
+    }
     let mut body = json!({
         "id": id.to_string(),
         "cancelled": cancelled,

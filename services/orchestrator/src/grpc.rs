@@ -3,7 +3,9 @@
 //! the orchestrator's handle, the recorder's broadcast and the store.
 //!
 //! Handlers do their work in functions returning [`crate::Result`]; the one conversion
-//! `impl From<Error> for tonic::Status` (in `error.rs`) turns errors into statuses.
+//! `impl From<Error> for tonic::Status` (in `error.rs`) turns errors into statuses. Every call
+//! that changes something (create, execute, cancel a task; create, update, delete, restore a
+//! project) is recorded in the store's audit log with its caller and outcome.
 
 mod projects;
 mod tasks;
@@ -17,7 +19,7 @@ use turbo_core::project::ProjectMetadata;
 use turbo_proto::projects::v1::project_service_server::ProjectServiceServer;
 use turbo_proto::server::Routes;
 use turbo_proto::tasks::v1::task_service_server::TaskServiceServer;
-use turbo_store::{Cursor, Store, StoredProject};
+use turbo_store::{Cursor, NewAuditEntry, Store, StoredProject};
 
 use crate::error::{Error, Result};
 use crate::local::Models;
@@ -66,6 +68,26 @@ impl Api {
         Routes::new(TaskServiceServer::new(self.clone())).add_service(ProjectServiceServer::new(self))
     }
 
+    /// Records in the audit log that `actor` asked for `action` on `target` and how it went.
+    /// A failed write is logged, never the call's failure: the call has already happened.
+    async fn audit<T>(
+        &self,
+        actor: String,
+        action: &str,
+        target: String,
+        detail: Option<serde_json::Value>,
+        result: &std::result::Result<T, tonic::Status>,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(status) => format!("error: {:?}: {}", status.code(), status.message()),
+        };
+        let entry = NewAuditEntry { at: chrono::Utc::now(), actor, action: action.into(), target, outcome, detail };
+        if let Err(error) = self.store.record_audit(entry).await {
+            tracing::warn!(%error, action, "cannot record the audit entry");
+        }
+    }
+
     /// A project that exists and is not deleted, else [`Error::UnknownProject`].
     async fn live_project(&self, id: ProjectId) -> Result<ProjectMetadata> {
         match self.store.get_project(id).await? {
@@ -73,6 +95,11 @@ impl Api {
             _ => Err(Error::UnknownProject(id)),
         }
     }
+}
+
+/// Who made a request, for the audit log: `grpc:<peer address>`.
+fn actor<T>(request: &tonic::Request<T>) -> String {
+    request.remote_addr().map_or_else(|| "grpc".to_string(), |peer| format!("grpc:{peer}"))
 }
 
 /// A request's page size: the default for 0, capped at the maximum.

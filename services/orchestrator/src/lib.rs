@@ -193,7 +193,20 @@ async fn purge_loop(store: turbo_store::Store, closing: CancellationToken) {
         }
         match store.purge_projects(chrono::Utc::now() - RESTORE_WINDOW).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(projects = n, "purged projects past their restore window"),
+            Ok(n) => {
+                tracing::info!(projects = n, "purged projects past their restore window");
+                let entry = turbo_store::NewAuditEntry {
+                    at: chrono::Utc::now(),
+                    actor: "orchestrator".into(),
+                    action: "project.purge".into(),
+                    target: String::new(),
+                    outcome: "ok".into(),
+                    detail: Some(serde_json::json!({ "projects": n })),
+                };
+                if let Err(error) = store.record_audit(entry).await {
+                    tracing::warn!(%error, "cannot record the purge in the audit log");
+                }
+            }
             Err(error) => tracing::warn!(%error, "cannot purge deleted projects"),
         }
     }

@@ -750,4 +750,41 @@ async fn projects_are_created_read_listed_updated_deleted_and_restored() {
         Code::NotFound,
         &[unknown],
     );
+
+    // Every change asked for is in the audit log, oldest last, with the caller and the outcome;
+    // reads are not.
+    let store = turbo_store::Store::open_sqlite(&server.data_dir().join("turbo.db")).await.unwrap();
+    let log = store.list_audit(turbo_store::AuditFilter { limit: 1000, ..Default::default() }).await.unwrap();
+    let rows: Vec<(&str, &str, bool)> =
+        log.iter().rev().map(|e| (e.action.as_str(), e.target.as_str(), e.outcome == "ok")).collect();
+    let shop_id = shop.id.as_str();
+    assert_eq!(
+        rows,
+        [
+            ("project.create", shop_id, true),
+            ("project.create", fresh.id.as_str(), true),
+            ("project.create", "", false), // the name is taken
+            ("project.create", "", false), // the slug is taken
+            ("project.create", "", false), // no name
+            ("project.create", "", false), // no type
+            ("project.create", "", false), // no language
+            ("project.create", "", false), // no such root
+            ("project.update", shop_id, true),
+            ("project.update", shop_id, false), // the name is taken
+            ("project.update", shop_id, false), // a bad slug
+            ("project.update", shop_id, false), // created_at is fixed
+            ("project.delete", shop_id, true),
+            ("task.create", "", false), // the project is deleted
+            ("project.update", shop_id, false),
+            ("project.delete", shop_id, false),
+            ("project.create", "", false),
+            ("project.restore", shop_id, true),
+            ("project.restore", shop_id, false), // not deleted
+            ("project.restore", unknown, false),
+        ]
+    );
+    assert!(log.iter().all(|e| e.actor.starts_with("grpc:127.0.0.1:")), "{log:?}");
+    let failed = log.iter().find(|e| e.action == "project.restore" && e.target == unknown).unwrap();
+    assert!(failed.outcome.starts_with("error: NotFound: "), "{failed:?}");
+    assert_eq!(log.iter().find(|e| e.target == fresh.id).unwrap().detail, Some(serde_json::json!({"name": "Fresh"})));
 }

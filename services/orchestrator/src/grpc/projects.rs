@@ -16,7 +16,7 @@ use turbo_proto::projects::v1 as pb;
 use turbo_proto::projects::v1::project_service_server::ProjectService;
 use turbo_store::ProjectQuery;
 
-use super::{Api, next_token, page_cursor, page_size};
+use super::{Api, actor, next_token, page_cursor, page_size};
 use crate::RESTORE_WINDOW;
 use crate::analysis::{Analysis, analyze};
 use crate::error::{Error, Result};
@@ -57,7 +57,13 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::CreateProjectRequest>,
     ) -> std::result::Result<Response<pb::CreateProjectResponse>, Status> {
-        Ok(Response::new(self.create_project(request.into_inner()).await?))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let detail = serde_json::json!({ "name": r.name });
+        let created = self.create_project(r).await.map_err(Status::from);
+        let target = created.as_ref().ok().and_then(|c| c.project.as_ref()).map(|p| p.id.clone()).unwrap_or_default();
+        self.audit(actor, "project.create", target, Some(detail), &created).await;
+        Ok(Response::new(created?))
     }
 
     async fn get_project(
@@ -89,24 +95,46 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::UpdateProjectRequest>,
     ) -> std::result::Result<Response<pb::ProjectMetadata>, Status> {
-        Ok(Response::new(self.update_project(request.into_inner()).await?))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let (target, paths) = (r.project_id.clone(), r.update_mask.as_ref().map(|m| m.paths.clone()));
+        let updated = self.update_project(r).await.map_err(Status::from);
+        let detail = paths.map(|fields| serde_json::json!({ "fields": fields }));
+        self.audit(actor, "project.update", target, detail, &updated).await;
+        Ok(Response::new(updated?))
     }
 
     async fn delete_project(
         &self,
         request: Request<pb::DeleteProjectRequest>,
     ) -> std::result::Result<Response<pb::DeleteProjectResponse>, Status> {
-        let id = project_id(&request.get_ref().project_id)?;
-        Ok(Response::new(self.delete_project(id).await?))
+        let actor = actor(&request);
+        let target = request.into_inner().project_id;
+        let deleted = match project_id(&target) {
+            Ok(id) => self.delete_project(id).await.map_err(Status::from),
+            Err(e) => Err(Status::from(e)),
+        };
+        self.audit(actor, "project.delete", target, None, &deleted).await;
+        Ok(Response::new(deleted?))
     }
 
     async fn restore_project(
         &self,
         request: Request<pb::RestoreProjectRequest>,
     ) -> std::result::Result<Response<pb::ProjectMetadata>, Status> {
-        let id = project_id(&request.get_ref().project_id)?;
-        let restored = self.store.restore_project(id, Utc::now() - RESTORE_WINDOW).await.map_err(|e| unknown(id, e))?;
-        Ok(Response::new(restored.into()))
+        let actor = actor(&request);
+        let target = request.into_inner().project_id;
+        let restored = match project_id(&target) {
+            Ok(id) => self
+                .store
+                .restore_project(id, Utc::now() - RESTORE_WINDOW)
+                .await
+                .map(Into::into)
+                .map_err(|e| Status::from(unknown(id, e))),
+            Err(e) => Err(Status::from(e)),
+        };
+        self.audit(actor, "project.restore", target, None, &restored).await;
+        Ok(Response::new(restored?))
     }
 }
 

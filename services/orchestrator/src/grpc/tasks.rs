@@ -18,7 +18,7 @@ use turbo_proto::tasks::v1 as pb;
 use turbo_proto::tasks::v1::task_service_server::TaskService;
 use turbo_store::{StoredTask, TaskQuery};
 
-use super::{Api, next_token, page_cursor, page_size};
+use super::{Api, actor, next_token, page_cursor, page_size};
 use crate::CancelOutcome;
 use crate::error::{Error, Result};
 
@@ -39,7 +39,13 @@ impl TaskService for Api {
         &self,
         request: Request<pb::CreateTaskRequest>,
     ) -> std::result::Result<Response<pb::DevelopmentTask>, Status> {
-        Ok(Response::new(self.create(request.into_inner()).await?))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let detail = serde_json::json!({ "project_id": r.project_id });
+        let created = self.create(r).await.map_err(Status::from);
+        let target = created.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        self.audit(actor, "task.create", target, Some(detail), &created).await;
+        Ok(Response::new(created?))
     }
 
     async fn get_task(
@@ -61,15 +67,28 @@ impl TaskService for Api {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> std::result::Result<Response<pb::DevelopmentTask>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
-        Ok(Response::new(self.cancel(task_id(&r.task_id)?, r.reason).await?))
+        let cancelled = match task_id(&r.task_id) {
+            Ok(id) => self.cancel(id, r.reason).await.map_err(Status::from),
+            Err(e) => Err(Status::from(e)),
+        };
+        self.audit(actor, "task.cancel", r.task_id, None, &cancelled).await;
+        Ok(Response::new(cancelled?))
     }
 
     async fn execute_task(
         &self,
         request: Request<pb::ExecuteTaskRequest>,
     ) -> std::result::Result<Response<pb::ExecuteTaskResponse>, Status> {
-        Ok(Response::new(self.execute(task_id(&request.get_ref().task_id)?).await?))
+        let actor = actor(&request);
+        let target = request.into_inner().task_id;
+        let executed = match task_id(&target) {
+            Ok(id) => self.execute(id).await.map_err(Status::from),
+            Err(e) => Err(Status::from(e)),
+        };
+        self.audit(actor, "task.execute", target, None, &executed).await;
+        Ok(Response::new(executed?))
     }
 
     type WatchTaskStream = EventStream;
