@@ -79,7 +79,7 @@ impl NatsAgents {
         request: WorkRequest,
         cancel: CancellationToken,
     ) -> Result<WorkReply, AgentFailure> {
-        let request_id = Uuid::new_v4();
+        let request_id = work_id(task_id, role, &request);
         let span = tracing::info_span!("remote_agent_call", %role, %task_id, %request_id);
         self.call_inner(WorkItem { request_id, task_id, role, request }, cancel).instrument(span).await
     }
@@ -101,10 +101,22 @@ impl NatsAgents {
         work_headers.insert(headers::MSG_ID, request_id.to_string().as_str());
         work_headers.insert(headers::TASK_ID, task_id.to_string().as_str());
         work_headers.insert(headers::REQUEST_ID, request_id.to_string().as_str());
-        publish_stored(&self.js, subjects::work(role), &item, work_headers).await.map_err(|e| {
+        let queued = publish_stored(&self.js, subjects::work(role), &item, work_headers).await.map_err(|e| {
             AgentFailure::new(FailureKind::Internal, format!("cannot queue work for the {role} agents: {e}"))
         })?;
-        tracing::debug!("work queued");
+        tracing::debug!(duplicate = queued.duplicate, "work queued");
+        if queued.duplicate {
+            // The same phase attempt was queued before (by an orchestrator that died after
+            // queueing it): it is done once; its result may be stored already.
+            match turbo_bus::find_result(&self.js, task_id, request_id).await {
+                Ok(Some(result)) => {
+                    self.after_events(&result).await;
+                    return Ok(answered(result));
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot read stored results; waiting for the queued work"),
+            }
+        }
 
         let mut reconnect_check = tokio::time::interval(RECONNECT_CHECK);
         reconnect_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,6 +178,25 @@ impl NatsAgents {
         }
     }
 }
+
+/// The id of a work item, the key that makes queueing it idempotent: a phase attempt's is
+/// derived from (task, role, phase, attempt), so queueing the same attempt again (an
+/// orchestrator that died after queueing it, resuming with the attempt it recorded) is
+/// de-duplicated by JetStream (`Nats-Msg-Id`, within the stream's duplicate window) and answered
+/// with the stored result instead of running the phase twice. A plan is asked for once per
+/// task (a task that was being planned when its orchestrator died fails), so its id is random.
+fn work_id(task_id: TaskId, role: AgentRole, request: &WorkRequest) -> Uuid {
+    match request {
+        WorkRequest::RunPhase(a) => {
+            let key = format!("{task_id}/{role}/{}/{}", a.phase.name, a.attempt);
+            Uuid::new_v5(&WORK_ID_NAMESPACE, key.as_bytes())
+        }
+        WorkRequest::Plan(_) => Uuid::new_v4(),
+    }
+}
+
+/// The namespace of [`work_id`]'s name-based UUIDs.
+const WORK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5f1d_7c4e_2a8b_4d3f_9e61_0c7a_b2d4_e813);
 
 fn answered(result: WorkResult) -> WorkReply {
     tracing::debug!(worker = %result.worker_id, "result received");

@@ -786,6 +786,41 @@ async fn a_call_longer_than_the_ack_wait_reports_progress_and_is_not_redelivered
 }
 
 #[tokio::test]
+async fn the_same_phase_attempt_queued_again_is_answered_from_its_stored_result() {
+    let bus = Bus::start(test_config()).await;
+    let ws = tempfile::tempdir().unwrap();
+    let model = Double::text("implemented greet()");
+    let replica = Replica::start(&bus, AgentRole::Coder, model.clone(), 1, "w1").await;
+    let task_id = TaskId::new();
+    let workspace = ws.path().to_str().unwrap();
+    let first = within(
+        "the phase",
+        bus.agents().await.run_phase(AgentRole::Coder, assignment(task_id, workspace), CancellationToken::new()),
+    )
+    .await
+    .expect("the phase succeeds");
+
+    // Another orchestrator (the first died after queueing it) queues the same attempt again.
+    let again = within(
+        "the phase again",
+        bus.agents().await.run_phase(AgentRole::Coder, assignment(task_id, workspace), CancellationToken::new()),
+    )
+    .await
+    .expect("the stored outcome");
+    assert_eq!(again, first);
+    assert_eq!(model.calls(), 1, "the attempt ran once");
+    assert_eq!(bus.results(task_id).await.len(), 1, "one stored result");
+
+    // The next attempt of the phase is new work.
+    let next = PhaseAssignment { attempt: 2, ..assignment(task_id, workspace) };
+    within("the next attempt", bus.agents().await.run_phase(AgentRole::Coder, next, CancellationToken::new()))
+        .await
+        .expect("the second attempt succeeds");
+    assert_eq!(model.calls(), 2);
+    replica.stop().await;
+}
+
+#[tokio::test]
 async fn a_redelivered_item_whose_result_is_stored_is_not_run_again() {
     let bus = Bus::start(test_config()).await;
     let ws = tempfile::tempdir().unwrap();
