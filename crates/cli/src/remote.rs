@@ -34,7 +34,7 @@ use tonic::{Code, Status, Streaming};
 use turbo_core::agent::AgentRole;
 use turbo_core::event::{EventKind, TaskEvent};
 use turbo_core::ids::TaskId;
-use turbo_core::protocol::FailureKind;
+use turbo_core::protocol::{FailureKind, ReviewVerdict};
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::tool::TokenUsage;
 use turbo_core::validate::Validate;
@@ -294,7 +294,8 @@ impl Remote {
         let deadline = Instant::now() + if ended { READ_ENDED_AT_MOST } else { READ_LIVE_AT_MOST };
         let mut events = Vec::new();
         loop {
-            let wait = if ended { deadline - Instant::now() } else { QUIET.min(deadline - Instant::now()) };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = if ended { left } else { QUIET.min(left) };
             match tokio::time::timeout(wait, stream.message()).await {
                 Ok(Ok(Some(e))) => events.push(self.event(e)?),
                 Ok(Ok(None)) => return Ok(events),
@@ -392,7 +393,6 @@ impl Remote {
         let mut stream: Option<Streaming<tasks::TaskEvent>> = None;
         // When the watch broke, and why; it is opened again until RECONNECT_FOR has passed.
         let mut broken: Option<(Instant, Status)> = None;
-        let mut interrupted = false;
         loop {
             let step = async {
                 match stream.as_mut() {
@@ -410,8 +410,7 @@ impl Remote {
             let step = tokio::select! {
                 step = step => step,
                 _ = tokio::signal::ctrl_c() => {
-                    if interrupted {
-                        view.renderer.finish();
+                    if view.interrupted {
                         return Err(Exit::new(
                             exit::INTERRUPTED,
                             format!(
@@ -420,7 +419,7 @@ impl Remote {
                             ),
                         ));
                     }
-                    interrupted = true;
+                    view.interrupted = true;
                     eprintln!("cancelling the task (Ctrl-C again to stop waiting)...");
                     self.cancel_in_background(task_id);
                     continue;
@@ -446,7 +445,6 @@ impl Remote {
                 Step::Opened(Err(status)) | Step::Message(Err(status)) => {
                     let since = broken.as_ref().map_or_else(Instant::now, |(at, _)| *at);
                     if !retryable(&status) || since.elapsed() >= RECONNECT_FOR {
-                        view.renderer.finish();
                         return Err(self.exit(&status));
                     }
                     if broken.is_none() {
@@ -499,11 +497,19 @@ struct View {
     usage: TokenUsage,
     /// Why the task ended, from its terminal status change.
     reason: Option<String>,
+    /// Ctrl-C was pressed and the task is being cancelled.
+    interrupted: bool,
 }
 
 impl View {
     fn new(json: bool) -> Self {
-        View { renderer: Renderer::new(json), seen: 0, usage: TokenUsage::default(), reason: None }
+        View { renderer: Renderer::new(json), seen: 0, usage: TokenUsage::default(), reason: None, interrupted: false }
+    }
+
+    /// Clears the status line before the command ends with `e`.
+    fn abandon(self, e: Exit) -> Exit {
+        self.renderer.finish();
+        e
     }
 
     fn event(&mut self, e: TaskEvent) {
@@ -542,7 +548,7 @@ fn failure_kind(task: &DevelopmentTask) -> Option<FailureKind> {
         TaskStatus::Cancelled => Some(FailureKind::Cancelled),
         TaskStatus::Failed if task.execution_plan.is_none() => Some(FailureKind::InvalidPlan),
         TaskStatus::Failed if task.test_results.as_ref().is_some_and(|t| !t.success) => Some(FailureKind::TestsFailed),
-        TaskStatus::Failed if task.review_status.as_deref() == Some("changes_requested") => {
+        TaskStatus::Failed if task.review_status.as_deref() == Some(ReviewVerdict::ChangesRequested.as_str()) => {
             Some(FailureKind::ChangesRequested)
         }
         _ => None,
@@ -714,44 +720,51 @@ pub async fn run(url: &str, args: RunArgs) -> Result<u8, Exit> {
     let project_id = remote.project_for(&dir).await?;
 
     let mut view = View::new(args.json);
+    match plan_and_carry_out(&remote, &mut view, project_id, &args).await {
+        Ok((task, execute)) => Ok(view.report(&task, execute, args.json)),
+        Err(e) => Err(view.abandon(e)),
+    }
+}
+
+/// CreateTask and the planning run's events; with `--apply`, the run too. Returns the task as
+/// it ended and whether it was to be carried out.
+async fn plan_and_carry_out(
+    remote: &Remote,
+    view: &mut View,
+    project_id: String,
+    args: &RunArgs,
+) -> Result<(DevelopmentTask, bool), Exit> {
+    let url = &remote.url;
     view.renderer.waiting(&format!("planning on the orchestrator at {url}"));
     let request = tasks::CreateTaskRequest { project_id, description: args.task.clone(), ..Default::default() };
     let mut client = remote.tasks.clone();
     let created = tokio::select! {
-        created = client.create_task(request) => created,
+        created = client.create_task(request) => created.map_err(|s| remote.exit(&s))?,
         _ = tokio::signal::ctrl_c() => {
-            view.renderer.finish();
+            // The task has no id here yet, so it cannot be cancelled.
             return Err(Exit::new(
                 exit::INTERRUPTED,
                 format!("stopped waiting for the plan; the orchestrator at {url} may still make it: `turbo-coder --server {url} tasks list` shows the task"),
             ));
         }
     };
-    let created = created.map_err(|s| {
-        view.renderer.finish();
-        remote.exit(&s)
-    })?;
     let planned = remote.task(created.into_inner())?;
     // The planning run's events, as a local run shows them.
-    remote.follow(&mut view, planned.id, 0, Until::Planned).await?;
-    if !args.apply || planned.status != TaskStatus::Planned {
-        let task = remote.get_task(&planned.id.to_string()).await?;
-        return Ok(view.report(&task, args.apply, args.json));
+    remote.follow(view, planned.id, 0, Until::Planned).await?;
+    if !args.apply || planned.status != TaskStatus::Planned || view.interrupted {
+        return Ok((remote.get_task(&planned.id.to_string()).await?, args.apply));
     }
-    execute_and_follow(&remote, view, planned.id, args.json).await
+    Ok((carry_out(remote, view, planned.id).await?, true))
 }
 
-/// ExecuteTask, then the run's events to its end, then the summary. `view` has seen the
-/// planning run's events, or (`tasks execute`) their model calls are read and counted here.
-async fn execute_and_follow(remote: &Remote, mut view: View, task_id: TaskId, json: bool) -> Result<u8, Exit> {
+/// ExecuteTask, then the run's events to its end; returns the task as it ended. `view` has
+/// seen the planning run's events, or (`tasks execute`) their model calls are counted here.
+async fn carry_out(remote: &Remote, view: &mut View, task_id: TaskId) -> Result<DevelopmentTask, Exit> {
     let request = tasks::ExecuteTaskRequest { task_id: task_id.to_string() };
-    let started = remote.tasks.clone().execute_task(request).await.map_err(|s| {
-        view.renderer.finish();
-        remote.exit(&s)
-    })?;
+    let started = remote.tasks.clone().execute_task(request).await.map_err(|s| remote.exit(&s))?;
     let last_seq = started.into_inner().last_seq;
     let planning_seen = view.seen >= last_seq;
-    remote.follow(&mut view, task_id, last_seq, Until::End).await?;
+    remote.follow(view, task_id, last_seq, Until::End).await?;
     let task = remote.get_task(&task_id.to_string()).await?;
     if !planning_seen {
         // Every model call of the task counts, its planning run's too.
@@ -761,7 +774,7 @@ async fn execute_and_follow(remote: &Remote, mut view: View, task_id: TaskId, js
             }
         }
     }
-    Ok(view.report(&task, true, json))
+    Ok(task)
 }
 
 /// `turbo-coder --server URL tasks list|show|execute`.
@@ -809,7 +822,11 @@ pub async fn tasks(url: &str, command: TasksCommand) -> Result<u8, Exit> {
         }
         TasksCommand::Execute { id, json } => {
             let task = remote.find_task(&id).await?;
-            execute_and_follow(&remote, View::new(json), task.id, json).await
+            let mut view = View::new(json);
+            match carry_out(&remote, &mut view, task.id).await {
+                Ok(ended) => Ok(view.report(&ended, true, json)),
+                Err(e) => Err(view.abandon(e)),
+            }
         }
     }
 }
@@ -941,29 +958,11 @@ mod tests {
         t
     }
 
-    #[test]
-    fn exit_codes_follow_the_task_as_a_local_run() {
-        let completed = task_in(TaskStatus::Completed);
-        assert_eq!(code_for(&completed, failure_kind(&completed), true), exit::OK);
-        let planned = task_in(TaskStatus::Planned);
-        assert_eq!(code_for(&planned, None, false), exit::OK);
-        assert_eq!(code_for(&planned, None, true), exit::INTERNAL, "an --apply run that never ran");
-        let cancelled = task_in(TaskStatus::Cancelled);
-        assert_eq!(failure_kind(&cancelled), Some(FailureKind::Cancelled));
-        assert_eq!(code_for(&cancelled, failure_kind(&cancelled), true), exit::INTERRUPTED);
-        // Failed in planning: no valid plan.
-        let unplanned = task_in(TaskStatus::Failed);
-        assert_eq!(failure_kind(&unplanned), Some(FailureKind::InvalidPlan));
-        assert_eq!(code_for(&unplanned, failure_kind(&unplanned), false), exit::MODEL_OUTPUT);
-    }
-
-    #[test]
-    fn events_rebuild_the_rows_the_store_keeps() {
+    /// `task` with a plan of two phases, listed out of their execution order.
+    fn with_plan(mut task: DevelopmentTask) -> DevelopmentTask {
         use turbo_core::plan::{ExecutionPhase, ExecutionPlan};
-        let mut task = task_in(TaskStatus::Completed);
         let mut test = ExecutionPhase::new("test", "run the tests", "tester");
         test.depends_on = vec!["implement".into()];
-        // Listed out of order: rows come in execution order.
         let phases = vec![test, ExecutionPhase::new("implement", "write it", "CoderAgent")];
         task.execution_plan = Some(ExecutionPlan {
             plan_id: Default::default(),
@@ -981,6 +980,41 @@ mod tests {
             generated_at: chrono::Utc::now(),
             last_updated: chrono::Utc::now(),
         });
+        task
+    }
+
+    #[test]
+    fn exit_codes_follow_the_task_as_a_local_run() {
+        let completed = task_in(TaskStatus::Completed);
+        assert_eq!(code_for(&completed, failure_kind(&completed), true), exit::OK);
+        let planned = task_in(TaskStatus::Planned);
+        assert_eq!(code_for(&planned, None, false), exit::OK);
+        assert_eq!(code_for(&planned, None, true), exit::INTERNAL, "an --apply run that never ran");
+        let cancelled = task_in(TaskStatus::Cancelled);
+        assert_eq!(failure_kind(&cancelled), Some(FailureKind::Cancelled));
+        assert_eq!(code_for(&cancelled, failure_kind(&cancelled), true), exit::INTERRUPTED);
+        // Failed in planning: no valid plan.
+        let unplanned = task_in(TaskStatus::Failed);
+        assert_eq!(failure_kind(&unplanned), Some(FailureKind::InvalidPlan));
+        assert_eq!(code_for(&unplanned, failure_kind(&unplanned), false), exit::MODEL_OUTPUT);
+        // Failed while running: tests that still fail, or a cause the task does not show.
+        let mut failing = with_plan(task_in(TaskStatus::Failed));
+        assert_eq!(failure_kind(&failing), None);
+        assert_eq!(code_for(&failing, None, true), exit::TASK_FAILED);
+        failing.test_results = Some(turbo_core::task::TestResults {
+            command: "pytest -q".into(),
+            success: false,
+            exit_code: Some(1),
+            rounds: 3,
+            output_tail: "1 failed".into(),
+        });
+        assert_eq!(failure_kind(&failing), Some(FailureKind::TestsFailed));
+        assert_eq!(code_for(&failing, failure_kind(&failing), true), exit::TASK_FAILED);
+    }
+
+    #[test]
+    fn events_rebuild_the_rows_the_store_keeps() {
+        let task = with_plan(task_in(TaskStatus::Completed));
         let at = chrono::Utc::now();
         let ev = |seq, kind| TaskEvent { task_id: task.id, seq, at, kind };
         let events = vec![
