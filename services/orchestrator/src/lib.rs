@@ -114,7 +114,16 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
     };
     let stack = match &config.cluster.nats_url {
         Some(url) => Stack::Cluster(cluster::Clustered::start(config, store.clone(), url).await?),
-        None => Stack::Embedded(local::Embedded::start(config, store.clone(), &models).await?),
+        None => {
+            let embedded = local::Embedded::start(config, store.clone(), &models).await?;
+            // What an earlier process serving this store left running (it was killed) goes on.
+            match embedded.orchestrator.resume_interrupted().await {
+                Ok(resumed) if resumed.is_empty() => {}
+                Ok(resumed) => tracing::info!(tasks = ?resumed, "resumed tasks an earlier orchestrator left running"),
+                Err(error) => tracing::warn!(%error, "cannot resume the tasks an earlier orchestrator left running"),
+            }
+            Stack::Embedded(embedded)
+        }
     };
     let (orchestrator, recorder) = match &stack {
         Stack::Embedded(e) => (e.orchestrator.clone(), e.recorder.clone()),

@@ -788,3 +788,34 @@ async fn projects_are_created_read_listed_updated_deleted_and_restored() {
     assert!(failed.outcome.starts_with("error: NotFound: "), "{failed:?}");
     assert_eq!(log.iter().find(|e| e.target == fresh.id).unwrap().detail, Some(serde_json::json!({"name": "Fresh"})));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_left_running_by_a_killed_orchestrator_is_resumed_when_one_starts_again() {
+    let mut first = Server::start(vec![Reply::Json(plan())], vec![]).await;
+    let project = create_project(&first, "resumed").await;
+    let planned = create_task(&first, &project.id).await.expect("plan");
+    first.stop().await.expect("a clean stop");
+    // As if the orchestrator had been killed while running the task: stored in progress.
+    let id: turbo_core::ids::TaskId = planned.id.parse().unwrap();
+    let store = turbo_store::Store::open_sqlite(&first.data_dir().join("turbo.db")).await.unwrap();
+    let mut task = store.get_task(id).await.unwrap().expect("stored").task;
+    task.status = turbo_core::task::TaskStatus::InProgress;
+    store.update_task(&task).await.unwrap();
+    drop(store);
+
+    let data_dir = first.data_dir();
+    let second = Server::start_with(vec![], coder_writes_greet(), |c| c.store.data_dir = Some(data_dir)).await;
+    let mut client = second.tasks().await;
+    let done = within("the resumed task to finish", async {
+        loop {
+            let t = client.get_task(tasks::GetTaskRequest { task_id: planned.id.clone() }).await;
+            match t.map(|t| t.into_inner()) {
+                Ok(t) if t.status() == TaskStatus::Completed || t.status() == TaskStatus::Failed => return t,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
+    assert_eq!(std::fs::read_to_string(PathBuf::from(&project.root_path).join("greet.py")).unwrap(), GREET);
+}
