@@ -15,6 +15,7 @@
 #   CLUSTER_DIR        nats-server's streams, the services' data directory and logs
 #                      [~/.local/share/turbo-coder/cluster]
 #   LOG                the services' log filter [info]
+#   REPLICAS           agent workers per role [1]
 set -euo pipefail
 
 target=${CARGO_TARGET_DIR:-$HOME/.cache/turbo-coder/target}
@@ -22,6 +23,8 @@ bin=${TURBO_CODER:-$target/debug/turbo-coder}
 nats_port=${NATS_PORT:-4222}
 orchestrator_addr=${ORCHESTRATOR_ADDR:-127.0.0.1:50051}
 dir=${CLUSTER_DIR:-$HOME/.local/share/turbo-coder/cluster}
+replicas=${REPLICAS:-1}
+[[ "$replicas" =~ ^[1-9][0-9]*$ ]] || { echo "cluster: REPLICAS=$replicas is not a positive whole number" >&2; exit 1; }
 mkdir -p "$dir/logs"
 
 [[ -x "$bin" ]] || { echo "cluster: $bin is missing: run \`make build\` (or set TURBO_CODER)" >&2; exit 1; }
@@ -98,7 +101,9 @@ echo "cluster: nats-server on nats://127.0.0.1:$nats_port, store $DATABASE_URL"
 start tool-runner tool-runner --listen 127.0.0.1:0
 export TURBO_CODER__CLUSTER__TOOL_RUNNER_URL=http://$listening
 for role in planner coder tester reviewer; do
-  start "worker-$role" agent-worker --role "$role" --listen 127.0.0.1:0
+  for i in $(seq 1 "$replicas"); do
+    start "worker-$role-$i" agent-worker --role "$role" --listen 127.0.0.1:0
+  done
 done
 start orchestrator orchestrator --listen "$orchestrator_addr"
 cat <<EOF
