@@ -651,6 +651,7 @@ fn rows(
             EventKind::ToolCall { phase, step, tool, arguments } => calls.push(ToolCallRow {
                 task_id: task.id,
                 phase: phase.clone(),
+                attempt: attempt_of(&phases, phase),
                 step: *step,
                 tool: tool.clone(),
                 call_seq: e.seq,
@@ -662,10 +663,14 @@ fn rows(
                 finished_at: None,
             }),
             EventKind::ToolResult { phase, step, tool, success, output, duration_ms } => {
-                let open = calls
-                    .iter_mut()
-                    .rev()
-                    .find(|c| c.success.is_none() && &c.phase == phase && c.step == *step && &c.tool == tool);
+                let attempt = attempt_of(&phases, phase);
+                let open = calls.iter_mut().rev().find(|c| {
+                    c.success.is_none()
+                        && &c.phase == phase
+                        && c.attempt == attempt
+                        && c.step == *step
+                        && &c.tool == tool
+                });
                 if let Some(call) = open {
                     call.success = Some(*success);
                     call.output = Some(output.clone());
@@ -681,6 +686,12 @@ fn rows(
         }
     }
     (phases, calls, usage)
+}
+
+/// The attempt a phase is at, as the store numbers its steps and tool calls: that of its latest
+/// `PhaseStarted`, 1 when it has none.
+fn attempt_of(phases: &[PhaseRow], phase: &str) -> u32 {
+    phases.iter().find(|r| r.name == phase).map_or(1, |r| r.attempt.max(1))
 }
 
 /// `--max-steps`, `--planner-model` and `--coder-model` change this process's configuration;

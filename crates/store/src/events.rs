@@ -3,13 +3,14 @@
 //! Appending works a batch at a time, in a few multi-row statements per table rather than
 //! several statements per event: the events go in with INSERTs that return which of them were
 //! new; the projections of the new ones are gathered in memory, in event order, from what the
-//! batch needs of the stored state (the phases of the latest plans, the tool calls still open);
+//! batch needs of the stored state (the phases of the latest plans, the tool calls of the steps
+//! the batch names, where the phases' current model turns began);
 //! and each projected table is then written with multi-row INSERTs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Order, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, Iterable,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -44,19 +45,31 @@ const PARAM_BYTES: usize = 16;
 // The byte budget also keeps a statement's bind parameters far below the backends' limits:
 // 32,766 on SQLite (SQLITE_MAX_VARIABLE_NUMBER since 3.32), 65,535 on Postgres.
 const _: () = assert!(MAX_STATEMENT_BYTES / PARAM_BYTES < 32_766);
-/// `(task, phase, tool)` groups one open-tool-call lookup ORs together, and steps per group:
-/// sea-query nests an OR chain one level per term, so thousands of terms overflow the stack.
+/// Terms one lookup ORs together (runs of steps of a (task, phase, attempt, tool) for tool
+/// calls, (task, phase) pairs for model turns), and steps per run: sea-query nests an OR chain
+/// one level per term, so thousands of terms overflow the stack.
 const MAX_LOOKUP_GROUPS: usize = 64;
 const MAX_LOOKUP_STEPS: usize = 200;
+/// Steps further apart than this go to separate terms of a tool-call lookup, each bounded by its
+/// lowest and highest step (see [`StoredState::load_calls`]).
+const MAX_LOOKUP_STEP_GAP: i64 = 16;
 
 impl Store {
     /// Appends events in one transaction, with their projections:
     /// - `PhaseStarted`: the phase (of the task's latest plan) becomes `running`, with the
     ///   attempt and start time; a finish of an earlier attempt is cleared.
     /// - `PhaseFinished`: `succeeded` or `failed`, with the summary and finish time.
-    /// - `ToolCall`: a `steps` row (if new) and an open `tool_calls` row.
-    /// - `ToolResult`: completes the latest open `tool_calls` row of (task, phase, step, tool).
-    /// - `ModelCall`: a `token_usage` row.
+    /// - `ToolCall`: a `steps` row (if new) and an open `tool_calls` row, both under the attempt
+    ///   of the phase's latest `PhaseStarted` (1 if it has none), so a phase run again keeps
+    ///   each attempt's rows apart. A redelivered run of an attempt (the same steps again, with
+    ///   new seqs) adds no row: its step is the stored step, and its k-th call of a tool in a
+    ///   step is the stored call with that ordinal (`call_index`), counted per model turn (from
+    ///   the phase's latest `ModelCall`), since a run makes one turn per step.
+    /// - `ToolResult`: completes the latest open call of (task, phase, attempt, step, tool)
+    ///   made in the current turn; one arriving after the turn made none (a late result)
+    ///   completes the latest open call of the key. A result for a call of this turn already
+    ///   completed (a redelivered run's) is not projected.
+    /// - `ModelCall`: a `token_usage` row, and a new turn of its phase.
     ///
     /// The projections are those of appending the events one at a time, in the order given.
     /// Idempotent: an event whose `(task_id, seq)` is already stored (or comes earlier in the
@@ -110,8 +123,8 @@ impl Store {
             })
             .collect();
         if !fresh.is_empty() {
-            let state = StoredState::load(&txn, &fresh).await?;
-            let projection = Projection::gather(state, &fresh)?;
+            let (state, attempts) = StoredState::load(&txn, &fresh).await?;
+            let projection = Projection::gather(state, &fresh, &attempts)?;
             projection.write(&txn).await?;
         }
         txn.commit().await.map_err(db("commit appended events"))
@@ -197,15 +210,18 @@ impl Store {
             .filter(C::TaskId.eq(task_id.0))
             .order_by_asc(C::CreatedAt)
             .order_by_asc(C::Phase)
+            .order_by_asc(C::Attempt)
             .order_by_asc(C::Step)
             .all(&self.db)
             .await
             .map_err(db(format!("read the steps of task {task_id}")))?;
         rows.into_iter()
             .map(|r| {
-                let what = || format!("step {} of phase '{}' of task {task_id}", r.step, r.phase);
+                let what =
+                    || format!("step {} of phase '{}' (attempt {}) of task {task_id}", r.step, r.phase, r.attempt);
                 Ok(StepRow {
                     task_id,
+                    attempt: from_i64(r.attempt, what)?,
                     step: from_i64(r.step, what)?,
                     role: opt_role(r.role.as_deref(), what)?,
                     created_at: r.created_at,
@@ -229,6 +245,7 @@ impl Store {
                 let what = || format!("tool call #{} of task {task_id}", r.call_seq);
                 Ok(ToolCallRow {
                     task_id,
+                    attempt: from_i64(r.attempt, what)?,
                     step: from_i64(r.step, what)?,
                     call_seq: from_i64(r.call_seq, what)?,
                     duration_ms: r.duration_ms.map(|d| from_i64(d, what)).transpose()?,
@@ -416,53 +433,87 @@ async fn insert_events(txn: &DatabaseTransaction, rows: Vec<event::ActiveModel>)
     Ok(stored)
 }
 
-/// A tool call's identity short of its seq: what a `ToolResult` names.
-type CallKey = (TaskId, String, i64, String);
+/// A tool call's identity short of its index: the attempt of its phase and what a `ToolCall` or
+/// `ToolResult` names, (task, phase, attempt, step, tool).
+type CallKey = (TaskId, String, i64, i64, String);
 
-/// A tool call that no result has completed yet.
-struct OpenCall {
-    call_seq: i64,
+/// The key of a tool event, under the attempt its phase is at.
+fn call_key(e: &TaskEvent, attempt: i64) -> Option<CallKey> {
+    match &e.kind {
+        EventKind::ToolCall { phase, step, tool, .. } | EventKind::ToolResult { phase, step, tool, .. } => {
+            Some((e.task_id, phase.clone(), attempt, i64::from(*step), tool.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A tool call of a key, stored or made in this batch.
+struct KnownCall {
+    call_index: i64,
+    /// Seq of the latest `ToolCall` event projected onto the call.
+    seen_seq: i64,
+    /// No result has completed it yet.
+    open: bool,
     row: CallRow,
 }
 
 enum CallRow {
     /// Stored by an earlier batch, with this id.
     Stored(i64),
-    /// Opened by this batch: an index into [`Projection::calls`].
+    /// Made by this batch: an index into [`Projection::calls`].
     New(usize),
+}
+
+/// A phase of a task's latest plan, as stored.
+struct PhaseState {
+    /// The `role` column.
+    role: Option<String>,
+    /// The attempt of its latest `PhaseStarted`; 0 before the first.
+    attempt: i64,
 }
 
 /// What the batch's projections read from the database, loaded once per batch and then kept
 /// current as the batch's events are applied in memory.
 #[derive(Default)]
 struct StoredState {
-    /// The latest plan of each task that has phase or tool-call events in the batch.
+    /// The latest plan of each task that has phase or tool events in the batch.
     latest_plan: HashMap<TaskId, Uuid>,
-    /// The `role` column of every phase of those plans, by (plan, phase name).
-    roles: HashMap<(Uuid, String), Option<String>>,
-    /// The open tool calls of each (task, phase, step, tool) the batch has results for.
-    open: HashMap<CallKey, Vec<OpenCall>>,
+    /// Every phase of those plans, by (plan, phase name).
+    phases: HashMap<(Uuid, String), PhaseState>,
+    /// Every call of each key the batch has tool events for.
+    calls: HashMap<CallKey, Vec<KnownCall>>,
+    /// Where the current model turn of a (task, phase) began: the seq of its latest `ModelCall`.
+    /// Loaded only for the pairs [`StoredState::turns_needed`] names. The others, until the
+    /// batch's own model call of the pair, meet only this batch's calls (which come after any
+    /// stored model call, so 0 counts them as the turn's) or results the turn does not change.
+    turns: HashMap<(TaskId, String), i64>,
 }
 
 impl StoredState {
-    async fn load(txn: &DatabaseTransaction, fresh: &[(&TaskEvent, i64)]) -> Result<StoredState> {
-        let mut with_phases = BTreeSet::new();
-        let mut results = BTreeSet::new();
-        for (e, _) in fresh {
-            match &e.kind {
-                EventKind::PhaseStarted { .. } | EventKind::PhaseFinished { .. } | EventKind::ToolCall { .. } => {
-                    with_phases.insert(e.task_id);
-                }
-                EventKind::ToolResult { phase, step, tool, .. } => {
-                    results.insert((e.task_id, phase.clone(), i64::from(*step), tool.clone()));
-                }
-                _ => {}
-            }
-        }
+    /// Loads what the batch needs; returns it with the attempt of each event's phase (see
+    /// [`StoredState::attempts`]).
+    async fn load(txn: &DatabaseTransaction, fresh: &[(&TaskEvent, i64)]) -> Result<(StoredState, Vec<i64>)> {
+        let with_phases: BTreeSet<TaskId> = fresh
+            .iter()
+            .filter(|(e, _)| {
+                matches!(
+                    e.kind,
+                    EventKind::PhaseStarted { .. }
+                        | EventKind::PhaseFinished { .. }
+                        | EventKind::ToolCall { .. }
+                        | EventKind::ToolResult { .. }
+                )
+            })
+            .map(|(e, _)| e.task_id)
+            .collect();
         let mut state = StoredState::default();
         state.load_phases(txn, with_phases).await?;
-        state.load_open_calls(txn, results).await?;
-        Ok(state)
+        let attempts = state.attempts(fresh);
+        let keys = fresh.iter().zip(&attempts).filter_map(|((e, _), attempt)| call_key(e, *attempt)).collect();
+        state.load_calls(txn, keys).await?;
+        let turns = state.turns_needed(fresh, &attempts);
+        state.load_turns(txn, turns).await?;
+        Ok((state, attempts))
     }
 
     async fn load_phases(&mut self, txn: &DatabaseTransaction, tasks: BTreeSet<TaskId>) -> Result<()> {
@@ -487,57 +538,170 @@ impl StoredState {
         self.latest_plan = latest.into_iter().map(|(task, (_, plan))| (task, plan)).collect();
         for ids in statements(self.latest_plan.values().copied().collect(), 1, |_| 0) {
             use phase::Column as C;
-            let phases: Vec<(Uuid, String, Option<String>)> = phase::Entity::find()
+            let phases: Vec<(Uuid, String, Option<String>, i64)> = phase::Entity::find()
                 .select_only()
-                .columns([C::PlanId, C::Name, C::Role])
+                .columns([C::PlanId, C::Name, C::Role, C::Attempt])
                 .filter(C::PlanId.is_in(ids))
                 .into_tuple()
                 .all(txn)
                 .await
                 .map_err(db("look up the phases of the events' tasks"))?;
-            self.roles.extend(phases.into_iter().map(|(plan, name, role)| ((plan, name), role)));
+            self.phases.extend(
+                phases.into_iter().map(|(plan, name, role, attempt)| ((plan, name), PhaseState { role, attempt })),
+            );
         }
         Ok(())
     }
 
-    async fn load_open_calls(&mut self, txn: &DatabaseTransaction, keys: BTreeSet<CallKey>) -> Result<()> {
+    /// The attempt each event's phase is at when the event comes (0 for events of no phase):
+    /// that of the phase's latest `PhaseStarted` earlier in the batch, else the stored one; 1
+    /// for a phase that has not started, or that the task's latest plan lacks (a `PhaseStarted`
+    /// of it is not projected, so it is not counted here either).
+    fn attempts(&self, fresh: &[(&TaskEvent, i64)]) -> Vec<i64> {
+        let mut started: HashMap<(TaskId, &str), i64> = HashMap::new();
+        fresh
+            .iter()
+            .map(|(e, _)| match &e.kind {
+                EventKind::PhaseStarted { phase, attempt, .. } => {
+                    if self.phase(e.task_id, phase).is_some() {
+                        started.insert((e.task_id, phase.as_str()), Ord::max(i64::from(*attempt), 1));
+                    }
+                    0
+                }
+                EventKind::ToolCall { phase, .. } | EventKind::ToolResult { phase, .. } => started
+                    .get(&(e.task_id, phase.as_str()))
+                    .copied()
+                    .unwrap_or_else(|| self.phase(e.task_id, phase).map_or(1, |p| Ord::max(p.attempt, 1))),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    async fn load_calls(&mut self, txn: &DatabaseTransaction, keys: BTreeSet<CallKey>) -> Result<()> {
         use tool_call::Column as C;
-        // By (task, phase, tool) with the group's steps as an IN list, as the index of open calls
-        // (`ix_tool_calls_open`) has them: the lookup reads only open calls, few however many
-        // calls the task made.
-        let mut groups: BTreeMap<(TaskId, String, String), Vec<i64>> = BTreeMap::new();
-        for (task, phase, step, tool) in keys {
-            groups.entry((task, phase, tool)).or_default().push(step);
+        // By (task, phase, attempt, tool) and a run of nearby steps, as the unique index
+        // (`ux_tool_calls_call`) has its columns. Closed calls are read too: a redelivered run
+        // makes them again, and must find them. The run's lowest and highest step bound the
+        // scan: Postgres, before it has statistics of the table, leaves the IN list to a filter
+        // and would read every call of the (task, phase, attempt, tool).
+        let mut groups: BTreeMap<(TaskId, String, i64, String), Vec<i64>> = BTreeMap::new();
+        for (task, phase, attempt, step, tool) in keys {
+            // Keys are sorted, so each group's steps ascend.
+            groups.entry((task, phase, attempt, tool)).or_default().push(step);
         }
         let groups: Vec<_> = groups
             .iter()
-            .flat_map(|(group, steps)| steps.chunks(MAX_LOOKUP_STEPS).map(move |steps| (group, steps)))
+            .flat_map(|(group, steps)| {
+                let runs = steps.chunk_by(|a, b| b - a <= MAX_LOOKUP_STEP_GAP);
+                runs.flat_map(|run| run.chunks(MAX_LOOKUP_STEPS)).map(move |steps| (group, steps))
+            })
             .collect();
         for run in groups.chunks(MAX_LOOKUP_GROUPS) {
-            let any = run.iter().fold(Condition::any(), |any, ((task, phase, tool), steps)| {
+            let any = run.iter().fold(Condition::any(), |any, ((task, phase, attempt, tool), steps)| {
                 any.add(
                     Condition::all()
                         .add(C::TaskId.eq(task.0))
                         .add(C::Phase.eq(phase.as_str()))
+                        .add(C::Attempt.eq(*attempt))
                         .add(C::Tool.eq(tool.as_str()))
+                        .add(C::Step.between(steps[0], steps[steps.len() - 1]))
                         .add(C::Step.is_in(steps.iter().copied())),
                 )
             });
-            let open: Vec<(i64, Uuid, String, i64, String, i64)> = tool_call::Entity::find()
+            type Row = (i64, Uuid, String, i64, i64, String, i64, i64, Option<chrono::DateTime<chrono::Utc>>);
+            let calls: Vec<Row> = tool_call::Entity::find()
                 .select_only()
-                .columns([C::Id, C::TaskId, C::Phase, C::Step, C::Tool, C::CallSeq])
-                .filter(C::FinishedAt.is_null())
+                .columns([
+                    C::Id,
+                    C::TaskId,
+                    C::Phase,
+                    C::Attempt,
+                    C::Step,
+                    C::Tool,
+                    C::CallIndex,
+                    C::SeenSeq,
+                    C::FinishedAt,
+                ])
                 .filter(any)
                 .into_tuple()
                 .all(txn)
                 .await
-                .map_err(db("look up the open tool calls of the events' results"))?;
-            for (id, task, phase, step, tool, call_seq) in open {
-                let key = (TaskId(task), phase, step, tool);
-                self.open.entry(key).or_default().push(OpenCall { call_seq, row: CallRow::Stored(id) });
+                .map_err(db("look up the tool calls of the events"))?;
+            for (id, task, phase, attempt, step, tool, call_index, seen_seq, finished_at) in calls {
+                let call = KnownCall { call_index, seen_seq, open: finished_at.is_none(), row: CallRow::Stored(id) };
+                self.calls.entry((TaskId(task), phase, attempt, step, tool)).or_default().push(call);
             }
         }
         Ok(())
+    }
+
+    /// The (task, phase) pairs whose current turn the batch must know: those with a tool event
+    /// for a key with stored calls before the batch has a model call of that phase. Except the
+    /// most common one, a result for a call an earlier batch made: a key's first event in the
+    /// batch, a result, finds the same call in any turn when every stored call is still open.
+    fn turns_needed(&self, fresh: &[(&TaskEvent, i64)], attempts: &[i64]) -> BTreeSet<(TaskId, String)> {
+        let mut turned: HashSet<(TaskId, &str)> = HashSet::new();
+        let mut met: HashSet<CallKey> = HashSet::new();
+        let mut needed = BTreeSet::new();
+        for ((e, _), attempt) in fresh.iter().zip(attempts) {
+            match &e.kind {
+                EventKind::ModelCall { phase: Some(phase), .. } => {
+                    turned.insert((e.task_id, phase.as_str()));
+                }
+                EventKind::ToolCall { phase, .. } | EventKind::ToolResult { phase, .. } => {
+                    if turned.contains(&(e.task_id, phase.as_str())) {
+                        continue;
+                    }
+                    let Some(key) = call_key(e, *attempt) else { continue };
+                    let Some(stored) = self.calls.get(&key) else { continue };
+                    let all_open = stored.iter().all(|c| c.open);
+                    let first = met.insert(key);
+                    if !(first && all_open && matches!(e.kind, EventKind::ToolResult { .. })) {
+                        needed.insert((e.task_id, phase.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        needed
+    }
+
+    async fn load_turns(&mut self, txn: &DatabaseTransaction, pairs: BTreeSet<(TaskId, String)>) -> Result<()> {
+        use token_usage::Column as C;
+        let pairs: Vec<_> = pairs.into_iter().collect();
+        for run in pairs.chunks(MAX_LOOKUP_GROUPS) {
+            // One row, a column per pair, each the last model call of one (task, phase): both
+            // backends read `ux_token_usage_event` backwards from the task's last model call and
+            // stop at the phase's, usually that very one; a GROUP BY would read every model call
+            // of the phases.
+            let mut latest = Query::select();
+            for (i, (task, phase)) in run.iter().enumerate() {
+                let last = Query::select()
+                    .column(C::EventSeq)
+                    .from(token_usage::Entity)
+                    .and_where(C::TaskId.eq(task.0))
+                    .and_where(C::Phase.eq(phase.as_str()))
+                    .order_by(C::EventSeq, Order::Desc)
+                    .limit(1)
+                    .to_owned();
+                latest.expr_as(Expr::SubQuery(None, Box::new(last.into())), format!("turn_{i}"));
+            }
+            let what = || "the latest model calls of the events' phases".to_string();
+            let row = txn.query_one(&latest).await.map_err(db(format!("look up {}", what())))?;
+            let Some(row) = row else { continue };
+            for (i, (task, phase)) in run.iter().enumerate() {
+                if let Some(seq) = col::<Option<i64>>(&row, &format!("turn_{i}"), what)? {
+                    self.turns.insert((*task, phase.clone()), seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The phase of the task's latest plan named `name`, if the plan has it.
+    fn phase(&self, task: TaskId, name: &str) -> Option<&PhaseState> {
+        let plan = self.latest_plan.get(&task)?;
+        self.phases.get(&(*plan, name.to_string()))
     }
 
     /// The plan whose phase row `name` a phase event of `task` changes; None (logged) when there
@@ -547,7 +711,7 @@ impl StoredState {
             tracing::warn!(%task, phase = name, "phase event before any plan is stored; not projected");
             return None;
         };
-        if !self.roles.contains_key(&(*plan, name.to_string())) {
+        if !self.phases.contains_key(&(*plan, name.to_string())) {
             tracing::warn!(%task, phase = name, "phase event for a phase the latest plan does not have; not projected");
             return None;
         }
@@ -556,15 +720,12 @@ impl StoredState {
 
     /// The role recorded for the phase in the task's latest plan.
     fn role(&self, task: TaskId, name: &str) -> Option<String> {
-        let plan = self.latest_plan.get(&task)?;
-        self.roles.get(&(*plan, name.to_string())).cloned().flatten()
+        self.phase(task, name)?.role.clone()
     }
 
-    /// Takes the open call of `key` with the highest seq, as the result completes it.
-    fn take_latest_open(&mut self, key: &CallKey) -> Option<OpenCall> {
-        let calls = self.open.get_mut(key)?;
-        let latest = calls.iter().enumerate().max_by_key(|(_, c)| c.call_seq)?.0;
-        Some(calls.swap_remove(latest))
+    /// The seq where the phase's current model turn began; 0 before its first model call.
+    fn turn(&self, task: TaskId, phase: &str) -> i64 {
+        self.turns.get(&(task, phase.to_string())).copied().unwrap_or(0)
     }
 }
 
@@ -577,24 +738,28 @@ struct Projection {
     steps: Vec<step::ActiveModel>,
     /// New tool calls; one completed later in the batch is written completed.
     calls: Vec<tool_call::ActiveModel>,
-    /// Completions of tool calls stored by earlier batches, by row id.
-    completions: Vec<(i64, tool_call::ActiveModel)>,
+    /// Changes to tool calls stored by earlier batches, by row id: completions, and the seq of
+    /// a redelivered run's event for the call.
+    updates: BTreeMap<i64, tool_call::ActiveModel>,
     usage: Vec<token_usage::ActiveModel>,
 }
 
 impl Projection {
-    /// Applies the new events, in order, to the stored state they need.
-    fn gather(mut state: StoredState, fresh: &[(&TaskEvent, i64)]) -> Result<Projection> {
+    /// Applies the new events, in order, to the stored state they need; `attempts` holds the
+    /// attempt of each event's phase.
+    fn gather(mut state: StoredState, fresh: &[(&TaskEvent, i64)], attempts: &[i64]) -> Result<Projection> {
         let mut out = Projection::default();
         // A step with several tool calls gets its row from the first one.
-        let mut steps_seen: HashSet<(TaskId, String, i64)> = HashSet::new();
-        for &(e, seq) in fresh {
+        let mut steps_seen: HashSet<(TaskId, String, i64, i64)> = HashSet::new();
+        for (&(e, seq), &attempt) in fresh.iter().zip(attempts) {
             let task = e.task_id;
             match &e.kind {
                 EventKind::PhaseStarted { phase, role, attempt } => {
                     let Some(plan) = state.phase_row(task, phase) else { continue };
                     let role = role.as_str().to_string();
-                    state.roles.insert((plan, phase.clone()), Some(role.clone()));
+                    if let Some(p) = state.phases.get_mut(&(plan, phase.clone())) {
+                        p.role = Some(role.clone());
+                    }
                     let set = out.phases.entry((plan, phase.clone())).or_default();
                     set.role = Set(Some(role));
                     set.status = Set(PhaseStatus::Running.as_str().to_string());
@@ -614,22 +779,45 @@ impl Projection {
                 }
                 EventKind::ToolCall { phase, step, tool, arguments } => {
                     let step = i64::from(*step);
-                    if steps_seen.insert((task, phase.clone(), step)) {
+                    // A redelivered run repeats the steps its attempt already has: same rows.
+                    if steps_seen.insert((task, phase.clone(), attempt, step)) {
                         out.steps.push(step::ActiveModel {
                             task_id: Set(task.0),
                             phase: Set(phase.clone()),
+                            attempt: Set(attempt),
                             step: Set(step),
                             role: Set(state.role(task, phase)),
                             created_at: Set(e.at),
                         });
                     }
+                    // Calls are numbered per model turn: a run of an attempt makes one turn per
+                    // step, so the k-th call of a tool in a step is the same call in every run
+                    // of the attempt. This turn's earlier calls of the key have 0, 1, ...
+                    let turn = state.turn(task, phase);
+                    let calls = state.calls.entry((task, phase.clone(), attempt, step, tool.clone())).or_default();
+                    let call_index = to_i64(calls.iter().filter(|c| c.seen_seq > turn).count(), "tool call index")?;
+                    if let Some(call) = calls.iter_mut().find(|c| c.call_index == call_index) {
+                        tracing::debug!(
+                            %task, seq = e.seq, %phase, attempt, step, %tool, call_index,
+                            "tool call already recorded (a redelivered run); no new row"
+                        );
+                        call.seen_seq = seq;
+                        match call.row {
+                            CallRow::New(i) => out.calls[i].seen_seq = Set(seq),
+                            CallRow::Stored(id) => out.updates.entry(id).or_default().seen_seq = Set(seq),
+                        }
+                        continue;
+                    }
                     out.calls.push(tool_call::ActiveModel {
                         id: NotSet,
                         task_id: Set(task.0),
                         phase: Set(phase.clone()),
+                        attempt: Set(attempt),
                         step: Set(step),
                         tool: Set(tool.clone()),
+                        call_index: Set(call_index),
                         call_seq: Set(seq),
+                        seen_seq: Set(seq),
                         arguments: Set(arguments.clone()),
                         success: Set(None),
                         output: Set(None),
@@ -637,30 +825,45 @@ impl Projection {
                         created_at: Set(e.at),
                         finished_at: Set(None),
                     });
-                    let open = OpenCall { call_seq: seq, row: CallRow::New(out.calls.len() - 1) };
-                    state.open.entry((task, phase.clone(), step, tool.clone())).or_default().push(open);
+                    let row = CallRow::New(out.calls.len() - 1);
+                    calls.push(KnownCall { call_index, seen_seq: seq, open: true, row });
                 }
                 EventKind::ToolResult { phase, step, tool, success, output, duration_ms } => {
-                    let key = (task, phase.clone(), i64::from(*step), tool.clone());
-                    let Some(call) = state.take_latest_open(&key) else {
-                        tracing::warn!(%task, seq = e.seq, %phase, step, %tool, "tool result without an open tool call; not projected");
+                    let turn = state.turn(task, phase);
+                    let key = (task, phase.clone(), attempt, i64::from(*step), tool.clone());
+                    let calls = state.calls.get_mut(&key).map(Vec::as_mut_slice).unwrap_or_default();
+                    // A result answers the latest open call of the current turn when the turn
+                    // made calls of the key; otherwise it is late, for a call an earlier turn
+                    // left open.
+                    let in_turn = calls.iter().any(|c| c.seen_seq > turn);
+                    let latest_open = calls
+                        .iter_mut()
+                        .filter(|c| c.open && (!in_turn || c.seen_seq > turn))
+                        .max_by_key(|c| c.seen_seq);
+                    let Some(call) = latest_open else {
+                        if in_turn {
+                            tracing::debug!(
+                                %task, seq = e.seq, %phase, attempt, step, %tool,
+                                "tool result for a call already completed (a redelivered run); not projected"
+                            );
+                        } else {
+                            tracing::warn!(
+                                %task, seq = e.seq, %phase, attempt, step, %tool,
+                                "tool result without an open tool call; not projected"
+                            );
+                        }
                         continue;
                     };
+                    call.open = false;
                     let duration_ms = to_i64(*duration_ms, "tool duration_ms")?;
-                    let complete = |am: &mut tool_call::ActiveModel| {
-                        am.success = Set(Some(*success));
-                        am.output = Set(Some(clip(output, MAX_OUTPUT_CHARS)));
-                        am.duration_ms = Set(Some(duration_ms));
-                        am.finished_at = Set(Some(e.at));
+                    let set = match call.row {
+                        CallRow::New(i) => &mut out.calls[i],
+                        CallRow::Stored(id) => out.updates.entry(id).or_default(),
                     };
-                    match call.row {
-                        CallRow::New(i) => complete(&mut out.calls[i]),
-                        CallRow::Stored(id) => {
-                            let mut set = <tool_call::ActiveModel as Default>::default();
-                            complete(&mut set);
-                            out.completions.push((id, set));
-                        }
-                    }
+                    set.success = Set(Some(*success));
+                    set.output = Set(Some(clip(output, MAX_OUTPUT_CHARS)));
+                    set.duration_ms = Set(Some(duration_ms));
+                    set.finished_at = Set(Some(e.at));
                 }
                 EventKind::ModelCall {
                     role,
@@ -672,6 +875,12 @@ impl Projection {
                     ttft_ms,
                     ..
                 } => {
+                    if let Some(phase) = phase {
+                        // A new turn of the phase's agent; seqs, not arrival, order turns, as in
+                        // the stored state (the phase's highest model call seq).
+                        let turn = state.turns.entry((task, phase.clone())).or_default();
+                        *turn = Ord::max(*turn, seq);
+                    }
                     out.usage.push(token_usage::ActiveModel {
                         id: NotSet,
                         task_id: Set(task.0),
@@ -711,24 +920,26 @@ impl Projection {
                 .map_err(db(format!("update phase '{name}' of plan {plan}")))?;
         }
         use step::Column as S;
-        let on_step = OnConflict::columns([S::TaskId, S::Phase, S::Step]).do_nothing().to_owned();
+        let on_step = OnConflict::columns([S::TaskId, S::Phase, S::Attempt, S::Step]).do_nothing().to_owned();
         insert_all(txn, self.steps, |r| text_bytes(&r.phase), on_step, "steps").await?;
         use tool_call::Column as T;
-        let on_call = OnConflict::columns([T::TaskId, T::Phase, T::Step, T::Tool, T::CallSeq]).do_nothing().to_owned();
+        let on_call = OnConflict::columns([T::TaskId, T::Phase, T::Attempt, T::Tool, T::Step, T::CallIndex])
+            .do_nothing()
+            .to_owned();
         let call_bytes = |r: &tool_call::ActiveModel| {
             let output = r.output.try_as_ref().and_then(|o| o.as_deref()).map_or(0, str::len);
             text_bytes(&r.phase) + text_bytes(&r.tool) + output + r.arguments.try_as_ref().map_or(0, json_bytes)
         };
         insert_all(txn, self.calls, call_bytes, on_call, "tool calls").await?;
-        // Results of calls from earlier batches; usually a few per batch (a call and its result
-        // mostly arrive together), so one UPDATE each.
-        for (id, set) in self.completions {
+        // Results of calls from earlier batches, and calls a redelivered run made again; usually
+        // a few per batch (a call and its result mostly arrive together), so one UPDATE each.
+        for (id, set) in self.updates {
             tool_call::Entity::update_many()
                 .set(set)
                 .filter(T::Id.eq(id))
                 .exec(txn)
                 .await
-                .map_err(db(format!("complete tool call {id}")))?;
+                .map_err(db(format!("update tool call {id}")))?;
         }
         use token_usage::Column as U;
         let on_usage = OnConflict::columns([U::TaskId, U::EventSeq]).do_nothing().to_owned();

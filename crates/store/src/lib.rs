@@ -11,6 +11,8 @@
 //! filtering, ordering and listing. The event log is the record of what happened: appending is
 //! idempotent per `(task_id, seq)`, and phases, steps, tool calls and token usage are updated
 //! from newly stored events in the same transaction, so a redelivered event never counts twice.
+//! Steps and tool calls are keyed by the attempt of their phase, so a phase run again keeps each
+//! attempt's rows and a redelivered run of an attempt adds none (see [`Store::append_events`]).
 //! The audit log (`audit_entries`) records who did what, for the services' edges.
 //!
 //! # Layout

@@ -6,6 +6,7 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait};
 mod m20261125_000001_init;
 mod m20261125_000002_audit_entries;
 mod m20261125_000003_open_tool_calls;
+mod m20261125_000004_step_attempts;
 
 pub(crate) struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_init::Migration),
             Box::new(m20261125_000002_audit_entries::Migration),
             Box::new(m20261125_000003_open_tool_calls::Migration),
+            Box::new(m20261125_000004_step_attempts::Migration),
         ]
     }
 }

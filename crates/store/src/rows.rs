@@ -168,6 +168,8 @@ pub struct PhaseRow {
 pub struct StepRow {
     pub task_id: TaskId,
     pub phase: String,
+    /// The attempt of the phase it ran in (1 when the phase has no `PhaseStarted`).
+    pub attempt: u32,
     pub step: u32,
     /// The role of the phase, when the plan names it.
     pub role: Option<AgentRole>,
@@ -179,6 +181,8 @@ pub struct StepRow {
 pub struct ToolCallRow {
     pub task_id: TaskId,
     pub phase: String,
+    /// The attempt of the phase it was made in (1 when the phase has no `PhaseStarted`).
+    pub attempt: u32,
     pub step: u32,
     pub tool: String,
     /// Seq of the `ToolCall` event.

@@ -119,6 +119,8 @@ on_both!(
     projects_and_tasks_list_in_pages_newest_first,
     concurrent_creates_of_one_name_let_one_win,
     a_replayed_batch_changes_no_projection,
+    a_phase_run_again_keeps_each_attempts_steps_and_calls,
+    a_redelivered_run_adds_no_step_or_tool_call,
     large_batches_span_several_statements,
     audit_entries_are_listed_newest_first_and_filtered,
     audit_entries_keep_no_secrets_and_refuse_bad_fields,
@@ -274,7 +276,12 @@ async fn migrations_are_idempotent(url: String) {
     versions.sort();
     assert_eq!(
         versions,
-        ["m20261125_000001_init", "m20261125_000002_audit_entries", "m20261125_000003_open_tool_calls"],
+        [
+            "m20261125_000001_init",
+            "m20261125_000002_audit_entries",
+            "m20261125_000003_open_tool_calls",
+            "m20261125_000004_step_attempts"
+        ],
         "each migration is recorded once"
     );
     if expected == "sqlite" {
@@ -1081,6 +1088,200 @@ async fn a_replayed_batch_changes_no_projection(url: String) {
     calls_twin.iter_mut().for_each(|r| r.task_id = t.id);
     usage_twin.iter_mut().for_each(|r| r.task_id = t.id);
     assert_eq!((phases_twin, steps_twin, calls_twin, usage_twin), snapshot);
+}
+
+/// The four projected tables of a task, as [`projections`] reads them.
+type Projected = (Vec<PhaseRow>, Vec<StepRow>, Vec<ToolCallRow>, Vec<UsageRow>);
+
+/// `rows` with the task and plan ids replaced by `task` and `plan`, so that tasks given the same
+/// events compare equal.
+fn as_task(mut rows: Projected, task: TaskId, plan: PlanId) -> Projected {
+    let (phases, steps, calls, usage) = &mut rows;
+    phases.iter_mut().for_each(|r| (r.task_id, r.plan_id) = (task, plan));
+    steps.iter_mut().for_each(|r| r.task_id = task);
+    calls.iter_mut().for_each(|r| r.task_id = task);
+    usage.iter_mut().for_each(|r| r.task_id = task);
+    rows
+}
+
+/// Gives `batches(task)` to three fresh tasks with the plan `phases`: batch by batch, one event at
+/// a time, and all in one batch; asserts that the three project to the same rows and that a
+/// replay of every batch changes nothing, and returns the rows after each batch of the first.
+async fn project_three_ways(
+    store: &Store,
+    p: &ProjectMetadata,
+    phases: impl Fn() -> Vec<ExecutionPhase>,
+    batches: impl Fn(TaskId) -> Vec<Vec<TaskEvent>>,
+) -> Vec<Projected> {
+    let mut shapes = Vec::new();
+    let mut after_each = Vec::new();
+    for (i, shape) in ["batch by batch", "one at a time", "all at once"].into_iter().enumerate() {
+        let t = task(p, shape, at(20 + i as i64));
+        store.insert_task(&t, "/w").await.unwrap();
+        let v1 = plan(t.id, 1, phases());
+        store.save_plan(&v1).await.unwrap();
+        let given = batches(t.id);
+        let appends: Vec<Vec<TaskEvent>> = match i {
+            0 => given.clone(),
+            1 => given.concat().into_iter().map(|e| vec![e]).collect(),
+            _ => vec![given.concat()],
+        };
+        for batch in &appends {
+            store.append_events(batch).await.unwrap();
+            if i == 0 {
+                after_each.push(projections(store, t.id).await);
+            }
+        }
+        let rows = projections(store, t.id).await;
+        for batch in &given {
+            store.append_events(batch).await.unwrap();
+        }
+        assert_eq!(projections(store, t.id).await, rows, "{shape}: a replay changes nothing");
+        shapes.push((shape, as_task(rows, TaskId(Uuid::nil()), PlanId(Uuid::nil()))));
+    }
+    for (shape, rows) in &shapes[1..] {
+        assert_eq!(rows, &shapes[0].1, "{shape} projects as {} does", shapes[0].0);
+    }
+    after_each
+}
+
+fn started(phase: &str, role: AgentRole, attempt: u32) -> EventKind {
+    EventKind::PhaseStarted { phase: phase.into(), role, attempt }
+}
+
+fn finished(phase: &str, role: AgentRole, success: bool) -> EventKind {
+    EventKind::PhaseFinished { phase: phase.into(), role, success, summary: format!("success: {success}") }
+}
+
+/// Events numbered from `first`, one seq each.
+fn numbered(id: TaskId, first: u64, kinds: Vec<EventKind>) -> Vec<TaskEvent> {
+    kinds.into_iter().zip(first..).map(|(kind, seq)| ev(id, seq, kind)).collect()
+}
+
+async fn a_phase_run_again_keeps_each_attempts_steps_and_calls(url: String) {
+    let (store, p, _) = store_with_task(&url).await;
+    let phases = || vec![phase("code", "coder", &[]), phase("test", "tester", &["code"])];
+    let coder = || model_call(AgentRole::Coder, Some("code"), 10, 1);
+    // Attempt 1 runs two steps and fails with its last call still open; attempt 2 (after a
+    // restart, say) runs the same steps again, its last result in a later batch.
+    let batches = |id| {
+        let first = numbered(
+            id,
+            1,
+            vec![
+                started("code", AgentRole::Coder, 1),
+                coder(),
+                tool_call("code", 1, "read_file"),
+                tool_result("code", 1, "read_file", true, "first read"),
+                coder(),
+                tool_call("code", 2, "fs_write"),
+                finished("code", AgentRole::Coder, false),
+                started("code", AgentRole::Coder, 2),
+                coder(),
+                tool_call("code", 1, "read_file"),
+            ],
+        );
+        let second = numbered(
+            id,
+            11,
+            vec![
+                tool_result("code", 1, "read_file", true, "second read"),
+                coder(),
+                tool_call("code", 2, "fs_write"),
+                tool_result("code", 2, "fs_write", true, "second write"),
+                finished("code", AgentRole::Coder, true),
+            ],
+        );
+        vec![first, second]
+    };
+    let after = project_three_ways(&store, &p, phases, batches).await;
+    let (phases_now, steps, calls, _) = after.last().unwrap();
+    assert_eq!((phases_now[0].status, phases_now[0].attempt), (PhaseStatus::Succeeded, 2));
+    let steps: Vec<_> = steps.iter().map(|s| (s.attempt, s.step, s.role)).collect();
+    let coder = Some(AgentRole::Coder);
+    assert_eq!(steps, [(1, 1, coder), (1, 2, coder), (2, 1, coder), (2, 2, coder)], "both attempts' steps");
+    let calls: Vec<_> =
+        calls.iter().map(|c| (c.call_seq, c.attempt, c.step, c.tool.as_str(), c.output.as_deref())).collect();
+    assert_eq!(
+        calls,
+        [
+            (3, 1, 1, "read_file", Some("first read")),
+            // Attempt 2's result for this step and tool is not attempt 1's.
+            (6, 1, 2, "fs_write", None),
+            (10, 2, 1, "read_file", Some("second read")),
+            (13, 2, 2, "fs_write", Some("second write")),
+        ]
+    );
+}
+
+async fn a_redelivered_run_adds_no_step_or_tool_call(url: String) {
+    let (store, p, _) = store_with_task(&url).await;
+    let phases = || vec![phase("code", "coder", &[]), phase("test", "tester", &["code"])];
+    let coder = || model_call(AgentRole::Coder, Some("code"), 10, 1);
+    let tester = || model_call(AgentRole::Tester, Some("test"), 10, 1);
+    // A worker runs attempt 1 of "code" and dies in step 2, between its second grep and that
+    // grep's result; another replica runs the attempt again from step 1, making the same calls.
+    let run = |output: &str, last: bool| {
+        let mut kinds = vec![
+            coder(),
+            tool_call("code", 1, "read_file"),
+            tool_result("code", 1, "read_file", true, &format!("read, {output}")),
+            coder(),
+            tool_call("code", 2, "grep"),
+            tool_result("code", 2, "grep", false, &format!("no match, {output}")),
+            tool_call("code", 2, "grep"),
+        ];
+        if last {
+            kinds.push(tool_result("code", 2, "grep", true, &format!("found, {output}")));
+        }
+        kinds
+    };
+    let batches = move |id| {
+        let mut first = vec![started("code", AgentRole::Coder, 1)];
+        first.extend(run("run 1", false));
+        // "test" dies in its first step, with its only call open: the run again looks the same
+        // up to a model call, which starts another turn.
+        first.extend([started("test", AgentRole::Tester, 1), tester(), tool_call("test", 1, "shell_run")]);
+        let mut again = run("run 2", true);
+        again.extend([coder(), tool_call("code", 3, "fs_write"), tool_result("code", 3, "fs_write", true, "wrote")]);
+        again.extend([tester(), tool_call("test", 1, "shell_run"), tool_result("test", 1, "shell_run", true, "ok")]);
+        let first = numbered(id, 1, first);
+        let again = numbered(id, first.len() as u64 + 1, again);
+        vec![first, again]
+    };
+    let after = project_three_ways(&store, &p, phases, batches).await;
+
+    let (_, steps_before, calls_before, _) = &after[0];
+    let (_, steps, calls, _) = &after[1];
+    let key = |s: &StepRow| (s.phase.clone(), s.attempt, s.step);
+    assert_eq!(
+        steps.iter().map(key).collect::<Vec<_>>(),
+        [("code".into(), 1, 1), ("code".into(), 1, 2), ("test".into(), 1, 1), ("code".into(), 1, 3)],
+        "the run again added only its new step"
+    );
+    assert_eq!(
+        steps.iter().filter(|s| s.step < 3).cloned().collect::<Vec<_>>(),
+        *steps_before,
+        "steps kept as they were"
+    );
+    let shown: Vec<_> =
+        calls.iter().map(|c| (c.call_seq, c.phase.as_str(), c.step, c.tool.as_str(), c.output.as_deref())).collect();
+    assert_eq!(
+        shown,
+        [
+            // The first run's rows and seqs; its results stand, the run again's are not projected.
+            (3, "code", 1, "read_file", Some("read, run 1")),
+            (6, "code", 2, "grep", Some("no match, run 1")),
+            // Left open by the first run, completed by the run again.
+            (8, "code", 2, "grep", Some("found, run 2")),
+            (11, "test", 1, "shell_run", Some("ok")),
+            (21, "code", 3, "fs_write", Some("wrote")),
+        ]
+    );
+    assert!(calls.iter().all(|c| c.attempt == 1 && c.finished_at.is_some()), "every call ends completed");
+    for (before, now) in calls_before.iter().zip(calls).filter(|(b, _)| b.success.is_some()) {
+        assert_eq!(before, now, "a completed call stays as it was");
+    }
 }
 
 async fn large_batches_span_several_statements(url: String) {

@@ -8,6 +8,9 @@ pub struct Model {
     pub task_id: Uuid,
     #[sea_orm(primary_key, auto_increment = false)]
     pub phase: String,
+    /// The attempt of the phase the step ran in; a redelivered run of the attempt repeats it.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub attempt: i64,
     #[sea_orm(primary_key, auto_increment = false)]
     pub step: i64,
     pub role: Option<String>,
