@@ -53,6 +53,11 @@ fn approve() -> Reply {
     Reply::Json(json!({"verdict": "approve", "summary": "does what was asked", "findings": []}))
 }
 
+/// A cluster whose models plan the greet task, write it once and approve it.
+fn greet_cluster() -> turbo_tests::cluster::ClusterBuilder {
+    Cluster::builder().planner(vec![Reply::Json(plan())]).coder(implement()).reviewer(vec![approve()])
+}
+
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, fut).await.unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
 }
@@ -197,12 +202,7 @@ async fn assert_completed(cluster: &Cluster, root: &std::path::Path, id: TaskId)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_runs_through_the_workers_and_is_recorded_in_postgres_and_on_nats() {
-    let cluster = Cluster::builder()
-        .planner(vec![Reply::Json(plan())])
-        .coder(implement())
-        .reviewer(vec![approve()])
-        .start()
-        .await;
+    let cluster = greet_cluster().start().await;
     let (root, id) = planned_task(&cluster, "greeter").await;
     let last_seq = execute(&cluster, id).await;
 
@@ -450,13 +450,7 @@ async fn a_brief_postgres_outage_is_retried_or_reported_clearly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_down_longer_than_the_reconnect_window_fails_calls_clearly_then_recovers() {
-    let mut cluster = Cluster::builder()
-        .with_own_postgres()
-        .planner(vec![Reply::Json(plan())])
-        .coder(implement())
-        .reviewer(vec![approve()])
-        .start()
-        .await;
+    let mut cluster = greet_cluster().with_own_postgres().start().await;
     let (root, id) = planned_task(&cluster, "postgres-down").await;
 
     cluster.stop_postgres().await;
@@ -493,13 +487,10 @@ async fn a_database_down_longer_than_the_reconnect_window_fails_calls_clearly_th
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_follows_a_task_from_the_client_through_nats_and_the_workers_to_the_tool_runner() {
     let collector = Collector::start().await.expect("an OTLP receiver");
-    let cluster = Cluster::builder()
+    let cluster = greet_cluster()
         .with_env("TURBO_CODER__TELEMETRY__OTLP_ENDPOINT", collector.url())
         // Export finished spans every 200 ms rather than every 5 s.
         .with_env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .planner(vec![Reply::Json(plan())])
-        .coder(implement())
-        .reviewer(vec![approve()])
         .start()
         .await;
     let (root, id) = planned_task(&cluster, "traced").await;
@@ -536,12 +527,7 @@ async fn one_trace_follows_a_task_from_the_client_through_nats_and_the_workers_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_runs_a_task_on_the_cluster_with_server_and_lists_it() {
-    let cluster = Cluster::builder()
-        .planner(vec![Reply::Json(plan())])
-        .coder(implement())
-        .reviewer(vec![approve()])
-        .start()
-        .await;
+    let cluster = greet_cluster().start().await;
     let root = cluster.project_dir("cli-remote").canonicalize().expect("the project directory");
     let home = tempfile::tempdir().expect("a scratch home");
     let server = format!("http://{}", cluster.orchestrator_addr());

@@ -169,6 +169,18 @@ impl Double {
         Double::new(move |_| Box::pin(async move { Ok(response(text)) }))
     }
 
+    /// Signals `started` on every call, then answers `text` once `release` is notified.
+    fn gated(text: &'static str, started: mpsc::UnboundedSender<()>, release: Arc<Notify>) -> Arc<Double> {
+        Double::new(move |_| {
+            let (release, started) = (release.clone(), started.clone());
+            Box::pin(async move {
+                let _ = started.send(());
+                release.notified().await;
+                Ok(response(text))
+            })
+        })
+    }
+
     /// Signals `started` on every call, then never answers; signals `dropped` when the call is
     /// abandoned (the agent's work was cancelled).
     fn hang(started: mpsc::UnboundedSender<()>, dropped: Option<mpsc::UnboundedSender<()>>) -> Arc<Double> {
@@ -537,17 +549,7 @@ async fn queued_work_of_a_cancelled_task_is_not_started() {
     let ws = tempfile::tempdir().unwrap();
     let release = Arc::new(Notify::new());
     let (started, mut started_rx) = mpsc::unbounded_channel();
-    let model = {
-        let release = release.clone();
-        Double::new(move |_| {
-            let (release, started) = (release.clone(), started.clone());
-            Box::pin(async move {
-                let _ = started.send(());
-                release.notified().await;
-                Ok(response("done"))
-            })
-        })
-    };
+    let model = Double::gated("done", started, release.clone());
     let replica = Replica::start(&bus, AgentRole::Coder, model.clone(), 1, "w1").await;
     let agents = bus.agents().await;
     let workspace = ws.path().to_str().unwrap();
@@ -748,17 +750,7 @@ async fn a_call_longer_than_the_ack_wait_reports_progress_and_is_not_redelivered
     bus.client.flush().await.unwrap();
     let release = Arc::new(Notify::new());
     let (started, mut started_rx) = mpsc::unbounded_channel();
-    let slow = {
-        let release = release.clone();
-        Double::new(move |_| {
-            let (release, started) = (release.clone(), started.clone());
-            Box::pin(async move {
-                let _ = started.send(());
-                release.notified().await;
-                Ok(response("slow but done"))
-            })
-        })
-    };
+    let slow = Double::gated("slow but done", started, release.clone());
     let busy = Replica::start(&bus, AgentRole::Coder, slow, 1, "busy").await;
     let agents = bus.agents().await;
     let call = spawn_phase(&agents, TaskId::new(), ws.path().to_str().unwrap(), CancellationToken::new());
@@ -863,17 +855,7 @@ async fn shutdown_finishes_the_work_in_flight() {
     let ws = tempfile::tempdir().unwrap();
     let release = Arc::new(Notify::new());
     let (started, mut started_rx) = mpsc::unbounded_channel();
-    let model = {
-        let release = release.clone();
-        Double::new(move |_| {
-            let (release, started) = (release.clone(), started.clone());
-            Box::pin(async move {
-                let _ = started.send(());
-                release.notified().await;
-                Ok(response("finished during shutdown"))
-            })
-        })
-    };
+    let model = Double::gated("finished during shutdown", started, release.clone());
     let replica = Replica::start(&bus, AgentRole::Coder, model, 1, "w1").await;
     let call = spawn_phase(&bus.agents().await, TaskId::new(), ws.path().to_str().unwrap(), CancellationToken::new());
     within("the model call", started_rx.recv()).await;

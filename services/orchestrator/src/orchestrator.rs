@@ -273,7 +273,7 @@ async fn execute(myself: ActorRef<OrchestratorMsg>, state: &mut OrchestratorStat
     task.started_at = Some(chrono::Utc::now());
     state.deps.events.emit(task_id, EventKind::StatusChanged { from, to: task.status, reason: None });
     state.deps.store.update_task(&task).await?;
-    start_run(myself, state, task, stored.workspace, true, false, tracing::Span::current()).await
+    start_run(myself, state, task, stored.workspace, true, false).await
 }
 
 /// Tasks per page read from the store when looking for interrupted ones.
@@ -314,8 +314,7 @@ async fn resume_interrupted(myself: ActorRef<OrchestratorMsg>, state: &mut Orche
             continue;
         }
         tracing::info!(task_id = %id, "resuming a task an earlier orchestrator left running");
-        // A resumed run starts a trace of its own: the request that began it is long gone.
-        start_run(myself.clone(), state, stored.task, stored.workspace, true, true, tracing::Span::none()).await?;
+        start_run(myself.clone(), state, stored.task, stored.workspace, true, true).await?;
         resumed.push(id);
     }
     Ok(resumed)
@@ -328,8 +327,10 @@ async fn start_run(
     workspace: String,
     execute: bool,
     resume: bool,
-    span: tracing::Span,
 ) -> Result<TaskId> {
+    // The handler runs in the caller's span (ractor carries it with the message), so a run's
+    // trace is the request's; a resumed run starts a trace of its own (its request is gone).
+    let span = if resume { tracing::Span::none() } else { tracing::Span::current() };
     let cancel = CancellationToken::new();
     let args = TaskRunArgs {
         task: task.clone(),
@@ -359,7 +360,5 @@ async fn submit(
     task.validate()?;
     state.deps.store.insert_task(&task, &workspace).await?;
     state.deps.events.emit(task.id, EventKind::TaskCreated { title: task.title.clone(), workspace: workspace.clone() });
-    // The handler runs in the caller's span (ractor carries it with the message): the run's
-    // trace is the request's.
-    start_run(myself, state, task, workspace, execute, false, tracing::Span::current()).await
+    start_run(myself, state, task, workspace, execute, false).await
 }
