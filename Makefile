@@ -8,7 +8,7 @@ endif
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help setup build test lint fmt bench cluster run-example clean-data
+.PHONY: help setup build test lint fmt bench bench-knowledge cluster run-example clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ cluster: ## run the cluster locally: nats-server, the orchestrator on Postgres, 
 	$(CARGO) build --locked -p turbo-coder
 	bash deploy/scripts/cluster.sh
 
-bench: ## print the framework-overhead benchmark (see docs/benchmarks.md); BENCH_ARGS="--steps N" to change it
-	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-coder --bin turbo-coder
+bench: ## print every benchmark of docs/benchmarks.md (release build); BENCH_ARGS / KNOWLEDGE_BENCH_ARGS pass options
+	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-coder --bin turbo-coder \
+		-p turbo-knowledge --bin turbo-knowledge-bench
 	$(CARGO_TARGET_DIR)/release/turbo-bench $(BENCH_ARGS)
+	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench $(KNOWLEDGE_BENCH_ARGS)
+
+bench-knowledge: ## only the knowledge benchmark: index throughput, retrieval quality, search at 10k/100k chunks
+	$(CARGO) build --locked --release -p turbo-knowledge --bin turbo-knowledge-bench
+	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench $(KNOWLEDGE_BENCH_ARGS)

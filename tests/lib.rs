@@ -33,6 +33,19 @@ pub fn turbo_coder_bin() -> PathBuf {
     bin
 }
 
+/// all-MiniLM-L6-v2 where `deploy/scripts/setup.sh` puts it: `TURBO_MINILM_DIR`, else
+/// `all-MiniLM-L6-v2` in `TURBO_MODELS_DIR` or `~/.cache/turbo-coder/models`. The tests' scratch
+/// homes hide the user's cache, so a test that wants the knowledge base names it.
+pub fn minilm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TURBO_MINILM_DIR") {
+        return dir.into();
+    }
+    let models = std::env::var_os("TURBO_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/turbo-coder/models")
+    });
+    models.join("all-MiniLM-L6-v2")
+}
+
 /// A scratch home with a project directory and a data directory, and the environment the
 /// binary sees (nothing is inherited but PATH).
 pub struct Sandbox {

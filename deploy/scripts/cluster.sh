@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the cluster on this machine: nats-server with JetStream, the tool-runner, the
-# orchestrator on Postgres and one agent worker per role, each a `turbo-coder serve` process. Prints their addresses,
+# Runs the cluster on this machine: nats-server with JetStream, the tool-runner, the knowledge
+# service, the orchestrator on Postgres and one agent worker per role, each a `turbo-coder serve` process. Prints their addresses,
 # then waits; Ctrl-C (or SIGTERM) stops them all. `make cluster` builds and runs it.
 #
 # The models come from your configuration, as for `turbo-coder run`: TURBO_HOST,
@@ -100,6 +100,9 @@ echo "cluster: nats-server on nats://127.0.0.1:$nats_port, store $DATABASE_URL"
 # The tool-runner first: the workers and the orchestrator run every tool call on it.
 start tool-runner tool-runner --listen 127.0.0.1:0
 export TURBO_CODER__CLUSTER__TOOL_RUNNER_URL=http://$listening
+# The knowledge service: the agents retrieve their prompts' context from it.
+start knowledge knowledge --listen 127.0.0.1:0
+export TURBO_CODER__KNOWLEDGE__URL=http://$listening
 for role in planner coder tester reviewer; do
   for i in $(seq 1 "$replicas"); do
     start "worker-$role-$i" agent-worker --role "$role" --listen 127.0.0.1:0

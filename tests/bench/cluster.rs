@@ -217,6 +217,7 @@ async fn measure_with(
         tools: ToolRunnerClient::local(RunnerLimits::default()),
         events: Arc::new(NullSink),
         settings: AgentSettings::default(),
+        knowledge: None,
     };
     let agents =
         AgentWorker::start(WorkerSpec { roles: vec![(AgentRole::Coder, deps)], per_role: 1, call_timeout: PATIENCE })
@@ -309,6 +310,7 @@ fn assignment(task_id: TaskId, workspace: &str) -> PhaseAssignment {
     PhaseAssignment {
         task_id,
         plan_id: PlanId::new(),
+        project_id: None,
         task_title: "bench".into(),
         task_description: "answer at once".into(),
         phase: ExecutionPhase {

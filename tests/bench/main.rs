@@ -10,6 +10,8 @@
 //!    stores in Postgres.
 //! 5. A cluster of processes: tasks/s and events stored/s with 2 worker replicas per role, and
 //!    how long a killed worker's phase and a killed orchestrator take to be taken over.
+//! 6. The tool sandbox: `shell_run true` sandboxed, unconfined and as a plain fork+exec, and
+//!    sandboxed jobs per second with several in flight.
 //!
 //! docs/benchmarks.md says what each figure means and records the latest results.
 //!
@@ -19,6 +21,7 @@
 //! - `greet`: figures 2 and 3.
 //! - `cluster`: figure 4.
 //! - `fleet`: figure 5.
+//! - `sandbox`: figure 6.
 //! - `stats`: percentiles and formatting.
 
 mod cluster;
@@ -26,6 +29,7 @@ mod double;
 mod fleet;
 mod greet;
 mod overhead;
+mod sandbox;
 mod stats;
 
 use std::process::ExitCode;
@@ -33,12 +37,19 @@ use std::time::Duration;
 
 use stats::{fmt, fmt_diff};
 
-const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster] [--only-fleet]\n\
+const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster] [--only-fleet] [--only-sandbox]\n\
   --steps N       measured agent steps and baseline calls (default 2000)\n\
   --warmup N      steps and calls run first and not measured (default 200)\n\
   --skip-run      skip the turbo-coder run (peak memory, tokens)\n\
   --skip-cluster  skip the cluster figures 4 and 5 (nats-server, Postgres, service processes)\n\
-  --only-fleet    measure figure 5 only";
+  --only-fleet    measure figure 5 only\n\
+  --only-sandbox  measure figure 6 only";
+
+/// Sandboxed `true` runs timed in section 6 (after a tenth as many not counted).
+const SANDBOX_RUNS: usize = 500;
+/// The issue's targets for a sandboxed `true`, start to exit.
+const TARGET_SANDBOX_P50: Duration = Duration::from_millis(5);
+const TARGET_SANDBOX_P99: Duration = Duration::from_millis(20);
 
 /// Round trips of each kind measured in section 4, after `CLUSTER_WARMUP` not counted.
 const ROUND_TRIPS: usize = 500;
@@ -61,10 +72,12 @@ struct Args {
     skip_run: bool,
     skip_cluster: bool,
     only_fleet: bool,
+    only_sandbox: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut parsed = Args { steps: 2000, warmup: 200, skip_run: false, skip_cluster: false, only_fleet: false };
+    let mut parsed =
+        Args { steps: 2000, warmup: 200, skip_run: false, skip_cluster: false, only_fleet: false, only_sandbox: false };
     let mut args = std::env::args().skip(1);
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
         let value = value.unwrap_or_default();
@@ -77,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
             "--skip-run" => parsed.skip_run = true,
             "--skip-cluster" => parsed.skip_cluster = true,
             "--only-fleet" => parsed.only_fleet = true,
+            "--only-sandbox" => parsed.only_sandbox = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -344,8 +358,46 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+fn print_sandbox(s: &sandbox::SandboxCost) {
+    println!("6. Tool sandbox: shell_run `true` start to exit ({} runs each, interleaved)", s.runs);
+    println!("   sandbox layers here: {}", s.layers);
+    println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", "", "p50", "p99", "mean", "max");
+    let row = |name: &str, st: &stats::Stats| {
+        println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", name, fmt(st.p50), fmt(st.p99), fmt(st.mean), fmt(st.max));
+    };
+    row("baseline: fork+exec of /bin/true (tokio::process)", &s.fork_exec);
+    row("baseline: shell_run true, unconfined (sh -c, same code path)", &s.unconfined);
+    row("shell_run true in the sandbox", &s.sandboxed);
+    println!(
+        "   {:<62} {:>11} {:>11}",
+        "  sandbox cost = sandboxed - unconfined",
+        fmt_diff(s.sandboxed.p50, s.unconfined.p50),
+        fmt_diff(s.sandboxed.p99, s.unconfined.p99)
+    );
+    let met = |v: Duration, t: Duration| if v <= t { "met" } else { "NOT met" };
+    println!(
+        "   target sandboxed p50 <= {}: {}; p99 <= {}: {}",
+        fmt(TARGET_SANDBOX_P50),
+        met(s.sandboxed.p50, TARGET_SANDBOX_P50),
+        fmt(TARGET_SANDBOX_P99),
+        met(s.sandboxed.p99, TARGET_SANDBOX_P99)
+    );
+    for (in_flight, jobs, wall) in &s.throughput {
+        println!(
+            "   {jobs} sandboxed jobs, {in_flight} in flight: {:.2} s = {:.0} jobs/s",
+            wall.as_secs_f64(),
+            *jobs as f64 / wall.as_secs_f64()
+        );
+    }
+    println!();
+}
+
 async fn bench(args: Args) -> anyhow::Result<()> {
     print_header();
+    if args.only_sandbox {
+        print_sandbox(&sandbox::measure(SANDBOX_RUNS).await?);
+        return Ok(());
+    }
     if args.only_fleet {
         print_fleet(&fleet::measure(FLEET_TASKS).await?);
         return Ok(());
@@ -366,6 +418,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let f = fleet::measure(FLEET_TASKS).await?;
         print_fleet(&f);
     }
+    print_sandbox(&sandbox::measure(SANDBOX_RUNS).await?);
     println!("load average at end: {}", load_average());
     Ok(())
 }

@@ -88,7 +88,7 @@ fn plan() -> Value {
 }
 
 fn limits() -> RunnerLimits {
-    RunnerLimits { timeout: TOOL_TIMEOUT, output_cap: OUTPUT_CAP }
+    RunnerLimits { timeout: TOOL_TIMEOUT, output_cap: OUTPUT_CAP, ..RunnerLimits::default() }
 }
 
 async fn time_calls<F, Fut>(n: usize, warmup: usize, mut call: F) -> anyhow::Result<Stats>
@@ -250,7 +250,10 @@ async fn stack(
                 AgentRole::Coder => coder.clone(),
                 _ => idle.clone(),
             };
-            (role, AgentDeps { model, tools: tools.clone(), events: sink(), settings: settings.clone() })
+            (
+                role,
+                AgentDeps { model, tools: tools.clone(), events: sink(), settings: settings.clone(), knowledge: None },
+            )
         })
         .collect();
     let task_timeout = Duration::from_secs(3600);

@@ -31,6 +31,7 @@ NAMESPACE = "turbo"
 FULLNAME = "demo-turbo-coder"
 NATS_URL = f"nats://{FULLNAME}-nats:4222"
 TOOL_RUNNER_URL = f"http://{FULLNAME}-tool-runner:50054"
+KNOWLEDGE_URL = f"http://{FULLNAME}-knowledge:50053"
 STORE_URL = f"postgres://turbo:$(TURBO_PG_PASSWORD)@{FULLNAME}-postgres:5432/turbo"
 ROLES = ["planner", "coder", "tester", "reviewer"]
 TURBO_DEPLOYMENTS = {f"{FULLNAME}-{c}" for c in ["gateway", "orchestrator", "knowledge", "tool-runner"]} | {
@@ -175,6 +176,7 @@ def test_default_values():
         names = [e["name"] for e in env_of(deployment)]
         assert env_value(deployment, "TURBO_CODER__CLUSTER__NATS_URL")["value"] == NATS_URL, name
         assert env_value(deployment, "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL")["value"] == TOOL_RUNNER_URL, name
+        assert env_value(deployment, "TURBO_CODER__KNOWLEDGE__URL")["value"] == KNOWLEDGE_URL, name
         assert env_value(deployment, "TURBO_CODER__STORE__URL")["value"] == STORE_URL, name
         secret = env_value(deployment, "TURBO_PG_PASSWORD")["valueFrom"]["secretKeyRef"]
         assert secret == {"name": f"{FULLNAME}-postgres", "key": "password"}, secret
@@ -225,8 +227,13 @@ def test_bundled_services_disabled():
     assert set(by_kind(objs, "Service")) == TURBO_DEPLOYMENTS
     check_services_select_pods(objs)
     for name, deployment in by_kind(objs, "Deployment").items():
-        assert [e["name"] for e in env_of(deployment)] == ["TURBO_CODER_CONFIG", "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL"], name
+        assert [e["name"] for e in env_of(deployment)] == [
+            "TURBO_CODER_CONFIG",
+            "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL",
+            "TURBO_CODER__KNOWLEDGE__URL",
+        ], name
         assert env_value(deployment, "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL")["value"] == TOOL_RUNNER_URL, name
+        assert env_value(deployment, "TURBO_CODER__KNOWLEDGE__URL")["value"] == KNOWLEDGE_URL, name
     text = notes(manifests)
     if text is not None:
         assert "WARNING: orchestrator.replicas is 2" in text

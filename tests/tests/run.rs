@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use turbo_testkit::{ModelDef, Reply, Script, ScriptedModelServer};
-use turbo_tests::Sandbox;
+use turbo_tests::{Sandbox, minilm_dir};
 
 const PLANNER: &str = "planner:test";
 const CODER: &str = "coder:test";
@@ -204,6 +204,80 @@ async fn a_dry_run_shows_the_plan_and_changes_nothing() {
     let list = sb.run(&["tasks", "list", "--json"]).await;
     let listed: Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(listed[0]["status"], "planned");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_planner_prompt_carries_context_retrieved_from_the_workspace() {
+    let (turbo, local) = servers(vec![Reply::Json(plan())], vec![]).await;
+    let mut sb = sandbox(&turbo, &local);
+    sb.set("TURBO_CODER__KNOWLEDGE__MODEL_DIR", minilm_dir().display().to_string());
+    sb.write(
+        "auth/tokens.py",
+        "import hmac\n\n\ndef issue_token(user_id, secret):\n    \"\"\"Signs a session token for the user.\"\"\"\n    \
+         return hmac.new(secret, str(user_id).encode(), 'sha256').hexdigest()\n\n\n\
+         def verify_token(user_id, token, secret):\n    return hmac.compare_digest(issue_token(user_id, secret), token)\n",
+    );
+    sb.write("shapes/area.py", "def circle_area(radius):\n    return 3.14159 * radius * radius\n");
+    sb.write("docs/deploy.md", "# Deploying\n\nCopy the wheel to the server and restart the unit.\n");
+    let task = "replace the session token signing with JWT tokens that expire";
+    let out = sb.run(&["run", task]).await;
+    out.assert_code(0);
+    assert!(!out.stderr.contains("without retrieved context"), "the model is there: {}", out.stderr);
+
+    let prompt = chat_requests(&turbo)[0].body["messages"].to_string();
+    let at =
+        prompt.find("Code and knowledge retrieved for this step:").unwrap_or_else(|| panic!("no context: {prompt}"));
+    let context = &prompt[at..];
+    // The token code comes first, labelled with its path, lines and symbol, marked untrusted.
+    let tokens = context.find("auth/tokens.py:4-6 (issue_token)").unwrap_or_else(|| panic!("{context}"));
+    assert!(context.contains("trust=\\\"untrusted\\\""), "{context}");
+    assert!(context.contains("def issue_token(user_id, secret):"), "{context}");
+    if let Some(area) = context.find("shapes/area.py") {
+        assert!(tokens < area, "the unrelated function ranks below the token code: {context}");
+    }
+
+    // The index is kept in the data directory; a second run over the unchanged workspace
+    // finds the same context without writing a new version of the dataset.
+    let versions_dir = sb.data_dir.join("knowledge/chunks.lance/_versions");
+    let versions = || std::fs::read_dir(&versions_dir).unwrap().count();
+    let written = versions();
+    assert!(written > 0);
+    let (turbo, local) = servers(vec![Reply::Json(plan())], vec![]).await;
+    sb.set("TURBO_HOST", turbo.url()).set("OLLAMA_LOCAL", local.url());
+    sb.run(&["run", task]).await.assert_code(0);
+    // At most the usage counts of the chunks the plan used; a re-index would add its own.
+    assert!(versions() <= written + 1, "an unchanged workspace is not written again: {written} -> {}", versions());
+    let prompt = chat_requests(&turbo)[0].body["messages"].to_string();
+    assert!(prompt.contains("auth/tokens.py:4-6 (issue_token)"), "{prompt}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_embedding_model_the_run_says_so_and_goes_on_without_context() {
+    let (turbo, local) = servers(vec![Reply::Json(plan())], vec![]).await;
+    let mut sb = sandbox(&turbo, &local);
+    let missing = sb.home.join("no-model-here");
+    sb.set("TURBO_CODER__KNOWLEDGE__MODEL_DIR", missing.display().to_string());
+    sb.write("app.py", "def main():\n    pass\n");
+    let out = sb.run(&["run", TASK]).await;
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("agents run without retrieved context")
+            && out.stderr.contains(&missing.display().to_string())
+            && out.stderr.contains("knowledge.model_dir"),
+        "{}",
+        out.stderr
+    );
+    let prompt = chat_requests(&turbo)[0].body["messages"].to_string();
+    assert!(!prompt.contains("Code and knowledge retrieved"), "{prompt}");
+    assert!(prompt.contains("app.py"), "the workspace outline is still there: {prompt}");
+
+    // Turned off, it says nothing.
+    let (turbo, local) = servers(vec![Reply::Json(plan())], vec![]).await;
+    let mut off = sandbox(&turbo, &local);
+    off.set("TURBO_CODER__KNOWLEDGE__ENABLED", "false");
+    let out = off.run(&["run", TASK]).await;
+    out.assert_code(0);
+    assert!(!out.stderr.contains("retrieved context"), "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -502,6 +576,29 @@ async fn doctor_reports_models_context_and_missing_models() {
         .unwrap()
         .clone();
     assert!(planner["detail"].as_str().unwrap().contains("context 131072 tokens, using 32768"), "{planner}");
+    let check = |report: &Value, name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check: {report}"))
+    };
+    let sandbox = check(&report, "tool sandbox");
+    assert_eq!(sandbox["ok"], true, "{sandbox}");
+    assert!(sandbox["detail"].as_str().unwrap().contains("bubblewrap"), "{sandbox}");
+
+    // A sandbox that cannot run fails the doctor: tools would be refused.
+    sb.set("TURBO_CODER__SANDBOX__BWRAP", "/nonexistent/bwrap");
+    let refused = sb.run(&["doctor", "--json"]).await;
+    assert_ne!(refused.code, 0);
+    let report: Value = serde_json::from_str(&refused.stdout).unwrap();
+    let sandbox = check(&report, "tool sandbox");
+    assert_eq!(sandbox["ok"], false, "{sandbox}");
+    assert!(sandbox["detail"].as_str().unwrap().contains("bubblewrap"), "{sandbox}");
+    sb.env.remove("TURBO_CODER__SANDBOX__BWRAP");
+
     sb.set("PLANNER_MODEL", "gone:1");
     let bad = sb.run(&["doctor"]).await;
     bad.assert_code(3);

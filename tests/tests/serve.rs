@@ -19,7 +19,7 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use turbo_tests::{Sandbox, turbo_coder_bin};
+use turbo_tests::{Sandbox, minilm_dir, turbo_coder_bin};
 
 /// Upper bound for anything to happen; generous so a loaded machine does not fail the test.
 /// Not a timing assertion: a healthy run finishes far sooner.
@@ -71,6 +71,8 @@ impl Served {
     /// [`Served::start`] with more environment variables.
     async fn start_with(program: &Path, args: &[&str], name: &str, env: &[(&str, String)]) -> Served {
         let mut sandbox = Sandbox::new();
+        // The knowledge service needs its embedding model to start.
+        sandbox.set("TURBO_CODER__KNOWLEDGE__MODEL_DIR", minilm_dir().display().to_string());
         for (key, value) in env {
             sandbox.set(key, value.clone());
         }
@@ -242,6 +244,20 @@ async fn an_agent_worker_without_nats_says_it_needs_cluster_nats_url() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cluster.nats_url"), "{stderr}");
     assert!(out.stdout.is_empty(), "nothing was served: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn a_knowledge_service_without_its_model_says_where_it_looked_and_exits_2() {
+    let mut sandbox = Sandbox::new();
+    let missing = sandbox.home.join("no-model");
+    sandbox.set("TURBO_CODER__KNOWLEDGE__MODEL_DIR", missing.display().to_string());
+    let out = sandbox.run(&["serve", "knowledge", "--listen", "127.0.0.1:0"]).await;
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(&missing.display().to_string()) && out.stderr.contains("knowledge.model_dir"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]

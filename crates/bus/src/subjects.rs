@@ -12,6 +12,7 @@
 //! | `turbo.events.raw.<task_id>` | JetStream [`EVENTS_RAW_STREAM`] (limits, max age) | workers | the orchestrator's recorder, through the durable [`RECORDER_CONSUMER`] |
 //! | `turbo.events.task.<task_id>` | JetStream [`EVENTS_STREAM`] (limits, max age) | the orchestrator's recorder, once an event is stored and numbered | watchers, operators (`nats sub 'turbo.events.task.>'`) |
 //! | `turbo.ctl.tasks.list`, `.get`, `.cancel`, `turbo.ctl.workers.list` | core NATS request-reply, plain JSON (no envelope), queue group [`CTL_QUEUE_GROUP`] | operators (`nats req`) | the orchestrators (`turbo_orchestrator::control`) |
+//! | `turbo.knowledge.search`, `.index`, `.add`, `.delete`, `.stats`, `.context` | core NATS request-reply, plain JSON (no envelope), queue group [`KNOWLEDGE_QUEUE_GROUP`] | operators (`nats req`) | the knowledge services (`turbo_knowledge::nats`) |
 
 use turbo_core::agent::AgentRole;
 use turbo_core::ids::TaskId;
@@ -106,6 +107,30 @@ pub const CTL_SUBJECTS: &[&str] = &[CTL_TASKS_LIST, CTL_TASKS_GET, CTL_TASKS_CAN
 /// request is answered once.
 pub const CTL_QUEUE_GROUP: &str = "turbo-orchestrators";
 
+/// Knowledge: a search, best hits first (core NATS request-reply). Request: a
+/// `turbo_core::knowledge::SearchRequest`, `{"query": "...", "limit": 5}` plus optional
+/// `"filter"` and `"mode"`. Like the control subjects, the knowledge subjects carry plain JSON,
+/// not the envelope, so operators can use `nats req`; replies carry `"v": 1`.
+pub const KNOWLEDGE_SEARCH: &str = "turbo.knowledge.search";
+/// Knowledge: (re-)indexes a workspace the service can read, incrementally. Request
+/// `{"project_id": ..., "workspace": "/abs/path"}`.
+pub const KNOWLEDGE_INDEX: &str = "turbo.knowledge.index";
+/// Knowledge: stores a knowledge chunk (a `turbo_core::knowledge::KnowledgeChunk`).
+pub const KNOWLEDGE_ADD: &str = "turbo.knowledge.add";
+/// Knowledge: removes a chunk. Request `{"id": ...}`.
+pub const KNOWLEDGE_DELETE: &str = "turbo.knowledge.delete";
+/// Knowledge: what the dataset holds. Request `{}` or `{"project_id": ...}`.
+pub const KNOWLEDGE_STATS: &str = "turbo.knowledge.stats";
+/// Knowledge: retrieved context packed for a prompt. Request a
+/// `turbo_core::knowledge::ContextRequest`.
+pub const KNOWLEDGE_CONTEXT: &str = "turbo.knowledge.context";
+/// Every subject the knowledge service answers.
+pub const KNOWLEDGE_SUBJECTS: &[&str] =
+    &[KNOWLEDGE_SEARCH, KNOWLEDGE_INDEX, KNOWLEDGE_ADD, KNOWLEDGE_DELETE, KNOWLEDGE_STATS, KNOWLEDGE_CONTEXT];
+/// Queue group of the knowledge subjects: replicas of the knowledge service share the
+/// requests, so each request is answered once.
+pub const KNOWLEDGE_QUEUE_GROUP: &str = "turbo-knowledge";
+
 /// The durable consumer through which the orchestrator's recorder reads [`EVENTS_RAW_STREAM`]:
 /// an event is acknowledged only once it is stored, so one the orchestrator did not store
 /// before it died is read again by the next one.
@@ -152,6 +177,17 @@ mod tests {
         assert_eq!(
             CTL_SUBJECTS,
             ["turbo.ctl.tasks.list", "turbo.ctl.tasks.get", "turbo.ctl.tasks.cancel", "turbo.ctl.workers.list"]
+        );
+        assert_eq!(
+            KNOWLEDGE_SUBJECTS,
+            [
+                "turbo.knowledge.search",
+                "turbo.knowledge.index",
+                "turbo.knowledge.add",
+                "turbo.knowledge.delete",
+                "turbo.knowledge.stats",
+                "turbo.knowledge.context"
+            ]
         );
     }
 

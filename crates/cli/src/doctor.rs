@@ -1,9 +1,10 @@
 //! `turbo-coder doctor`: is everything a run needs in place? Config, endpoints, models,
-//! context lengths, the database, the programs tools use.
+//! context lengths, the database, the knowledge base, the programs tools use.
 
 use clap::Args;
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
+use turbo_core::knowledge::Knowledge;
 use turbo_orchestrator::local::Models;
 
 use crate::exit::{self, Exit};
@@ -25,6 +26,39 @@ struct Check {
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Where agents get retrieved context from, or why they run without it. Not essential: a run
+/// without retrieved context still works.
+async fn knowledge(config: &Config) -> Check {
+    let name = "knowledge".to_string();
+    let k = &config.knowledge;
+    if !k.enabled {
+        let detail = "off (knowledge.enabled = false): agents run without retrieved context".to_string();
+        return Check { name, ok: true, detail, essential: false };
+    }
+    let uri = k.dataset_uri(&config.store);
+    match turbo_knowledge::KnowledgeBase::open(config).await {
+        Ok(base) => {
+            let dataset = base.dataset();
+            let mut detail =
+                format!("embedding model {} ({} dimensions), dataset {uri}", dataset.model_id(), dataset.dimension());
+            match base.stats(None).await {
+                Ok(stats) => detail.push_str(&format!(
+                    "; {} chunks of {} files in {} projects",
+                    stats.chunks, stats.files, stats.projects
+                )),
+                Err(error) => detail.push_str(&format!("; cannot read its statistics: {error}")),
+            }
+            Check { name, ok: true, detail, essential: false }
+        }
+        Err(error) => Check {
+            name,
+            ok: false,
+            detail: format!("off, agents run without retrieved context: {error}"),
+            essential: false,
+        },
+    }
 }
 
 pub async fn doctor(config: &Config, args: DoctorArgs) -> Result<u8, Exit> {
@@ -63,6 +97,13 @@ pub async fn doctor(config: &Config, args: DoctorArgs) -> Result<u8, Exit> {
         }),
         Err(e) => checks.push(Check { name: "database".into(), ok: false, detail: e.message, essential: true }),
     }
+    checks.push(knowledge(config).await);
+    // Tools that run processes are refused when the sandbox cannot run: essential.
+    let sandbox = turbo_tool_runner::RunnerLimits::from_config(config).sandbox;
+    checks.push(match sandbox.check().await {
+        Ok(detail) => Check { name: "tool sandbox".into(), ok: true, detail, essential: true },
+        Err(e) => Check { name: "tool sandbox".into(), ok: false, detail: e.to_string(), essential: true },
+    });
     for (program, why) in
         [("python3", "python_run and python tests"), ("git", "git_status and git_diff"), ("sh", "shell_run")]
     {

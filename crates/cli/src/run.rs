@@ -2,12 +2,14 @@
 //! workdir; dry run (plan only) otherwise, as the original tool did.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use tokio::sync::broadcast::error::RecvError;
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
 use turbo_core::ids::TaskId;
+use turbo_core::knowledge::Knowledge;
 use turbo_core::protocol::FailureKind;
 use turbo_core::task::{DevelopmentTask, TaskStatus};
 use turbo_core::validate::Validate;
@@ -97,6 +99,37 @@ async fn preflight(models: &Models, execute: bool) -> Result<(), Exit> {
     models.check(roles).await.map_err(exit::for_orchestrator_error)
 }
 
+/// The knowledge base the embedded agents retrieve context from: opened when
+/// `knowledge.enabled`, else None. One that cannot be opened (no embedding model, an
+/// unreachable embedding server, a dataset built with another model) is handed to `warn`,
+/// whose message says why and how to fix it, and the agents work without retrieved context.
+pub(crate) async fn open_knowledge(
+    config: &Config,
+    warn: impl FnOnce(&turbo_knowledge::Error),
+) -> Option<Arc<dyn Knowledge>> {
+    if !config.knowledge.enabled {
+        return None;
+    }
+    match turbo_knowledge::KnowledgeBase::open(config).await {
+        Ok(base) => Some(Arc::new(base)),
+        Err(error) => {
+            warn(&error);
+            None
+        }
+    }
+}
+
+/// [`open_knowledge`] for a command run by a person: the warning goes to stderr.
+async fn knowledge_for_run(config: &Config) -> Option<Arc<dyn Knowledge>> {
+    open_knowledge(config, |error| {
+        eprintln!(
+            "warning: agents run without retrieved context: {error} \
+             (or set knowledge.enabled = false to run without it)"
+        )
+    })
+    .await
+}
+
 pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
     apply_flags(config, &args)?;
     let execute = !config.run.dry_run;
@@ -112,7 +145,9 @@ pub async fn run(config: &mut Config, args: RunArgs) -> Result<u8, Exit> {
     let project = crate::project::project_for(&store, &dir).await?;
     let task = DevelopmentTask::from_request(project.id, &args.task);
 
-    let embedded = Embedded::start(config, store.clone(), &models).await.map_err(exit::for_orchestrator_error)?;
+    let knowledge = knowledge_for_run(config).await;
+    let embedded =
+        Embedded::start(config, store.clone(), &models, knowledge).await.map_err(exit::for_orchestrator_error)?;
     let events = embedded.recorder.subscribe();
     let submitted = embedded.orchestrator.submit(task, dir.to_string_lossy().to_string(), execute).await;
     follow(embedded, events, &store, submitted, args.json, execute).await
@@ -136,7 +171,9 @@ pub async fn execute(config: &Config, id: &str, json: bool) -> Result<u8, Exit> 
     })?;
     let models = Models::connect(config).map_err(exit::for_orchestrator_error)?;
     preflight(&models, true).await?;
-    let embedded = Embedded::start(config, store.clone(), &models).await.map_err(exit::for_orchestrator_error)?;
+    let knowledge = knowledge_for_run(config).await;
+    let embedded =
+        Embedded::start(config, store.clone(), &models, knowledge).await.map_err(exit::for_orchestrator_error)?;
     let events = embedded.recorder.subscribe();
     let submitted = embedded.orchestrator.execute(stored.task.id).await;
     follow(embedded, events, &store, submitted, json, true).await

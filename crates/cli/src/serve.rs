@@ -100,7 +100,20 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
         Target::Gateway => turbo_gateway::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
         // The orchestrator opens the store and connects the models: their errors keep their codes.
         Target::Orchestrator => {
-            turbo_orchestrator::run(config, listener, shutdown).await.map_err(exit::for_orchestrator_error)?;
+            let knowledge = match config.cluster.nats_url {
+                // The cluster's agent workers reach the knowledge service themselves.
+                Some(_) => None,
+                None => {
+                    crate::run::open_knowledge(
+                        config,
+                        |error| tracing::warn!(%error, "the embedded agents run without retrieved context"),
+                    )
+                    .await
+                }
+            };
+            turbo_orchestrator::run_with(config, listener, shutdown, knowledge)
+                .await
+                .map_err(exit::for_orchestrator_error)?;
             Ok(())
         }
         Target::AgentWorker(role) => {
@@ -113,7 +126,17 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
             })?;
             Ok(())
         }
-        Target::Knowledge => turbo_knowledge::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+        // What keeps the knowledge service from starting (no embedding model, a dataset of
+        // another model, no NATS) is the configuration's to fix: the usage code, as its binary.
+        Target::Knowledge => {
+            turbo_knowledge::run(config, listener, shutdown).await.map_err(|e| {
+                match e.downcast_ref::<turbo_service::Misconfigured>() {
+                    Some(m) => Exit::new(exit::USAGE, m.to_string()),
+                    None => Exit::new(exit::INTERNAL, e.to_string()),
+                }
+            })?;
+            Ok(())
+        }
         Target::ToolRunner => turbo_tool_runner::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
     };
     served.map_err(|e| Exit::new(exit::INTERNAL, e))?;

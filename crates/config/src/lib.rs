@@ -46,6 +46,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub services: ServicesConfig,
     pub cluster: ClusterConfig,
+    pub knowledge: KnowledgeConfig,
+    pub sandbox: SandboxConfig,
 }
 
 /// One model endpoint per agent role; tester and reviewer use the coder's unless set.
@@ -205,6 +207,137 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Which embedding model turns chunks and queries into vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedderKind {
+    /// all-MiniLM-L6-v2 run in this process from `model_dir` (model.safetensors + tokenizer.json).
+    Minilm,
+    /// An Ollama server's `POST /api/embed`.
+    Ollama,
+    /// An OpenAI-compatible server's `POST /v1/embeddings`.
+    Openai,
+}
+
+/// The knowledge service: the LanceDB dataset of code and knowledge chunks, the embedding
+/// model, and how much retrieved context agents get.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeConfig {
+    /// Agents retrieve context from the knowledge service.
+    pub enabled: bool,
+    /// The LanceDB dataset: a directory, or an object-store URI when built with object-store
+    /// support; default: `knowledge` in the store's data directory.
+    pub dataset_uri: Option<String>,
+    pub embedder: EmbedderKind,
+    /// MiniLM model directory; default: `~/.cache/turbo-coder/models/all-MiniLM-L6-v2`, where
+    /// `make setup` (deploy/scripts/setup.sh) puts it.
+    pub model_dir: Option<PathBuf>,
+    /// Model name for the Ollama and OpenAI embedders, e.g. `nomic-embed-text`.
+    pub embed_model: String,
+    /// Server of the Ollama and OpenAI embedders; default: the coder model's `base_url`.
+    pub embed_url: Option<String>,
+    /// Bearer token for the OpenAI-compatible embedder; never logged.
+    pub embed_api_key: Option<String>,
+    /// Texts embedded per model call.
+    pub embed_batch: usize,
+    /// Rows past which the vector column gets an ANN index; exact search below it.
+    pub ann_threshold: usize,
+    /// Files larger than this are skipped when indexing, bytes.
+    pub max_file_bytes: u64,
+    /// The knowledge service, e.g. `http://knowledge:50053`; when set, cluster processes
+    /// reach it over gRPC; without it each opens the dataset itself.
+    pub url: Option<String>,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dataset_uri: None,
+            embedder: EmbedderKind::Minilm,
+            model_dir: None,
+            embed_model: "nomic-embed-text".into(),
+            embed_url: None,
+            embed_api_key: None,
+            embed_batch: 64,
+            ann_threshold: 50_000,
+            max_file_bytes: 1024 * 1024,
+            url: None,
+        }
+    }
+}
+
+impl KnowledgeConfig {
+    pub fn dataset_uri(&self, store: &StoreConfig) -> String {
+        self.dataset_uri.clone().unwrap_or_else(|| store.data_dir().join("knowledge").display().to_string())
+    }
+
+    /// The MiniLM model directory: `model_dir`, else `turbo-coder/models/all-MiniLM-L6-v2` in
+    /// the user's cache directory (where `make setup` fetches it), else in the data directory.
+    pub fn model_dir(&self, store: &StoreConfig) -> PathBuf {
+        let models = dirs::cache_dir().map(|d| d.join("turbo-coder")).unwrap_or_else(|| store.data_dir());
+        self.model_dir.clone().unwrap_or_else(|| models.join("models").join("all-MiniLM-L6-v2"))
+    }
+}
+
+/// How tool processes are confined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// bubblewrap; where it cannot run, tools that run processes are refused.
+    Bubblewrap,
+    /// No OS confinement (only the workspace checks, scrubbed environment and timeouts): for
+    /// hosts without user namespaces, and trusted work only.
+    Unconfined,
+}
+
+/// The OS sandbox every tool process runs in (bubblewrap), and its bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// Let tool processes reach the network (e.g. package installs); off: loopback only.
+    pub network: bool,
+    /// Memory of a call's whole process tree.
+    pub memory_mb: u64,
+    /// CPU seconds per process.
+    pub cpu_s: u64,
+    /// Processes and threads of a call at once.
+    pub max_processes: u64,
+    /// Largest file a tool process may write.
+    pub max_file_mb: u64,
+    /// Size of the sandbox's private /tmp.
+    pub tmp_mb: u64,
+    /// A call printing more than this on stdout or stderr is stopped.
+    pub max_output_mb: u64,
+    /// Host paths visible read-only inside, at the same place, besides /usr, /etc and /opt
+    /// (e.g. a toolchain in your home directory).
+    pub read_only_paths: Vec<PathBuf>,
+    /// PATH inside the sandbox.
+    pub path: String,
+    /// The bubblewrap program: a name on PATH, or a path.
+    pub bwrap: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            mode: SandboxMode::Bubblewrap,
+            network: false,
+            memory_mb: 2048,
+            cpu_s: 600,
+            max_processes: 256,
+            max_file_mb: 1024,
+            tmp_mb: 256,
+            max_output_mb: 64,
+            read_only_paths: Vec::new(),
+            path: "/usr/local/bin:/usr/bin:/bin".into(),
+            bwrap: "bwrap".into(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -219,6 +352,8 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             services: ServicesConfig::default(),
             cluster: ClusterConfig::default(),
+            knowledge: KnowledgeConfig::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -335,6 +470,51 @@ impl Config {
                 return Err(invalid(key, format!("must be at least {min}, got {value}")));
             }
         }
+        let sb = &self.sandbox;
+        for (key, value, min) in [
+            ("sandbox.memory_mb", sb.memory_mb, 16),
+            ("sandbox.cpu_s", sb.cpu_s, 1),
+            ("sandbox.max_processes", sb.max_processes, 8),
+            ("sandbox.max_file_mb", sb.max_file_mb, 1),
+            ("sandbox.tmp_mb", sb.tmp_mb, 1),
+            ("sandbox.max_output_mb", sb.max_output_mb, 1),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
+        if let Some(bad) = sb.read_only_paths.iter().find(|p| !p.is_absolute()) {
+            return Err(invalid("sandbox.read_only_paths", format!("'{}' must be an absolute path", bad.display())));
+        }
+        if sb.path.split(':').any(|d| !d.starts_with('/')) {
+            return Err(invalid(
+                "sandbox.path",
+                format!("'{}' must list absolute directories separated by ':'", sb.path),
+            ));
+        }
+        let k = &self.knowledge;
+        for (key, url) in [("knowledge.embed_url", &k.embed_url), ("knowledge.url", &k.url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(invalid(key, format!("'{url}' must start with http:// or https://")));
+            }
+        }
+        if k.url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            return Err(invalid("knowledge.url", "TLS is not supported yet: use http://HOST:PORT"));
+        }
+        if k.embedder != EmbedderKind::Minilm && k.embed_model.trim().is_empty() {
+            return Err(invalid("knowledge.embed_model", "must name an embedding model, e.g. nomic-embed-text"));
+        }
+        for (key, value, min) in [
+            ("knowledge.embed_batch", k.embed_batch as u64, 1),
+            ("knowledge.ann_threshold", k.ann_threshold as u64, 256),
+            ("knowledge.max_file_bytes", k.max_file_bytes, 1024),
+        ] {
+            if value < min {
+                return Err(invalid(key, format!("must be at least {min}, got {value}")));
+            }
+        }
         Ok(())
     }
 
@@ -353,6 +533,9 @@ impl Config {
             if s.api_key.is_some() {
                 s.api_key = Some("<redacted>".into());
             }
+        }
+        if c.knowledge.embed_api_key.is_some() {
+            c.knowledge.embed_api_key = Some("<redacted>".into());
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }

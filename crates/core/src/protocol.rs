@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::enums::string_enum;
-use crate::ids::{PlanId, TaskId};
+use crate::ids::{PlanId, ProjectId, TaskId};
 use crate::plan::{ExecutionPhase, ExecutionPlan};
 use crate::task::{DevelopmentTask, TestResults};
 use crate::tool::TokenUsage;
@@ -30,6 +30,10 @@ pub struct PlanOutcome {
 pub struct PhaseAssignment {
     pub task_id: TaskId,
     pub plan_id: PlanId,
+    /// The task's project, whose knowledge the agent retrieves context from. None in messages
+    /// from before it was added: such a phase runs without retrieved context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<ProjectId>,
     pub task_title: String,
     pub task_description: String,
     pub phase: ExecutionPhase,
@@ -142,5 +146,41 @@ pub struct AgentFailure {
 impl AgentFailure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn assignment() -> PhaseAssignment {
+        PhaseAssignment {
+            task_id: TaskId::new(),
+            plan_id: PlanId::new(),
+            project_id: Some(ProjectId::new()),
+            task_title: "t".into(),
+            task_description: "d".into(),
+            phase: ExecutionPhase::new("implement", "d", "coder"),
+            plan_outline: vec![],
+            attempt: 1,
+            workspace: "/w".into(),
+            feedback: None,
+            max_steps: 5,
+        }
+    }
+
+    #[test]
+    fn an_assignment_from_before_project_ids_still_decodes() {
+        let a = assignment();
+        let mut old = serde_json::to_value(&a).unwrap();
+        old.as_object_mut().unwrap().remove("project_id");
+        let decoded: PhaseAssignment = serde_json::from_value(old).unwrap();
+        assert_eq!(decoded, PhaseAssignment { project_id: None, ..a.clone() });
+
+        let round: PhaseAssignment = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(round, a);
+        assert_eq!(serde_json::to_value(&a).unwrap()["project_id"], json!(a.project_id.unwrap().to_string()));
     }
 }

@@ -10,6 +10,11 @@
 //! at hand. Free-form JSON maps travel as JSON text in `*_json` fields; an empty string
 //! reads as an empty object (or `null` for a free JSON value).
 //!
+//! Knowledge errors are not conversion errors: [`knowledge_error_to_status`] and
+//! [`knowledge_error_from_status`] are the one mapping between
+//! `turbo_core::knowledge::KnowledgeError` and a status, used by the knowledge service and its
+//! client alike.
+//!
 //! Durations: `std::time::Duration` values beyond `i64::MAX` seconds (about 292 billion
 //! years) are clamped to it; everything else is exact, nanos included.
 
@@ -29,6 +34,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use enums::ProtoEnum;
+pub use knowledge::{
+    DEFAULT_SEARCH_LIMIT, KNOWLEDGE_ERROR_DOMAIN, is_knowledge_status, knowledge_code, knowledge_error_from_status,
+    knowledge_error_to_status, knowledge_kind,
+};
 
 use crate::Error;
 

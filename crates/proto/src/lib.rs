@@ -12,7 +12,7 @@
 //!   - `projects::v1`: `ProjectMetadata`, `ProjectService`.
 //!   - `tasks::v1`: `DevelopmentTask`, `ExecutionPlan`, `TaskEvent`, `TaskService`.
 //!   - `sessions::v1`: interactive session messages, `SessionService`.
-//!   - `knowledge::v1`: `KnowledgeChunk`, `KnowledgeService`.
+//!   - `knowledge::v1`: `KnowledgeChunk`, search hits, index reports, context, `KnowledgeService`.
 //!   - `tools::v1`: `ToolSpec`, tool call streaming and approvals, `ToolService`.
 //!   - `agents::v1`: orchestrator <-> agent messages, `AgentService`.
 //!   - `config::v1`: `SystemConfiguration`.
@@ -24,6 +24,10 @@
 //!   path); it converts into an `INVALID_ARGUMENT` [`tonic::Status`].
 //!   [`error::status_with_reason`] and [`error::reason_of`] carry a machine-readable reason
 //!   (`google.rpc.ErrorInfo`) beside a status, for clients that act on the kind of failure.
+//! - `knowledge_client` (feature `client`): `RemoteKnowledge`, the
+//!   `turbo_core::knowledge::Knowledge` of a knowledge service over gRPC. It lives here rather
+//!   than in the service's crate so that agents reach the service without building its
+//!   dataset and model dependencies.
 //! - [`trace`]: W3C trace context in gRPC metadata: the client interceptor and the server span
 //!   that continues the caller's trace.
 //! - `server` (feature `server`): health, reflection and per-request trace spans around a
@@ -32,11 +36,15 @@
 
 pub mod convert;
 pub mod error;
+#[cfg(feature = "client")]
+pub mod knowledge_client;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod trace;
 
 pub use error::Error;
+#[cfg(feature = "client")]
+pub use knowledge_client::RemoteKnowledge;
 
 /// Generated code, one module per proto package.
 #[allow(clippy::all, clippy::pedantic, clippy::nursery, missing_docs, rustdoc::all)]

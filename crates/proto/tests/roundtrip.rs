@@ -643,10 +643,12 @@ fn phase_assignment() -> impl Strategy<Value = PhaseAssignment> {
         abs_path(),
         option::of(text(80)),
         any::<u32>(),
+        option::of(uuid()),
     )
         .prop_map(|a| PhaseAssignment {
             task_id: TaskId(a.0),
             plan_id: PlanId(a.1),
+            project_id: a.10.map(ProjectId),
             task_title: a.2,
             task_description: a.3,
             phase: a.4,

@@ -1,10 +1,11 @@
 //! Ollama's native API: `/api/chat` (NDJSON stream by default, like the real server),
-//! `/api/show` and `/api/tags`.
+//! `/api/show`, `/api/tags` and `/api/embed`.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::embed;
 use crate::server::{
     Resolved, Shared, completion_chars, estimate, eval_duration, exhausted, json_response, missing_model, model_of,
     prompt_chars, split_content, status_response, with_type,
@@ -140,6 +141,37 @@ pub(crate) fn tags(shared: &Shared) -> Response {
         })
         .collect();
     json_response(StatusCode::OK, &json!({ "models": models }))
+}
+
+/// `{"model", "input": string | [string]}` to `{"model", "embeddings": [[f32]], ...}`.
+pub(crate) fn embed(shared: &Shared, body: &Value) -> Response {
+    let Some(requested) = model_of(body) else {
+        return json_response(StatusCode::BAD_REQUEST, &missing_model());
+    };
+    let Some(def) = shared.model(requested) else {
+        return not_found(requested);
+    };
+    let inputs = match embed::inputs(body) {
+        Ok(inputs) => inputs,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    let vectors = match embed::vectors(shared, def, &inputs) {
+        Ok(vectors) => vectors,
+        Err(response) => return response,
+    };
+    // Without input Ollama only loads the model: nothing is evaluated.
+    let tokens = if inputs.is_empty() { 0 } else { estimate(embed::input_chars(&inputs)) };
+    let load = std::time::Duration::from_millis(1);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "model": def.name,
+            "embeddings": vectors,
+            "total_duration": nanos(load + std::time::Duration::from_millis(1) * tokens),
+            "load_duration": nanos(load),
+            "prompt_eval_count": tokens,
+        }),
+    )
 }
 
 fn nanos(d: std::time::Duration) -> u64 {

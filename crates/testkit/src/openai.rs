@@ -1,10 +1,11 @@
 //! The OpenAI-compatible API: `/v1/chat/completions` (SSE when streaming, with a usage chunk
-//! when `stream_options.include_usage`) and `/v1/models`.
+//! when `stream_options.include_usage`), `/v1/models` and `/v1/embeddings`.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::embed;
 use crate::server::{
     Resolved, Shared, completion_chars, estimate, exhausted, json_response, missing_model, model_of, prompt_chars,
     split_content, status_response, with_type,
@@ -137,4 +138,41 @@ pub(crate) fn models(shared: &Shared) -> Response {
         })
         .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+/// `{"model", "input": string | [string]}` to `{"object": "list", "data": [{"object":
+/// "embedding", "index", "embedding"}], "model", "usage"}`.
+pub(crate) fn embeddings(shared: &Shared, body: &Value) -> Response {
+    let Some(requested) = model_of(body) else {
+        return json_response(StatusCode::BAD_REQUEST, &missing_model());
+    };
+    let Some(def) = shared.model(requested) else {
+        return error(StatusCode::NOT_FOUND, &format!("The model `{requested}` does not exist"), "model_not_found");
+    };
+    let inputs = match embed::inputs(body) {
+        Ok(inputs) if inputs.is_empty() => {
+            return error(StatusCode::BAD_REQUEST, "'input' must not be empty", "invalid_value");
+        }
+        Ok(inputs) => inputs,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason, "invalid_value"),
+    };
+    let vectors = match embed::vectors(shared, def, &inputs) {
+        Ok(vectors) => vectors,
+        Err(response) => return response,
+    };
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
+        .collect();
+    let tokens = estimate(embed::input_chars(&inputs));
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": data,
+            "model": def.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }),
+    )
 }

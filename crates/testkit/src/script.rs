@@ -1,5 +1,5 @@
 //! What the scripted server answers: the models it serves and, per model, the replies it gives
-//! in order.
+//! in order, to chat requests and to embedding requests.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_CONTEXT_LENGTH: u32 = 32768;
 pub const DEFAULT_ARCHITECTURE: &str = "llama";
+/// Length of the vectors the embedding endpoints return unless `Script::embedding_dimension`.
+pub const DEFAULT_EMBEDDING_DIMENSION: usize = 64;
 
 /// A model the server claims to have (listed by `/api/tags` and `/v1/models`, described by
 /// `/api/show`).
@@ -70,11 +72,31 @@ impl Reply {
     }
 }
 
+/// One scripted answer to an embedding request (`/api/embed`, `/v1/embeddings`). A model's
+/// are consumed in order; once they are used up, or when none were given, requests get
+/// `EmbedReply::Hashed`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EmbedReply {
+    /// The inputs' `hashed_embedding`s, of the server's dimension.
+    Hashed,
+    /// The inputs' `hashed_embedding`s, of this dimension instead of the server's.
+    Dimension(usize),
+    /// The inputs' `hashed_embedding`s without the last one: fewer vectors than inputs.
+    DropLast,
+    /// An HTTP error with this status and body (sent as JSON when it parses as JSON).
+    Status(u16, String),
+    /// A 200 whose body is this text verbatim instead of the protocol.
+    Garbage(String),
+}
+
 /// The whole behaviour of a `ScriptedModelServer`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Script {
     pub(crate) models: Vec<ModelDef>,
     pub(crate) replies: HashMap<String, Vec<Reply>>,
+    pub(crate) embed_replies: HashMap<String, Vec<EmbedReply>>,
+    /// `None`: `DEFAULT_EMBEDDING_DIMENSION`.
+    pub(crate) embedding_dimension: Option<usize>,
     pub(crate) api_key: Option<String>,
     pub(crate) repeat: bool,
 }
@@ -96,15 +118,35 @@ impl Script {
     /// Appends replies for `model`, defining it (default context length and architecture) if
     /// it was not yet.
     pub fn replies(mut self, model: &str, replies: Vec<Reply>) -> Self {
-        let name = match self.models.iter().find(|m| same_model(&m.name, model)) {
+        let name = self.declare(model);
+        self.replies.entry(name).or_default().extend(replies);
+        self
+    }
+
+    /// Appends answers to `model`'s embedding requests, defining the model if it was not yet.
+    /// A model's embedding requests need no script: unscripted ones get `EmbedReply::Hashed`.
+    pub fn embed_replies(mut self, model: &str, replies: Vec<EmbedReply>) -> Self {
+        let name = self.declare(model);
+        self.embed_replies.entry(name).or_default().extend(replies);
+        self
+    }
+
+    /// Length of the embedding vectors (default `DEFAULT_EMBEDDING_DIMENSION`), for every model.
+    pub fn embedding_dimension(mut self, dimension: usize) -> Self {
+        self.embedding_dimension = Some(dimension);
+        self
+    }
+
+    /// The declared name of `model`, declaring it (default context length and architecture)
+    /// if it was not yet.
+    fn declare(&mut self, model: &str) -> String {
+        match self.models.iter().find(|m| same_model(&m.name, model)) {
             Some(def) => def.name.clone(),
             None => {
                 self.models.push(ModelDef::new(model, DEFAULT_CONTEXT_LENGTH));
                 model.to_owned()
             }
-        };
-        self.replies.entry(name).or_default().extend(replies);
-        self
+        }
     }
 
     /// Answers 401 to every request without `Authorization: Bearer <key>`.
@@ -125,6 +167,7 @@ impl Script {
     /// {
     ///   "api_key": "secret",
     ///   "repeat": false,
+    ///   "embedding_dimension": 64,
     ///   "models": [{
     ///     "name": "qwen3:8b",
     ///     "context_length": 40960,
@@ -143,12 +186,19 @@ impl Script {
     /// ```
     ///
     /// Only `models[].name` is required; `context_length` defaults to 32768, `architecture` to
-    /// "llama", the rest to empty / off.
+    /// "llama", `embedding_dimension` to 64, the rest to empty / off. Embedding requests to
+    /// any declared model get the hashed embeddings of their inputs.
     pub fn from_json(scenario: &Value) -> Result<Self> {
         let file = ScenarioFile::deserialize(scenario).map_err(|e| Error::Scenario { reason: e.to_string() })?;
         let mut script = Script::new().repeat(file.repeat);
         if let Some(key) = file.api_key {
             script = script.require_api_key(key);
+        }
+        if let Some(dimension) = file.embedding_dimension {
+            if dimension == 0 {
+                return Err(Error::Scenario { reason: "embedding_dimension must be at least 1".to_owned() });
+            }
+            script = script.embedding_dimension(dimension);
         }
         for model in file.models {
             if model.name.trim().is_empty() {
@@ -185,6 +235,8 @@ struct ScenarioFile {
     api_key: Option<String>,
     #[serde(default)]
     repeat: bool,
+    #[serde(default)]
+    embedding_dimension: Option<usize>,
     #[serde(default)]
     models: Vec<ScenarioModel>,
 }
@@ -275,6 +327,7 @@ mod tests {
     fn scenario_json_builds_the_same_script_as_the_builder() {
         let scenario = json!({
             "api_key": "k",
+            "embedding_dimension": 8,
             "models": [{
                 "name": "qwen3:8b", "context_length": 40960, "architecture": "qwen3",
                 "replies": [
@@ -288,8 +341,11 @@ mod tests {
                 ]
             }]
         });
-        let built =
-            Script::new().require_api_key("k").model(ModelDef::new("qwen3:8b", 40960).architecture("qwen3")).replies(
+        let built = Script::new()
+            .require_api_key("k")
+            .embedding_dimension(8)
+            .model(ModelDef::new("qwen3:8b", 40960).architecture("qwen3"))
+            .replies(
                 "qwen3:8b",
                 vec![
                     Reply::text("hello"),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::script::{ModelDef, Reply, Script, same_model};
+use crate::script::{DEFAULT_EMBEDDING_DIMENSION, EmbedReply, ModelDef, Reply, Script, same_model};
 use crate::{ollama, openai};
 
 /// Larger bodies are cut off; no test prompt comes close.
@@ -48,6 +48,7 @@ pub struct ScriptedModelServer {
 
 pub(crate) struct Shared {
     pub models: Vec<ModelDef>,
+    pub embedding_dimension: usize,
     api_key: Option<String>,
     repeat: bool,
     originals: HashMap<String, Vec<Reply>>,
@@ -57,6 +58,7 @@ pub(crate) struct Shared {
 #[derive(Default)]
 struct ServerState {
     queues: HashMap<String, VecDeque<Reply>>,
+    embed_queues: HashMap<String, VecDeque<EmbedReply>>,
     requests: Vec<RecordedRequest>,
     next_id: u64,
 }
@@ -79,12 +81,15 @@ impl ScriptedModelServer {
         let addr = listener.local_addr()?;
         let queues =
             script.replies.iter().map(|(model, replies)| (model.clone(), replies.iter().cloned().collect())).collect();
+        let embed_queues =
+            script.embed_replies.into_iter().map(|(model, replies)| (model, replies.into_iter().collect())).collect();
         let shared = Arc::new(Shared {
             models: script.models,
+            embedding_dimension: script.embedding_dimension.unwrap_or(DEFAULT_EMBEDDING_DIMENSION),
             api_key: script.api_key,
             repeat: script.repeat,
             originals: script.replies,
-            state: Mutex::new(ServerState { queues, ..ServerState::default() }),
+            state: Mutex::new(ServerState { queues, embed_queues, ..ServerState::default() }),
         });
         let router = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -175,6 +180,11 @@ impl Shared {
         queue.pop_front()
     }
 
+    /// The answer to the next embedding request for `model`: the scripted one, else `Hashed`.
+    pub fn take_embed_reply(&self, model: &str) -> EmbedReply {
+        self.lock().embed_queues.get_mut(model).and_then(VecDeque::pop_front).unwrap_or(EmbedReply::Hashed)
+    }
+
     /// The reply for a chat request to `def`, with delays served and wrappers applied.
     pub async fn resolve(&self, def: &ModelDef) -> Option<Resolved> {
         let mut reply = self.take_reply(&def.name)?;
@@ -246,8 +256,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         (&Method::POST, "/api/chat") => ollama::chat(&shared, &body).await,
         (&Method::POST, "/api/show") => ollama::show(&shared, &body),
         (&Method::GET, "/api/tags") => ollama::tags(&shared),
+        (&Method::POST, "/api/embed") => ollama::embed(&shared, &body),
         (&Method::POST, "/v1/chat/completions") => openai::chat(&shared, &body).await,
         (&Method::GET, "/v1/models") => openai::models(&shared),
+        (&Method::POST, "/v1/embeddings") => openai::embeddings(&shared, &body),
         _ => (StatusCode::NOT_FOUND, format!("no such endpoint: {} {path}", parts.method)).into_response(),
     }
 }

@@ -51,6 +51,10 @@ pub enum Error {
 
     #[error("cannot open workspace '{}': {reason}", path.display())]
     InvalidWorkspace { path: PathBuf, reason: String },
+
+    /// The OS sandbox cannot run here: the call is refused rather than run unconfined.
+    #[error("refused: {reason}")]
+    Sandbox { reason: String },
 }
 
 fn timeout_advice(output: &str) -> String {
@@ -77,7 +81,7 @@ impl Error {
             // The hint (git init, or fs_list instead) is addressed to the model.
             | Error::NotAGitRepo => true,
             Error::Io { .. } | Error::MissingProgram { .. }
-            | Error::InvalidWorkspace { .. } => false,
+            | Error::InvalidWorkspace { .. } | Error::Sandbox { .. } => false,
         }
     }
 

@@ -22,14 +22,15 @@ async fn git(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Fin
 /// at the root's parent so that a workspace nested in some other checkout never reports on, or
 /// reveals, that outer repository.
 async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Finished> {
-    let git = process::require_program("git", "install git, or use fs_list and fs_read to inspect the files")?;
     let root = ctx.workspace.root();
     let mut argv: Vec<OsString> = vec!["--no-pager".into(), "-c".into()];
     // Containers often mount the workspace with another owner; git would refuse it as dubious.
     let mut safe = OsString::from("safe.directory=");
     safe.push(root);
     argv.push(safe);
-    for setting in ["color.ui=never", "core.quotepath=off"] {
+    // The repository's own configuration must not run programs (it is the model's to write):
+    // no fsmonitor, no hooks, no pager, no external diff. The sandbox confines them anyway.
+    for setting in ["color.ui=never", "core.quotepath=off", "core.fsmonitor=false", "core.hooksPath=/dev/null"] {
         argv.push("-c".into());
         argv.push(setting.into());
     }
@@ -37,7 +38,8 @@ async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result
     let ceiling = root.parent().unwrap_or(root).as_os_str().to_owned();
     let finished = process::run(Run {
         tool,
-        program: git,
+        program: "git",
+        hint: "install git, or use fs_list and fs_read to inspect the files",
         args: argv,
         stdin: None,
         extra_env: vec![
@@ -49,6 +51,8 @@ async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result
             ("GIT_OPTIONAL_LOCKS", "0".into()),
         ],
         cwd: root,
+        workspace: root,
+        sandbox: &ctx.sandbox,
         timeout: ctx.timeout,
         cap: ctx.output_cap,
     })

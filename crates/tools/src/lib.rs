@@ -12,10 +12,12 @@
 //! `git_status`, `git_diff` (names kept from the original Python tool).
 //!
 //! Confinement: every path goes through [`Workspace::resolve`], which refuses paths and
-//! symlinks leading outside the root. Processes run in the root with a scrubbed environment
-//! ([`ENV_ALLOW_LIST`]) in their own process group, killed whole on timeout. The shell
-//! deny-list ([`shell::deny`]) is a seatbelt against destructive commands, not a security
-//! boundary: an OS sandbox will come behind the same [`Tool`] interface.
+//! symlinks leading outside the root. Every process a tool starts (shell, Python, git) runs in
+//! the OS [`Sandbox`] of its [`ToolContext`] (bubblewrap: the workspace the only writable
+//! place, no network, seccomp, rlimits and a cgroup), in its own process group killed whole
+//! on timeout; when the sandbox cannot run, those tools are refused ([`Error::Sandbox`]). The
+//! shell deny-list ([`shell::deny`]) is a seatbelt against destructive commands, not a
+//! security boundary.
 //!
 //! # Layout
 //! - `error`: the crate's [`Error`], with messages written for a model to correct itself.
@@ -27,18 +29,24 @@
 //!   so tools and the toolbox report bad arguments the same way.
 //! - `process`: running child processes (PATH lookup, environment scrubbing, process groups,
 //!   capped concurrent capture), shared by the shell, Python and git tools.
+//! - `sandbox`: [`Sandbox`], the bubblewrap command line every process goes through, its
+//!   host check, and the refusal when it cannot run; `seccomp` builds its filter, `cgroup`
+//!   its per-call cgroup.
 //! - `fs`: the file tools `fs_read`, `fs_write` (atomic), `fs_list` and `fs_search`
 //!   (gitignore-aware), one submodule each.
 //! - `shell`: `shell_run` and its deny-list (`shell::deny`).
 //! - `python`: `python_run`.
 //! - `git`: `git_status` and `git_diff`.
 
+mod cgroup;
 mod error;
 mod fs;
 mod git;
 mod process;
 mod python;
+pub mod sandbox;
 mod schema;
+mod seccomp;
 pub mod shell;
 mod tool;
 mod toolbox;
@@ -49,6 +57,7 @@ pub use fs::{FsList, FsRead, FsSearch, FsWrite};
 pub use git::{GitDiff, GitStatus};
 pub use process::ENV_ALLOW_LIST;
 pub use python::PythonRun;
+pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};
 pub use shell::ShellRun;
 pub use tool::{Tool, ToolContext, ToolOutput};
 pub use toolbox::{READ_ONLY_TOOLS, Toolbox};

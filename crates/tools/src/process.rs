@@ -1,21 +1,25 @@
-//! Running a child process for a tool: found on PATH, scrubbed environment, its own process
-//! group killed whole on timeout (and when the call ends, so nothing outlives it), stdout and
-//! stderr drained concurrently into capped buffers.
+//! Running a child process for a tool: in the [`Sandbox`] (found on its PATH, its own
+//! environment), its own process group killed whole on timeout (and when the call ends, so
+//! nothing outlives it), stdout and stderr drained concurrently into capped buffers, and
+//! stopped when it prints without end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
+use crate::sandbox::{Sandbox, Spec, setup_failure};
 use crate::tool::ToolOutput;
 
 /// The only variables a child sees. Everything else (API keys such as OLLAMA_API_KEY, cloud
@@ -24,6 +28,9 @@ pub const ENV_ALLOW_LIST: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TERM", 
 
 /// Used when the agent itself has no PATH, so that `sh` and friends are still found.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The signal of a CPU time limit; bubblewrap exits with 128 + the signal of its child.
+const SIGXCPU: i32 = 24;
 
 /// How long to keep reading after the group was killed: only a process that left the group
 /// (setsid) can still hold the pipes open, and we will not wait for it.
@@ -56,20 +63,6 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Resolves a program on the agent's PATH once per process; a miss is not remembered so that
-/// installing the program later works without a restart.
-pub(crate) fn require_program(name: &'static str, hint: &str) -> Result<PathBuf> {
-    static FOUND: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
-    let found = FOUND.get_or_init(Mutex::default);
-    if let Some(path) = found.lock().unwrap_or_else(PoisonError::into_inner).get(name) {
-        return Ok(path.clone());
-    }
-    let path = find_program(name, std::env::var_os("PATH").as_deref())
-        .ok_or_else(|| Error::MissingProgram { program: name.to_owned(), hint: hint.to_owned() })?;
-    found.lock().unwrap_or_else(PoisonError::into_inner).insert(name, path.clone());
-    Ok(path)
-}
-
 /// The call's timeout: the model may ask for less than the task allows, never more.
 pub(crate) fn effective_timeout(requested_s: Option<u64>, limit: Duration) -> Duration {
     requested_s.map_or(limit, |s| Duration::from_secs(s).min(limit))
@@ -78,13 +71,19 @@ pub(crate) fn effective_timeout(requested_s: Option<u64>, limit: Duration) -> Du
 /// One process to run.
 pub(crate) struct Run<'a> {
     pub tool: &'static str,
-    pub program: PathBuf,
+    /// Looked up on the sandbox's PATH.
+    pub program: &'static str,
+    /// Said when the program is not installed.
+    pub hint: &'static str,
     pub args: Vec<OsString>,
     /// Written to the child's stdin, then closed; `None` gives the child a null stdin.
     pub stdin: Option<Vec<u8>>,
-    /// Set after scrubbing: variables the tool itself needs, never the agent's.
+    /// Variables the tool itself needs, never the agent's.
     pub extra_env: Vec<(&'static str, OsString)>,
     pub cwd: &'a Path,
+    /// The only place the process may write.
+    pub workspace: &'a Path,
+    pub sandbox: &'a Sandbox,
     pub timeout: Duration,
     /// Bytes kept for each of stdout and stderr (head and tail).
     pub cap: usize,
@@ -97,6 +96,8 @@ pub(crate) struct Finished {
     pub stdout: Capture,
     pub stderr: Capture,
     pub duration: Duration,
+    /// Why the sandbox stopped the process, when it did (a bound it hit).
+    pub stopped: Option<String>,
 }
 
 impl Finished {
@@ -105,7 +106,7 @@ impl Finished {
         let (content, truncated) = self.render(cap);
         ToolOutput {
             content,
-            success: self.status.success(),
+            success: self.status.success() && self.stopped.is_none(),
             exit_code: self.status.code(),
             truncated,
             files_changed: Vec::new(),
@@ -122,7 +123,10 @@ impl Finished {
             (None, None) => "exit status unknown".to_owned(),
         };
         let (streams, truncated) = render_streams(&self.stdout, &self.stderr, cap);
-        (format!("{status}\n{streams}"), truncated)
+        match &self.stopped {
+            Some(why) => (format!("{status}\nstopped by the sandbox: {why}\n{streams}"), truncated),
+            None => (format!("{status}\n{streams}"), truncated),
+        }
     }
 }
 
@@ -253,13 +257,28 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn drain(mut reader: impl AsyncRead + Unpin, capture: Arc<Mutex<Capture>>) {
-    let mut buf = vec![0u8; 16 * 1024];
+/// Reads a stream into its capture until it ends, or until it passes `limit` bytes: then it
+/// marks `flooded`, wakes the waiter and stops reading (the writer gets a broken pipe).
+async fn drain(
+    mut reader: impl AsyncRead + Unpin,
+    capture: Arc<Mutex<Capture>>,
+    limit: u64,
+    flooded: Arc<(AtomicBool, Notify)>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             // Keep reading past the cap: a child blocked on a full pipe would never exit.
-            Ok(n) => capture.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]),
+            Ok(n) => {
+                let mut c = capture.lock().unwrap_or_else(PoisonError::into_inner);
+                c.push(&buf[..n]);
+                if c.total > limit {
+                    flooded.0.store(true, Ordering::SeqCst);
+                    flooded.1.notify_one();
+                    break;
+                }
+            }
         }
     }
 }
@@ -268,30 +287,40 @@ fn take(capture: &Arc<Mutex<Capture>>) -> Capture {
     std::mem::take(&mut *capture.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// Runs the process to completion or timeout. A timeout is [`Error::Timeout`] carrying what the
-/// process printed; any other exit is a [`Finished`].
+/// Runs the process in the sandbox to completion, timeout or flood. A timeout is
+/// [`Error::Timeout`] carrying what the process printed, a sandbox that cannot start is
+/// [`Error::Sandbox`]; any other end is a [`Finished`] (with `stopped` when a bound ended it).
 pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
-    let program_name = run.program.to_string_lossy().into_owned();
-    let mut command = tokio::process::Command::new(&run.program);
+    let spec = Spec {
+        program: run.program,
+        hint: run.hint,
+        args: run.args,
+        workspace: run.workspace,
+        cwd: run.cwd,
+        env: run.extra_env.iter().map(|(k, v)| (OsString::from(k), v.clone())).collect(),
+    };
+    let sandboxed = run.sandbox.command(spec).await?;
+    let output_limit = run.sandbox.policy().max_output_bytes;
+    let program_name = sandboxed.program.to_string_lossy().into_owned();
+    let mut command = tokio::process::Command::new(&sandboxed.program);
     command
-        .args(&run.args)
+        .args(&sandboxed.args)
         .current_dir(run.cwd)
         .env_clear()
-        .envs(scrubbed_env(std::env::vars_os()))
-        .envs(run.extra_env.iter().map(|(k, v)| (k, v)))
+        .envs(sandboxed.env.iter().map(|(k, v)| (k, v)))
         .stdin(if run.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A group of its own so one signal reaches everything the command started.
+        // A group of its own so one signal reaches everything the command started (in the
+        // sandbox: the outer bwrap, whose death tears down the sandbox's pid namespace).
         .process_group(0)
         .kill_on_drop(true);
 
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingProgram {
-            program: program_name.clone(),
-            hint: "it disappeared from PATH; install it again".to_owned(),
-        },
+        std::io::ErrorKind::NotFound => {
+            Error::MissingProgram { program: program_name.clone(), hint: "it disappeared; install it again".to_owned() }
+        }
         _ => Error::io(program_name.clone(), e),
     })?;
     let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
@@ -305,15 +334,22 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
     }
     let stdout = Arc::new(Mutex::new(Capture::new(run.cap)));
     let stderr = Arc::new(Mutex::new(Capture::new(run.cap)));
+    let flooded = Arc::new((AtomicBool::new(false), Notify::new()));
     let mut drains = tokio::task::JoinSet::new();
     if let Some(out) = child.stdout.take() {
-        drains.spawn(drain(out, stdout.clone()));
+        drains.spawn(drain(out, stdout.clone(), output_limit, flooded.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        drains.spawn(drain(err, stderr.clone()));
+        drains.spawn(drain(err, stderr.clone(), output_limit, flooded.clone()));
     }
 
-    let waited = tokio::time::timeout(run.timeout, child.wait()).await;
+    let waited = tokio::select! {
+        waited = tokio::time::timeout(run.timeout, child.wait()) => waited,
+        () = flooded.1.notified() => {
+            group.kill();
+            Ok(child.wait().await)
+        }
+    };
     // Whether the command finished or not, nothing it started may outlive the call (and a
     // background child would keep the pipes open forever).
     group.kill();
@@ -330,16 +366,44 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
     if drained.is_err() {
         drains.abort_all();
     }
+    let hit = match sandboxed.job {
+        Some(job) => job.finish().await,
+        None => crate::cgroup::Hit::default(),
+    };
 
     let (stdout, stderr) = (take(&stdout), take(&stderr));
-    match status {
-        Some(status) => Ok(Finished { status, stdout, stderr, duration: started.elapsed() }),
-        None => Err(Error::Timeout {
+    let Some(status) = status else {
+        return Err(Error::Timeout {
             tool: run.tool.to_owned(),
             after: run.timeout,
             output: render_streams(&stdout, &stderr, run.cap).0,
-        }),
+        });
+    };
+    if sandboxed.confined
+        && let Some(reason) = setup_failure(status.code(), &stderr.text())
+    {
+        return Err(Error::Sandbox { reason: format!("the sandbox did not start: {reason}") });
     }
+    let policy = run.sandbox.policy();
+    let stopped = if flooded.0.load(Ordering::SeqCst) {
+        Some(format!(
+            "it printed more than {} bytes on one stream; print less (pipe through tail, or write to a file)",
+            output_limit
+        ))
+    } else if hit.out_of_memory {
+        Some(format!("it used more than the memory limit of {} MiB and was killed", policy.memory_bytes >> 20))
+    } else if hit.process_limit {
+        Some(format!("it tried to run more than {} processes at once; further forks failed", policy.max_processes))
+    } else if sandboxed.confined
+        && matches!(status.code(), Some(code) if code == 128 + SIGXCPU || code == 128 + 9)
+        && stderr.text().is_empty()
+        && started.elapsed() >= Duration::from_secs(policy.cpu_seconds)
+    {
+        Some(format!("it used more than the CPU time limit of {} s and was killed", policy.cpu_seconds))
+    } else {
+        None
+    };
+    Ok(Finished { status, stdout, stderr, duration: started.elapsed(), stopped })
 }
 
 #[cfg(test)]
@@ -372,16 +436,6 @@ mod tests {
         let empty = tempfile::TempDir::new().unwrap();
         assert_eq!(find_program("python3", Some(empty.path().as_os_str())), None);
         assert!(find_program("sh", None).is_some());
-    }
-
-    #[test]
-    fn a_program_not_on_path_is_a_missing_program_with_its_hint() {
-        match require_program("turbo-no-such-program", "install it") {
-            Err(Error::MissingProgram { program, hint }) => {
-                assert_eq!((program.as_str(), hint.as_str()), ("turbo-no-such-program", "install it"));
-            }
-            other => panic!("expected a missing program, got {other:?}"),
-        }
     }
 
     #[test]

@@ -61,14 +61,16 @@ impl Tool for ShellRun {
             return Err(Error::bad_args(NAME, "'command' is empty"));
         }
         deny::check(command)?;
-        let sh = process::require_program("sh", "install a POSIX shell (dash or bash)")?;
         let finished = process::run(Run {
             tool: NAME,
-            program: sh,
+            program: "sh",
+            hint: "install a POSIX shell (dash or bash)",
             args: vec![OsString::from("-c"), OsString::from(command)],
             stdin: None,
             extra_env: Vec::new(),
             cwd: ctx.workspace.root(),
+            workspace: ctx.workspace.root(),
+            sandbox: &ctx.sandbox,
             timeout: process::effective_timeout(timeout_s, ctx.timeout),
             cap: ctx.output_cap,
         })

@@ -1,5 +1,6 @@
 //! What a tool is: the trait every tool implements, what a call gets and what it returns.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use turbo_core::tool::{RiskLevel, ToolSpec};
 
 use crate::error::Result;
+use crate::sandbox::Sandbox;
 use crate::workspace::Workspace;
 
 /// What every call gets: where it may act and how much it may take.
@@ -17,15 +19,27 @@ pub struct ToolContext {
     pub timeout: Duration,
     /// Bytes of output shown to the model; the rest is dropped and `truncated` is set.
     pub output_cap: usize,
+    /// Where every process a tool starts runs.
+    pub sandbox: Arc<Sandbox>,
 }
 
 impl ToolContext {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DEFAULT_OUTPUT_CAP: usize = 16 * 1024;
 
-    /// A context with the default timeout (60 s) and output cap (16 KiB).
+    /// A context with the default timeout (60 s), output cap (16 KiB) and sandbox policy.
     pub fn new(workspace: Workspace) -> Self {
-        Self { workspace, timeout: Self::DEFAULT_TIMEOUT, output_cap: Self::DEFAULT_OUTPUT_CAP }
+        Self {
+            workspace,
+            timeout: Self::DEFAULT_TIMEOUT,
+            output_cap: Self::DEFAULT_OUTPUT_CAP,
+            sandbox: Sandbox::shared_default(),
+        }
+    }
+
+    pub fn with_sandbox(mut self, sandbox: Arc<Sandbox>) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

@@ -368,21 +368,25 @@ async fn shell_run_allows_benign_lookalikes() {
     assert!(echo.content.contains("sudo-less"));
 }
 
-fn pid_alive(pid: &str) -> bool {
-    // A zombie is dead: it waits only for its (possibly non-reaping) parent to collect it.
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
+/// Whether a live process on this host runs `sleep <marker>`: the sandbox has pid namespaces
+/// of its own, so processes are found by their command line rather than by a pid printed inside.
+fn sleeper_alive(marker: &str) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|e| {
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else { return false };
+        let alive = fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+            // A zombie is dead: it waits only for its (possibly non-reaping) parent to collect it.
             !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()), Some('Z' | 'X'))
-        }
-    }
+        });
+        alive && cmdline.split(|b| *b == 0).any(|arg| arg == marker.as_bytes())
+    })
 }
 
 /// Waits for SIGKILL delivery, which is asynchronous; generous so a loaded machine passes.
-async fn assert_dies(pid: &str) {
+async fn assert_dies(marker: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while pid_alive(pid) {
-        assert!(Instant::now() < deadline, "process {pid} survived the kill");
+    while sleeper_alive(marker) {
+        assert!(Instant::now() < deadline, "sleep {marker} survived the kill");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -392,7 +396,7 @@ async fn shell_run_timeout_kills_the_whole_process_group() {
     let (_dir, ctx) = setup();
     // The background sleep outlives its parent by far: if only the parent were killed (or
     // nothing, and the call waited the parent out), it would still be running below.
-    let command = "echo $$ > pids; sleep 1000 & echo $! >> pids; echo started; sleep 100";
+    let command = "sleep 1000.0371 & echo started; sleep 100.0371";
     let err = call(&ctx, "shell_run", json!({"command": command, "timeout_s": 1})).await.unwrap_err();
     match &err {
         Error::Timeout { tool, after, output } => {
@@ -403,22 +407,20 @@ async fn shell_run_timeout_kills_the_whole_process_group() {
         other => panic!("expected a timeout, got {other}"),
     }
     assert!(err.is_model_correctable());
-    let pids = fs::read_to_string(root(&ctx).join("pids")).unwrap();
-    let pids: Vec<&str> = pids.lines().collect();
-    assert_eq!(pids.len(), 2, "{pids:?}");
-    for pid in pids {
-        assert_dies(pid).await;
-    }
+    assert_dies("1000.0371").await;
+    assert_dies("100.0371").await;
 }
 
 #[tokio::test]
 async fn shell_run_kills_background_processes_when_the_command_ends() {
     let (_dir, ctx) = setup();
     // The background sleep holds stdout open; the call must neither wait for it nor leave it.
-    let out = ok(&ctx, "shell_run", json!({"command": "sleep 100 & echo $! > bg.pid"})).await;
+    // setsid and a double fork do not get it out either.
+    let out =
+        ok(&ctx, "shell_run", json!({"command": "sleep 100.0372 & setsid sh -c 'sleep 100.0373 &'; echo bg"})).await;
     assert!(out.success, "{}", out.content);
-    let pid = fs::read_to_string(root(&ctx).join("bg.pid")).unwrap();
-    assert_dies(pid.trim()).await;
+    assert_dies("100.0372").await;
+    assert_dies("100.0373").await;
 }
 
 #[tokio::test]

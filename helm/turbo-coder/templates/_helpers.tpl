@@ -51,7 +51,8 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 Environment the chart adds to every turbo-coder container so the services find the bundled NATS
-and Postgres and run their tools on the tool-runner (nothing when all three are disabled). An entry of `env` with the same name replaces
+and Postgres, run their tools on the tool-runner and retrieve context from the knowledge service
+(nothing when all four are disabled). An entry of `env` with the same name replaces
 the chart's. The password comes from the Secret and is spliced into the URL by Kubernetes'
 $(VAR) expansion, which needs TURBO_PG_PASSWORD listed first; it is alphanumeric (see
 postgres-secret.yaml), so it needs no URL escaping.
@@ -66,6 +67,10 @@ postgres-secret.yaml), so it needs no URL escaping.
 {{- if and .Values.toolRunner.enabled (not (has "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL" $own)) }}
 - name: TURBO_CODER__CLUSTER__TOOL_RUNNER_URL
   value: {{ printf "http://%s-tool-runner:%v" (include "turbo-coder.fullname" .) .Values.toolRunner.port | quote }}
+{{- end }}
+{{- if and .Values.knowledge.enabled (not (has "TURBO_CODER__KNOWLEDGE__URL" $own)) }}
+- name: TURBO_CODER__KNOWLEDGE__URL
+  value: {{ printf "http://%s-knowledge:%v" (include "turbo-coder.fullname" .) .Values.knowledge.port | quote }}
 {{- end }}
 {{- if and .Values.postgres.enabled (not (has "TURBO_CODER__STORE__URL" $own)) }}
 - name: TURBO_PG_PASSWORD

@@ -14,7 +14,9 @@
 //! - `message`: the mailbox type every agent actor accepts.
 //! - `planner`, `coder`, `tester`, `reviewer`: one actor each.
 //! - `toolloop`: the model/tool loop the coder drives.
-//! - `context`: dependencies, event reporting and prompt helpers shared by the agents.
+//! - `context`: dependencies, event reporting and prompt helpers shared by the agents, and the
+//!   context each prompt retrieves from the knowledge base ([`AgentDeps::knowledge`]) with the
+//!   outcome reported back for its chunks.
 //! - `supervisor`: the root actor and its restart policy.
 //! - `handle`: typed handles over the actors (no `ActorRef` leaves this crate).
 //! - `error`: errors, and their mapping to the wire's `AgentFailure`.

@@ -8,6 +8,9 @@
 //!   when set, else a runner in this process sharing task baselines with the orchestrator
 //!   through `<store.data_dir>/baselines` (the cluster's processes share the workspaces and
 //!   the data directory) ([`ToolRunnerClient::for_cluster`]);
+//! - the knowledge service at `knowledge.url`, over gRPC ([`RemoteKnowledge`]), for the context
+//!   its prompts retrieve; a worker never opens the knowledge dataset itself (the knowledge
+//!   service is its only owner), so without that URL its agents work without retrieved context;
 //! - agent events published to `turbo.events.raw.<task_id>` ([`NatsEventSink`]), flushed before
 //!   each result is stored, so the orchestrator has a phase's events before its outcome;
 //! - [`serve_role_with`] with `cluster.worker_capacity` slots and the `[cluster]` delivery
@@ -30,6 +33,8 @@ use turbo_bus::async_nats::connection::State;
 use turbo_bus::async_nats::jetstream::Context;
 use turbo_config::{ClusterConfig, Config, ModelSettings};
 use turbo_core::agent::AgentRole;
+use turbo_core::knowledge::Knowledge;
+use turbo_proto::RemoteKnowledge;
 use turbo_tool_runner::{RunnerLimits, ToolRunnerClient};
 
 use crate::error::{Error, Result};
@@ -105,7 +110,7 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
 
     let (events, publisher) = NatsEventSink::start(client.clone());
     let run = &config.run;
-    let tools = ToolRunnerClient::for_cluster(config, RunnerLimits::from_run(run))?;
+    let tools = ToolRunnerClient::for_cluster(config, RunnerLimits::from_config(config))?;
     let deps = AgentDeps {
         model,
         tools,
@@ -115,6 +120,7 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
             stream: run.stream,
             command_timeout_s: run.tool_timeout_s,
         },
+        knowledge: knowledge_client(config, role),
     };
     let capacity = config.cluster.worker_capacity.max(1);
     let worker = AgentWorker::start(WorkerSpec {
@@ -160,6 +166,34 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
     tracing::info!(%role, "agent worker stopped");
     served?;
     healthy
+}
+
+/// Where the worker's agents retrieve context: the knowledge service at `knowledge.url`, or
+/// nowhere (logged) when retrieval is off or that URL is not set.
+fn knowledge_client(config: &Config, role: AgentRole) -> Option<Arc<dyn Knowledge>> {
+    let k = &config.knowledge;
+    if !k.enabled {
+        tracing::info!(%role, "knowledge.enabled is false: agents run without retrieved context");
+        return None;
+    }
+    let Some(url) = k.url.as_deref() else {
+        tracing::warn!(
+            %role,
+            "agents run without retrieved context: knowledge.url is not set; set it to the knowledge service \
+             (e.g. http://knowledge:50053), or set knowledge.enabled = false to silence this"
+        );
+        return None;
+    };
+    match RemoteKnowledge::connect(url) {
+        Ok(remote) => {
+            tracing::info!(%role, knowledge = %url, "agents retrieve context from the knowledge service");
+            Some(Arc::new(remote))
+        }
+        Err(error) => {
+            tracing::warn!(%role, %error, "agents run without retrieved context");
+            None
+        }
+    }
 }
 
 /// Keeps `ready` equal to whether `client` is connected, until `stop`.

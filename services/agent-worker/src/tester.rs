@@ -1,5 +1,9 @@
 //! The tester: finds the project's own test command, runs it through the tool-runner, and
 //! reports the result; the orchestrator sends failures back to the coder.
+//!
+//! It makes no model call, so it has no prompt to put retrieved context in: the test
+//! conventions and the code under test are retrieved by the coder's fix round, whose query
+//! carries the end of the failing output.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;

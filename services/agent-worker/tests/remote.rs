@@ -245,6 +245,7 @@ async fn agent_worker(role: AgentRole, model: Arc<Double>, events: Arc<dyn Event
         tools: ToolRunnerClient::local(RunnerLimits::default()),
         events,
         settings: AgentSettings::default(),
+        knowledge: None,
     };
     AgentWorker::start(WorkerSpec { roles: vec![(role, deps)], per_role: 2, call_timeout: PATIENCE })
         .await
@@ -296,6 +297,7 @@ fn assignment(task_id: TaskId, workspace: &str) -> PhaseAssignment {
     PhaseAssignment {
         task_id,
         plan_id: PlanId::new(),
+        project_id: None,
         task_title: "greet".into(),
         task_description: "add a greet function please".into(),
         phase: ExecutionPhase {

@@ -93,8 +93,7 @@ impl Clustered {
         let consumer =
             tokio::spawn(record_raw_events(js.clone(), store.clone(), recorder.clone(), recorded, stop.clone()));
 
-        let run = &config.run;
-        let limits = RunnerLimits { timeout: Duration::from_secs(run.tool_timeout_s), output_cap: run.tool_output_cap };
+        let limits = RunnerLimits::from_config(config);
         let deps = RunDeps {
             // A phase's outcome is recorded after the events its agent emitted.
             agents: AgentClient::from_service(Arc::new(

@@ -1,8 +1,9 @@
 //! The orchestrator: owns task and plan state, runs each task's plan by dispatching phases to
 //! the agents, and records every step as events.
 //!
-//! As a service of the cluster it is started by [`run`], from `turbo-coder serve orchestrator`
-//! or from its own binary `turbo-orchestrator` (`src/main.rs`): it opens the configured store,
+//! As a service of the cluster it is started by [`run`], from its own binary
+//! `turbo-orchestrator` (`src/main.rs`), or by [`run_with`] from `turbo-coder serve
+//! orchestrator`, which opens the knowledge base for the embedded agents: it opens the configured store,
 //! starts its stack (embedded, [`local::Embedded`]: the agents and the tool runner in this
 //! process; or, with `cluster.nats_url` set, [`cluster::Clustered`]: the agents are the
 //! cluster's agent-worker services over NATS) and serves the public gRPC API,
@@ -40,6 +41,7 @@ mod orchestrator;
 mod recorder;
 mod task_run;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
@@ -47,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use turbo_core::ids::TaskId;
+use turbo_core::knowledge::Knowledge;
 use turbo_core::task::DevelopmentTask;
 
 pub use error::{Error, Result};
@@ -82,7 +85,28 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// On shutdown it reports not-serving, then, embedded, cancels running tasks and waits for
 /// them to record their end; in the cluster it leaves them running for the next orchestrator
 /// to resume. Then it ends open `WatchTask` streams, releases the lease and returns.
+///
+/// The embedded agents work without retrieved context here: this crate does not open the
+/// knowledge dataset. [`run_with`] takes a knowledge handle for them.
 pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    if config.cluster.nats_url.is_none() && config.knowledge.enabled {
+        tracing::info!(
+            "the embedded agents run without retrieved context: this program does not open the knowledge \
+             dataset; serve with `turbo-coder serve orchestrator` for retrieval"
+        );
+    }
+    run_with(config, listener, shutdown, None).await
+}
+
+/// [`run`], with the embedded agents retrieving context for their prompts from `knowledge`
+/// (unused with `cluster.nats_url` set: the cluster's agent workers reach the knowledge
+/// service themselves).
+pub async fn run_with(
+    config: &turbo_config::Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    knowledge: Option<Arc<dyn Knowledge>>,
+) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
     let store = local::open_store(config).await?;
     let models = local::Models::connect(config)?;
@@ -115,7 +139,7 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
     let stack = match &config.cluster.nats_url {
         Some(url) => Stack::Cluster(cluster::Clustered::start(config, store.clone(), url).await?),
         None => {
-            let embedded = local::Embedded::start(config, store.clone(), &models).await?;
+            let embedded = local::Embedded::start(config, store.clone(), &models, knowledge).await?;
             // What an earlier process serving this store left running (it was killed) goes on.
             match embedded.orchestrator.resume_interrupted().await {
                 Ok(resumed) if resumed.is_empty() => {}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use turbo_agent_worker::{AgentDeps, AgentSettings, AgentWorker, WorkerSpec};
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
+use turbo_core::knowledge::Knowledge;
 use turbo_llm::ChatModel;
 use turbo_store::Store;
 use turbo_tool_runner::{RunnerLimits, ToolRunnerClient};
@@ -96,13 +97,17 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub async fn start(config: &Config, store: Store, models: &Models) -> Result<Embedded> {
+    /// Starts the stack; the agents retrieve context for their prompts from `knowledge`, or
+    /// work without retrieved context when it is None.
+    pub async fn start(
+        config: &Config,
+        store: Store,
+        models: &Models,
+        knowledge: Option<Arc<dyn Knowledge>>,
+    ) -> Result<Embedded> {
         let (recorder, recorder_task) = Recorder::start(store.clone());
         let run = &config.run;
-        let tools = ToolRunnerClient::local(RunnerLimits {
-            timeout: Duration::from_secs(run.tool_timeout_s),
-            output_cap: run.tool_output_cap,
-        });
+        let tools = ToolRunnerClient::local(RunnerLimits::from_config(config));
         let settings = AgentSettings {
             plan_attempts: run.plan_attempts,
             stream: run.stream,
@@ -116,6 +121,7 @@ impl Embedded {
                     tools: tools.clone(),
                     events: recorder.sink(),
                     settings: settings.clone(),
+                    knowledge: knowledge.clone(),
                 };
                 (role, deps)
             })

@@ -357,6 +357,7 @@ impl Run {
         let assignment = PhaseAssignment {
             task_id: self.task.id,
             plan_id: self.task.execution_plan.as_ref().map(|p| p.plan_id).unwrap_or_default(),
+            project_id: Some(self.task.project_id),
             task_title: self.task.title.clone(),
             task_description: self.task.description.clone(),
             phase: phase.clone(),

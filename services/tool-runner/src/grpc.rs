@@ -103,7 +103,7 @@ impl ToolGrpc {
             Ok(0) | Err(_) => own.output_cap,
             Ok(cap) => own.output_cap.min(cap),
         };
-        RunnerLimits { timeout, output_cap }
+        RunnerLimits { timeout, output_cap, sandbox: own.sandbox.clone() }
     }
 
     #[tracing::instrument(name = "begin_task", skip_all, fields(task_id = %req.task_id))]
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn requests_may_lower_the_limits_but_never_raise_them() {
-        let own = RunnerLimits { timeout: Duration::from_secs(60), output_cap: 1_000 };
+        let own = RunnerLimits { timeout: Duration::from_secs(60), output_cap: 1_000, ..RunnerLimits::default() };
         let api = api(own.clone());
         let same = api.limits(0, 0);
         assert_eq!((same.timeout, same.output_cap), (own.timeout, own.output_cap));

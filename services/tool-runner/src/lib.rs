@@ -39,10 +39,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use turbo_config::{Config, RunConfig};
+use turbo_config::Config;
 use turbo_core::ids::TaskId;
 use turbo_core::tool::{ToolCall, ToolSpec};
-use turbo_tools::{ToolContext, Toolbox, Workspace};
+use turbo_tools::{Sandbox, SandboxMode, SandboxPolicy, ToolContext, Toolbox, Workspace};
 
 pub use baseline::TaskDiff;
 pub use error::{Error, Result};
@@ -60,7 +60,7 @@ pub const GRPC_SERVICES: &[&str] = &["turbo.tools.v1.ToolService"];
 pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
     let baselines = baseline_dir(config);
-    let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_run(&config.run), &baselines);
+    let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_config(config), &baselines);
     tracing::info!(%addr, baselines = %baselines.display(), services = ?GRPC_SERVICES, "tool-runner serving");
     turbo_proto::server::serve(GRPC_SERVICES, ToolGrpc::new(Arc::new(runner)).routes(), listener, shutdown)
         .await
@@ -74,23 +74,55 @@ pub fn baseline_dir(config: &Config) -> PathBuf {
     config.store.data_dir().join("baselines")
 }
 
-/// Limits applied to every call.
+/// Limits applied to every call, and the sandbox its processes run in.
 #[derive(Clone, Debug)]
 pub struct RunnerLimits {
     pub timeout: Duration,
     pub output_cap: usize,
+    pub sandbox: Arc<Sandbox>,
 }
 
 impl Default for RunnerLimits {
     fn default() -> Self {
-        Self { timeout: ToolContext::DEFAULT_TIMEOUT, output_cap: ToolContext::DEFAULT_OUTPUT_CAP }
+        Self {
+            timeout: ToolContext::DEFAULT_TIMEOUT,
+            output_cap: ToolContext::DEFAULT_OUTPUT_CAP,
+            sandbox: Sandbox::shared_default(),
+        }
     }
 }
 
 impl RunnerLimits {
-    /// The limits of the `[run]` section: `tool_timeout_s` and `tool_output_cap`.
-    pub fn from_run(run: &RunConfig) -> Self {
-        Self { timeout: Duration::from_secs(run.tool_timeout_s), output_cap: run.tool_output_cap }
+    /// The limits of the configuration: `[run] tool_timeout_s` and `tool_output_cap`, and the
+    /// `[sandbox]`.
+    pub fn from_config(config: &Config) -> Self {
+        let run = &config.run;
+        Self {
+            timeout: Duration::from_secs(run.tool_timeout_s),
+            output_cap: run.tool_output_cap,
+            sandbox: Arc::new(Sandbox::new(sandbox_policy(&config.sandbox))),
+        }
+    }
+}
+
+/// The tools' sandbox policy of a `[sandbox]` section.
+pub fn sandbox_policy(c: &turbo_config::SandboxConfig) -> SandboxPolicy {
+    const MIB: u64 = 1 << 20;
+    SandboxPolicy {
+        mode: match c.mode {
+            turbo_config::SandboxMode::Bubblewrap => SandboxMode::Bubblewrap,
+            turbo_config::SandboxMode::Unconfined => SandboxMode::Unconfined,
+        },
+        network: c.network,
+        memory_bytes: c.memory_mb.saturating_mul(MIB),
+        cpu_seconds: c.cpu_s,
+        max_processes: c.max_processes,
+        max_file_bytes: c.max_file_mb.saturating_mul(MIB),
+        tmp_bytes: c.tmp_mb.saturating_mul(MIB),
+        max_output_bytes: c.max_output_mb.saturating_mul(MIB),
+        read_only_paths: c.read_only_paths.clone(),
+        path: c.path.clone(),
+        bwrap: c.bwrap.clone(),
     }
 }
 
@@ -158,7 +190,10 @@ impl LocalToolRunner {
 
     fn context(&self, workspace: &str, limits: &RunnerLimits) -> Result<ToolContext> {
         let ws = Workspace::open(workspace)?;
-        Ok(ToolContext::new(ws).with_timeout(limits.timeout).with_output_cap(limits.output_cap))
+        Ok(ToolContext::new(ws)
+            .with_timeout(limits.timeout)
+            .with_output_cap(limits.output_cap)
+            .with_sandbox(limits.sandbox.clone()))
     }
 
     /// Runs one call with `limits` instead of the runner's own.

@@ -98,6 +98,7 @@ impl From<PhaseAssignment> for pb::PhaseAssignment {
             workspace: a.workspace,
             feedback: a.feedback,
             max_steps: a.max_steps,
+            project_id: a.project_id.map(|p| p.to_string()),
         }
     }
 }
@@ -110,6 +111,7 @@ impl TryFrom<pb::PhaseAssignment> for PhaseAssignment {
         Ok(PhaseAssignment {
             task_id: id_from_proto("task_id", &a.task_id)?,
             plan_id: id_from_proto("plan_id", &a.plan_id)?,
+            project_id: a.project_id.as_deref().map(|p| id_from_proto("project_id", p)).transpose()?,
             task_title: a.task_title,
             task_description: a.task_description,
             phase: ExecutionPhase::try_from(required("phase", a.phase)?).map_err(|e| e.under("phase"))?,

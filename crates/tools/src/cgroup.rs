@@ -1,0 +1,279 @@
+//! A cgroup per sandboxed call, where this process may make one: it bounds the memory and the
+//! number of processes of the whole process tree (an rlimit bounds each process only, and the
+//! process count not at all for host root), and tells afterwards whether a bound was hit.
+//!
+//! Found at start from `/proc/self/cgroup`: a controller mounted on its own (cgroup v1,
+//! `/sys/fs/cgroup/<controller>/<our path>`) is preferred, else the unified hierarchy (v2)
+//! when the controller can be enabled below our cgroup. Calls get
+//! `<our cgroup>/turbo-sandbox/job-<pid>-<n>`; the wrapper moves the sandbox into it before
+//! `exec`, and [`Job::finish`] reads the events and removes it. Without a usable controller
+//! the sandbox falls back to rlimits, and says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sandbox::SandboxPolicy;
+
+const PARENT: &str = "turbo-sandbox";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Controller {
+    Pids,
+    Memory,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Controller::Pids => "pids",
+            Controller::Memory => "memory",
+        }
+    }
+}
+
+/// Where one controller's job cgroups go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Base {
+    /// `.../turbo-sandbox`.
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// The controllers this process can use for its sandboxes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cgroups {
+    pids: Option<Base>,
+    memory: Option<Base>,
+}
+
+impl Cgroups {
+    /// Looks at this process's cgroups and prepares `turbo-sandbox` below them where it may.
+    pub(crate) fn detect() -> Self {
+        let Ok(membership) = std::fs::read_to_string("/proc/self/cgroup") else { return Self::default() };
+        let find = |c: Controller| {
+            let base = v1_base(&membership, c).or_else(|| v2_base(&membership, c))?;
+            match prepare_base(&base, c) {
+                Ok(()) => Some(base),
+                Err(reason) => {
+                    tracing::debug!(controller = c.name(), dir = %base.dir.display(), %reason, "cgroup not usable");
+                    None
+                }
+            }
+        };
+        Self { pids: find(Controller::Pids), memory: find(Controller::Memory) }
+    }
+
+    pub(crate) fn bounds_processes(&self) -> bool {
+        self.pids.is_some()
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let one = |b: &Option<Base>, c: Controller| match b {
+            Some(b) => format!("{} cgroup ({})", c.name(), if b.v2 { "v2" } else { "v1" }),
+            None => format!("no {} cgroup (rlimits instead)", c.name()),
+        };
+        format!("{}, {}", one(&self.memory, Controller::Memory), one(&self.pids, Controller::Pids))
+    }
+
+    /// A fresh cgroup for one call, with the policy's bounds; None without controllers.
+    pub(crate) fn job(&self, policy: &SandboxPolicy) -> Result<Option<Job>> {
+        if self.pids.is_none() && self.memory.is_none() {
+            return Ok(None);
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("job-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut job = Job { dirs: Vec::new(), memory: None, pids: None };
+        let fail = |dir: &Path, e: std::io::Error| Error::Sandbox {
+            reason: format!("cannot set up the call's cgroup {}: {e}", dir.display()),
+        };
+        for (base, c) in [(&self.memory, Controller::Memory), (&self.pids, Controller::Pids)] {
+            let Some(base) = base else { continue };
+            let dir = base.dir.join(&name);
+            // v2 has one hierarchy: both controllers share the job's directory.
+            if !job.dirs.iter().any(|(d, _)| *d == dir) {
+                std::fs::create_dir(&dir).map_err(|e| fail(&dir, e))?;
+                job.dirs.push((dir.clone(), base.v2));
+            }
+            let limits: Vec<(&str, String)> = match (c, base.v2) {
+                (Controller::Pids, _) => vec![("pids.max", policy.max_processes.to_string())],
+                (Controller::Memory, true) => {
+                    vec![("memory.max", policy.memory_bytes.to_string()), ("memory.swap.max", "0".into())]
+                }
+                (Controller::Memory, false) => vec![
+                    ("memory.limit_in_bytes", policy.memory_bytes.to_string()),
+                    ("memory.memsw.limit_in_bytes", policy.memory_bytes.to_string()),
+                ],
+            };
+            for (i, (file, value)) in limits.iter().enumerate() {
+                let written = std::fs::write(dir.join(file), value);
+                // The first is the bound; the swap one exists only with swap accounting.
+                if i == 0 {
+                    written.map_err(|e| fail(&dir.join(file), e))?;
+                }
+            }
+            match c {
+                Controller::Pids => job.pids = Some((dir, base.v2)),
+                Controller::Memory => job.memory = Some((dir, base.v2)),
+            }
+        }
+        Ok(Some(job))
+    }
+}
+
+/// The cgroup `controller` of v1 membership lines `N:controllers:/path`, when mounted.
+fn v1_base(membership: &str, controller: Controller) -> Option<Base> {
+    membership.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if !controllers.split(',').any(|c| c == controller.name()) {
+            return None;
+        }
+        let mount = Path::new("/sys/fs/cgroup").join(controllers);
+        mount
+            .join("cgroup.procs")
+            .is_file()
+            .then(|| Base { dir: mount.join(path.trim_start_matches('/')).join(PARENT), v2: false })
+    })
+}
+
+/// The v2 cgroup of the `0::/path` line, when the unified hierarchy offers `controller`.
+fn v2_base(membership: &str, controller: Controller) -> Option<Base> {
+    let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mount = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|m| m.join("cgroup.controllers").is_file())?;
+    let ours = mount.join(path.trim_start_matches('/'));
+    let offered = std::fs::read_to_string(ours.join("cgroup.controllers")).ok()?;
+    offered.split_whitespace().any(|c| c == controller.name()).then(|| Base { dir: ours.join(PARENT), v2: true })
+}
+
+/// Creates `turbo-sandbox` (enabling the controller for it and its children on v2), removes
+/// job cgroups an earlier process left, and checks a job cgroup can be made.
+fn prepare_base(base: &Base, c: Controller) -> std::result::Result<(), String> {
+    let enable = |dir: &Path| -> std::result::Result<(), String> {
+        let control = dir.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&control).map_err(|e| format!("{}: {e}", control.display()))?;
+        if enabled.split_whitespace().any(|x| x == c.name()) {
+            return Ok(());
+        }
+        std::fs::write(&control, format!("+{}", c.name())).map_err(|e| format!("{}: {e}", control.display()))
+    };
+    if base.v2 {
+        enable(base.dir.parent().ok_or("no parent cgroup")?)?;
+    }
+    match std::fs::create_dir(&base.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", base.dir.display())),
+    }
+    if base.v2 {
+        enable(&base.dir)?;
+    }
+    // Job cgroups of processes that are gone (killed before they removed them).
+    if let Ok(entries) = std::fs::read_dir(&base.dir) {
+        for entry in entries.flatten() {
+            let owner =
+                entry.file_name().to_str().and_then(|n| n.strip_prefix("job-")?.split('-').next()?.parse::<u32>().ok());
+            if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+    let probe = base.dir.join(format!("probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).map_err(|e| format!("{}: {e}", probe.display()))?;
+    let limit = if c == Controller::Pids {
+        "pids.max"
+    } else if base.v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let written = std::fs::write(probe.join(limit), "max").or_else(|_| std::fs::write(probe.join(limit), "-1"));
+    let _ = std::fs::remove_dir(&probe);
+    written.map_err(|e| format!("{}: {e}", probe.join(limit).display()))
+}
+
+/// One call's cgroup.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// Directories to remove, with whether each is v2.
+    dirs: Vec<(PathBuf, bool)>,
+    memory: Option<(PathBuf, bool)>,
+    pids: Option<(PathBuf, bool)>,
+}
+
+/// Which bounds a call ran into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Hit {
+    pub out_of_memory: bool,
+    pub process_limit: bool,
+}
+
+impl Job {
+    /// The `cgroup.procs` files the wrapper writes its pid to.
+    pub(crate) fn procs_files(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.dirs.iter().map(|(d, _)| d.join("cgroup.procs"))
+    }
+
+    pub(crate) fn bounds_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    pub(crate) fn bounds_processes(&self) -> bool {
+        self.pids.is_some()
+    }
+
+    /// Reads which bounds were hit, then removes the cgroup once its processes are gone
+    /// (the sandbox's pid namespace is torn down when its first process dies; this waits up to
+    /// a second for the kernel to finish).
+    pub(crate) async fn finish(self) -> Hit {
+        let count = |file: PathBuf, key: &str| -> u64 {
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok())))
+                .unwrap_or(0)
+        };
+        let hit = Hit {
+            out_of_memory: self.memory.as_ref().is_some_and(|(d, v2)| {
+                let file = if *v2 { "memory.events" } else { "memory.oom_control" };
+                count(d.join(file), "oom_kill ") > 0
+            }),
+            process_limit: self.pids.as_ref().is_some_and(|(d, _)| count(d.join("pids.events"), "max ") > 0),
+        };
+        for (dir, _) in &self.dirs {
+            for attempt in 0..20 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if attempt == 19 => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a sandbox cgroup; removed at the next start")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        hit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_controllers_are_found_in_their_own_hierarchy() {
+        let membership = "9:name=systemd:/\n8:pids:/\n4:memory:/svc/abc\n2:cpu,cpuacct:/\n0::/\n";
+        if Path::new("/sys/fs/cgroup/pids/cgroup.procs").is_file() {
+            let pids = v1_base(membership, Controller::Pids).expect("pids is mounted here");
+            assert_eq!(pids, Base { dir: "/sys/fs/cgroup/pids/turbo-sandbox".into(), v2: false });
+        }
+        if Path::new("/sys/fs/cgroup/memory/cgroup.procs").is_file() {
+            let memory = v1_base(membership, Controller::Memory).expect("memory is mounted here");
+            assert_eq!(memory.dir, PathBuf::from("/sys/fs/cgroup/memory/svc/abc/turbo-sandbox"));
+        }
+        assert_eq!(v1_base("0::/\n", Controller::Pids), None, "a pure v2 line is no v1 controller");
+    }
+}

@@ -1,0 +1,337 @@
+//! The sandbox's escape suite: each test is one attempt to get out of a tool call (through the
+//! shell, Python or the file tools, as a model would ask for them), which must be blocked and
+//! reported clearly. They run the real bubblewrap with the real seccomp filter and cgroups.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use turbo_tools::{Error, Sandbox, SandboxMode, SandboxPolicy, ToolContext, ToolOutput, Toolbox, Workspace};
+
+/// A workspace inside a directory that also holds a secret beside it, and a context whose
+/// sandbox has small bounds, so the resource attacks end fast.
+struct Case {
+    dir: TempDir,
+    ctx: ToolContext,
+}
+
+fn policy() -> SandboxPolicy {
+    SandboxPolicy {
+        memory_bytes: 256 << 20,
+        max_processes: 64,
+        max_file_bytes: 8 << 20,
+        max_output_bytes: 4 << 20,
+        cpu_seconds: 60,
+        ..SandboxPolicy::default()
+    }
+}
+
+fn case_with(policy: SandboxPolicy) -> Case {
+    let dir = TempDir::new().unwrap();
+    fs::create_dir(dir.path().join("ws")).unwrap();
+    fs::write(dir.path().join("secret.txt"), "TOP-SECRET-VALUE\n").unwrap();
+    let ctx = ToolContext::new(Workspace::open(dir.path().join("ws")).unwrap())
+        .with_timeout(Duration::from_secs(30))
+        .with_sandbox(Arc::new(Sandbox::new(policy)));
+    Case { dir, ctx }
+}
+
+fn case() -> Case {
+    case_with(policy())
+}
+
+impl Case {
+    fn ws(&self) -> &Path {
+        self.ctx.workspace.root()
+    }
+
+    fn secret(&self) -> PathBuf {
+        self.dir.path().canonicalize().unwrap().join("secret.txt")
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> turbo_tools::Result<ToolOutput> {
+        Toolbox::standard().call(tool, &args, &self.ctx).await
+    }
+
+    async fn sh(&self, command: &str) -> ToolOutput {
+        match self.call("shell_run", json!({"command": command})).await {
+            Ok(out) => out,
+            Err(e) => panic!("shell_run {command:?} failed to run: {e}"),
+        }
+    }
+
+    async fn py(&self, code: &str) -> ToolOutput {
+        match self.call("python_run", json!({"code": code})).await {
+            Ok(out) => out,
+            Err(e) => panic!("python_run failed to run: {e}\n{code}"),
+        }
+    }
+}
+
+/// The stdout part of a process tool's output.
+fn stdout(out: &ToolOutput) -> &str {
+    let rest = out.content.split_once("--- stdout ---\n").map_or("", |(_, r)| r);
+    rest.split_once("\n--- stderr ---").map_or(rest, |(o, _)| o)
+}
+
+// ---- the filesystem ----
+
+#[tokio::test]
+async fn path_traversal_does_not_reach_files_beside_the_workspace() {
+    let c = case();
+    let secret = c.secret();
+    let secret = secret.to_str().unwrap();
+    for command in [
+        "cat ../secret.txt".to_owned(),
+        format!("cat {secret}"),
+        "cat %2e%2e/secret.txt".to_owned(),
+        "cat ..%2fsecret.txt".to_owned(),
+        "cd .. && ls -a && cat secret.txt".to_owned(),
+    ] {
+        let out = c.sh(&command).await;
+        assert!(!out.content.contains("TOP-SECRET"), "{command}: {}", out.content);
+        assert!(!out.success, "{command}: {}", out.content);
+    }
+    let out = c.py("print(open('../secret.txt').read())").await;
+    assert!(out.content.contains("FileNotFoundError") && !out.content.contains("TOP-SECRET"), "{}", out.content);
+    // The file tools refuse before any open, saying why.
+    for path in ["../secret.txt", secret] {
+        let err = c.call("fs_read", json!({"path": path})).await.unwrap_err();
+        assert!(matches!(err, Error::OutsideWorkspace { .. }), "{path}: {err}");
+    }
+    let err = c.call("fs_read", json!({"path": "%2e%2e/secret.txt"})).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "an encoded path is a plain name: {err}");
+}
+
+#[tokio::test]
+async fn a_symlink_out_of_the_workspace_leads_nowhere() {
+    let c = case();
+    let secret = c.secret();
+    let out = c.sh(&format!("ln -s {} link && cat link", secret.display())).await;
+    assert!(!out.success && !out.content.contains("TOP-SECRET"), "{}", out.content);
+    assert!(out.content.contains("No such file"), "{}", out.content);
+    // The file tools refuse the link the process left behind.
+    let err = c.call("fs_read", json!({"path": "link"})).await.unwrap_err();
+    assert!(matches!(err, Error::OutsideWorkspace { .. }), "{err}");
+    // Host secrets inside the visible system are masked.
+    let shadow = c.sh("ln -s /etc/shadow s && cat s").await;
+    assert!(stdout(&shadow).trim().is_empty() && !shadow.content.contains("root:"), "{}", shadow.content);
+}
+
+#[tokio::test]
+async fn a_hardlink_out_of_the_workspace_cannot_be_made() {
+    let c = case();
+    let out = c.sh(&format!("ln {} hard", c.secret().display())).await;
+    assert!(!out.success, "{}", out.content);
+    // The system is another mount: a link across mounts fails.
+    let out = c.sh("ln /etc/passwd hard").await;
+    assert!(!out.success && out.content.contains("Invalid cross-device link"), "{}", out.content);
+    assert!(!c.ws().join("hard").exists());
+    assert_eq!(fs::read_to_string(c.secret()).unwrap(), "TOP-SECRET-VALUE\n");
+}
+
+#[tokio::test]
+async fn the_system_proc_and_sys_are_read_only_or_absent() {
+    let c = case();
+    let before = fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap();
+    let out = c.sh("echo 77 > /proc/sys/kernel/printk_ratelimit").await;
+    assert!(!out.success && out.content.contains("Read-only file system"), "{}", out.content);
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap(), before, "host setting unchanged");
+    let out = c.sh("echo c > /proc/sysrq-trigger").await;
+    assert!(!out.success, "{}", out.content);
+    let out = c.sh("ls /sys | wc -l").await;
+    assert_eq!(stdout(&out).trim(), "0", "no /sys: {}", out.content);
+    let out = c.sh("touch /usr/pwned || touch /etc/pwned || touch /pwned || mkdir /new").await;
+    assert!(!out.success && out.content.contains("Read-only file system"), "{}", out.content);
+    assert!(!Path::new("/usr/pwned").exists() && !Path::new("/etc/pwned").exists() && !Path::new("/pwned").exists());
+    // Only the workspace and a private /tmp are writable.
+    let out = c.sh("echo x > /tmp/t && echo y > made && cat /tmp/t").await;
+    assert!(out.success, "{}", out.content);
+    assert!(c.ws().join("made").exists());
+}
+
+#[tokio::test]
+async fn the_hosts_environment_and_home_are_not_visible() {
+    let c = case();
+    // Cargo gives this test process CARGO_* variables; nothing of them may reach a tool.
+    assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO_")));
+    let out = c.sh("env; cat /proc/self/environ /proc/1/environ | tr '\\0' '\\n'").await;
+    assert!(out.success, "{}", out.content);
+    assert!(!out.content.contains("CARGO_"), "{}", out.content);
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let out = c.sh(&format!("ls -a {home}")).await;
+    assert!(!out.success && out.content.contains("No such file"), "{}", out.content);
+}
+
+// ---- the network ----
+
+#[tokio::test]
+async fn no_network_unless_the_policy_allows_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = format!(
+        "import socket\nfor host in ['127.0.0.1', '10.0.0.1', '1.1.1.1']:\n    try:\n        \
+         socket.create_connection((host, {port}), timeout=2)\n        print(host, 'CONNECTED')\n    \
+         except OSError as e:\n        print(host, 'refused', e.errno)\n"
+    );
+    let c = case();
+    let out = c.py(&code).await;
+    assert!(!out.content.contains("CONNECTED"), "{}", out.content);
+    assert!(listener.accept().is_err(), "the host's listener got a connection");
+
+    let open = case_with(SandboxPolicy { network: true, ..policy() });
+    let out = open.py(&code).await;
+    assert!(out.content.contains("127.0.0.1 CONNECTED"), "network = true shares the host's: {}", out.content);
+}
+
+// ---- resources ----
+
+#[tokio::test]
+async fn a_fork_bomb_is_stopped_at_the_process_limit() {
+    let c = case();
+    let started = Instant::now();
+    let out = c
+        .py("import os, time\nn = 0\ntry:\n    while n < 5000:\n        if os.fork() == 0:\n            \
+             time.sleep(60)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    \
+             print('fork failed after', n, e)\n")
+        .await;
+    let forks: usize = stdout(&out)
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fork failure reported: {}", out.content));
+    assert!(forks < 64, "{forks} forks; the limit is 64 processes: {}", out.content);
+    assert!(started.elapsed() < Duration::from_secs(25), "the sleeping children did not hold the call");
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_at_the_memory_limit() {
+    let c = case();
+    let out = c.py("b = bytearray(2 * 1024 * 1024 * 1024)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nprint('ALLOCATED')\n").await;
+    assert!(!out.success && !out.content.contains("ALLOCATED"), "{}", out.content);
+    assert!(
+        out.content.contains("MemoryError") || out.content.contains("memory limit of 256 MiB"),
+        "the output says why: {}",
+        out.content
+    );
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_killed_at_the_timeout_and_at_the_cpu_limit() {
+    let c = case();
+    let err = c.call("shell_run", json!({"command": "while :; do :; done", "timeout_s": 2})).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    let cpu = case_with(SandboxPolicy { cpu_seconds: 1, ..policy() });
+    let started = Instant::now();
+    let out = cpu.py("while True:\n    pass\n").await;
+    assert!(!out.success && out.content.contains("CPU time limit of 1 s"), "{}", out.content);
+    assert!(started.elapsed() < Duration::from_secs(20), "the CPU limit, not the 30 s timeout, ended it");
+}
+
+#[tokio::test]
+async fn endless_output_is_stopped_without_reading_it_all() {
+    let c = case();
+    let started = Instant::now();
+    let out = c.sh("head -c 10G /dev/zero").await;
+    assert!(!out.success, "{}", out.content);
+    assert!(out.truncated);
+    assert!(out.content.contains("printed more than 4194304 bytes"), "{}", &out.content[..200.min(out.content.len())]);
+    assert!(out.content.len() < 20_000, "{} bytes shown", out.content.len());
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped early, not after 10 GB");
+}
+
+#[tokio::test]
+async fn a_file_size_bomb_stops_at_the_file_size_limit() {
+    let c = case();
+    let out = c.sh("head -c 100M /dev/zero > big; echo exit=$?").await;
+    assert!(out.content.contains("File size limit exceeded") || !stdout(&out).contains("exit=0"), "{}", out.content);
+    let size = fs::metadata(c.ws().join("big")).map(|m| m.len()).unwrap_or(0);
+    assert!(size <= 8 << 20, "{size} bytes written; the limit is 8 MiB");
+    let tmp = c.sh("head -c 300M /dev/zero > /tmp/fill; echo exit=$?").await;
+    assert!(!stdout(&tmp).contains("exit=0"), "the private /tmp is bounded too: {}", tmp.content);
+}
+
+// ---- other processes and privileges ----
+
+#[tokio::test]
+async fn the_runner_cannot_be_killed_or_traced_from_inside() {
+    let c = case();
+    let me = std::process::id();
+    let out = c.sh(&format!("kill -9 {me}; kill -9 $PPID; kill -9 1; kill -9 -1; echo still-here")).await;
+    // Whatever the shell managed inside its own pid namespace, this process lives on.
+    assert!(Path::new(&format!("/proc/{me}")).exists());
+    assert!(!out.content.contains("still-here") || out.content.contains("No such process"), "{}", out.content);
+    let trace = c
+        .py(&format!(
+            "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfor pid in (1, {me}, os.getppid()):\n    \
+             r = libc.ptrace(16, pid, 0, 0)\n    print(pid, r, ctypes.get_errno())\n"
+        ))
+        .await;
+    for line in stdout(&trace).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.get(1), Some(&"-1"), "ptrace attach refused: {}", trace.content);
+    }
+    assert_eq!(stdout(&trace).lines().count(), 3, "{}", trace.content);
+    let ps = c.sh("ls /proc | grep -c '^[0-9]'").await;
+    let visible: usize = stdout(&ps).trim().parse().unwrap_or(usize::MAX);
+    assert!(visible < 10, "only the sandbox's own processes are visible: {}", ps.content);
+}
+
+#[tokio::test]
+async fn setuid_binaries_and_capabilities_give_nothing() {
+    let c = case();
+    let out = c.sh("grep -E '^(NoNewPrivs|CapEff|CapPrm):' /proc/self/status").await;
+    let status = stdout(&out);
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000") && status.contains("CapPrm:\t0000000000000000"), "{status}");
+    let mount = c.sh("mkdir m && mount -t tmpfs none m").await;
+    assert!(!mount.success, "{}", mount.content);
+    let userns = c.sh("unshare -U true || unshare -r true").await;
+    assert!(!userns.success, "no nested namespaces: {}", userns.content);
+    // A setuid-root program cannot raise anything: no new privileges. (Through Python, as the
+    // shell's deny-list would refuse `su` before the sandbox is reached.)
+    if Path::new("/usr/bin/su").exists() {
+        let su = c.py("import subprocess\nr = subprocess.run(['su', 'nobody', '-s', '/bin/sh', '-c', 'id -u'], capture_output=True)\nprint('su exit', r.returncode, r.stderr)\n").await;
+        assert!(stdout(&su).starts_with("su exit") && !stdout(&su).starts_with("su exit 0"), "{}", su.content);
+    }
+}
+
+// ---- refusal ----
+
+#[tokio::test]
+async fn without_bubblewrap_process_tools_are_refused_not_run_unconfined() {
+    let c = case_with(SandboxPolicy { bwrap: "/nonexistent/bwrap".into(), ..policy() });
+    let err = c.call("shell_run", json!({"command": "echo ran > ran.txt"})).await.unwrap_err();
+    assert!(matches!(err, Error::Sandbox { .. }) && !err.is_model_correctable(), "{err}");
+    assert!(err.to_string().contains("bubblewrap"), "{err}");
+    assert!(!c.ws().join("ran.txt").exists());
+
+    // A bubblewrap that cannot create namespaces (as in a locked-down container).
+    let fake = c.dir.path().join("fake-bwrap");
+    fs::write(&fake, "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n").unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let locked = case_with(SandboxPolicy { bwrap: fake.display().to_string(), ..policy() });
+    let err = locked.call("python_run", json!({"code": "open('ran.txt', 'w')"})).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("No permissions") && message.contains("user namespaces"), "{message}");
+    assert!(!locked.ws().join("ran.txt").exists());
+}
+
+#[tokio::test]
+async fn unconfined_is_only_what_the_configuration_asks_for() {
+    let c = case_with(SandboxPolicy { mode: SandboxMode::Unconfined, ..policy() });
+    let out = c.sh("cat ../secret.txt").await;
+    assert!(out.content.contains("TOP-SECRET"), "unconfined sees the host: {}", out.content);
+    let mut text = String::new();
+    fs::File::open(c.secret()).unwrap().read_to_string(&mut text).unwrap();
+    assert_eq!(text, "TOP-SECRET-VALUE\n");
+    assert!(c.ctx.sandbox.check().await.unwrap().contains("unconfined"));
+    let confined = case();
+    let described = confined.ctx.sandbox.check().await.unwrap();
+    assert!(described.contains("bubblewrap") && described.contains("no network"), "{described}");
+}

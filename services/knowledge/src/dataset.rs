@@ -1,0 +1,590 @@
+//! The LanceDB table of chunks, the only place vectors live. One table, `chunks`, holds every
+//! project's code chunks and the knowledge chunks added through the API; its schema metadata
+//! records the embedding model and dimension the vectors were made with, and opening it with
+//! another model fails with a re-index message instead of mixing vectors.
+//!
+//! Every write is one LanceDB commit (one new dataset version): a file's chunks are replaced
+//! by a single merge-insert that inserts the new rows and deletes the old ones together, so a
+//! crash mid-index leaves the previous version whole and readable. Writers are serialised by
+//! a lock; readers never wait.
+//!
+//! Searches are exact (a flat scan of the vectors) until the table passes the configured row
+//! count, then an IVF-HNSW-SQ index is built; rows added after an index is built are still
+//! found, by a flat search over them that LanceDB merges in. The full-text index uses Lance's
+//! code tokenizer with identifier splitting (`parse_config` and `parseConfig` also index
+//! `parse` and `config`), stemming and stop words.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::types::Float32Type;
+use arrow_array::{
+    Array, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch, RecordBatchIterator, StringArray,
+    UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use lancedb::DistanceType;
+use lancedb::index::Index;
+use lancedb::index::scalar::FtsIndexBuilder;
+use lancedb::index::vector::IvfHnswSqIndexBuilder;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::OptimizeAction;
+use tokio::sync::Mutex;
+
+use turbo_core::knowledge::SUCCESS_ALPHA;
+
+use crate::{Error, Result};
+
+const TABLE: &str = "chunks";
+const META_MODEL: &str = "turbo.embedding_model";
+const META_DIMENSION: &str = "turbo.dimension";
+const META_SCHEMA: &str = "turbo.schema_version";
+const SCHEMA_VERSION: &str = "1";
+
+/// One stored chunk: a piece of a workspace file or a knowledge chunk from the API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub id: String,
+    /// Empty for shared knowledge.
+    pub project_id: String,
+    /// Workspace-relative path; empty for an API chunk.
+    pub path: String,
+    /// Hash of the whole file the chunk came from; empty for an API chunk.
+    pub file_hash: String,
+    pub language: String,
+    pub chunk_type: String,
+    /// Scope and name, `Parser::parse`; a heading path for Markdown; the title of an API chunk.
+    pub symbol: String,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub content: String,
+    pub content_hash: String,
+    /// What the full-text index sees: path, symbol, signature and content.
+    pub text: String,
+    pub usage_count: u64,
+    pub success_rate: Option<f64>,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+    /// The API chunk's other fields as JSON; empty for file chunks.
+    pub meta: String,
+    pub vector: Vec<f32>,
+}
+
+/// A row found by a search, with its rank score (`_distance` for vectors, `_score` for text).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub row: Row,
+    pub score: f32,
+}
+
+/// How hard an ANN search looks: IVF partitions probed, HNSW candidate list, and the factor
+/// of extra candidates re-ranked by their exact distance. The defaults are the ones that reach
+/// recall@10 >= 0.95 against exact search in `make bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnTuning {
+    pub nprobes: usize,
+    pub ef: usize,
+    pub refine_factor: u32,
+}
+
+impl Default for AnnTuning {
+    fn default() -> Self {
+        Self { nprobes: 20, ef: 100, refine_factor: 2 }
+    }
+}
+
+/// The chunks table and the model its vectors belong to.
+pub struct Dataset {
+    tuning: AnnTuning,
+    table: lancedb::Table,
+    model_id: String,
+    dimension: usize,
+    ann_threshold: usize,
+    /// One writer at a time, so read-modify-write steps (usage counts) do not interleave.
+    write: Mutex<()>,
+}
+
+impl Dataset {
+    /// Opens (or creates) the table at `uri` for vectors of `model_id` with `dimension`
+    /// values. Fails with [`Error::ModelChanged`] when the table was built with another model.
+    pub async fn open(uri: &str, model_id: &str, dimension: usize, ann_threshold: usize) -> Result<Self> {
+        let dataset_error = |e: lancedb::Error| Error::Dataset { uri: uri.to_string(), reason: e.to_string() };
+        if !uri.contains("://") {
+            std::fs::create_dir_all(uri).map_err(|e| Error::Dataset { uri: uri.into(), reason: e.to_string() })?;
+        }
+        let conn = lancedb::connect(uri).execute().await.map_err(dataset_error)?;
+        let names = conn.table_names().execute().await.map_err(dataset_error)?;
+        let table = if names.iter().any(|n| n == TABLE) {
+            let table = conn.open_table(TABLE).execute().await.map_err(dataset_error)?;
+            let schema = table.schema().await.map_err(dataset_error)?;
+            let stored_model = schema.metadata.get(META_MODEL).cloned().unwrap_or_default();
+            let stored_dim: usize = schema.metadata.get(META_DIMENSION).and_then(|d| d.parse().ok()).unwrap_or(0);
+            if stored_model != model_id || stored_dim != dimension {
+                return Err(Error::ModelChanged {
+                    uri: uri.to_string(),
+                    stored: format!("{stored_model} ({stored_dim} dimensions)"),
+                    configured: format!("{model_id} ({dimension} dimensions)"),
+                });
+            }
+            table
+        } else {
+            conn.create_empty_table(TABLE, schema(model_id, dimension)).execute().await.map_err(dataset_error)?
+        };
+        Ok(Self {
+            table,
+            model_id: model_id.to_string(),
+            dimension,
+            ann_threshold,
+            tuning: AnnTuning::default(),
+            write: Mutex::new(()),
+        })
+    }
+
+    pub fn set_tuning(&mut self, tuning: AnnTuning) {
+        self.tuning = tuning;
+    }
+
+    /// Up to `limit` rows, in storage order.
+    pub async fn sample(&self, limit: usize) -> Result<Vec<Row>> {
+        let batches = self.select(ROW_COLUMNS, None, Some(limit)).await?;
+        batches.iter().map(|b| rows(b, self.dimension)).collect::<Result<Vec<_>>>().map(|v| v.concat())
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub async fn version(&self) -> Result<u64> {
+        self.table.version().await.map_err(lance_error)
+    }
+
+    pub async fn count(&self, filter: Option<String>) -> Result<usize> {
+        self.table.count_rows(filter).await.map_err(lance_error)
+    }
+
+    /// Path to file hash of a project's file chunks: what the last index saw. A file whose
+    /// rows disagree (cannot happen through [`Dataset::replace_files`]) maps to "" so the next
+    /// index redoes it.
+    pub async fn file_hashes(&self, project_id: &str) -> Result<HashMap<String, String>> {
+        let filter = format!("project_id = {} AND path <> ''", sql_str(project_id));
+        let batches = self.select(&["path", "file_hash"], Some(filter), None).await?;
+        let mut out: HashMap<String, String> = HashMap::new();
+        for b in &batches {
+            let (paths, hashes) = (strings(b, "path")?, strings(b, "file_hash")?);
+            for i in 0..b.num_rows() {
+                let (path, hash) = (paths.value(i), hashes.value(i));
+                match out.get_mut(path) {
+                    Some(seen) if seen != hash => seen.clear(),
+                    Some(_) => {}
+                    None => {
+                        out.insert(path.to_string(), hash.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Usage count and success rate of a project's chunks in `paths`, by (path, content hash),
+    /// so chunks that survive an edit keep their history.
+    pub async fn usage_of(
+        &self,
+        project_id: &str,
+        paths: &[String],
+    ) -> Result<HashMap<(String, String), (u64, Option<f64>)>> {
+        let mut out = HashMap::new();
+        if paths.is_empty() {
+            return Ok(out);
+        }
+        let filter = format!("project_id = {} AND path IN ({})", sql_str(project_id), sql_list(paths));
+        for b in self.select(&["path", "content_hash", "usage_count", "success_rate"], Some(filter), None).await? {
+            let (p, h) = (strings(&b, "path")?, strings(&b, "content_hash")?);
+            let counts = column::<UInt64Array>(&b, "usage_count")?;
+            let rates = column::<Float64Array>(&b, "success_rate")?;
+            for i in 0..b.num_rows() {
+                let rate = (!rates.is_null(i)).then(|| rates.value(i));
+                out.insert((p.value(i).to_string(), h.value(i).to_string()), (counts.value(i), rate));
+            }
+        }
+        Ok(out)
+    }
+
+    /// In one commit: deletes every row of `project_id` whose path is in `replaced` and inserts
+    /// `rows`. Does nothing (no new version) when both are empty.
+    pub async fn replace_files(&self, project_id: &str, replaced: &[String], rows: Vec<Row>) -> Result<()> {
+        if replaced.is_empty() && rows.is_empty() {
+            return Ok(());
+        }
+        let _w = self.write.lock().await;
+        let mut merge = self.table.merge_insert(&["id"]);
+        merge.when_matched_update_all(None).when_not_matched_insert_all();
+        if !replaced.is_empty() {
+            merge.when_not_matched_by_source_delete(Some(format!(
+                "project_id = {} AND path IN ({})",
+                sql_str(project_id),
+                sql_list(replaced)
+            )));
+        }
+        let batch = self.batch(&rows)?;
+        let schema = batch.schema();
+        merge.execute(Box::new(RecordBatchIterator::new([Ok(batch)], schema))).await.map_err(lance_error)?;
+        Ok(())
+    }
+
+    /// Inserts or replaces rows by id, in one commit.
+    pub async fn upsert(&self, rows: Vec<Row>) -> Result<()> {
+        self.replace_files("", &[], rows).await
+    }
+
+    /// Deletes rows matching `filter`; returns how many went.
+    pub async fn delete(&self, filter: &str) -> Result<u64> {
+        let _w = self.write.lock().await;
+        let before = self.table.count_rows(Some(filter.to_string())).await.map_err(lance_error)?;
+        if before == 0 {
+            return Ok(0);
+        }
+        self.table.delete(filter).await.map_err(lance_error)?;
+        Ok(before as u64)
+    }
+
+    /// Rows by id.
+    pub async fn get(&self, ids: &[String]) -> Result<Vec<Row>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = format!("id IN ({})", sql_list(ids));
+        let batches = self.select(ROW_COLUMNS, Some(filter), None).await?;
+        batches.iter().map(|b| rows(b, self.dimension)).collect::<Result<Vec<_>>>().map(|v| v.concat())
+    }
+
+    /// Counts one use of each chunk and folds `success` into its success rate, an exponential
+    /// moving average (the spec's alpha, as `KnowledgeChunk::update_usage`), in one commit.
+    /// Ids that are not stored (a chunk re-indexed away meanwhile) are skipped.
+    pub async fn record_outcome(&self, ids: &[String], success: bool, now_ms: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Read, update and write under the writer lock, so two outcomes never lose one another.
+        let _w = self.write.lock().await;
+        let mut rows = self.get(ids).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let outcome = if success { 1.0 } else { 0.0 };
+        for r in &mut rows {
+            r.usage_count += 1;
+            r.success_rate = Some(match r.success_rate {
+                None => outcome,
+                Some(rate) => SUCCESS_ALPHA * outcome + (1.0 - SUCCESS_ALPHA) * rate,
+            });
+            r.updated_at = now_ms;
+        }
+        let batch = self.batch(&rows)?;
+        let schema = batch.schema();
+        let mut merge = self.table.merge_insert(&["id"]);
+        merge.when_matched_update_all(None);
+        merge.execute(Box::new(RecordBatchIterator::new([Ok(batch)], schema))).await.map_err(lance_error)?;
+        Ok(())
+    }
+
+    /// The `limit` nearest rows to `vector` by cosine distance (smaller is closer): through
+    /// the ANN index when there is one, exact otherwise.
+    pub async fn nearest(&self, vector: &[f32], limit: usize, filter: Option<String>) -> Result<Vec<Found>> {
+        self.nearest_with(vector, limit, filter, false).await
+    }
+
+    /// [`Dataset::nearest`], exact even when there is an ANN index (`exact`): the reference the
+    /// index's recall is measured against.
+    pub async fn nearest_with(
+        &self,
+        vector: &[f32],
+        limit: usize,
+        filter: Option<String>,
+        exact: bool,
+    ) -> Result<Vec<Found>> {
+        if vector.len() != self.dimension {
+            return Err(Error::Dimension { expected: self.dimension, got: vector.len() });
+        }
+        let t = self.tuning;
+        let mut q = self
+            .table
+            .query()
+            .nearest_to(vector)
+            .map_err(lance_error)?
+            .distance_type(DistanceType::Cosine)
+            .limit(limit)
+            .select(Select::columns(ROW_COLUMNS));
+        q = if exact {
+            q.bypass_vector_index()
+        } else {
+            q.nprobes(t.nprobes).map_err(lance_error)?.ef(t.ef.max(limit)).refine_factor(t.refine_factor)
+        };
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        let batches: Vec<RecordBatch> =
+            q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
+        found(&batches, "_distance", self.dimension)
+    }
+
+    /// The `limit` best rows for `query` by BM25 over the full-text index (larger is better).
+    /// Empty until the first rows are written (the index is built with them).
+    pub async fn full_text(&self, query: &str, limit: usize, filter: Option<String>) -> Result<Vec<Found>> {
+        if !self.has_index("text").await? {
+            return Ok(Vec::new());
+        }
+        let fts = lancedb::index::scalar::FullTextSearchQuery::new(query.to_string())
+            .with_column("text".to_string())
+            .map_err(|e| Error::Search(e.to_string()))?;
+        let mut q = self.table.query().full_text_search(fts).limit(limit).select(Select::columns(ROW_COLUMNS));
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        let batches: Vec<RecordBatch> =
+            q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
+        found(&batches, "_score", self.dimension)
+    }
+
+    /// Builds or refreshes the indexes after a write: the full-text index once there are rows
+    /// (then folds new rows in), the ANN index once there are more than the threshold.
+    pub async fn maintain_indexes(&self) -> Result<()> {
+        let _w = self.write.lock().await;
+        let rows = self.table.count_rows(None).await.map_err(lance_error)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut built = false;
+        if !self.has_index("text").await? {
+            let params =
+                FtsIndexBuilder::code().split_identifiers(true).stem(true).remove_stop_words(true).lower_case(true);
+            self.table.create_index(&["text"], Index::FTS(params)).execute().await.map_err(lance_error)?;
+            built = true;
+        }
+        if rows > self.ann_threshold && !self.has_index("vector").await? {
+            tracing::info!(rows, threshold = self.ann_threshold, "building the ANN index of the knowledge vectors");
+            self.create_ann_index().await?;
+            built = true;
+        }
+        if !built {
+            // Folds rows written since the indexes were built into them.
+            let options = lancedb::table::OptimizeOptions::default();
+            self.table.optimize(OptimizeAction::Index(options)).await.map_err(lance_error)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the IVF-HNSW-SQ index of the vectors (cosine), replacing any earlier one.
+    pub async fn create_ann_index(&self) -> Result<()> {
+        let params = IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine);
+        self.table.create_index(&["vector"], Index::IvfHnswSq(params)).execute().await.map_err(lance_error)
+    }
+
+    pub async fn has_index(&self, column: &str) -> Result<bool> {
+        let indices = self.table.list_indices().await.map_err(lance_error)?;
+        Ok(indices.iter().any(|i| i.columns.iter().any(|c| c == column)))
+    }
+
+    /// Distinct (project, path) pairs and projects among the rows matching `filter`.
+    pub async fn distinct_files(&self, filter: Option<String>) -> Result<(u64, u64)> {
+        let mut files = HashSet::new();
+        let mut projects = HashSet::new();
+        for b in self.select(&["project_id", "path"], filter, None).await? {
+            let (p, f) = (strings(&b, "project_id")?, strings(&b, "path")?);
+            for i in 0..b.num_rows() {
+                projects.insert(p.value(i).to_string());
+                if !f.value(i).is_empty() {
+                    files.insert((p.value(i).to_string(), f.value(i).to_string()));
+                }
+            }
+        }
+        Ok((files.len() as u64, projects.len() as u64))
+    }
+
+    async fn select(&self, columns: &[&str], filter: Option<String>, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
+        let mut q = self.table.query().select(Select::columns(columns));
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        if let Some(n) = limit {
+            q = q.limit(n);
+        }
+        q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)
+    }
+
+    fn batch(&self, rows: &[Row]) -> Result<RecordBatch> {
+        if let Some(bad) = rows.iter().find(|r| r.vector.len() != self.dimension) {
+            return Err(Error::Dimension { expected: self.dimension, got: bad.vector.len() });
+        }
+        let s = |f: fn(&Row) -> &str| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as Arc<dyn Array>;
+        let vectors = FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(
+            rows.iter().map(|r| Some(r.vector.iter().copied().map(Some))),
+            self.dimension as i32,
+        );
+        let columns: Vec<Arc<dyn Array>> = vec![
+            s(|r| &r.id),
+            s(|r| &r.project_id),
+            s(|r| &r.path),
+            s(|r| &r.file_hash),
+            s(|r| &r.language),
+            s(|r| &r.chunk_type),
+            s(|r| &r.symbol),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.start_line))),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.end_line))),
+            s(|r| &r.content),
+            s(|r| &r.content_hash),
+            s(|r| &r.text),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.usage_count))),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.success_rate))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.updated_at))),
+            s(|r| &r.meta),
+            Arc::new(vectors),
+        ];
+        RecordBatch::try_new(schema(&self.model_id, self.dimension), columns).map_err(|e| Error::Search(e.to_string()))
+    }
+}
+
+/// Every stored column but the full-text one, in schema order.
+const ROW_COLUMNS: &[&str] = &[
+    "id",
+    "project_id",
+    "path",
+    "file_hash",
+    "language",
+    "chunk_type",
+    "symbol",
+    "start_line",
+    "end_line",
+    "content",
+    "content_hash",
+    "text",
+    "usage_count",
+    "success_rate",
+    "updated_at",
+    "meta",
+    "vector",
+];
+
+fn schema(model_id: &str, dimension: usize) -> SchemaRef {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    let fields = vec![
+        utf8("id"),
+        utf8("project_id"),
+        utf8("path"),
+        utf8("file_hash"),
+        utf8("language"),
+        utf8("chunk_type"),
+        utf8("symbol"),
+        Field::new("start_line", DataType::UInt32, false),
+        Field::new("end_line", DataType::UInt32, false),
+        utf8("content"),
+        utf8("content_hash"),
+        utf8("text"),
+        Field::new("usage_count", DataType::UInt64, false),
+        Field::new("success_rate", DataType::Float64, true),
+        Field::new("updated_at", DataType::Int64, false),
+        utf8("meta"),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dimension as i32),
+            false,
+        ),
+    ];
+    let metadata = HashMap::from([
+        (META_MODEL.to_string(), model_id.to_string()),
+        (META_DIMENSION.to_string(), dimension.to_string()),
+        (META_SCHEMA.to_string(), SCHEMA_VERSION.to_string()),
+    ]);
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+fn found(batches: &[RecordBatch], score_column: &str, dimension: usize) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let scores = column::<Float32Array>(b, score_column)?;
+        for (i, row) in rows(b, dimension)?.into_iter().enumerate() {
+            out.push(Found { row, score: scores.value(i) });
+        }
+    }
+    Ok(out)
+}
+
+fn rows(b: &RecordBatch, dimension: usize) -> Result<Vec<Row>> {
+    let s = |name| strings(b, name);
+    let (id, project, path, file_hash, language, chunk_type, symbol, content, content_hash, text, meta) = (
+        s("id")?,
+        s("project_id")?,
+        s("path")?,
+        s("file_hash")?,
+        s("language")?,
+        s("chunk_type")?,
+        s("symbol")?,
+        s("content")?,
+        s("content_hash")?,
+        s("text")?,
+        s("meta")?,
+    );
+    let start = column::<UInt32Array>(b, "start_line")?;
+    let end = column::<UInt32Array>(b, "end_line")?;
+    let usage = column::<UInt64Array>(b, "usage_count")?;
+    let rate = column::<Float64Array>(b, "success_rate")?;
+    let updated = column::<Int64Array>(b, "updated_at")?;
+    let vectors = column::<FixedSizeListArray>(b, "vector")?;
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let v = vectors.value(i);
+        let v = v.as_any().downcast_ref::<Float32Array>().ok_or_else(|| bad_column("vector"))?;
+        if v.len() != dimension {
+            return Err(Error::Dimension { expected: dimension, got: v.len() });
+        }
+        out.push(Row {
+            id: id.value(i).to_string(),
+            project_id: project.value(i).to_string(),
+            path: path.value(i).to_string(),
+            file_hash: file_hash.value(i).to_string(),
+            language: language.value(i).to_string(),
+            chunk_type: chunk_type.value(i).to_string(),
+            symbol: symbol.value(i).to_string(),
+            start_line: start.value(i),
+            end_line: end.value(i),
+            content: content.value(i).to_string(),
+            content_hash: content_hash.value(i).to_string(),
+            text: text.value(i).to_string(),
+            usage_count: usage.value(i),
+            success_rate: (!rate.is_null(i)).then(|| rate.value(i)),
+            updated_at: updated.value(i),
+            meta: meta.value(i).to_string(),
+            vector: v.values().to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or_else(|| bad_column(name))
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    column::<StringArray>(b, name)
+}
+
+fn bad_column(name: &str) -> Error {
+    Error::Search(format!("the dataset's column `{name}` is missing or of another type"))
+}
+
+fn lance_error(e: lancedb::Error) -> Error {
+    Error::Search(e.to_string())
+}
+
+/// A SQL string literal: single quotes doubled.
+pub(crate) fn sql_str(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+pub(crate) fn sql_list(values: &[String]) -> String {
+    values.iter().map(|v| sql_str(v)).collect::<Vec<_>>().join(", ")
+}

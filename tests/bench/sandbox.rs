@@ -1,0 +1,90 @@
+//! Figure 6: what the tool sandbox costs. `shell_run` of `true` through the toolbox, sandboxed
+//! (bubblewrap, seccomp, prlimit, a cgroup per call) and unconfined (the same code path without
+//! the sandbox), beside a plain fork+exec of `/bin/true`, each timed start to exit in the same
+//! run; and how many small sandboxed jobs run per second when many are in flight.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use serde_json::json;
+use turbo_tools::{Sandbox, SandboxMode, SandboxPolicy, ToolContext, Toolbox, Workspace};
+
+use crate::stats::Stats;
+
+pub struct SandboxCost {
+    pub runs: usize,
+    pub fork_exec: Stats,
+    pub unconfined: Stats,
+    pub sandboxed: Stats,
+    /// What the sandbox found on this host (`Sandbox::check`).
+    pub layers: String,
+    /// (jobs in flight, jobs, wall time)
+    pub throughput: Vec<(usize, usize, Duration)>,
+}
+
+pub async fn measure(runs: usize) -> anyhow::Result<SandboxCost> {
+    let dir = tempfile::tempdir()?;
+    let ws = Workspace::open(dir.path())?;
+    let toolbox = Toolbox::standard();
+    let confined = Arc::new(Sandbox::new(SandboxPolicy::default()));
+    let layers = confined.check().await.context("the sandbox cannot run on this machine")?;
+    let unconfined =
+        Arc::new(Sandbox::new(SandboxPolicy { mode: SandboxMode::Unconfined, ..SandboxPolicy::default() }));
+    let ctx = |sandbox: &Arc<Sandbox>| ToolContext::new(ws.clone()).with_sandbox(sandbox.clone());
+    let (confined_ctx, unconfined_ctx) = (ctx(&confined), ctx(&unconfined));
+    let args = json!({"command": "true"});
+
+    let mut fork_exec = Vec::with_capacity(runs);
+    let mut plain = Vec::with_capacity(runs);
+    let mut sandboxed = Vec::with_capacity(runs);
+    // Interleaved, so a burst of load on the machine hits all three alike.
+    for i in 0..runs + runs / 10 {
+        let t = Instant::now();
+        let status = tokio::process::Command::new("/bin/true").status().await?;
+        let fe = t.elapsed();
+        ensure!(status.success(), "/bin/true failed");
+        let t = Instant::now();
+        let out = toolbox.call("shell_run", &args, &unconfined_ctx).await?;
+        let un = t.elapsed();
+        ensure!(out.success, "unconfined true failed: {}", out.content);
+        let t = Instant::now();
+        let out = toolbox.call("shell_run", &args, &confined_ctx).await?;
+        let sb = t.elapsed();
+        ensure!(out.success, "sandboxed true failed: {}", out.content);
+        // The first tenth warms up (page cache, the sandbox's first-use checks).
+        if i >= runs / 10 {
+            fork_exec.push(fe);
+            plain.push(un);
+            sandboxed.push(sb);
+        }
+    }
+
+    let mut throughput = Vec::new();
+    for in_flight in [1usize, 2, 4, 8] {
+        let jobs = 200;
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        let mut started = 0;
+        let mut done = 0;
+        while done < jobs {
+            while started < jobs && set.len() < in_flight {
+                let (toolbox, ctx, args) = (toolbox.clone(), confined_ctx.clone(), args.clone());
+                set.spawn(async move { toolbox.call("shell_run", &args, &ctx).await });
+                started += 1;
+            }
+            let out = set.join_next().await.context("a job vanished")???;
+            ensure!(out.success, "a concurrent job failed: {}", out.content);
+            done += 1;
+        }
+        throughput.push((in_flight, jobs, t.elapsed()));
+    }
+    Ok(SandboxCost {
+        runs,
+        fork_exec: Stats::of(fork_exec),
+        unconfined: Stats::of(plain),
+        sandboxed: Stats::of(sandboxed),
+        layers,
+        throughput,
+    })
+}
