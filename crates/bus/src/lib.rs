@@ -29,6 +29,7 @@ mod error;
 pub mod headers;
 pub mod message;
 pub mod publish;
+pub mod requests;
 mod results;
 mod setup;
 pub mod subjects;
@@ -37,6 +38,7 @@ pub use async_nats;
 pub use codec::{BusMessage, DecodeError, decode, encode};
 pub use error::{Error, Result};
 pub use message::{CancelRequest, Heartbeat, RawEvent, WorkItem, WorkReply, WorkRequest, WorkResult};
+pub use requests::{ConnectionClosed, RequestLimits, serve_requests};
 pub use results::find_result;
 pub use setup::{BusConfig, delivery_limit, setup, setup_with};
 

@@ -30,11 +30,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
-use tokio_stream::{StreamExt, StreamMap};
+use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
-use turbo_bus::async_nats::{self, Message, Subscriber};
+use turbo_bus::async_nats::{self, Message};
 use turbo_bus::subjects;
 use turbo_core::Validate;
 use turbo_core::knowledge::{
@@ -91,7 +89,12 @@ pub async fn serve_nats(
         queue_group = subjects::KNOWLEDGE_QUEUE_GROUP,
         "knowledge subjects serving"
     );
-    let served = serve_requests(&client, &knowledge, &mut requests, &shutdown).await;
+    let limits = turbo_bus::RequestLimits { max_in_flight: MAX_IN_FLIGHT, drain_wait: DRAIN_WAIT };
+    let served = turbo_bus::serve_requests(&mut requests, &shutdown, limits, "knowledge", |message| {
+        answer(client.clone(), knowledge.clone(), message)
+    })
+    .await
+    .map_err(|closed| serve_error("turbo.knowledge.*", closed.to_string()));
     // Replies handed to the client are sent before returning, so a requester gets them.
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "cannot flush the last knowledge replies");
@@ -101,56 +104,6 @@ pub async fn serve_nats(
 
 fn serve_error(subject: &str, reason: String) -> Error {
     Error::Serve { addr: format!("NATS subject {subject}"), reason }
-}
-
-async fn serve_requests(
-    client: &async_nats::Client,
-    knowledge: &Arc<dyn Knowledge>,
-    requests: &mut StreamMap<&'static str, Subscriber>,
-    shutdown: &CancellationToken,
-) -> Result<()> {
-    let mut answering = JoinSet::new();
-    let mut drain_deadline: Option<Instant> = None;
-    let ended = loop {
-        let drain_timeout = async {
-            match drain_deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                for subscriber in requests.values_mut() {
-                    if let Err(error) = subscriber.drain().await {
-                        tracing::debug!(%error, "cannot drain a knowledge subscription");
-                    }
-                }
-                drain_deadline = Some(Instant::now() + DRAIN_WAIT);
-            }
-            _ = drain_timeout => break Ok(()),
-            message = requests.next() => match message {
-                Some((_, message)) => {
-                    while answering.len() >= MAX_IN_FLIGHT {
-                        answering.join_next().await;
-                    }
-                    answering.spawn(answer(client.clone(), knowledge.clone(), message));
-                }
-                None if drain_deadline.is_some() => break Ok(()),
-                None => break Err(serve_error("turbo.knowledge.*", "the NATS connection closed".into())),
-            },
-            Some(done) = answering.join_next() => {
-                if let Err(error) = done {
-                    tracing::error!(%error, "a knowledge request task failed");
-                }
-            }
-        }
-    };
-    while let Some(done) = answering.join_next().await {
-        if let Err(error) = done {
-            tracing::error!(%error, "a knowledge request task failed");
-        }
-    }
-    ended
 }
 
 /// Answers one request: the reply is always sent, whatever happens to the handler.

@@ -26,7 +26,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
@@ -113,7 +112,12 @@ pub async fn serve_control_with(
     let workers = Workers::new(options.heartbeat_every);
     let tracker = tokio::spawn(track_heartbeats(heartbeats, workers.clone(), shutdown.clone()));
     let ctx = Arc::new(Ctx { store, handle, workers, options });
-    let served = serve_requests(&client, &ctx, &mut requests, &shutdown).await;
+    let limits = turbo_bus::RequestLimits { max_in_flight: MAX_IN_FLIGHT, drain_wait: DRAIN_WAIT };
+    let served = turbo_bus::serve_requests(&mut requests, &shutdown, limits, "control", |message| {
+        answer(client.clone(), ctx.clone(), message)
+    })
+    .await
+    .map_err(|closed| serve_error("turbo.ctl.*", closed.to_string()));
     // Replies handed to the client are sent before returning, so a requester gets them.
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "cannot flush the last control replies");
@@ -141,56 +145,6 @@ struct Ctx {
     handle: OrchestratorHandle,
     workers: Workers,
     options: ControlOptions,
-}
-
-async fn serve_requests(
-    client: &async_nats::Client,
-    ctx: &Arc<Ctx>,
-    requests: &mut StreamMap<&'static str, Subscriber>,
-    shutdown: &CancellationToken,
-) -> Result<()> {
-    let mut answering = JoinSet::new();
-    let mut drain_deadline: Option<Instant> = None;
-    let ended = loop {
-        let drain_timeout = async {
-            match drain_deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                for subscriber in requests.values_mut() {
-                    if let Err(error) = subscriber.drain().await {
-                        tracing::debug!(%error, "cannot drain a control subscription");
-                    }
-                }
-                drain_deadline = Some(Instant::now() + DRAIN_WAIT);
-            }
-            _ = drain_timeout => break Ok(()),
-            message = requests.next() => match message {
-                Some((_, message)) => {
-                    while answering.len() >= MAX_IN_FLIGHT {
-                        answering.join_next().await;
-                    }
-                    answering.spawn(answer(client.clone(), ctx.clone(), message));
-                }
-                None if drain_deadline.is_some() => break Ok(()),
-                None => break Err(serve_error("turbo.ctl.*", "the NATS connection closed".into())),
-            },
-            Some(done) = answering.join_next() => {
-                if let Err(error) = done {
-                    tracing::error!(%error, "a control request task failed");
-                }
-            }
-        }
-    };
-    while let Some(done) = answering.join_next().await {
-        if let Err(error) = done {
-            tracing::error!(%error, "a control request task failed");
-        }
-    }
-    ended
 }
 
 /// Answers one request: the reply is always sent, whatever happens to the handler.
