@@ -226,10 +226,10 @@ impl Job {
         self.pids.is_some()
     }
 
-    /// Reads which bounds were hit, then removes the cgroup once its processes are gone
-    /// (the sandbox's pid namespace is torn down when its first process dies; this waits up to
-    /// a second for the kernel to finish).
-    pub(crate) async fn finish(self) -> Hit {
+    /// Reads which bounds were hit, then removes the cgroup once its processes are gone, off
+    /// the call's path: the sandbox's pid namespace is torn down when its first process dies,
+    /// and the kernel may take a moment to empty the cgroup.
+    pub(crate) fn finish(self) -> Hit {
         let count = |file: PathBuf, key: &str| -> u64 {
             std::fs::read_to_string(file)
                 .ok()
@@ -243,17 +243,25 @@ impl Job {
             }),
             process_limit: self.pids.as_ref().is_some_and(|(d, _)| count(d.join("pids.events"), "max ") > 0),
         };
-        for (dir, _) in &self.dirs {
-            for attempt in 0..20 {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if attempt == 19 => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a sandbox cgroup; removed at the next start")
+        let dirs = self.dirs;
+        let remove = async move {
+            for (dir, _) in &dirs {
+                for attempt in 0..40 {
+                    match std::fs::remove_dir(dir) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(e) if attempt == 39 => tracing::warn!(
+                            dir = %dir.display(), error = %e,
+                            "cannot remove a sandbox cgroup; it is removed at the next start"
+                        ),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(remove)),
+            Err(_) => tracing::debug!("no runtime to remove a sandbox cgroup; it is removed at the next start"),
         }
         hit
     }

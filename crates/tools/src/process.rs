@@ -367,7 +367,7 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
         drains.abort_all();
     }
     let hit = match sandboxed.job {
-        Some(job) => job.finish().await,
+        Some(job) => job.finish(),
         None => crate::cgroup::Hit::default(),
     };
 

@@ -390,7 +390,7 @@ async fn probe(prepared: &Prepared, policy: &SandboxPolicy) -> Result<()> {
     )
     .await;
     if let Some(job) = cmd.job {
-        job.finish().await;
+        job.finish();
     }
     let reason = match out {
         Ok(Ok(o)) if o.status.success() => return Ok(()),
