@@ -16,6 +16,10 @@ use crate::embed::{self, Embedder};
 use crate::index::{Indexer, check_project_id, chrono_ms};
 use crate::{Chunker, Error, Limits, Result, context, search};
 
+/// How long a context build may spend indexing before it searches: a few slices of embedding
+/// on a CPU, a small share of a model call.
+pub const CONTEXT_INDEX_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Chunk types of knowledge added through the API (the spec's KnowledgeChunk.chunk_type) are
 /// free text; file chunks use [`crate::ChunkKind`] names.
 pub struct KnowledgeBase {
@@ -56,6 +60,11 @@ impl KnowledgeBase {
         &self.embedder
     }
 
+    #[cfg(test)]
+    pub(crate) fn indexer(&self) -> &Indexer {
+        &self.indexer
+    }
+
     async fn index(&self, req: &IndexRequest) -> Result<IndexReport> {
         let _one = self.indexing.lock().await;
         let root = Path::new(&req.workspace);
@@ -66,6 +75,26 @@ impl KnowledgeBase {
             )));
         }
         self.indexer.index(&req.project_id, root).await
+    }
+
+    /// Brings the workspace's chunks up to date before a context search, within
+    /// [`CONTEXT_INDEX_BUDGET`]: a large repository seen for the first time is indexed over
+    /// several context builds, each searching what is indexed so far, instead of holding the
+    /// agent for minutes. Behind another index run, it searches what is there.
+    async fn index_for_context(&self, project_id: &str, workspace: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + CONTEXT_INDEX_BUDGET;
+        let Ok(_one) = tokio::time::timeout_at(deadline, self.indexing.lock()).await else {
+            tracing::info!(project_id, "another index run is going on: searching what is indexed");
+            return Ok(());
+        };
+        let root = Path::new(workspace);
+        if !root.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "workspace: '{workspace}' must be an absolute path the knowledge service can read"
+            )));
+        }
+        self.indexer.index_until(project_id, root, Some(deadline)).await?;
+        Ok(())
     }
 
     async fn add(&self, chunk: KnowledgeChunk) -> Result<String> {
@@ -133,7 +162,7 @@ impl KnowledgeBase {
     async fn context(&self, req: ContextRequest) -> Result<RetrievedContext> {
         check_project_id(&req.project_id)?;
         if let Some(ws) = &req.workspace {
-            self.index(&IndexRequest { project_id: req.project_id.clone(), workspace: ws.clone() }).await?;
+            self.index_for_context(&req.project_id, ws).await?;
         }
         let query = clip_bytes(&req.query, MAX_QUERY_BYTES);
         if query.trim().is_empty() || req.budget_chars == 0 {

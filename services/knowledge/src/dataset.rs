@@ -351,7 +351,8 @@ impl Dataset {
     }
 
     /// Builds or refreshes the indexes after a write: the full-text index once there are rows
-    /// (then folds new rows in), the ANN index once there are more than the threshold.
+    /// (then compacts and folds new rows in), the ANN index once there are more than the
+    /// threshold.
     pub async fn maintain_indexes(&self) -> Result<()> {
         let _w = self.write.lock().await;
         let rows = self.table.count_rows(None).await.map_err(lance_error)?;
@@ -371,9 +372,9 @@ impl Dataset {
             built = true;
         }
         if !built {
-            // Folds rows written since the indexes were built into them.
-            let options = lancedb::table::OptimizeOptions::default();
-            self.table.optimize(OptimizeAction::Index(options)).await.map_err(lance_error)?;
+            // Merges the small files the writes since the last time left, folds their rows into
+            // the indexes, and drops versions older than a week.
+            self.table.optimize(OptimizeAction::All).await.map_err(lance_error)?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Incremental indexing of a workspace: walk and hash the files, compare with the hashes the
 //! dataset holds for the project, chunk and embed only added and changed files, and write the
-//! new chunks and drop the old (changed and deleted files) in one commit. A re-index of an
+//! new chunks and drop the old (changed and deleted files), a slice of files per commit, so an
+//! index with a deadline (the agents' context builds) can stop between slices. A re-index of an
 //! unchanged tree reads and hashes the files and does nothing else: no chunking, no embedding,
 //! no new dataset version.
 //!
@@ -9,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use turbo_core::knowledge::{IndexReport, SkippedFile};
 
@@ -17,8 +18,10 @@ use crate::dataset::{Dataset, Row};
 use crate::embed::Embedder;
 use crate::{Chunk, Chunked, Chunker, Error, Result, sha256_hex};
 
-/// Texts sent to the embedder per call, so progress and memory stay bounded on a large tree.
-const EMBED_SLICE: usize = 256;
+/// Chunks embedded per model call and written per commit (whole files: a slice holds at least
+/// one file), so memory stays bounded on a large tree and a deadline is checked every few
+/// seconds of embedding.
+const EMBED_SLICE: usize = 128;
 
 /// Indexes workspaces into a [`Dataset`].
 #[derive(Clone)]
@@ -28,9 +31,27 @@ pub struct Indexer {
     pub chunker: Chunker,
 }
 
+/// How far an index run got.
+#[derive(Debug)]
+pub struct Indexed {
+    pub report: IndexReport,
+    /// Changed files left for the next run because the deadline passed (0: the dataset matches
+    /// the workspace).
+    pub files_pending: usize,
+}
+
 impl Indexer {
     /// Brings `project_id`'s chunks in line with the files under `root`.
     pub async fn index(&self, project_id: &str, root: &Path) -> Result<IndexReport> {
+        Ok(self.index_until(project_id, root, None).await?.report)
+    }
+
+    /// [`Indexer::index`]; with a `deadline`, committing the changed files a slice at a time
+    /// and stopping after the slice during which it passes: each commit is whole (a file's old
+    /// chunks go with its new ones), so what is left is indexed by the next run, and searches
+    /// meanwhile see every file either as it was or as it is. Without one, the run is a single
+    /// commit: a failure leaves the dataset as it was.
+    pub async fn index_until(&self, project_id: &str, root: &Path, deadline: Option<Instant>) -> Result<Indexed> {
         let started = Instant::now();
         check_project_id(project_id)?;
         let root_buf = root.to_path_buf();
@@ -51,7 +72,7 @@ impl Indexer {
         if changes.is_empty() {
             report.version = self.dataset.version().await?;
             report.duration_ms = started.elapsed().as_millis() as u64;
-            return Ok(report);
+            return Ok(Indexed { report, files_pending: 0 });
         }
 
         let to_index: Vec<(String, u64, String)> = scan
@@ -72,51 +93,84 @@ impl Indexer {
 
         let replaced: Vec<String> = changes.changed.iter().chain(&changes.removed).cloned().collect();
         let history = self.dataset.usage_of(project_id, &replaced).await?;
-        let chunks: Vec<(Chunk, String)> =
-            chunked.into_iter().flat_map(|(hash, chunks)| chunks.into_iter().map(move |c| (c, hash.clone()))).collect();
-        let texts: Vec<String> = chunks.iter().map(|(c, _)| embedding_text(c)).collect();
-        let mut vectors = Vec::with_capacity(texts.len());
-        for slice in texts.chunks(EMBED_SLICE) {
-            vectors.extend(self.embedder.embed(slice).await?);
+        // Removed files go with the first commit; each slice of files replaces their rows.
+        let mut gone: Vec<String> = changes.removed.clone();
+        report.files_removed = gone.len();
+        let mut files = chunked.into_iter().peekable();
+        let mut files_pending = 0;
+        let mut uncommitted: (Vec<String>, Vec<Row>) = (Vec::new(), Vec::new());
+        while files.peek().is_some() || !gone.is_empty() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                files_pending = files.count();
+                break;
+            }
+            let mut paths = std::mem::take(&mut gone);
+            let mut chunks: Vec<(Chunk, String)> = Vec::new();
+            while let Some((_, _, next)) = files.peek()
+                && (chunks.is_empty() || chunks.len() + next.len() <= EMBED_SLICE)
+            {
+                let Some((path, hash, file_chunks)) = files.next() else { break };
+                paths.push(path);
+                report.files_changed += 1;
+                chunks.extend(file_chunks.into_iter().map(|c| (c, hash.clone())));
+            }
+            let texts: Vec<String> = chunks.iter().map(|(c, _)| embedding_text(c)).collect();
+            let vectors = self.embedder.embed(&texts).await?;
+            if vectors.len() != chunks.len() {
+                let (got, want) = (vectors.len(), chunks.len());
+                return Err(Error::Search(format!("the embedder returned {got} vectors for {want} texts")));
+            }
+            let now = chrono_ms();
+            let rows: Vec<Row> = chunks
+                .into_iter()
+                .zip(vectors)
+                .map(|((chunk, file_hash), vector)| {
+                    let (usage_count, success_rate) =
+                        history.get(&(chunk.path.clone(), chunk.content_hash.clone())).copied().unwrap_or((0, None));
+                    file_row(project_id, chunk, file_hash, vector, usage_count, success_rate, now)
+                })
+                .collect();
+            report.chunks_embedded += texts.len();
+            report.chunks_added += rows.len();
+            uncommitted.0.extend(paths);
+            uncommitted.1.extend(rows);
+            // With a deadline each slice is committed, so the time spent is kept; without one
+            // the run is one commit, all or nothing.
+            if deadline.is_some() {
+                self.commit(project_id, &mut report, std::mem::take(&mut uncommitted)).await?;
+            }
         }
-        if vectors.len() != chunks.len() {
-            return Err(Error::Search(format!(
-                "the embedder returned {} vectors for {} texts",
-                vectors.len(),
-                chunks.len()
-            )));
-        }
-        let now = chrono_ms();
-        let rows: Vec<Row> = chunks
-            .into_iter()
-            .zip(vectors)
-            .map(|((chunk, file_hash), vector)| {
-                let (usage_count, success_rate) =
-                    history.get(&(chunk.path.clone(), chunk.content_hash.clone())).copied().unwrap_or((0, None));
-                file_row(project_id, chunk, file_hash, vector, usage_count, success_rate, now)
-            })
-            .collect();
-
-        report.files_changed = changes.added.len() + changes.changed.len();
-        report.files_removed = changes.removed.len();
-        report.chunks_embedded = texts.len();
-        report.chunks_added = rows.len();
-        let before = self.dataset.count(Some(removal_filter(project_id, &replaced))).await?;
-        report.chunks_removed = before;
-        self.dataset.replace_files(project_id, &replaced, rows).await?;
+        self.commit(project_id, &mut report, uncommitted).await?;
         self.dataset.maintain_indexes().await?;
         report.version = self.dataset.version().await?;
         report.duration_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
+        if files_pending > 0 {
+            tracing::info!(project_id, files_pending, "indexing goes on at the next run: its time was up");
+        }
+        Ok(Indexed { report, files_pending })
+    }
+
+    /// Replaces the rows of `paths` by `rows` in one commit, counting the rows it removes.
+    async fn commit(
+        &self,
+        project_id: &str,
+        report: &mut IndexReport,
+        (paths, rows): (Vec<String>, Vec<Row>),
+    ) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        report.chunks_removed += self.dataset.count(Some(removal_filter(project_id, &paths))).await?;
+        self.dataset.replace_files(project_id, &paths, rows).await
     }
 }
 
-/// Reads and chunks each file; returns (file hash, chunks) per indexed file and the skips.
+/// Reads and chunks each file; returns (path, file hash, chunks) per indexed file and the skips.
 fn chunk_files(
     chunker: &Chunker,
     root: &Path,
     files: Vec<(String, u64, String)>,
-) -> (Vec<(String, Vec<Chunk>)>, Vec<SkippedFile>) {
+) -> (Vec<(String, String, Vec<Chunk>)>, Vec<SkippedFile>) {
     let max = chunker.limits().max_file_bytes as u64;
     let mut out = Vec::new();
     let mut skipped = Vec::new();
@@ -141,7 +195,7 @@ fn chunk_files(
                 if let Some(f) = fallback {
                     tracing::debug!(%path, fallback = ?f, "chunked as text");
                 }
-                out.push((hash, chunks));
+                out.push((path, hash, chunks));
             }
             Chunked::Skip { reason } => skipped.push(SkippedFile { path, reason: reason.to_string() }),
         }

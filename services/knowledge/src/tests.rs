@@ -311,6 +311,40 @@ async fn a_failure_mid_index_leaves_the_previous_version_whole() {
 }
 
 #[tokio::test]
+async fn an_index_with_a_deadline_commits_slices_and_the_next_run_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    sample_workspace(&ws);
+    for i in 0..300 {
+        write(&ws, &format!("gen/f{i}.py"), format!("def function_{i}():\n    return {i}\n"));
+    }
+    let emb = BagOfWords::new("bow");
+    let kb = base(dir.path(), emb.clone()).await;
+    let indexer = kb.indexer();
+    // A deadline already passed: nothing is embedded or written, everything is pending.
+    let late = indexer.index_until("p1", &ws, Some(tokio::time::Instant::now())).await.unwrap();
+    assert_eq!((late.files_pending, late.report.chunks_embedded), (304, 0), "{late:?}");
+    assert_eq!(kb.stats(Some("p1")).await.unwrap().chunks, 0);
+    // The next run without a deadline indexes all of it, in one commit.
+    let done = indexer.index_until("p1", &ws, None).await.unwrap();
+    assert_eq!((done.files_pending, done.report.files_changed), (0, 304), "{done:?}");
+    let again = indexer.index_until("p1", &ws, Some(tokio::time::Instant::now())).await.unwrap();
+    assert_eq!((again.files_pending, again.report.chunks_embedded), (0, 0), "nothing left: {again:?}");
+    // A context build indexes within its budget and finds the code.
+    let ctx = kb
+        .build_context(turbo_core::knowledge::ContextRequest {
+            project_id: "p1".into(),
+            workspace: Some(ws.display().to_string()),
+            query: "function 7".into(),
+            budget_chars: 4000,
+            limit: 5,
+        })
+        .await
+        .unwrap();
+    assert!(ctx.sources.iter().any(|s| s.starts_with("gen/f7.py")), "{:?}", ctx.sources);
+}
+
+#[tokio::test]
 async fn another_embedding_model_is_refused_with_a_re_index_message() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
