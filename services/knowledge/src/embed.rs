@@ -3,8 +3,9 @@
 //!
 //! - [`MiniLm`]: all-MiniLM-L6-v2 (384 dimensions) run on the CPU in this process with candle,
 //!   from the files `deploy/scripts/setup.sh` fetches. No server, works offline.
-//! - [`OllamaEmbedder`]: an Ollama server's `POST /api/embed`.
-//! - [`OpenAiEmbedder`]: an OpenAI-compatible server's `POST /v1/embeddings`.
+//! - [`HttpEmbedder`] with [`Protocol::Ollama`]: an Ollama server's `POST /api/embed`.
+//! - [`HttpEmbedder`] with [`Protocol::OpenAi`]: an OpenAI-compatible server's
+//!   `POST /v1/embeddings`.
 //!
 //! [`from_config`] builds the configured one. Vectors of different models live in different
 //! spaces, so each embedder has a stable [`Embedder::model_id`] that is stored with the vectors.
@@ -25,7 +26,7 @@ use std::time::Duration;
 use turbo_config::{EmbedderKind, KnowledgeConfig, ModelSettings, StoreConfig};
 
 pub use error::EmbedError;
-pub use http::{OllamaEmbedder, OpenAiEmbedder};
+pub use http::{HttpEmbedder, Protocol};
 pub use minilm::{MINILM_MODEL_ID, MiniLm};
 
 /// A text embedding model.
@@ -66,13 +67,9 @@ pub async fn from_config(
                 None => (coder.base_url.clone(), k.embed_api_key.clone().or_else(|| coder.api_key.clone())),
             };
             let timeout = Duration::from_secs(coder.request_timeout_s.max(1));
-            if k.embedder == EmbedderKind::Ollama {
-                let embedder = OllamaEmbedder::connect(&url, &k.embed_model, api_key, timeout).await?;
-                Ok(Arc::new(embedder.with_batch(k.embed_batch)))
-            } else {
-                let embedder = OpenAiEmbedder::connect(&url, &k.embed_model, api_key, timeout).await?;
-                Ok(Arc::new(embedder.with_batch(k.embed_batch)))
-            }
+            let protocol = if k.embedder == EmbedderKind::Ollama { Protocol::Ollama } else { Protocol::OpenAi };
+            let embedder = HttpEmbedder::connect(protocol, &url, &k.embed_model, api_key, timeout).await?;
+            Ok(Arc::new(embedder.with_batch(k.embed_batch)))
         }
     }
 }

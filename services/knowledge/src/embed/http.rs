@@ -27,8 +27,10 @@ const MAX_QUOTED_CHARS: usize = 300;
 const PROBE_TEXT: &str = "dimension probe";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Protocol {
+pub enum Protocol {
+    /// `POST /api/embed`.
     Ollama,
+    /// `POST /v1/embeddings`.
     OpenAi,
 }
 
@@ -253,21 +255,23 @@ fn quote(text: &str) -> String {
     }
 }
 
-/// An Ollama server's `POST /api/embed`; model id `ollama:<model>`.
+/// An embedding server of either protocol; model id `<protocol>:<model>`.
 #[derive(Debug)]
-pub struct OllamaEmbedder(Client);
+pub struct HttpEmbedder(Client);
 
-impl OllamaEmbedder {
-    /// Probes `url` (e.g. `http://localhost:11434`) with one text to check it serves `model`
-    /// and to learn its dimension. `api_key`, if any, goes out as a bearer token (for a server
-    /// behind an authenticating proxy, or ollama.com); `timeout` limits each request.
+impl HttpEmbedder {
+    /// Probes `url` (an Ollama server, e.g. `http://localhost:11434`; or an OpenAI-compatible
+    /// one, `https://host/v1` or without `/v1`) with one text to check it serves `model` and to
+    /// learn its dimension. `api_key`, if any, goes out as a bearer token; `timeout` limits each
+    /// request.
     pub async fn connect(
+        protocol: Protocol,
         url: &str,
         model: &str,
         api_key: Option<String>,
         timeout: Duration,
     ) -> Result<Self, EmbedError> {
-        Client::connect(Protocol::Ollama, url, model, api_key, timeout).await.map(Self)
+        Client::connect(protocol, url, model, api_key, timeout).await.map(Self)
     }
 
     /// Texts per request (default 64); 0 counts as 1.
@@ -278,46 +282,7 @@ impl OllamaEmbedder {
 }
 
 #[async_trait::async_trait]
-impl Embedder for OllamaEmbedder {
-    fn model_id(&self) -> &str {
-        &self.0.model_id
-    }
-
-    fn dimension(&self) -> usize {
-        self.0.dimension
-    }
-
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.0.embed(texts).await
-    }
-}
-
-/// An OpenAI-compatible server's `POST /v1/embeddings`; model id `openai:<model>`.
-#[derive(Debug)]
-pub struct OpenAiEmbedder(Client);
-
-impl OpenAiEmbedder {
-    /// Probes `url` (`https://host/v1`, or without `/v1`) with one text to check it serves
-    /// `model` and to learn its dimension. `api_key`, if any, goes out as a bearer token;
-    /// `timeout` limits each request.
-    pub async fn connect(
-        url: &str,
-        model: &str,
-        api_key: Option<String>,
-        timeout: Duration,
-    ) -> Result<Self, EmbedError> {
-        Client::connect(Protocol::OpenAi, url, model, api_key, timeout).await.map(Self)
-    }
-
-    /// Texts per request (default 64); 0 counts as 1.
-    pub fn with_batch(mut self, batch: usize) -> Self {
-        self.0.batch = batch.max(1);
-        self
-    }
-}
-
-#[async_trait::async_trait]
-impl Embedder for OpenAiEmbedder {
+impl Embedder for HttpEmbedder {
     fn model_id(&self) -> &str {
         &self.0.model_id
     }
@@ -364,8 +329,10 @@ mod tests {
     async fn both_protocols_learn_the_dimension_and_return_the_servers_vectors_in_batches() {
         let server = server(Script::new().embedding_dimension(48)).await;
         let input = texts(&["read a file into a string", "load a file as text", "parse a jwt", "x", "y"]);
-        let ollama = OllamaEmbedder::connect(&server.url(), MODEL, None, TIMEOUT).await.expect("ollama connects");
-        let openai = OpenAiEmbedder::connect(&format!("{}/v1/", server.url()), MODEL, None, TIMEOUT)
+        let ollama = HttpEmbedder::connect(Protocol::Ollama, &server.url(), MODEL, None, TIMEOUT)
+            .await
+            .expect("ollama connects");
+        let openai = HttpEmbedder::connect(Protocol::OpenAi, &format!("{}/v1/", server.url()), MODEL, None, TIMEOUT)
             .await
             .expect("openai connects");
         assert_eq!((ollama.model_id(), ollama.dimension()), ("ollama:nomic-embed-text", 48));
@@ -393,14 +360,17 @@ mod tests {
             vec![EmbedReply::Hashed, EmbedReply::Status(500, r#"{"error":"model crashed"}"#.into())],
         ))
         .await;
-        let ollama = OllamaEmbedder::connect(&server.url(), MODEL, None, TIMEOUT).await.expect("probe passes");
+        let ollama =
+            HttpEmbedder::connect(Protocol::Ollama, &server.url(), MODEL, None, TIMEOUT).await.expect("probe passes");
         let err = ollama.embed(&texts(&["a"])).await.expect_err("scripted 500");
         assert!(matches!(err, EmbedError::Http { status: 500, .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains(&server.url()) && message.contains("model crashed"), "{message}");
         assert!(!err.is_unavailable());
 
-        let err = OpenAiEmbedder::connect(&server.url(), "no-such-model", None, TIMEOUT).await.expect_err("unknown");
+        let err = HttpEmbedder::connect(Protocol::OpenAi, &server.url(), "no-such-model", None, TIMEOUT)
+            .await
+            .expect_err("unknown");
         assert!(matches!(err, EmbedError::Http { status: 404, .. }), "{err:?}");
         assert!(err.to_string().contains("knowledge.embed_model"), "{err}");
     }
@@ -417,7 +387,8 @@ mod tests {
             ],
         ))
         .await;
-        let openai = OpenAiEmbedder::connect(&server.url(), MODEL, None, TIMEOUT).await.expect("probe passes");
+        let openai =
+            HttpEmbedder::connect(Protocol::OpenAi, &server.url(), MODEL, None, TIMEOUT).await.expect("probe passes");
         let two = texts(&["a", "b"]);
         let dimension = openai.embed(&two).await.expect_err("7 dimensions");
         assert!(matches!(dimension, EmbedError::BadResponse { .. }), "{dimension:?}");
@@ -432,8 +403,8 @@ mod tests {
     async fn an_unreachable_server_is_unavailable_naming_the_url() {
         let url = dead_url().await;
         for err in [
-            OllamaEmbedder::connect(&url, MODEL, None, TIMEOUT).await.expect_err("nothing listens"),
-            OpenAiEmbedder::connect(&url, MODEL, None, TIMEOUT).await.expect_err("nothing listens"),
+            HttpEmbedder::connect(Protocol::Ollama, &url, MODEL, None, TIMEOUT).await.expect_err("nothing listens"),
+            HttpEmbedder::connect(Protocol::OpenAi, &url, MODEL, None, TIMEOUT).await.expect_err("nothing listens"),
         ] {
             assert!(matches!(err, EmbedError::Unavailable { .. }), "{err:?}");
             assert!(err.is_unavailable());
@@ -450,14 +421,15 @@ mod tests {
                 .embed_replies(MODEL, vec![EmbedReply::Hashed, EmbedReply::Status(500, format!("bad token {key}"))]),
         )
         .await;
-        let openai =
-            OpenAiEmbedder::connect(&server.url(), MODEL, Some(key.to_owned()), TIMEOUT).await.expect("key accepted");
+        let openai = HttpEmbedder::connect(Protocol::OpenAi, &server.url(), MODEL, Some(key.to_owned()), TIMEOUT)
+            .await
+            .expect("key accepted");
         let seen = server.requests_to("/v1/embeddings");
         assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {key}").as_str()));
         assert!(!format!("{openai:?}").contains(key));
 
         let echoed = openai.embed(&texts(&["a"])).await.expect_err("scripted 500 echoing the key");
-        let wrong = OpenAiEmbedder::connect(&server.url(), MODEL, Some("sk-wrong-key".into()), TIMEOUT)
+        let wrong = HttpEmbedder::connect(Protocol::OpenAi, &server.url(), MODEL, Some("sk-wrong-key".into()), TIMEOUT)
             .await
             .expect_err("wrong key");
         assert!(matches!(wrong, EmbedError::Http { status: 401, .. }), "{wrong:?}");
@@ -469,9 +441,13 @@ mod tests {
 
     #[tokio::test]
     async fn bad_settings_are_config_errors_naming_the_key() {
-        let err = OllamaEmbedder::connect("localhost:11434", MODEL, None, TIMEOUT).await.expect_err("no scheme");
+        let err = HttpEmbedder::connect(Protocol::Ollama, "localhost:11434", MODEL, None, TIMEOUT)
+            .await
+            .expect_err("no scheme");
         assert!(err.to_string().contains("knowledge.embed_url"), "{err}");
-        let err = OllamaEmbedder::connect("http://localhost:1", " ", None, TIMEOUT).await.expect_err("no model");
+        let err = HttpEmbedder::connect(Protocol::Ollama, "http://localhost:1", " ", None, TIMEOUT)
+            .await
+            .expect_err("no model");
         assert!(err.to_string().contains("knowledge.embed_model"), "{err}");
     }
 
