@@ -13,6 +13,7 @@
 //! | `turbo.events.task.<task_id>` | JetStream [`EVENTS_STREAM`] (limits, max age) | the orchestrator's recorder, once an event is stored and numbered | watchers, operators (`nats sub 'turbo.events.task.>'`) |
 //! | `turbo.ctl.tasks.list`, `.get`, `.cancel`, `turbo.ctl.workers.list` | core NATS request-reply, plain JSON (no envelope), queue group [`CTL_QUEUE_GROUP`] | operators (`nats req`) | the orchestrators (`turbo_orchestrator::control`) |
 //! | `turbo.knowledge.search`, `.index`, `.add`, `.delete`, `.stats`, `.context` | core NATS request-reply, plain JSON (no envelope), queue group [`KNOWLEDGE_QUEUE_GROUP`] | operators (`nats req`) | the knowledge services (`turbo_knowledge::nats`) |
+//! | `turbo.tools.approvals.list`, `turbo.tools.approve`, `turbo.tools.deny` | core NATS request-reply, plain JSON (no envelope), no queue group: only the runner holding a call answers for it | operators (`nats req`) | every process running tools (`turbo_tool_runner::nats`) |
 
 use turbo_core::agent::AgentRole;
 use turbo_core::ids::TaskId;
@@ -130,6 +131,17 @@ pub const KNOWLEDGE_SUBJECTS: &[&str] =
 /// Queue group of the knowledge subjects: replicas of the knowledge service share the
 /// requests, so each request is answered once.
 pub const KNOWLEDGE_QUEUE_GROUP: &str = "turbo-knowledge";
+
+/// Tools: the tool calls waiting for approval on a runner, oldest first. Request `{}` or
+/// `{"task_id": ...}`. Every runner answers, so with several use `nats req --replies 0`.
+pub const TOOLS_APPROVALS_LIST: &str = "turbo.tools.approvals.list";
+/// Tools: lets a waiting call run. Request `{"approval_id": ..., "decided_by": ..., "note"?: ...}`;
+/// only the runner holding the call answers.
+pub const TOOLS_APPROVE: &str = "turbo.tools.approve";
+/// Tools: refuses a waiting call; the request as for [`TOOLS_APPROVE`].
+pub const TOOLS_DENY: &str = "turbo.tools.deny";
+/// Every approval subject a process running tools answers.
+pub const TOOLS_APPROVAL_SUBJECTS: &[&str] = &[TOOLS_APPROVALS_LIST, TOOLS_APPROVE, TOOLS_DENY];
 
 /// The durable consumer through which the orchestrator's recorder reads [`EVENTS_RAW_STREAM`]:
 /// an event is acknowledged only once it is stored, so one the orchestrator did not store

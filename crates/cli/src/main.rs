@@ -2,6 +2,7 @@
 //! this process, or with `--server` on a running cluster (`remote.rs`); `serve` starts one
 //! service of the cluster.
 
+mod approvals;
 mod doctor;
 mod exit;
 mod project;
@@ -63,6 +64,11 @@ enum Command {
     },
     /// Start one service of the cluster.
     Serve(serve::ServeArgs),
+    /// List, approve or deny the tool calls waiting for a person (needs --server).
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +126,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> Result<u8, Exit> {
             Ok(exit::OK)
         }
         Command::Serve(args) => serve::serve(&config, args).await,
+        Command::Approvals { command } => approvals::approvals(server()?, command).await,
     }
 }
 

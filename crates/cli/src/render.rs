@@ -137,6 +137,16 @@ impl Renderer {
                 self.phase = format!("{} {:.0}%", self.phase.split(" · ").next().unwrap_or(""), percent)
             }
             EventKind::AgentMessage { .. } => {}
+            EventKind::ApprovalRequested { tool, approval_id, risk, expires_at, .. } => self.line(format!(
+                "  ⏸ {tool} ({risk:?} risk) waits for approval {approval_id} until {}: `turbo-coder --server URL approvals approve {approval_id}` (or deny)",
+                expires_at.format("%H:%M:%S UTC")
+            )),
+            EventKind::ApprovalDecided { tool, approved, decided_by, note, .. } => self.line(format!(
+                "  {} {tool} {} by {decided_by}{}",
+                if *approved { "▶" } else { "✗" },
+                if *approved { "approved" } else { "denied" },
+                note.as_deref().map(|n| format!(": {}", first_line(n, 160))).unwrap_or_default()
+            )),
         }
         self.status();
     }

@@ -1,6 +1,7 @@
 //! `turbo-coder run "TASK" [--apply]`: plan the task and, when applying, carry it out in the
 //! workdir; dry run (plan only) otherwise, as the original tool did.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use clap::Args;
 use tokio::sync::broadcast::error::RecvError;
 use turbo_config::Config;
 use turbo_core::agent::AgentRole;
+use turbo_core::event::EventKind;
 use turbo_core::ids::TaskId;
 use turbo_core::knowledge::Knowledge;
 use turbo_core::protocol::FailureKind;
@@ -181,6 +183,17 @@ pub async fn execute(config: &Config, id: &str, json: bool) -> Result<u8, Exit> 
 
 /// Renders a submitted task's events until its run ends, then the summary; Ctrl-C cancels the
 /// task (a second Ctrl-C stops waiting).
+/// Asks at the terminal whether the waiting call may run; the answer goes to `answer`.
+fn ask(approval_id: String, tool: String, answer: tokio::sync::mpsc::UnboundedSender<(String, bool)>) {
+    // A blocking read on its own thread; a prompt left unanswered ends with the process.
+    std::thread::spawn(move || {
+        eprint!("approve the {tool} call {approval_id}? [y/N] ");
+        let mut line = String::new();
+        let approve = std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes");
+        let _ = answer.send((approval_id, approve));
+    });
+}
+
 async fn follow(
     embedded: Embedded,
     mut events: tokio::sync::broadcast::Receiver<turbo_core::event::TaskEvent>,
@@ -201,11 +214,30 @@ async fn follow(
     let wait = orchestrator.wait(task_id);
     tokio::pin!(wait);
     let mut interrupted = false;
+    // A call waiting for approval is asked about here when a person is at the terminal;
+    // otherwise it waits for its timeout (or a decision through `serve`'s gRPC), then is denied.
+    let approvals = embedded.tools.approvals().filter(|_| !json && std::io::stdin().is_terminal());
+    let (answer, mut answers) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
     let result = loop {
         tokio::select! {
             r = &mut wait => break r,
+            Some((approval_id, approve)) = answers.recv() => {
+                if let Some(approvals) = &approvals {
+                    let by = format!("{}@terminal", crate::approvals::default_decider());
+                    match approvals.decide(&approval_id, approve, &by, None).await {
+                        Ok(true) => {}
+                        Ok(false) => eprintln!("{approval_id} no longer waits (it expired or was decided elsewhere)"),
+                        Err(e) => eprintln!("cannot decide {approval_id}: {e}"),
+                    }
+                }
+            }
             ev = events.recv() => match ev {
-                Ok(e) if e.task_id == task_id => renderer.event(&e),
+                Ok(e) if e.task_id == task_id => {
+                    renderer.event(&e);
+                    if let (Some(_), EventKind::ApprovalRequested { approval_id, tool, .. }) = (&approvals, &e.kind) {
+                        ask(approval_id.clone(), tool.clone(), answer.clone());
+                    }
+                }
                 Ok(_) => {}
                 // Fell behind the broadcast: the store has every event.
                 Err(RecvError::Lagged(_)) => {

@@ -48,6 +48,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub knowledge: KnowledgeConfig,
     pub sandbox: SandboxConfig,
+    pub approval: ApprovalConfig,
 }
 
 /// One model endpoint per agent role; tester and reviewer use the coder's unless set.
@@ -338,6 +339,64 @@ impl Default for SandboxConfig {
     }
 }
 
+/// What happens to a tool call of one risk level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalAction {
+    /// Runs at once.
+    Auto,
+    /// Waits for a person's approve or deny (or the timeout, which denies).
+    Ask,
+    /// Never runs; the agent is told the policy refused it.
+    Deny,
+}
+
+/// Which tool calls need a person's approval, by the call's risk level (safe, low, medium,
+/// high, critical), with overrides per project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    pub safe: ApprovalAction,
+    pub low: ApprovalAction,
+    pub medium: ApprovalAction,
+    pub high: ApprovalAction,
+    pub critical: ApprovalAction,
+    /// How long a call waits for a decision before it is denied.
+    pub timeout_s: u64,
+    /// Per project, keyed by the project's id (UUID): the levels to decide differently.
+    pub projects: BTreeMap<String, ApprovalOverride>,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            safe: ApprovalAction::Auto,
+            low: ApprovalAction::Auto,
+            medium: ApprovalAction::Auto,
+            high: ApprovalAction::Auto,
+            critical: ApprovalAction::Ask,
+            timeout_s: 900,
+            projects: BTreeMap::new(),
+        }
+    }
+}
+
+/// A project's departures from the `[approval]` defaults; unset levels keep them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safe: Option<ApprovalAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low: Option<ApprovalAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub medium: Option<ApprovalAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high: Option<ApprovalAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical: Option<ApprovalAction>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -354,6 +413,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             knowledge: KnowledgeConfig::default(),
             sandbox: SandboxConfig::default(),
+            approval: ApprovalConfig::default(),
         }
     }
 }
@@ -490,6 +550,16 @@ impl Config {
             return Err(invalid(
                 "sandbox.path",
                 format!("'{}' must list absolute directories separated by ':'", sb.path),
+            ));
+        }
+        let a = &self.approval;
+        if a.timeout_s == 0 {
+            return Err(invalid("approval.timeout_s", "must be at least 1 second"));
+        }
+        if let Some(bad) = a.projects.keys().find(|k| uuid::Uuid::parse_str(k).is_err()) {
+            return Err(invalid(
+                format!("approval.projects.{bad}"),
+                "projects are keyed by their id (a UUID, as `turbo-coder project list` shows it)",
             ));
         }
         let k = &self.knowledge;
@@ -670,6 +740,31 @@ mod tests {
         assert!(err.contains("run.max_steps"), "{err}");
         let err = Config::load(Some(Path::new("/nonexistent/turbo.toml")), &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/turbo.toml"), "{err}");
+    }
+
+    #[test]
+    fn approvals_ask_for_critical_calls_by_default_and_projects_override_levels() {
+        let c = Config::load(None, &BTreeMap::new()).unwrap();
+        assert_eq!((c.approval.high, c.approval.critical), (ApprovalAction::Auto, ApprovalAction::Ask));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let id = "0190c4c2-7d2e-7c3a-9a55-5b0f3e6f1a20";
+        std::fs::write(
+            &path,
+            format!("[approval]\nhigh = \"ask\"\ntimeout_s = 30\n[approval.projects.\"{id}\"]\nhigh = \"deny\"\n"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &BTreeMap::new()).unwrap();
+        assert_eq!((c.approval.high, c.approval.timeout_s), (ApprovalAction::Ask, 30));
+        assert_eq!(c.approval.projects[id].high, Some(ApprovalAction::Deny));
+        assert_eq!(c.approval.projects[id].low, None);
+
+        std::fs::write(&path, "[approval.projects.web-app]\nhigh = \"deny\"\n").unwrap();
+        let err = Config::load(Some(&path), &BTreeMap::new()).unwrap_err().to_string();
+        assert!(err.contains("approval.projects.web-app") && err.contains("UUID"), "{err}");
+        std::fs::write(&path, "[approval]\nhigh = \"maybe\"\n").unwrap();
+        let err = Config::load(Some(&path), &BTreeMap::new()).unwrap_err().to_string();
+        assert!(err.contains("maybe"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::agent::AgentRole;
 use crate::ids::{PlanId, TaskId};
 use crate::protocol::ReviewVerdict;
 use crate::task::TaskStatus;
+use crate::tool::RiskLevel;
 
 /// One event with its place in the task's stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +104,31 @@ pub enum EventKind {
         role: AgentRole,
         text: String,
     },
+    /// A step's tool call waits for a person to approve or deny it (the approval policy
+    /// asks about calls of its risk level); the task does not go on until it is decided.
+    ApprovalRequested {
+        phase: String,
+        step: u32,
+        tool: String,
+        /// Pass to `turbo-coder approve` / `deny` (or gRPC Approve/Deny, NATS turbo.tools.approve/deny).
+        approval_id: String,
+        risk: RiskLevel,
+        reason: String,
+        /// Denied automatically after this time.
+        expires_at: DateTime<Utc>,
+    },
+    /// A waiting tool call was approved (it runs) or denied (it does not; the agent is told).
+    ApprovalDecided {
+        phase: String,
+        step: u32,
+        tool: String,
+        approval_id: String,
+        approved: bool,
+        /// Who decided; `timeout` when nobody did in time.
+        decided_by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -121,6 +147,8 @@ impl EventKind {
             EventKind::Review { .. } => "review",
             EventKind::Progress { .. } => "progress",
             EventKind::AgentMessage { .. } => "agent_message",
+            EventKind::ApprovalRequested { .. } => "approval_requested",
+            EventKind::ApprovalDecided { .. } => "approval_decided",
         }
     }
 }

@@ -85,6 +85,11 @@ pub fn id_from_proto<I: From<Uuid>>(field: &str, value: &str) -> Result<I, Error
     Uuid::from_str(value).map(I::from).map_err(|_| Error::BadId { field: field.to_string(), value: value.to_string() })
 }
 
+/// An optional typed id: empty text is None, anything else as [`id_from_proto`].
+pub fn opt_id_from_proto<I: From<Uuid>>(field: &str, value: &str) -> Result<Option<I>, Error> {
+    if value.is_empty() { Ok(None) } else { id_from_proto(field, value).map(Some) }
+}
+
 /// A JSON object as the text of a `*_json` field.
 pub fn json_map_to_proto(map: &serde_json::Map<String, serde_json::Value>) -> String {
     serde_json::to_string(map).expect("a JSON map with string keys always serializes")

@@ -442,6 +442,28 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
             .prop_map(|(verdict, findings, summary)| EventKind::Review { verdict, findings, summary }),
         finite().prop_map(|percent| EventKind::Progress { percent }),
         (role(), text(80)).prop_map(|(role, text)| EventKind::AgentMessage { role, text }),
+        (text(10), any::<u32>(), text(10), text(20), select(risk_levels()), text(40), timestamp()).prop_map(
+            |(phase, step, tool, approval_id, risk, reason, expires_at)| EventKind::ApprovalRequested {
+                phase,
+                step,
+                tool,
+                approval_id,
+                risk,
+                reason,
+                expires_at
+            }
+        ),
+        (text(10), any::<u32>(), text(10), text(20), any::<bool>(), text(10), option::of(text(40))).prop_map(
+            |(phase, step, tool, approval_id, approved, decided_by, note)| EventKind::ApprovalDecided {
+                phase,
+                step,
+                tool,
+                approval_id,
+                approved,
+                decided_by,
+                note
+            }
+        ),
     ]
 }
 
@@ -981,7 +1003,7 @@ fn event_strategy_covers_every_variant() {
     for _ in 0..1000 {
         seen.insert(strategy.new_tree(&mut runner).expect("value").current().name());
     }
-    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert_eq!(seen.len(), 14, "{seen:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1244,6 +1266,7 @@ proptest! {
             Kind::ModelCall(k) => { k.role = n; Some("model_call.role") }
             Kind::Review(k) => { k.verdict = n; Some("review.verdict") }
             Kind::AgentMessage(k) => { k.role = n; Some("agent_message.role") }
+            Kind::ApprovalRequested(k) => { k.risk_level = n; Some("approval_requested.risk_level") }
             _ => None,
         };
         if let Some(field) = field {

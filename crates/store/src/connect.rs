@@ -37,6 +37,15 @@ impl Store {
         Err(Error::UnsupportedUrl { url: redact(url) })
     }
 
+    /// The configured store: `url` when set (Postgres in the cluster, or a SQLite URL), else
+    /// the SQLite file `turbo.db` in `data_dir`. Migrations run on open.
+    pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Self> {
+        match url {
+            Some(url) => Self::connect(url).await,
+            None => Self::open_sqlite(&data_dir.join("turbo.db")).await,
+        }
+    }
+
     /// Opens (creating it and its parent directories if needed) the SQLite database at `path`.
     /// A path that cannot be written gives [`Error::Unwritable`] naming it.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {

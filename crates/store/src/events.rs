@@ -901,7 +901,9 @@ impl Projection {
                 | EventKind::TestRun { .. }
                 | EventKind::Review { .. }
                 | EventKind::Progress { .. }
-                | EventKind::AgentMessage { .. } => {}
+                | EventKind::AgentMessage { .. }
+                | EventKind::ApprovalRequested { .. }
+                | EventKind::ApprovalDecided { .. } => {}
             }
         }
         Ok(out)

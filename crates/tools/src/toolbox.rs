@@ -92,11 +92,18 @@ impl Toolbox {
         self.tools.is_empty()
     }
 
+    /// The named tool, once `args` are checked against its schema: what a call would run,
+    /// for deciding whether it may before it does.
+    pub fn checked(&self, name: &str, args: &serde_json::Value) -> Result<Arc<dyn Tool>> {
+        let tool = self.get(name).ok_or_else(|| self.unknown(name))?;
+        schema::validate(name, &tool.parameters(), args)?;
+        Ok(tool)
+    }
+
     /// Calls a tool after checking the arguments against its schema, so a tool never sees a
     /// missing key, an unknown key or a wrongly typed value. `duration` is the whole call.
     pub async fn call(&self, name: &str, args: &serde_json::Value, ctx: &ToolContext) -> Result<ToolOutput> {
-        let tool = self.get(name).ok_or_else(|| self.unknown(name))?;
-        schema::validate(name, &tool.parameters(), args)?;
+        let tool = self.checked(name, args)?;
         let started = Instant::now();
         let result = tool.call(args, ctx).await;
         let duration = started.elapsed();

@@ -143,7 +143,7 @@ async fn act(
     let outline = workspace_outline(&deps.tools, &a.workspace, context_budget_chars(window, 0.15)).await;
     let tools = cancellable(cancel, async { Ok(deps.tools.specs(None).await?) }).await?;
     let messages = vec![Message::system(SYSTEM), Message::user(phase_prompt(a, &outline, context))];
-    let out = toolloop::run(deps, rep, &a.workspace, messages, &tools, a.max_steps, cancel).await?;
+    let out = toolloop::run(deps, rep, a.project_id, &a.workspace, messages, &tools, a.max_steps, cancel).await?;
     Ok(PhaseOutcome {
         success: true,
         summary: out.final_text,

@@ -111,6 +111,9 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
     let (events, publisher) = NatsEventSink::start(client.clone());
     let run = &config.run;
     let tools = ToolRunnerClient::for_cluster(config, RunnerLimits::from_config(config))?;
+    // Calls waiting for approval in this process (no tool-runner service): operators decide
+    // them over NATS.
+    let approvals = tools.approvals();
     let deps = AgentDeps {
         model,
         tools,
@@ -141,6 +144,14 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
     let stop = shutdown.child_token();
     let (ready_tx, ready_rx) = watch::channel(client.connection_state() == State::Connected);
     let connection = tokio::spawn(follow_connection(client.clone(), ready_tx, stop.clone()));
+    let approving = approvals.map(|approvals| {
+        let serving = turbo_tool_runner::nats::serve_approvals(client.clone(), approvals, stop.clone());
+        tokio::spawn(async move {
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "the approval subjects stopped");
+            }
+        })
+    });
     let serving = async {
         let served = crate::serve_role_with(client.clone(), handle, options, stop.clone()).await;
         stop.cancel();
@@ -156,6 +167,9 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
     };
     let (served, healthy) = tokio::join!(serving, health);
     connection.abort();
+    if let Some(approving) = approving {
+        approving.abort();
+    }
 
     worker.stop().await;
     if tokio::time::timeout(EVENTS_FLUSH, events.flush()).await.is_err() {

@@ -479,3 +479,105 @@ async fn an_assignment_from_before_project_ids_runs_without_context() {
     assert!(!rig.prompts()[0].contains(RETRIEVED_HEADING));
     rig.worker.stop().await;
 }
+
+/// Keeps every event, in order.
+#[derive(Default)]
+struct Collected(Mutex<Vec<turbo_core::event::EventKind>>);
+
+impl turbo_core::event::EventSink for Collected {
+    fn emit(&self, _: TaskId, kind: turbo_core::event::EventKind) {
+        self.0.lock().unwrap().push(kind);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_approval_is_in_the_events_and_a_denial_reaches_the_model() {
+    use turbo_core::event::EventKind;
+    use turbo_core::tool::RiskLevel;
+    use turbo_tool_runner::{ApprovalPolicy, Approvals, LocalToolRunner};
+
+    let replies = vec![
+        Reply::tool_call("shell_run", json!({"command": "touch approved.txt"})),
+        Reply::tool_call("shell_run", json!({"command": "touch denied.txt"})),
+        Reply::text("done"),
+    ];
+    let server = ScriptedModelServer::start(Script::new().model(ModelDef::new(MODEL, WINDOW)).replies(MODEL, replies))
+        .await
+        .unwrap();
+    let approvals =
+        Arc::new(Approvals::new(ApprovalPolicy::allow_all().with(RiskLevel::High, turbo_config::ApprovalAction::Ask)));
+    let tools =
+        ToolRunnerClient::from_local(LocalToolRunner::new(RunnerLimits::default()).with_approvals(approvals.clone()));
+    let events = Arc::new(Collected::default());
+    let deps = AgentDeps {
+        model: turbo_llm::connect(&ModelSettings::new(Provider::Ollama, server.url(), MODEL)).unwrap(),
+        tools,
+        events: events.clone(),
+        settings: AgentSettings::default(),
+        knowledge: None,
+    };
+    let worker = AgentWorker::start(WorkerSpec {
+        roles: vec![(AgentRole::Coder, deps)],
+        per_role: 1,
+        call_timeout: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = assignment(dir.path().to_str().unwrap());
+    let task = a.task_id;
+    // A person at the other end: approves the first call, denies the second.
+    let person = {
+        let approvals = approvals.clone();
+        tokio::spawn(async move {
+            let mut decided = 0;
+            while decided < 2 {
+                for pending in approvals.list(Some(task)) {
+                    let approve = decided == 0;
+                    let note = (!approve).then(|| "not that file".to_string());
+                    assert!(approvals.decide(&pending.approval_id, approve, "ana", note).await.unwrap());
+                    decided += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let outcome = worker.handle(AgentRole::Coder).unwrap().run_phase(a, CancellationToken::new()).await.unwrap();
+    person.await.unwrap();
+    assert!(outcome.success, "{}", outcome.summary);
+    assert!(dir.path().join("approved.txt").exists());
+    assert!(!dir.path().join("denied.txt").exists(), "a denied call never runs");
+
+    let events = events.0.lock().unwrap().clone();
+    let approvals_seen: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::ApprovalRequested { tool, step, risk, .. } => {
+                Some(format!("requested {tool} step {step} {risk:?}"))
+            }
+            EventKind::ApprovalDecided { approved, decided_by, step, .. } => {
+                Some(format!("decided {approved} by {decided_by} step {step}"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        approvals_seen,
+        [
+            "requested shell_run step 1 High",
+            "decided true by ana step 1",
+            "requested shell_run step 2 High",
+            "decided false by ana step 2"
+        ]
+    );
+    // The model read who denied the call and why.
+    let tool_messages: Vec<String> = server
+        .requests_to("/api/chat")
+        .iter()
+        .flat_map(|r| r.body["messages"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(tool_messages.iter().any(|m| m.contains("ana denied") && m.contains("not that file")), "{tool_messages:?}");
+    worker.stop().await;
+}

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use turbo_core::event::{EventKind, clip};
-use turbo_core::tool::{TokenUsage, ToolSpec};
+use turbo_core::ids::ProjectId;
+use turbo_core::tool::{TokenUsage, ToolCall, ToolSpec};
 use turbo_llm::{Message, Turn};
+use turbo_tool_runner::{ApprovalUpdate, CallScope, ToolOutput};
 
 use crate::context::{AgentDeps, Reporter, cancellable};
 use crate::error::{Error, Result};
@@ -26,9 +29,11 @@ pub(crate) struct LoopOutcome {
     pub files_changed: Vec<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     deps: &AgentDeps,
     rep: &Reporter<'_>,
+    project_id: Option<ProjectId>,
     workspace: &str,
     mut messages: Vec<Message>,
     tools: &[ToolSpec],
@@ -96,7 +101,10 @@ pub(crate) async fn run(
                     ),
                 )
             } else {
-                match cancellable(cancel, async { Ok(deps.tools.call(workspace, &call).await) }).await? {
+                let scope = CallScope { task_id: Some(rep.task_id), project_id, updates: None };
+                match cancellable(cancel, async { Ok(call_reporting(deps, rep, workspace, &call, scope, step).await) })
+                    .await?
+                {
                     Ok(out) => {
                         for f in &out.files_changed {
                             if !files_changed.contains(f) {
@@ -128,4 +136,54 @@ pub(crate) async fn run(
         }
     }
     Err(Error::StepLimit { role: rep.role.as_str(), max_steps })
+}
+
+/// Runs one call, putting in the task's events that it waits for approval and how that was
+/// decided, as the runner tells.
+async fn call_reporting(
+    deps: &AgentDeps,
+    rep: &Reporter<'_>,
+    workspace: &str,
+    call: &ToolCall,
+    mut scope: CallScope,
+    step: u32,
+) -> turbo_tool_runner::Result<ToolOutput> {
+    let (updates, mut updated) = mpsc::unbounded_channel();
+    scope.updates = Some(updates);
+    let phase = rep.phase.clone().unwrap_or_default();
+    let report = |update: ApprovalUpdate| {
+        rep.emit(match update {
+            ApprovalUpdate::Requested(r) => EventKind::ApprovalRequested {
+                phase: phase.clone(),
+                step,
+                tool: r.tool,
+                approval_id: r.approval_id,
+                risk: r.risk,
+                reason: r.reason,
+                expires_at: r.expires_at,
+            },
+            ApprovalUpdate::Decided(d) => EventKind::ApprovalDecided {
+                phase: phase.clone(),
+                step,
+                tool: call.name.clone(),
+                approval_id: d.approval_id,
+                approved: d.approved,
+                decided_by: d.decided_by,
+                note: d.note,
+            },
+        })
+    };
+    let running = deps.tools.call_in(workspace, call, &scope);
+    tokio::pin!(running);
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(update) = updated.recv() => report(update),
+            result = &mut running => break result,
+        }
+    };
+    while let Ok(update) = updated.try_recv() {
+        report(update);
+    }
+    result
 }

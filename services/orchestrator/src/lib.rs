@@ -61,6 +61,9 @@ use orchestrator::{Orchestrator, OrchestratorMsg};
 
 /// The gRPC services this process serves and reports as serving in its health checks.
 pub const GRPC_SERVICES: &[&str] = &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService"];
+/// The services of the one-process orchestrator: its own and the tool-runner's.
+pub const EMBEDDED_GRPC_SERVICES: &[&str] =
+    &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService", "turbo.tools.v1.ToolService"];
 
 /// How long a soft-deleted project can be restored; then it is purged.
 pub const RESTORE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(30);
@@ -121,11 +124,20 @@ pub async fn run_with(
             .unwrap_or_else(|_| config.store.data_dir().join("workspaces")),
         closing: closing.clone(),
     };
+    // In one process, the tools run here too, and their approvals are decided through this
+    // server's ToolService.
+    let tools = config.cluster.nats_url.is_none().then(|| local::tool_runner(config, &store));
+    let (services, routes) = match &tools {
+        Some(runner) => (
+            EMBEDDED_GRPC_SERVICES,
+            api.routes().add_service(turbo_tool_runner::ToolGrpc::new(runner.clone()).server()),
+        ),
+        None => (GRPC_SERVICES, api.routes()),
+    };
     // The services report NOT_SERVING until this process holds the store's lease.
     let (ready, ready_rx) = tokio::sync::watch::channel(false);
-    tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator listening");
-    let server =
-        turbo_proto::server::serve_while_ready(GRPC_SERVICES, api.routes(), listener, shutdown.clone(), ready_rx);
+    tracing::info!(%addr, ?services, "orchestrator listening");
+    let server = turbo_proto::server::serve_while_ready(services, routes, listener, shutdown.clone(), ready_rx);
     tokio::pin!(server);
     let serve_error = |e: tonic::transport::Error| Error::Serve { addr: addr.clone(), reason: e.to_string() };
 
@@ -139,7 +151,9 @@ pub async fn run_with(
     let stack = match &config.cluster.nats_url {
         Some(url) => Stack::Cluster(cluster::Clustered::start(config, store.clone(), url).await?),
         None => {
-            let embedded = local::Embedded::start(config, store.clone(), &models, knowledge).await?;
+            let runner = tools.clone().unwrap_or_else(|| local::tool_runner(config, &store));
+            let tools = turbo_tool_runner::ToolRunnerClient::from_shared_local(runner);
+            let embedded = local::Embedded::start_with_tools(config, store.clone(), &models, knowledge, tools).await?;
             // What an earlier process serving this store left running (it was killed) goes on.
             match embedded.orchestrator.resume_interrupted().await {
                 Ok(resumed) if resumed.is_empty() => {}
@@ -168,7 +182,7 @@ pub async fn run_with(
     active.set(orchestrator, recorder);
     let _ = ready.send(true);
     let purge = tokio::spawn(purge_loop(store, closing.clone()));
-    tracing::info!(%addr, services = ?GRPC_SERVICES, "orchestrator serving");
+    tracing::info!(%addr, ?services, "orchestrator serving");
     let served = tokio::select! {
         served = &mut server => {
             // The server stopped on its own (it failed): nothing is served, so stop the rest.

@@ -13,7 +13,7 @@ use turbo_core::agent::AgentRole;
 use turbo_core::knowledge::Knowledge;
 use turbo_llm::ChatModel;
 use turbo_store::Store;
-use turbo_tool_runner::{RunnerLimits, ToolRunnerClient};
+use turbo_tool_runner::{ApprovalPolicy, Approvals, LocalToolRunner, RunnerLimits, ToolRunnerClient};
 
 use crate::error::{Error, Result};
 use crate::{OrchestratorHandle, OrchestratorService, Recorder, RunDeps, RunSettings};
@@ -21,11 +21,7 @@ use crate::{OrchestratorHandle, OrchestratorService, Recorder, RunDeps, RunSetti
 /// Opens the configured store: `store.url` (a Postgres URL in the cluster, or a SQLite URL),
 /// else the SQLite file `turbo.db` in `store.data_dir`. Migrations run on open.
 pub async fn open_store(config: &Config) -> Result<Store> {
-    let store = match &config.store.url {
-        Some(url) => Store::connect(url).await?,
-        None => Store::open_sqlite(&config.store.data_dir().join("turbo.db")).await?,
-    };
-    Ok(store)
+    Ok(Store::open(config.store.url.as_deref(), &config.store.data_dir()).await?)
 }
 
 /// How runs behave, from the `[run]` section.
@@ -87,10 +83,20 @@ impl Models {
     }
 }
 
+/// The tool-runner of a one-process stack: the `[run]` limits and `[sandbox]`, and the
+/// `[approval]` policy with its decisions audited in `store`. Its waiting calls are decided by
+/// whoever holds it: a terminal prompt (`run`), the gRPC ToolService (`serve`).
+pub fn tool_runner(config: &Config, store: &Store) -> Arc<LocalToolRunner> {
+    let approvals = Approvals::new(ApprovalPolicy::from_config(&config.approval)).with_audit(store.clone());
+    Arc::new(LocalToolRunner::new(RunnerLimits::from_config(config)).with_approvals(Arc::new(approvals)))
+}
+
 /// The orchestrator, the agents and the recorder of this process.
 pub struct Embedded {
     pub orchestrator: OrchestratorHandle,
     pub recorder: Recorder,
+    /// The tool-runner of this process; its approvals are decided through it.
+    pub tools: ToolRunnerClient,
     service: OrchestratorService,
     worker: AgentWorker,
     recorder_task: tokio::task::JoinHandle<()>,
@@ -105,9 +111,20 @@ impl Embedded {
         models: &Models,
         knowledge: Option<Arc<dyn Knowledge>>,
     ) -> Result<Embedded> {
+        let tools = ToolRunnerClient::from_shared_local(tool_runner(config, &store));
+        Self::start_with_tools(config, store, models, knowledge, tools).await
+    }
+
+    /// [`Embedded::start`] with this tool-runner (one the process also serves over gRPC).
+    pub async fn start_with_tools(
+        config: &Config,
+        store: Store,
+        models: &Models,
+        knowledge: Option<Arc<dyn Knowledge>>,
+        tools: ToolRunnerClient,
+    ) -> Result<Embedded> {
         let (recorder, recorder_task) = Recorder::start(store.clone());
         let run = &config.run;
-        let tools = ToolRunnerClient::local(RunnerLimits::from_config(config));
         let settings = AgentSettings {
             plan_attempts: run.plan_attempts,
             stream: run.stream,
@@ -131,8 +148,13 @@ impl Embedded {
             AgentWorker::start(WorkerSpec { roles, per_role: run.agents_per_role, call_timeout: task_timeout })
                 .await
                 .map_err(|e| Error::Spawn(e.to_string()))?;
-        let deps =
-            RunDeps { agents: worker.client(), tools, store, events: recorder.sink(), settings: run_settings(config) };
+        let deps = RunDeps {
+            agents: worker.client(),
+            tools: tools.clone(),
+            store,
+            events: recorder.sink(),
+            settings: run_settings(config),
+        };
         let service = match OrchestratorService::start(deps).await {
             Ok(s) => s,
             Err(e) => {
@@ -141,7 +163,7 @@ impl Embedded {
                 return Err(e);
             }
         };
-        Ok(Embedded { orchestrator: service.handle.clone(), recorder, service, worker, recorder_task })
+        Ok(Embedded { orchestrator: service.handle.clone(), recorder, tools, service, worker, recorder_task })
     }
 
     /// Stops the orchestrator (cancelling running tasks and waiting for them to record their

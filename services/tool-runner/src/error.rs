@@ -39,6 +39,12 @@ pub enum Error {
     Unreachable { url: String, rpc: &'static str, reason: String },
     #[error("the tool-runner at {url} did not answer {rpc} within {after_s}s; it may be overloaded, try again")]
     Deadline { url: String, rpc: &'static str, after_s: u64 },
+    /// An approval decision made wrongly (no decider).
+    #[error("{0}")]
+    Approval(String),
+    /// The audit log refused a decision, which is therefore not applied.
+    #[error("cannot record the decision in the audit log: {0}")]
+    Audit(String),
     /// Any other failure the tool-runner at `url` reported, with its status code.
     #[error("the tool-runner at {url} failed {rpc} ({code:?}): {message}")]
     Remote { url: String, rpc: &'static str, code: Code, message: String },
@@ -65,6 +71,8 @@ impl Error {
             Error::Correctable(_) | Error::Request(_) | Error::BadUrl { .. } => Code::InvalidArgument,
             Error::NoBaseline(_) => Code::FailedPrecondition,
             Error::Baseline { .. } | Error::Snapshot { .. } | Error::Serve { .. } => Code::Internal,
+            Error::Approval(_) => Code::InvalidArgument,
+            Error::Audit(_) => Code::Internal,
             Error::Unreachable { .. } => Code::Unavailable,
             Error::Deadline { .. } => Code::DeadlineExceeded,
             Error::Remote { code, .. } => *code,

@@ -4,11 +4,12 @@
 //! - A call the model made wrongly is not an error status: CallTool ends with an unsuccessful
 //!   result marked `model_correctable`, its content the message the local runner gives the
 //!   model. Other errors map to statuses once, in `error.rs` (`Error::code`).
-//! - CallTool sends one chunk, the result, once the call has finished: the tools collect
-//!   their output before returning it, so there is nothing to stream yet. Streaming stdout and
-//!   stderr as they come is for later; clients must already skip those chunks.
-//! - Approve, Deny and ListApprovals answer UNIMPLEMENTED: approvals come with the sandbox
-//!   policy, which decides which calls need them.
+//! - CallTool runs the call on its own task and streams, in order: `approval_required` and
+//!   `approval_decided` when the approval policy asks a person, then the result. The tools
+//!   collect their output before returning it, so stdout and stderr are not streamed as they
+//!   come yet; clients must already skip those chunks. A client that cancels the stream
+//!   withdraws a waiting call and stops a running one.
+//! - Approve, Deny and ListApprovals decide and list the calls waiting in this runner.
 //!
 //! Handlers do their work in methods returning [`crate::Result`], each in a span that is a
 //! child of the request's (itself continuing the caller's trace, see `turbo_proto::trace`).
@@ -18,18 +19,35 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use turbo_config::ApprovalAction;
 use turbo_core::ValidationErrors;
-use turbo_core::ids::TaskId;
+use turbo_core::ids::{ProjectId, TaskId};
 use turbo_core::tool::ToolCall;
-use turbo_proto::convert::{ProtoEnum, id_from_proto, json_value_from_proto};
+use turbo_proto::convert::{ProtoEnum, id_from_proto, json_value_from_proto, opt_id_from_proto};
 use turbo_proto::server::Routes;
 use turbo_proto::tools::v1 as pb;
 use turbo_proto::tools::v1::tool_service_server::{ToolService as ToolServiceApi, ToolServiceServer};
 
+use crate::approval::{ApprovalUpdate, CallScope};
 use crate::error::Result;
 use crate::{LocalToolRunner, RunnerLimits, ToolService, wire};
+
+/// Chunks of a call buffered for a slow client; the call waits for room.
+const CHUNK_BUFFER: usize = 16;
+
+/// A call request, checked: what to run, where, with which limits, for whom.
+struct Prepared {
+    workspace: String,
+    call: ToolCall,
+    limits: RunnerLimits,
+    task_id: Option<TaskId>,
+    project_id: Option<ProjectId>,
+}
 
 /// Largest request accepted (a file written whole by `fs_write` travels in one).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -47,7 +65,12 @@ impl ToolGrpc {
 
     /// The service, ready for [`turbo_proto::server::serve`].
     pub fn routes(self) -> Routes {
-        Routes::new(ToolServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES))
+        Routes::new(self.server())
+    }
+
+    /// The service, to add to another process's routes (the one-process `serve`).
+    pub fn server(self) -> ToolServiceServer<ToolGrpc> {
+        ToolServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     #[tracing::instrument(name = "list_tools", skip_all, fields(names = ?names))]
@@ -62,27 +85,35 @@ impl ToolGrpc {
             .into_iter()
             .map(|spec| {
                 let risk = self.runner.toolbox.get(&spec.name).map(|t| t.risk().to_proto()).unwrap_or_default();
-                // Which calls need approval is the sandbox policy's to say; until then none do.
-                pb::ToolEntry { spec: Some(spec.into()), risk_level: risk, requires_approval: false }
+                let asks = self
+                    .runner
+                    .toolbox
+                    .get(&spec.name)
+                    .is_some_and(|t| self.runner.approvals.policy().action(None, t.risk()) == ApprovalAction::Ask);
+                pb::ToolEntry { spec: Some(spec.into()), risk_level: risk, requires_approval: asks }
             })
             .collect();
         Ok(pb::ListToolsResponse { tools })
     }
 
-    #[tracing::instrument(name = "call_tool", skip_all, fields(tool = %req.tool, task_id = %req.task_id))]
-    async fn call(&self, req: pb::ToolCallRequest) -> Result<pb::ToolResult> {
-        if !req.task_id.is_empty() {
-            id_from_proto::<TaskId>("task_id", &req.task_id)?;
-        }
-        let workspace = workspace("workspace", &req.workspace)?;
+    /// Checks a call request before anything runs.
+    fn prepare(&self, req: pb::ToolCallRequest) -> Result<Prepared> {
+        let task_id = opt_id_from_proto("task_id", &req.task_id)?;
+        let project_id = opt_id_from_proto("project_id", &req.project_id)?;
+        let workspace = workspace("workspace", &req.workspace)?.to_string();
         let call = ToolCall {
             id: String::new(),
             arguments: json_value_from_proto("arguments_json", &req.arguments_json)?,
             name: req.tool,
         };
         let limits = self.limits(req.timeout_ms, req.output_cap_bytes);
+        Ok(Prepared { workspace, call, limits, task_id, project_id })
+    }
+
+    /// Runs a checked call; a call the model made wrongly is an unsuccessful result.
+    async fn call(&self, p: Prepared, scope: CallScope) -> Result<pb::ToolResult> {
         let started = Instant::now();
-        match self.runner.call_with(workspace, &call, &limits).await {
+        match self.runner.call_with(&p.workspace, &p.call, &p.limits, &scope).await {
             Ok(out) => Ok(wire::output_to_proto(out)),
             Err(e) if e.is_model_correctable() => {
                 tracing::debug!(error = %e, "the model's call was refused; it gets the message");
@@ -90,6 +121,56 @@ impl ToolGrpc {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Streams the call's approval updates and then its result into `chunks`; stops the call
+    /// (withdrawing it if it waits) when the client goes away.
+    async fn stream_call(self, p: Prepared, chunks: mpsc::Sender<std::result::Result<pb::ToolCallChunk, Status>>) {
+        let (updates, mut updated) = mpsc::unbounded_channel();
+        let scope = CallScope { task_id: p.task_id, project_id: p.project_id, updates: Some(updates) };
+        let call = self.call(p, scope);
+        tokio::pin!(call);
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(update) = updated.recv() => {
+                    if chunks.send(Ok(update_chunk(update))).await.is_err() {
+                        return;
+                    }
+                }
+                result = &mut call => break result,
+                _ = chunks.closed() => {
+                    tracing::debug!("the client went away; the call is stopped");
+                    return;
+                }
+            }
+        };
+        while let Ok(update) = updated.try_recv() {
+            if chunks.send(Ok(update_chunk(update))).await.is_err() {
+                return;
+            }
+        }
+        let last = result.map(|r| pb::ToolCallChunk { chunk: Some(pb::tool_call_chunk::Chunk::Result(r)) });
+        let _ = chunks.send(last.map_err(Status::from)).await;
+    }
+
+    #[tracing::instrument(name = "list_approvals", skip_all)]
+    fn approvals(&self, req: pb::ListApprovalsRequest) -> Result<pb::ListApprovalsResponse> {
+        let task_id = match req.task_id.as_deref() {
+            Some(id) => Some(id_from_proto::<TaskId>("task_id", id)?),
+            None => None,
+        };
+        let approvals = self.runner.approvals.list(task_id).iter().map(wire::pending_to_proto).collect();
+        Ok(pb::ListApprovalsResponse { approvals })
+    }
+
+    #[tracing::instrument(name = "decide_approval", skip_all, fields(approval_id = %req.approval_id, approve))]
+    async fn decide(&self, req: pb::ApprovalDecision, approve: bool) -> Result<pb::ApprovalResponse> {
+        if req.approval_id.is_empty() {
+            return Err(turbo_proto::Error::Missing { field: "approval_id".into() }.into());
+        }
+        let applied = self.runner.approvals.decide(&req.approval_id, approve, &req.decided_by, req.note).await?;
+        Ok(pb::ApprovalResponse { approval_id: req.approval_id, applied })
     }
 
     /// The runner's limits, lowered to what the request asks (0: the runner's).
@@ -140,11 +221,14 @@ fn workspace<'a>(field: &str, value: &'a str) -> std::result::Result<&'a str, tu
     Ok(value)
 }
 
-/// Approvals have no policy to come from yet.
-fn approvals_unimplemented() -> Status {
-    Status::unimplemented(
-        "approvals are not available yet: they come with the tool-runner's sandbox policy; until then no call waits for one",
-    )
+fn update_chunk(update: ApprovalUpdate) -> pb::ToolCallChunk {
+    use pb::tool_call_chunk::Chunk;
+    pb::ToolCallChunk {
+        chunk: Some(match update {
+            ApprovalUpdate::Requested(p) => Chunk::ApprovalRequired(wire::pending_to_proto(&p)),
+            ApprovalUpdate::Decided(o) => Chunk::ApprovalDecided(wire::outcome_to_proto(o)),
+        }),
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ToolCallChunk, Status>> + Send>>;
@@ -164,10 +248,13 @@ impl ToolServiceApi for ToolGrpc {
         &self,
         request: Request<pb::ToolCallRequest>,
     ) -> std::result::Result<Response<Self::CallToolStream>, Status> {
-        // The call runs here, inside the request's span, before the one chunk is sent.
-        let result = self.call(request.into_inner()).await?;
-        let chunk = pb::ToolCallChunk { chunk: Some(pb::tool_call_chunk::Chunk::Result(result)) };
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(chunk)))))
+        let req = request.into_inner();
+        // A child of the request's span, carried onto the call's own task.
+        let span = tracing::info_span!("call_tool", tool = %req.tool, task_id = %req.task_id);
+        let prepared = span.in_scope(|| self.prepare(req))?;
+        let (chunks, stream) = mpsc::channel(CHUNK_BUFFER);
+        tokio::spawn(self.clone().stream_call(prepared, chunks).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 
     async fn begin_task(
@@ -193,23 +280,23 @@ impl ToolServiceApi for ToolGrpc {
 
     async fn approve(
         &self,
-        _request: Request<pb::ApprovalDecision>,
+        request: Request<pb::ApprovalDecision>,
     ) -> std::result::Result<Response<pb::ApprovalResponse>, Status> {
-        Err(approvals_unimplemented())
+        Ok(Response::new(self.decide(request.into_inner(), true).await?))
     }
 
     async fn deny(
         &self,
-        _request: Request<pb::ApprovalDecision>,
+        request: Request<pb::ApprovalDecision>,
     ) -> std::result::Result<Response<pb::ApprovalResponse>, Status> {
-        Err(approvals_unimplemented())
+        Ok(Response::new(self.decide(request.into_inner(), false).await?))
     }
 
     async fn list_approvals(
         &self,
-        _request: Request<pb::ListApprovalsRequest>,
+        request: Request<pb::ListApprovalsRequest>,
     ) -> std::result::Result<Response<pb::ListApprovalsResponse>, Status> {
-        Err(approvals_unimplemented())
+        Ok(Response::new(self.approvals(request.into_inner())?))
     }
 }
 
@@ -242,11 +329,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn approvals_are_unimplemented_and_say_why() {
+    async fn bad_decisions_are_invalid_arguments_naming_the_field() {
         let api = api(RunnerLimits::default());
-        let status = api.list_approvals(Request::new(pb::ListApprovalsRequest::default())).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
-        assert!(status.message().contains("sandbox policy"), "{}", status.message());
+        let status = api.approve(Request::new(pb::ApprovalDecision::default())).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("approval_id"), "{}", status.message());
+        let unknown = pb::ApprovalDecision { approval_id: "apr_x".into(), decided_by: "ana".into(), note: None };
+        assert!(!api.deny(Request::new(unknown)).await.unwrap().into_inner().applied);
+        let bad_task = pb::ListApprovalsRequest { task_id: Some("t".into()) };
+        let status = api.list_approvals(Request::new(bad_task)).await.unwrap_err();
+        assert!(status.message().contains("task_id"), "{}", status.message());
     }
 
     #[tokio::test]

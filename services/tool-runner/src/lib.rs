@@ -25,9 +25,11 @@
 //!   the network entry point.
 //! - `main.rs`: the `turbo-tool-runner` binary: arguments, config, telemetry, then [`run`].
 
+mod approval;
 mod baseline;
 mod error;
 mod grpc;
+pub mod nats;
 mod remote;
 mod wire;
 
@@ -44,6 +46,9 @@ use turbo_core::ids::TaskId;
 use turbo_core::tool::{ToolCall, ToolSpec};
 use turbo_tools::{Sandbox, SandboxMode, SandboxPolicy, ToolContext, Toolbox, Workspace};
 
+pub use approval::{
+    ApprovalOutcome, ApprovalPolicy, ApprovalUpdate, Approvals, CallScope, PendingApproval, SharedApprovals,
+};
 pub use baseline::TaskDiff;
 pub use error::{Error, Result};
 pub use grpc::ToolGrpc;
@@ -55,16 +60,39 @@ pub const GRPC_SERVICES: &[&str] = &["turbo.tools.v1.ToolService"];
 
 /// Serves the tool-runner on `listener` until `shutdown` is cancelled, then reports
 /// not-serving and drains: `turbo.tools.v1.ToolService` over a [`LocalToolRunner`] with the
-/// `[run]` limits and the baselines in [`baseline_dir`], gRPC health ([`GRPC_SERVICES`]) and
-/// reflection.
+/// `[run]` limits, the `[approval]` policy (decisions audited in the configured store) and the
+/// baselines in [`baseline_dir`], gRPC health ([`GRPC_SERVICES`]) and reflection; with
+/// `cluster.nats_url`, also the approval subjects ([`nats::serve_approvals`]).
 pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
-    let baselines = baseline_dir(config);
-    let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_config(config), &baselines);
-    tracing::info!(%addr, baselines = %baselines.display(), services = ?GRPC_SERVICES, "tool-runner serving");
-    turbo_proto::server::serve(GRPC_SERVICES, ToolGrpc::new(Arc::new(runner)).routes(), listener, shutdown)
+    let store = turbo_store::Store::open(config.store.url.as_deref(), &config.store.data_dir())
         .await
-        .map_err(|e| Error::Serve { addr, reason: e.to_string() })
+        .map_err(|e| Error::Serve { addr: addr.clone(), reason: format!("cannot open the audit store: {e}") })?;
+    let approvals = Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval)).with_audit(store));
+    let baselines = baseline_dir(config);
+    let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_config(config), &baselines)
+        .with_approvals(approvals.clone());
+    let nats = match &config.cluster.nats_url {
+        Some(url) => {
+            let client =
+                turbo_bus::connect(url).await.map_err(|e| Error::Serve { addr: url.clone(), reason: e.to_string() })?;
+            Some(tokio::spawn(nats::serve_approvals(client, approvals, shutdown.clone())))
+        }
+        None => None,
+    };
+    tracing::info!(%addr, baselines = %baselines.display(), services = ?GRPC_SERVICES, "tool-runner serving");
+    let served =
+        turbo_proto::server::serve(GRPC_SERVICES, ToolGrpc::new(Arc::new(runner)).routes(), listener, shutdown)
+            .await
+            .map_err(|e| Error::Serve { addr, reason: e.to_string() });
+    if let Some(nats) = nats {
+        match nats.await {
+            Ok(Err(error)) => tracing::error!(%error, "the approval subjects stopped"),
+            Err(error) => tracing::error!(%error, "the approval subjects' task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served
 }
 
 /// Where the cluster keeps each task's starting snapshot for its diff:
@@ -131,8 +159,10 @@ pub fn sandbox_policy(c: &turbo_config::SandboxConfig) -> SandboxPolicy {
 pub trait ToolService: Send + Sync + 'static {
     /// Tools offered to models; `names` selects a subset (None = all).
     async fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>>;
-    /// Runs one call in the workspace.
-    async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput>;
+    /// Runs one call in the workspace, for `scope`'s task and project: a call the approval
+    /// policy asks about waits for a decision first (telling `scope.updates`), one it denies
+    /// does not run and comes back unsuccessful, saying why.
+    async fn call(&self, workspace: &str, call: &ToolCall, scope: &CallScope) -> Result<ToolOutput>;
     /// Remembers the workspace as it is now, as the base of the task's diff. A task's baseline
     /// is taken once: a later call for the same task (its run resumed after a restart) keeps it.
     async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()>;
@@ -146,14 +176,33 @@ pub trait ToolService: Send + Sync + 'static {
 pub struct LocalToolRunner {
     toolbox: Toolbox,
     limits: RunnerLimits,
+    approvals: SharedApprovals,
     baselines: Mutex<HashMap<TaskId, Arc<baseline::Baseline>>>,
     /// Where baselines are also written, one file per task, when processes share them.
     baseline_dir: Option<PathBuf>,
 }
 
 impl LocalToolRunner {
+    /// A runner with the default approval policy ([`ApprovalPolicy::default`]).
     pub fn new(limits: RunnerLimits) -> Self {
-        Self { toolbox: Toolbox::standard(), limits, baselines: Mutex::new(HashMap::new()), baseline_dir: None }
+        Self {
+            toolbox: Toolbox::standard(),
+            limits,
+            approvals: Arc::new(Approvals::new(ApprovalPolicy::default())),
+            baselines: Mutex::new(HashMap::new()),
+            baseline_dir: None,
+        }
+    }
+
+    /// The same runner deciding approvals with `approvals` (its policy, its waiting calls).
+    pub fn with_approvals(mut self, approvals: SharedApprovals) -> Self {
+        self.approvals = approvals;
+        self
+    }
+
+    /// The calls waiting for approval here, and the policy; shared with whoever decides.
+    pub fn approvals(&self) -> &SharedApprovals {
+        &self.approvals
     }
 
     /// A runner that also keeps each task's baseline in `dir` (`<task_id>.json`). In the
@@ -196,9 +245,22 @@ impl LocalToolRunner {
             .with_sandbox(limits.sandbox.clone()))
     }
 
-    /// Runs one call with `limits` instead of the runner's own.
-    async fn call_with(&self, workspace: &str, call: &ToolCall, limits: &RunnerLimits) -> Result<ToolOutput> {
+    /// Runs one call with `limits` instead of the runner's own. The arguments are checked
+    /// before the approval policy is asked, so nobody is asked about a call that cannot run.
+    async fn call_with(
+        &self,
+        workspace: &str,
+        call: &ToolCall,
+        limits: &RunnerLimits,
+        scope: &CallScope,
+    ) -> Result<ToolOutput> {
         let ctx = self.context(workspace, limits)?;
+        let tool = self.toolbox.checked(&call.name, &call.arguments)?;
+        if let approval::Gate::Refused(content) =
+            self.approvals.gate(scope, &call.name, &call.arguments, tool.risk()).await
+        {
+            return Ok(ToolOutput { content, success: false, ..ToolOutput::default() });
+        }
         Ok(self.toolbox.call(&call.name, &call.arguments, &ctx).await?)
     }
 }
@@ -219,8 +281,8 @@ impl ToolService for LocalToolRunner {
         })
     }
 
-    async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
-        self.call_with(workspace, call, &self.limits).await
+    async fn call(&self, workspace: &str, call: &ToolCall, scope: &CallScope) -> Result<ToolOutput> {
+        self.call_with(workspace, call, &self.limits, scope).await
     }
 
     async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()> {
@@ -260,18 +322,30 @@ impl ToolService for LocalToolRunner {
 #[derive(Clone)]
 pub struct ToolRunnerClient {
     inner: Arc<dyn ToolService>,
+    /// The same runner as `inner` when it is in this process.
+    local: Option<Arc<LocalToolRunner>>,
 }
 
 impl ToolRunnerClient {
     /// A runner in this process.
     pub fn local(limits: RunnerLimits) -> Self {
-        Self::from_service(Arc::new(LocalToolRunner::new(limits)))
+        Self::from_local(LocalToolRunner::new(limits))
     }
 
     /// A runner in this process that shares task baselines through `dir` with the other
     /// processes of the cluster ([`LocalToolRunner::with_baseline_dir`]).
     pub fn local_shared(limits: RunnerLimits, dir: impl Into<PathBuf>) -> Self {
-        Self::from_service(Arc::new(LocalToolRunner::with_baseline_dir(limits, dir)))
+        Self::from_local(LocalToolRunner::with_baseline_dir(limits, dir))
+    }
+
+    /// This runner, in this process.
+    pub fn from_local(runner: LocalToolRunner) -> Self {
+        Self::from_shared_local(Arc::new(runner))
+    }
+
+    /// This runner, in this process, shared with others (e.g. its gRPC service).
+    pub fn from_shared_local(runner: Arc<LocalToolRunner>) -> Self {
+        Self { inner: runner.clone(), local: Some(runner) }
     }
 
     /// The tool-runner service at `url` (`http://HOST:PORT`), over gRPC. Connects on first use,
@@ -284,24 +358,41 @@ impl ToolRunnerClient {
     /// The tool runner of a cluster process: the tool-runner service at
     /// `cluster.tool_runner_url` when it is set, else a runner in this process sharing task
     /// baselines through [`baseline_dir`] ([`ToolRunnerClient::local_shared`]).
+    /// The local runner decides approvals with the `[approval]` policy; its waiting calls are
+    /// this process's to serve ([`ToolRunnerClient::approvals`]).
     pub fn for_cluster(config: &Config, limits: RunnerLimits) -> Result<Self> {
         match &config.cluster.tool_runner_url {
             Some(url) => Self::connect(url, limits),
-            None => Ok(Self::local_shared(limits, baseline_dir(config))),
+            None => Ok(Self::from_local(
+                LocalToolRunner::with_baseline_dir(limits, baseline_dir(config))
+                    .with_approvals(Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval)))),
+            )),
         }
     }
 
     /// Any implementation: a remote transport or a test double.
     pub fn from_service(inner: Arc<dyn ToolService>) -> Self {
-        Self { inner }
+        Self { inner, local: None }
     }
 
     pub async fn specs(&self, names: Option<&[&str]>) -> Result<Vec<ToolSpec>> {
         self.inner.specs(names).await
     }
 
+    /// Runs a call the agent itself makes, outside any task's approval scope (the default
+    /// policy applies).
     pub async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
-        self.inner.call(workspace, call).await
+        self.inner.call(workspace, call, &CallScope::default()).await
+    }
+
+    /// Runs a model's call for `scope`'s task and project (see [`ToolService::call`]).
+    pub async fn call_in(&self, workspace: &str, call: &ToolCall, scope: &CallScope) -> Result<ToolOutput> {
+        self.inner.call(workspace, call, scope).await
+    }
+
+    /// The calls waiting for approval, when the runner is in this process.
+    pub fn approvals(&self) -> Option<SharedApprovals> {
+        self.local.as_ref().map(|l| l.approvals().clone())
     }
 
     pub async fn begin_task(&self, task_id: TaskId, workspace: &str) -> Result<()> {

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use turbo_core::ids::TaskId;
@@ -20,6 +21,7 @@ use turbo_proto::tools::v1 as pb;
 use turbo_proto::tools::v1::tool_service_client::ToolServiceClient;
 use turbo_proto::trace::TraceInterceptor;
 
+use crate::approval::{ApprovalUpdate, CallScope, PendingApproval};
 use crate::baseline::TaskDiff;
 use crate::error::{Error, Result};
 use crate::{RunnerLimits, ToolOutput, ToolService, wire};
@@ -68,6 +70,41 @@ impl RemoteToolRunner {
     /// The URL this client sends to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The calls waiting for approval on the runner (of one task when given), oldest first.
+    pub async fn list_approvals(&self, task_id: Option<TaskId>) -> Result<Vec<PendingApproval>> {
+        let mut client = self.client.clone();
+        let message = pb::ListApprovalsRequest { task_id: task_id.map(|t| t.to_string()) };
+        let answer = self
+            .within(
+                "ListApprovals",
+                QUICK_TIMEOUT,
+                task_id,
+                client.list_approvals(Self::request(message, QUICK_TIMEOUT)),
+            )
+            .await?;
+        answer.into_inner().approvals.into_iter().map(wire::pending_from_proto).collect()
+    }
+
+    /// Approves or denies a waiting call; false when it no longer waits.
+    pub async fn decide(
+        &self,
+        approval_id: &str,
+        approve: bool,
+        decided_by: &str,
+        note: Option<String>,
+    ) -> Result<bool> {
+        let mut client = self.client.clone();
+        let message =
+            pb::ApprovalDecision { approval_id: approval_id.to_string(), decided_by: decided_by.to_string(), note };
+        let request = Self::request(message, QUICK_TIMEOUT);
+        let answer = if approve {
+            self.within("Approve", QUICK_TIMEOUT, None, client.approve(request)).await?
+        } else {
+            self.within("Deny", QUICK_TIMEOUT, None, client.deny(request)).await?
+        };
+        Ok(answer.into_inner().applied)
     }
 
     /// `message` as a request with `deadline`, which the runner enforces too (grpc-timeout).
@@ -129,44 +166,59 @@ impl ToolService for RemoteToolRunner {
     }
 
     #[tracing::instrument(name = "remote_call", skip_all, fields(tool = %call.name))]
-    async fn call(&self, workspace: &str, call: &ToolCall) -> Result<ToolOutput> {
+    async fn call(&self, workspace: &str, call: &ToolCall, scope: &CallScope) -> Result<ToolOutput> {
         let message = pb::ToolCallRequest {
-            task_id: String::new(),
+            task_id: scope.task_id.map(|t| t.to_string()).unwrap_or_default(),
             workspace: absolute(workspace),
             tool: call.name.clone(),
             arguments_json: json_value_to_proto(&call.arguments),
             timeout_ms: u64::try_from(self.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             output_cap_bytes: u64::try_from(self.limits.output_cap).unwrap_or(u64::MAX),
+            project_id: scope.project_id.map(|p| p.to_string()).unwrap_or_default(),
         };
-        let deadline = self.limits.timeout.saturating_add(CALL_GRACE);
+        // The call's own deadline, moved past the approval's expiry while one waits. No
+        // grpc-timeout goes with the request: the runner bounds the call itself, and a call
+        // waiting for a person has no deadline the client could know in advance.
+        let run_for = self.limits.timeout.saturating_add(CALL_GRACE);
+        let mut deadline = Instant::now() + run_for;
+        let deadline_error =
+            |after: Duration| Error::Deadline { url: self.url.clone(), rpc: "CallTool", after_s: after.as_secs() };
+        let status = |status: tonic::Status| Error::from_status(status, &self.url, "CallTool", scope.task_id);
         let mut client = self.client.clone();
-        let result = self
-            .within("CallTool", deadline, None, async move {
-                let mut chunks = client.call_tool(Self::request(message, deadline)).await?.into_inner();
-                // Output chunks (when the runner streams them) are skipped: the result holds the
-                // output the model reads, capped, as the local runner returns it.
-                while let Some(chunk) = chunks.message().await? {
-                    match chunk.chunk {
-                        Some(pb::tool_call_chunk::Chunk::Result(result)) => return Ok(Some(result)),
-                        Some(pb::tool_call_chunk::Chunk::ApprovalRequired(_)) => {
-                            return Err(tonic::Status::unimplemented(
-                                "the call waits for an approval, which this client cannot give yet",
-                            ));
-                        }
-                        Some(pb::tool_call_chunk::Chunk::Stdout(_) | pb::tool_call_chunk::Chunk::Stderr(_)) | None => {}
-                    }
+        let mut chunks = match tokio::time::timeout_at(deadline, client.call_tool(tonic::Request::new(message))).await {
+            Ok(answer) => answer.map_err(status)?.into_inner(),
+            Err(_) => return Err(deadline_error(run_for)),
+        };
+        use pb::tool_call_chunk::Chunk;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, chunks.message()).await {
+                Ok(chunk) => chunk.map_err(status)?,
+                Err(_) => return Err(deadline_error(run_for)),
+            };
+            let Some(chunk) = chunk else {
+                return Err(Error::Remote {
+                    url: self.url.clone(),
+                    rpc: "CallTool",
+                    code: tonic::Code::Internal,
+                    message: "the call's stream ended without a result".into(),
+                });
+            };
+            match chunk.chunk {
+                Some(Chunk::Result(result)) => return wire::output_from_proto(result),
+                Some(Chunk::ApprovalRequired(request)) => {
+                    let request = wire::pending_from_proto(request)?;
+                    let waits = (request.expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+                    deadline = Instant::now() + waits + run_for;
+                    scope.tell(ApprovalUpdate::Requested(request));
                 }
-                Ok(None)
-            })
-            .await?;
-        match result {
-            Some(result) => wire::output_from_proto(result),
-            None => Err(Error::Remote {
-                url: self.url.clone(),
-                rpc: "CallTool",
-                code: tonic::Code::Internal,
-                message: "the call's stream ended without a result".into(),
-            }),
+                Some(Chunk::ApprovalDecided(outcome)) => {
+                    deadline = Instant::now() + run_for;
+                    scope.tell(ApprovalUpdate::Decided(wire::outcome_from_proto(outcome)));
+                }
+                // Output chunks (when the runner streams them) are skipped: the result holds
+                // the output the model reads, capped, as the local runner returns it.
+                Some(Chunk::Stdout(_) | Chunk::Stderr(_)) | None => {}
+            }
         }
     }
 

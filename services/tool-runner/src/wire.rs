@@ -9,8 +9,52 @@ use std::time::Duration;
 use turbo_proto::tools::v1 as pb;
 use turbo_tools::ToolOutput;
 
+use turbo_proto::convert::{
+    ProtoEnum, json_value_from_proto, json_value_to_proto, opt_id_from_proto, required, timestamp_from_proto,
+    timestamp_to_proto,
+};
+
+use crate::approval::{ApprovalOutcome, PendingApproval};
 use crate::baseline::TaskDiff;
 use crate::error::{Error, Result};
+
+/// A waiting call as the API shows it.
+pub(crate) fn pending_to_proto(p: &PendingApproval) -> pb::ApprovalRequest {
+    pb::ApprovalRequest {
+        approval_id: p.approval_id.clone(),
+        task_id: p.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        tool: p.tool.clone(),
+        arguments_json: json_value_to_proto(&p.arguments),
+        risk_level: p.risk.to_proto(),
+        reason: p.reason.clone(),
+        requested_at: Some(timestamp_to_proto(p.requested_at)),
+        expires_at: Some(timestamp_to_proto(p.expires_at)),
+        project_id: p.project_id.map(|t| t.to_string()).unwrap_or_default(),
+    }
+}
+
+/// A waiting call as a client reads it; fields are checked as any request's.
+pub(crate) fn pending_from_proto(p: pb::ApprovalRequest) -> Result<PendingApproval> {
+    Ok(PendingApproval {
+        task_id: opt_id_from_proto("task_id", &p.task_id)?,
+        project_id: opt_id_from_proto("project_id", &p.project_id)?,
+        arguments: json_value_from_proto("arguments_json", &p.arguments_json)?,
+        risk: turbo_core::tool::RiskLevel::from_proto("risk_level", p.risk_level)?,
+        requested_at: timestamp_from_proto("requested_at", required("requested_at", p.requested_at)?)?,
+        expires_at: timestamp_from_proto("expires_at", required("expires_at", p.expires_at)?)?,
+        approval_id: p.approval_id,
+        tool: p.tool,
+        reason: p.reason,
+    })
+}
+
+pub(crate) fn outcome_to_proto(o: ApprovalOutcome) -> pb::ApprovalOutcome {
+    pb::ApprovalOutcome { approval_id: o.approval_id, approved: o.approved, decided_by: o.decided_by, note: o.note }
+}
+
+pub(crate) fn outcome_from_proto(o: pb::ApprovalOutcome) -> ApprovalOutcome {
+    ApprovalOutcome { approval_id: o.approval_id, approved: o.approved, decided_by: o.decided_by, note: o.note }
+}
 
 /// A call's output as its result chunk. The duration is sent to the millisecond.
 pub(crate) fn output_to_proto(out: ToolOutput) -> pb::ToolResult {

@@ -23,7 +23,7 @@ use turbo_core::ids::TaskId;
 use turbo_core::tool::ToolCall;
 use turbo_proto::tools::v1 as pb;
 use turbo_proto::tools::v1::tool_service_client::ToolServiceClient;
-use turbo_tool_runner::{Error, RemoteToolRunner, RunnerLimits, ToolRunnerClient};
+use turbo_tool_runner::{ApprovalUpdate, CallScope, Error, RemoteToolRunner, RunnerLimits, ToolRunnerClient};
 
 /// A tool-runner service on a free port, with its data directory; stopped on drop.
 struct Runner {
@@ -39,9 +39,15 @@ impl Runner {
     }
 
     async fn start_on(listener: TcpListener) -> Runner {
+        Runner::start_with(listener, |_| {}).await
+    }
+
+    /// A runner whose configuration `edit` changes first.
+    async fn start_with(listener: TcpListener, edit: impl FnOnce(&mut turbo_config::Config)) -> Runner {
         let data = tempfile::tempdir().unwrap();
         let mut config = turbo_config::Config::default();
         config.store.data_dir = Some(data.path().to_path_buf());
+        edit(&mut config);
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -230,8 +236,20 @@ async fn bad_requests_get_the_status_that_names_the_problem() {
     assert!(matches!(err, Error::Remote { code: Code::InvalidArgument, .. }), "{err:?}");
 
     let status = raw.approve(pb::ApprovalDecision::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("sandbox policy"), "{}", status.message());
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("approval_id"), "{}", status.message());
+    let status = raw
+        .call_tool(pb::ToolCallRequest {
+            workspace: path(ws.path()).into(),
+            tool: "fs_list".into(),
+            arguments_json: "{}".into(),
+            project_id: "proj-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("project_id") && status.message().contains("proj-1"), "{}", status.message());
     runner.stop().await;
 }
 
@@ -313,5 +331,125 @@ async fn the_runner_continues_the_callers_trace() {
         .expect("the request's span");
     assert_eq!(request.span_context.trace_id(), trace_id);
     assert!(request.parent_span_is_remote, "the request's parent is the client's span, across the network");
+    runner.stop().await;
+}
+
+/// The next approval update a caller hears, within 10 s.
+async fn next_update(updates: &mut tokio::sync::mpsc::UnboundedReceiver<ApprovalUpdate>) -> ApprovalUpdate {
+    tokio::time::timeout(Duration::from_secs(10), updates.recv())
+        .await
+        .expect("an approval update in time")
+        .expect("the call is still running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_policy_asks_about_waits_for_approve_over_grpc_and_is_audited() {
+    let project = turbo_core::ids::ProjectId::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let runner = Runner::start_with(listener, |c| {
+        c.approval.medium = turbo_config::ApprovalAction::Ask;
+        c.approval.projects.insert(
+            project.to_string(),
+            turbo_config::ApprovalOverride { medium: Some(turbo_config::ApprovalAction::Deny), ..Default::default() },
+        );
+    })
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tools = runner.client();
+    let admin = RemoteToolRunner::connect(&runner.url, RunnerLimits::default()).unwrap();
+    let task = TaskId::new();
+
+    // fs_write is medium risk: it waits, and the caller hears of it through the stream.
+    let (tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let scope = CallScope { task_id: Some(task), project_id: None, updates: Some(tx) };
+    let write = call("fs_write", json!({"path": "app.py", "content": "print(1)\n"}));
+    let running = {
+        let (tools, ws, scope) = (tools.clone(), path(ws.path()).to_string(), scope.clone());
+        tokio::spawn(async move { tools.call_in(&ws, &write, &scope).await })
+    };
+    let ApprovalUpdate::Requested(request) = next_update(&mut updates).await else { panic!("a request first") };
+    assert_eq!((request.tool.as_str(), request.task_id), ("fs_write", Some(task)));
+    assert!(!ws.path().join("app.py").exists(), "nothing runs before the decision");
+    assert_eq!(admin.list_approvals(Some(task)).await.unwrap(), [request.clone()]);
+    let listed = tools.specs(None).await.unwrap();
+    assert!(listed.iter().any(|s| s.name == "fs_write"));
+
+    let err = admin.decide(&request.approval_id, true, "", None).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(admin.decide(&request.approval_id, true, "ana", None).await.unwrap());
+    let ApprovalUpdate::Decided(outcome) = next_update(&mut updates).await else { panic!("then the decision") };
+    assert!(outcome.approved && outcome.decided_by == "ana", "{outcome:?}");
+    let out = running.await.unwrap().unwrap();
+    assert!(out.success, "{}", out.content);
+    assert_eq!(std::fs::read_to_string(ws.path().join("app.py")).unwrap(), "print(1)\n");
+    assert!(admin.list_approvals(None).await.unwrap().is_empty());
+    assert!(!admin.decide(&request.approval_id, false, "bob", None).await.unwrap(), "decided once");
+
+    // The project denies medium calls: no wait, an unsuccessful result saying why.
+    let denied = CallScope { task_id: Some(task), project_id: Some(project), updates: None };
+    let out = tools.call_in(path(ws.path()), &call("fs_write", json!({"path": "b.py", "content": ""})), &denied).await;
+    let out = out.unwrap();
+    assert!(!out.success && out.content.contains("denies medium-risk calls"), "{}", out.content);
+    assert!(!ws.path().join("b.py").exists());
+    // Safe calls never wait.
+    assert!(
+        tools.call_in(path(ws.path()), &call("fs_read", json!({"path": "app.py"})), &denied).await.unwrap().success
+    );
+
+    let store = turbo_store::Store::open_sqlite(&runner._data.path().join("turbo.db")).await.unwrap();
+    let audit = store.list_audit(turbo_store::AuditFilter::default()).await.unwrap();
+    let mut actions: Vec<(&str, &str)> = audit.iter().map(|e| (e.actor.as_str(), e.action.as_str())).collect();
+    actions.sort();
+    assert_eq!(actions, [("ana", "tool.approve"), ("policy", "tool.deny")]);
+    runner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_deny_a_waiting_call_over_nats_and_the_model_is_told() {
+    let nats = turbo_testkit::NatsServer::start().await.expect("nats-server starts");
+    let nats_url = nats.url();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let runner = Runner::start_with(listener, |c| {
+        c.approval.high = turbo_config::ApprovalAction::Ask;
+        c.cluster.nats_url = Some(nats_url);
+    })
+    .await;
+    let ws = tempfile::tempdir().unwrap();
+    let tools = runner.client();
+    let (tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let scope = CallScope { updates: Some(tx), ..CallScope::default() };
+    let running = {
+        let (tools, ws) = (tools.clone(), path(ws.path()).to_string());
+        tokio::spawn(
+            async move { tools.call_in(&ws, &call("shell_run", json!({"command": "touch ran"})), &scope).await },
+        )
+    };
+    let ApprovalUpdate::Requested(request) = next_update(&mut updates).await else { panic!("a request first") };
+
+    let client = turbo_bus::connect(&nats.url()).await.unwrap();
+    let ask = |subject: &'static str, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let reply = client.request(subject, body.to_string().into()).await.expect("a reply");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let list = ask("turbo.tools.approvals.list", json!({})).await;
+    assert_eq!(list["approvals"][0]["approval_id"], request.approval_id.as_str(), "{list}");
+    let bad = ask("turbo.tools.deny", json!({"approval_id": request.approval_id})).await;
+    assert_eq!(bad["error"]["code"], "invalid_argument", "{bad}");
+    let denied = ask(
+        "turbo.tools.deny",
+        json!({"approval_id": request.approval_id, "decided_by": "ops", "note": "no shell today"}),
+    )
+    .await;
+    assert_eq!(denied["applied"], true, "{denied}");
+
+    let out = running.await.unwrap().unwrap();
+    assert!(!out.success, "{}", out.content);
+    assert!(out.content.contains("ops denied") && out.content.contains("no shell today"), "{}", out.content);
+    assert!(!ws.path().join("ran").exists(), "a denied command never runs");
+    let ApprovalUpdate::Decided(outcome) = next_update(&mut updates).await else { panic!("then the decision") };
+    assert!(!outcome.approved && outcome.decided_by == "ops");
     runner.stop().await;
 }

@@ -85,6 +85,28 @@ impl From<EventKind> for Kind {
             EventKind::AgentMessage { role, text } => {
                 Kind::AgentMessage(te::AgentMessage { role: role.to_proto(), text })
             }
+            EventKind::ApprovalRequested { phase, step, tool, approval_id, risk, reason, expires_at } => {
+                Kind::ApprovalRequested(te::ApprovalRequested {
+                    phase,
+                    step,
+                    tool,
+                    approval_id,
+                    risk_level: risk.to_proto(),
+                    reason,
+                    expires_at: Some(timestamp_to_proto(expires_at)),
+                })
+            }
+            EventKind::ApprovalDecided { phase, step, tool, approval_id, approved, decided_by, note } => {
+                Kind::ApprovalDecided(te::ApprovalDecided {
+                    phase,
+                    step,
+                    tool,
+                    approval_id,
+                    approved,
+                    decided_by,
+                    note,
+                })
+            }
         }
     }
 }
@@ -155,6 +177,32 @@ impl TryFrom<Kind> for EventKind {
             Kind::AgentMessage(te::AgentMessage { role, text }) => {
                 EventKind::AgentMessage { role: ProtoEnum::from_proto("agent_message.role", role)?, text }
             }
+            Kind::ApprovalRequested(te::ApprovalRequested {
+                phase,
+                step,
+                tool,
+                approval_id,
+                risk_level,
+                reason,
+                expires_at,
+            }) => EventKind::ApprovalRequested {
+                phase,
+                step,
+                tool,
+                approval_id,
+                risk: ProtoEnum::from_proto("approval_requested.risk_level", risk_level)?,
+                reason,
+                expires_at: req_timestamp("approval_requested.expires_at", expires_at)?,
+            },
+            Kind::ApprovalDecided(te::ApprovalDecided {
+                phase,
+                step,
+                tool,
+                approval_id,
+                approved,
+                decided_by,
+                note,
+            }) => EventKind::ApprovalDecided { phase, step, tool, approval_id, approved, decided_by, note },
         })
     }
 }
