@@ -183,6 +183,34 @@ async fn serve_orchestrator_answers_health_and_reflection_and_exits_zero_on_sigt
 }
 
 #[tokio::test]
+async fn the_one_process_orchestrator_serves_the_tool_api_and_the_approvals_cli_reaches_it() {
+    let served =
+        Served::start(&turbo_coder_bin(), &["serve", "orchestrator", "--listen", "127.0.0.1:0"], "turbo-orchestrator")
+            .await;
+    let channel = served.channel().await;
+    assert_serving(&channel, "turbo.tools.v1.ToolService").await;
+    let services = reflected_services(&channel).await;
+    assert!(services.iter().any(|s| s == "turbo.tools.v1.ToolService"), "reflection lists {services:?}");
+
+    let url = format!("http://{}", served.addr);
+    let cli = Sandbox::new();
+    let listed = cli.run(&["--server", &url, "approvals", "list"]).await;
+    listed.assert_code(0);
+    assert!(listed.stderr.contains("no call waits for approval"), "{}", listed.stderr);
+    let late = cli.run(&["--server", &url, "approvals", "approve", "apr_0123", "--by", "ana"]).await;
+    late.assert_code(2);
+    assert!(late.stderr.contains("apr_0123 does not wait for approval"), "{}", late.stderr);
+    let anonymous = cli.run(&["--server", &url, "approvals", "deny", "apr_0123", "--by", " "]).await;
+    anonymous.assert_code(2);
+    assert!(anonymous.stderr.contains("decided_by"), "{}", anonymous.stderr);
+    let nowhere = cli.run(&["approvals", "list"]).await;
+    nowhere.assert_code(2);
+    assert!(nowhere.stderr.contains("--server"), "{}", nowhere.stderr);
+    assert_eq!(served.terminate().await, Some(0));
+    drop(channel);
+}
+
+#[tokio::test]
 async fn serve_starts_every_service_with_its_grpc_services() {
     for (service, extra, grpc) in SERVICES {
         let name = format!("turbo-{service}");
