@@ -29,6 +29,21 @@ fn write(path: &str, content: &str) -> Reply {
     Reply::tool_call("fs_write", json!({"path": path, "content": content}))
 }
 
+const BROKEN: &str = "def greet(name):\n    return 'hi'\n";
+
+/// The coder writes a greeting that fails its test, then, in the fix round it is sent back
+/// with the failure, the right one; the reviewer approves.
+fn broken_then_fixed() -> Vec<Reply> {
+    vec![
+        write("greet.py", BROKEN),
+        write("test_greet.py", GREET_TEST),
+        Reply::text("done"),
+        write("greet.py", GREET),
+        Reply::text("fixed the greeting"),
+        approve(),
+    ]
+}
+
 fn approve() -> Reply {
     Reply::Json(json!({"verdict": "approve", "summary": "does what was asked", "findings": []}))
 }
@@ -361,20 +376,7 @@ async fn a_server_that_breaks_the_protocol_is_named_as_such() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_tests_go_back_to_the_coder_until_they_pass() {
-    let broken = "def greet(name):\n    return 'hi'\n";
-    let (turbo, local) = servers(
-        vec![Reply::Json(plan())],
-        vec![
-            write("greet.py", broken),
-            write("test_greet.py", GREET_TEST),
-            Reply::text("done"),
-            // fix round: the coder gets the failure and rewrites greet.py
-            write("greet.py", GREET),
-            Reply::text("fixed the greeting"),
-            approve(),
-        ],
-    )
-    .await;
+    let (turbo, local) = servers(vec![Reply::Json(plan())], broken_then_fixed()).await;
     let sb = sandbox(&turbo, &local);
     let out = sb.run(&["run", TASK, "--apply", "--json"]).await;
     out.assert_code(0);
@@ -393,8 +395,47 @@ async fn failing_tests_go_back_to_the_coder_until_they_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rewind_puts_the_workspace_back_before_a_step_or_the_whole_task() {
+    let (turbo, local) = servers(vec![Reply::Json(plan())], broken_then_fixed()).await;
+
+    let sb = sandbox(&turbo, &local);
+    std::fs::write(sb.workdir.join("README.md"), "# greeter\n").unwrap();
+    let out = sb.run(&["run", TASK, "--apply", "--json"]).await;
+    out.assert_code(0);
+    let task = out.result()["task_id"].as_str().unwrap().to_string();
+
+    // One checkpoint before each of the coder's writes, labelled with its phase and step.
+    let listed = sb.run(&["rewind", &task, "--list", "--json"]).await;
+    listed.assert_code(0);
+    let checkpoints: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let labels: Vec<&str> = checkpoints.as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    // The fix round is the test phase's.
+    assert_eq!(labels, ["implement step 1: fs_write", "implement step 2: fs_write", "test step 1: fs_write"]);
+
+    // Before the fix: the broken greeting is back.
+    let back = sb.run(&["rewind", &task, "--step", "3"]).await;
+    back.assert_code(0);
+    assert!(back.stdout.contains("back at checkpoint") && back.stdout.contains("--step 4"), "{}", back.stdout);
+    assert_eq!(sb.read("greet.py").as_deref(), Some(BROKEN));
+    // Before the task: only what was there before it.
+    sb.run(&["rewind", &task]).await.assert_code(0);
+    assert_eq!(sb.read("greet.py"), None);
+    assert_eq!(sb.read("test_greet.py"), None);
+    assert_eq!(sb.read("README.md").as_deref(), Some("# greeter\n"));
+    // And the first rewind undone.
+    sb.run(&["rewind", &task, "--step", "4"]).await.assert_code(0);
+    assert_eq!(sb.read("greet.py").as_deref(), Some(GREET));
+
+    let missing = sb.run(&["rewind", &task, "--step", "42"]).await;
+    missing.assert_code(2);
+    assert!(missing.stderr.contains("no checkpoint 42"), "{}", missing.stderr);
+    let unknown = sb.run(&["rewind", "ffffffff"]).await;
+    unknown.assert_code(2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tests_that_keep_failing_fail_the_task() {
-    let broken = "def greet(name):\n    return 'hi'\n";
+    let broken = BROKEN;
     let (turbo, local) = servers(
         vec![Reply::Json(plan())],
         vec![

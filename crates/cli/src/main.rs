@@ -8,6 +8,7 @@ mod exit;
 mod project;
 mod remote;
 mod render;
+mod rewind;
 mod run;
 mod serve;
 mod tasks;
@@ -64,6 +65,8 @@ enum Command {
     },
     /// Start one service of the cluster.
     Serve(serve::ServeArgs),
+    /// Put a task's workspace back as it was before the task, or before one of its steps.
+    Rewind(rewind::RewindArgs),
     /// List, approve or deny the tool calls waiting for a person (needs --server).
     Approvals {
         #[command(subcommand)]
@@ -126,6 +129,15 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> Result<u8, Exit> {
             Ok(exit::OK)
         }
         Command::Serve(args) => serve::serve(&config, args).await,
+        Command::Rewind(args) => match server()? {
+            Some(url) => Err(Exit::new(
+                exit::USAGE,
+                format!(
+                    "rewind runs where the tools ran, not through --server {url}: run it on the tool-runner's host with its configuration"
+                ),
+            )),
+            None => rewind::rewind(&config, args).await,
+        },
         Command::Approvals { command } => approvals::approvals(server()?, command).await,
     }
 }

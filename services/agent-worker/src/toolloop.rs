@@ -101,7 +101,13 @@ pub(crate) async fn run(
                     ),
                 )
             } else {
-                let scope = CallScope { task_id: Some(rep.task_id), project_id, updates: None };
+                let scope = CallScope {
+                    task_id: Some(rep.task_id),
+                    project_id,
+                    phase: Some(phase.clone()),
+                    step: Some(step),
+                    updates: None,
+                };
                 match cancellable(cancel, async { Ok(call_reporting(deps, rep, workspace, &call, scope, step).await) })
                     .await?
                 {

@@ -13,7 +13,7 @@ use turbo_core::agent::AgentRole;
 use turbo_core::knowledge::Knowledge;
 use turbo_llm::ChatModel;
 use turbo_store::Store;
-use turbo_tool_runner::{ApprovalPolicy, Approvals, LocalToolRunner, RunnerLimits, ToolRunnerClient};
+use turbo_tool_runner::{ApprovalPolicy, Approvals, Checkpoints, LocalToolRunner, RunnerLimits, ToolRunnerClient};
 
 use crate::error::{Error, Result};
 use crate::{OrchestratorHandle, OrchestratorService, Recorder, RunDeps, RunSettings};
@@ -88,7 +88,11 @@ impl Models {
 /// whoever holds it: a terminal prompt (`run`), the gRPC ToolService (`serve`).
 pub fn tool_runner(config: &Config, store: &Store) -> Arc<LocalToolRunner> {
     let approvals = Approvals::new(ApprovalPolicy::from_config(&config.approval)).with_audit(store.clone());
-    Arc::new(LocalToolRunner::new(RunnerLimits::from_config(config)).with_approvals(Arc::new(approvals)))
+    Arc::new(
+        LocalToolRunner::new(RunnerLimits::from_config(config))
+            .with_approvals(Arc::new(approvals))
+            .with_checkpoints(Checkpoints::new(turbo_tool_runner::checkpoint_dir(config))),
+    )
 }
 
 /// The orchestrator, the agents and the recorder of this process.

@@ -164,6 +164,9 @@ pub struct CallScope {
     pub task_id: Option<TaskId>,
     /// The project whose approval policy applies (the defaults when None).
     pub project_id: Option<ProjectId>,
+    /// The phase and tool-loop step the call belongs to, for checkpoint labels.
+    pub phase: Option<String>,
+    pub step: Option<u32>,
     /// Told when the call starts waiting and when it is decided.
     pub updates: Option<mpsc::UnboundedSender<ApprovalUpdate>>,
 }
@@ -471,7 +474,7 @@ mod tests {
         let approvals = Arc::new(ask_high());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let task = TaskId::new();
-        let scope = CallScope { task_id: Some(task), project_id: None, updates: Some(tx) };
+        let scope = CallScope { task_id: Some(task), updates: Some(tx), ..CallScope::default() };
         let gate = spawn_gate(&approvals, scope.clone(), json!({"command": "make"}));
         let request = next_request(&mut rx).await;
         assert_eq!((request.tool.as_str(), request.task_id, request.risk), ("shell_run", Some(task), RiskLevel::High));

@@ -42,6 +42,9 @@ pub enum Error {
     /// An approval decision made wrongly (no decider).
     #[error("{0}")]
     Approval(String),
+    /// A workspace checkpoint could not be taken, listed or restored.
+    #[error("{0}")]
+    Checkpoint(String),
     /// The audit log refused a decision, which is therefore not applied.
     #[error("cannot record the decision in the audit log: {0}")]
     Audit(String),
@@ -73,6 +76,7 @@ impl Error {
             Error::Baseline { .. } | Error::Snapshot { .. } | Error::Serve { .. } => Code::Internal,
             Error::Approval(_) => Code::InvalidArgument,
             Error::Audit(_) => Code::Internal,
+            Error::Checkpoint(_) => Code::FailedPrecondition,
             Error::Unreachable { .. } => Code::Unavailable,
             Error::Deadline { .. } => Code::DeadlineExceeded,
             Error::Remote { code, .. } => *code,

@@ -47,6 +47,8 @@ struct Prepared {
     limits: RunnerLimits,
     task_id: Option<TaskId>,
     project_id: Option<ProjectId>,
+    phase: Option<String>,
+    step: Option<u32>,
 }
 
 /// Largest request accepted (a file written whole by `fs_write` travels in one).
@@ -107,7 +109,9 @@ impl ToolGrpc {
             name: req.tool,
         };
         let limits = self.limits(req.timeout_ms, req.output_cap_bytes);
-        Ok(Prepared { workspace, call, limits, task_id, project_id })
+        let phase = Some(req.phase).filter(|p| !p.is_empty());
+        let step = Some(req.step).filter(|s| *s > 0);
+        Ok(Prepared { workspace, call, limits, task_id, project_id, phase, step })
     }
 
     /// Runs a checked call; a call the model made wrongly is an unsuccessful result.
@@ -127,7 +131,13 @@ impl ToolGrpc {
     /// (withdrawing it if it waits) when the client goes away.
     async fn stream_call(self, p: Prepared, chunks: mpsc::Sender<std::result::Result<pb::ToolCallChunk, Status>>) {
         let (updates, mut updated) = mpsc::unbounded_channel();
-        let scope = CallScope { task_id: p.task_id, project_id: p.project_id, updates: Some(updates) };
+        let scope = CallScope {
+            task_id: p.task_id,
+            project_id: p.project_id,
+            phase: p.phase.clone(),
+            step: p.step,
+            updates: Some(updates),
+        };
         let call = self.call(p, scope);
         tokio::pin!(call);
         let result = loop {

@@ -27,6 +27,7 @@
 
 mod approval;
 mod baseline;
+mod checkpoint;
 mod error;
 mod grpc;
 pub mod nats;
@@ -50,6 +51,7 @@ pub use approval::{
     ApprovalOutcome, ApprovalPolicy, ApprovalUpdate, Approvals, CallScope, PendingApproval, SharedApprovals,
 };
 pub use baseline::TaskDiff;
+pub use checkpoint::{Checkpoint, Checkpoints, Rewound};
 pub use error::{Error, Result};
 pub use grpc::ToolGrpc;
 pub use remote::RemoteToolRunner;
@@ -71,7 +73,8 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
     let approvals = Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval)).with_audit(store));
     let baselines = baseline_dir(config);
     let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_config(config), &baselines)
-        .with_approvals(approvals.clone());
+        .with_approvals(approvals.clone())
+        .with_checkpoints(Checkpoints::new(checkpoint_dir(config)));
     let nats = match &config.cluster.nats_url {
         Some(url) => {
             let client =
@@ -100,6 +103,12 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
 /// process that runs tools (the orchestrator and the agent workers) shares that directory.
 pub fn baseline_dir(config: &Config) -> PathBuf {
     config.store.data_dir().join("baselines")
+}
+
+/// Where task workspaces are checkpointed before mutating calls: `<store.data_dir>/checkpoints`
+/// (one git repository per workspace; see [`Checkpoints`]). `turbo-coder rewind` reads it.
+pub fn checkpoint_dir(config: &Config) -> PathBuf {
+    config.store.data_dir().join("checkpoints")
 }
 
 /// Limits applied to every call, and the sandbox its processes run in.
@@ -177,6 +186,8 @@ pub struct LocalToolRunner {
     toolbox: Toolbox,
     limits: RunnerLimits,
     approvals: SharedApprovals,
+    /// Where each task's workspace is checkpointed before its mutating calls; None: never.
+    checkpoints: Option<Checkpoints>,
     baselines: Mutex<HashMap<TaskId, Arc<baseline::Baseline>>>,
     /// Where baselines are also written, one file per task, when processes share them.
     baseline_dir: Option<PathBuf>,
@@ -189,6 +200,7 @@ impl LocalToolRunner {
             toolbox: Toolbox::standard(),
             limits,
             approvals: Arc::new(Approvals::new(ApprovalPolicy::default())),
+            checkpoints: None,
             baselines: Mutex::new(HashMap::new()),
             baseline_dir: None,
         }
@@ -197,6 +209,13 @@ impl LocalToolRunner {
     /// The same runner deciding approvals with `approvals` (its policy, its waiting calls).
     pub fn with_approvals(mut self, approvals: SharedApprovals) -> Self {
         self.approvals = approvals;
+        self
+    }
+
+    /// The same runner checkpointing each task's workspace before every mutating call of the
+    /// task (a call with a task id in its scope) into `checkpoints`.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
         self
     }
 
@@ -260,6 +279,19 @@ impl LocalToolRunner {
             self.approvals.gate(scope, &call.name, &call.arguments, tool.risk()).await
         {
             return Ok(ToolOutput { content, success: false, ..ToolOutput::default() });
+        }
+        if tool.mutating()
+            && let (Some(checkpoints), Some(task)) = (&self.checkpoints, scope.task_id)
+        {
+            let label = match (&scope.phase, scope.step) {
+                (Some(phase), Some(step)) => format!("{phase} step {step}: {}", call.name),
+                _ => call.name.clone(),
+            };
+            // A call is not refused for a missing checkpoint: the task goes on, and a rewind
+            // cannot stop just before this call.
+            if let Err(error) = checkpoints.take(ctx.workspace.root(), task, &label).await {
+                tracing::warn!(%task, tool = %call.name, %error, "no checkpoint before this call");
+            }
         }
         Ok(self.toolbox.call(&call.name, &call.arguments, &ctx).await?)
     }
@@ -365,7 +397,8 @@ impl ToolRunnerClient {
             Some(url) => Self::connect(url, limits),
             None => Ok(Self::from_local(
                 LocalToolRunner::with_baseline_dir(limits, baseline_dir(config))
-                    .with_approvals(Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval)))),
+                    .with_approvals(Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval))))
+                    .with_checkpoints(Checkpoints::new(checkpoint_dir(config))),
             )),
         }
     }

@@ -175,6 +175,8 @@ impl ToolService for RemoteToolRunner {
             timeout_ms: u64::try_from(self.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             output_cap_bytes: u64::try_from(self.limits.output_cap).unwrap_or(u64::MAX),
             project_id: scope.project_id.map(|p| p.to_string()).unwrap_or_default(),
+            phase: scope.phase.clone().unwrap_or_default(),
+            step: scope.step.unwrap_or_default(),
         };
         // The call's own deadline, moved past the approval's expiry while one waits. No
         // grpc-timeout goes with the request: the runner bounds the call itself, and a call

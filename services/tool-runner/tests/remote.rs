@@ -361,7 +361,7 @@ async fn a_call_the_policy_asks_about_waits_for_approve_over_grpc_and_is_audited
 
     // fs_write is medium risk: it waits, and the caller hears of it through the stream.
     let (tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
-    let scope = CallScope { task_id: Some(task), project_id: None, updates: Some(tx) };
+    let scope = CallScope { task_id: Some(task), updates: Some(tx), ..CallScope::default() };
     let write = call("fs_write", json!({"path": "app.py", "content": "print(1)\n"}));
     let running = {
         let (tools, ws, scope) = (tools.clone(), path(ws.path()).to_string(), scope.clone());
@@ -386,7 +386,7 @@ async fn a_call_the_policy_asks_about_waits_for_approve_over_grpc_and_is_audited
     assert!(!admin.decide(&request.approval_id, false, "bob", None).await.unwrap(), "decided once");
 
     // The project denies medium calls: no wait, an unsuccessful result saying why.
-    let denied = CallScope { task_id: Some(task), project_id: Some(project), updates: None };
+    let denied = CallScope { task_id: Some(task), project_id: Some(project), ..CallScope::default() };
     let out = tools.call_in(path(ws.path()), &call("fs_write", json!({"path": "b.py", "content": ""})), &denied).await;
     let out = out.unwrap();
     assert!(!out.success && out.content.contains("denies medium-risk calls"), "{}", out.content);
