@@ -12,6 +12,8 @@
 //!    how long a killed worker's phase and a killed orchestrator take to be taken over.
 //! 6. The tool sandbox: `shell_run true` sandboxed, unconfined and as a plain fork+exec, and
 //!    sandboxed jobs per second with several in flight.
+//! 8. Workspace checkpoints on a 10,000-file workspace: the first, the next ones, a rewind,
+//!    beside a walk that stats every file. (7 is the knowledge benchmark, its own binary.)
 //!
 //! docs/benchmarks.md says what each figure means and records the latest results.
 //!
@@ -22,8 +24,10 @@
 //! - `cluster`: figure 4.
 //! - `fleet`: figure 5.
 //! - `sandbox`: figure 6.
+//! - `checkpoint`: figure 8.
 //! - `stats`: percentiles and formatting.
 
+mod checkpoint;
 mod cluster;
 mod double;
 mod fleet;
@@ -37,13 +41,18 @@ use std::time::Duration;
 
 use stats::{fmt, fmt_diff};
 
-const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster] [--only-fleet] [--only-sandbox]\n\
+const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [--skip-cluster] [--only-fleet] [--only-sandbox] [--only-checkpoint]\n\
   --steps N       measured agent steps and baseline calls (default 2000)\n\
   --warmup N      steps and calls run first and not measured (default 200)\n\
   --skip-run      skip the turbo-coder run (peak memory, tokens)\n\
   --skip-cluster  skip the cluster figures 4 and 5 (nats-server, Postgres, service processes)\n\
   --only-fleet    measure figure 5 only\n\
-  --only-sandbox  measure figure 6 only";
+  --only-sandbox  measure figure 6 only\n\
+  --only-checkpoint  measure figure 8 only";
+
+/// Files of the workspace checkpointed in section 8, and checkpoints timed after the first.
+const CHECKPOINT_FILES: usize = 10_000;
+const CHECKPOINT_RUNS: usize = 50;
 
 /// Sandboxed `true` runs timed in section 6 (after a tenth as many not counted).
 const SANDBOX_RUNS: usize = 500;
@@ -73,11 +82,19 @@ struct Args {
     skip_cluster: bool,
     only_fleet: bool,
     only_sandbox: bool,
+    only_checkpoint: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut parsed =
-        Args { steps: 2000, warmup: 200, skip_run: false, skip_cluster: false, only_fleet: false, only_sandbox: false };
+    let mut parsed = Args {
+        steps: 2000,
+        warmup: 200,
+        skip_run: false,
+        skip_cluster: false,
+        only_fleet: false,
+        only_sandbox: false,
+        only_checkpoint: false,
+    };
     let mut args = std::env::args().skip(1);
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
         let value = value.unwrap_or_default();
@@ -91,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
             "--skip-cluster" => parsed.skip_cluster = true,
             "--only-fleet" => parsed.only_fleet = true,
             "--only-sandbox" => parsed.only_sandbox = true,
+            "--only-checkpoint" => parsed.only_checkpoint = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -392,8 +410,30 @@ fn print_sandbox(s: &sandbox::SandboxCost) {
     println!();
 }
 
+fn print_checkpoint(c: &checkpoint::CheckpointCost) {
+    println!(
+        "8. Workspace checkpoints: {} files ({:.1} MB), {} checkpoints after one file changed each",
+        c.files,
+        c.bytes as f64 / 1e6,
+        c.runs
+    );
+    println!("   first checkpoint of the workspace (hashes every file): {}", fmt(c.first));
+    println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", "", "p50", "p99", "mean", "max");
+    let row = |name: &str, st: &stats::Stats| {
+        println!("   {:<62} {:>11} {:>11} {:>11} {:>11}", name, fmt(st.p50), fmt(st.p99), fmt(st.mean), fmt(st.max));
+    };
+    row("baseline: stat every file of the workspace", &c.stat_walk);
+    row("checkpoint before a mutating call", &c.next);
+    row("rewind of one changed file (with its own checkpoint)", &c.rewind);
+    println!();
+}
+
 async fn bench(args: Args) -> anyhow::Result<()> {
     print_header();
+    if args.only_checkpoint {
+        print_checkpoint(&checkpoint::measure(CHECKPOINT_FILES, CHECKPOINT_RUNS).await?);
+        return Ok(());
+    }
     if args.only_sandbox {
         print_sandbox(&sandbox::measure(SANDBOX_RUNS).await?);
         return Ok(());
@@ -419,6 +459,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         print_fleet(&f);
     }
     print_sandbox(&sandbox::measure(SANDBOX_RUNS).await?);
+    print_checkpoint(&checkpoint::measure(CHECKPOINT_FILES, CHECKPOINT_RUNS).await?);
     println!("load average at end: {}", load_average());
     Ok(())
 }
