@@ -1,7 +1,20 @@
 //! The task's working directory and the one place where model-supplied paths become real ones.
+//!
+//! Confinement is checked twice. [`Workspace::resolve`] walks a model's path and refuses what
+//! leads outside, with a message the model can act on; then the file tools open what it
+//! returned with [`Workspace::open_file`] or [`Workspace::open_dir`], where the kernel
+//! resolves every component again beneath the root (`openat2` with `RESOLVE_BENEATH` and
+//! `RESOLVE_NO_MAGICLINKS`). A process of the task that swaps a directory for a symlink
+//! between the two (the race through which file tools usually escape a sandbox) gets the open
+//! refused, not a file outside.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
 
@@ -48,6 +61,62 @@ impl Workspace {
     /// its target (the target is still checked), so a writer can refuse to write through it.
     pub fn resolve_no_follow(&self, path: &str) -> Result<PathBuf> {
         self.resolve_inner(path, false)
+    }
+
+    /// Opens `abs` (a path [`Workspace::resolve`] returned) with `flags`, the kernel keeping
+    /// every step of the resolution beneath the root. `O_CLOEXEC` is added. A path that
+    /// leads outside now is [`Error::OutsideWorkspace`]; a missing one [`Error::NotFound`].
+    pub fn open_file(&self, abs: &Path, flags: OFlag) -> Result<fs::File> {
+        self.open_beneath(abs, flags).map(fs::File::from)
+    }
+
+    /// Opens the directory `abs` beneath the root (`O_PATH`), for work relative to it:
+    /// [`Workspace::fd_path`] names it for path-taking APIs without resolving the path again.
+    pub fn open_dir(&self, abs: &Path) -> Result<OwnedFd> {
+        self.open_beneath(abs, OFlag::O_PATH | OFlag::O_DIRECTORY)
+    }
+
+    /// `/proc/self/fd/N`: the file or directory `fd` refers to, whatever happens to the path
+    /// it was opened by. Joined with a name, it is that name inside the directory.
+    pub fn fd_path(fd: &OwnedFd) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    }
+
+    fn open_beneath(&self, abs: &Path, flags: OFlag) -> Result<OwnedFd> {
+        let shown = self.relative(abs);
+        let rel = match abs.strip_prefix(&self.root) {
+            Ok(rel) if rel.as_os_str().is_empty() => Path::new("."),
+            Ok(rel) => rel,
+            Err(_) => {
+                return Err(Error::OutsideWorkspace {
+                    path: shown,
+                    reason: "use a path relative to the workspace root".into(),
+                });
+            }
+        };
+        let io = |e: Errno| Error::io(&shown, std::io::Error::from(e));
+        let root = nix::fcntl::open(&self.root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io)?;
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(&root, rel, how) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::EXDEV) => Err(Error::OutsideWorkspace {
+                path: shown,
+                reason: "it leads outside the workspace (a symlink on the way points out)".into(),
+            }),
+            Err(Errno::ENOENT) => Err(Error::NotFound { path: shown }),
+            Err(Errno::ELOOP) => {
+                Err(Error::InvalidPath { path: shown, reason: "it goes through too many symlinks".into() })
+            }
+            // Kernels before 5.6 lack openat2: the walk of `resolve` is then the only check.
+            Err(Errno::ENOSYS) => {
+                tracing::warn!("openat2 is not available (Linux < 5.6): file tools rely on the path check alone");
+                nix::fcntl::open(abs, flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()).map_err(io)
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// A path for messages and listings: relative to the root, `.` for the root itself.
@@ -241,6 +310,34 @@ mod tests {
         let (_dir, ws) = workspace();
         symlink(ws.root().join("gone"), ws.root().join("dangling")).unwrap();
         assert!(matches!(ws.resolve("dangling").unwrap_err(), Error::InvalidPath { .. }));
+    }
+
+    #[test]
+    fn the_kernel_refuses_a_path_that_a_swapped_symlink_leads_outside() {
+        let (_dir, ws) = workspace();
+        let outside = TempDir::new().unwrap();
+        fs::write(outside.path().join("secret"), "s").unwrap();
+        fs::create_dir(ws.root().join("sub")).unwrap();
+        fs::write(ws.root().join("sub/secret"), "inside").unwrap();
+        // The path is checked while `sub` is a directory...
+        let abs = ws.resolve("sub/secret").unwrap();
+        let mut read = String::new();
+        use std::io::Read;
+        ws.open_file(&abs, OFlag::O_RDONLY).unwrap().read_to_string(&mut read).unwrap();
+        assert_eq!(read, "inside");
+        // ...then swapped for a symlink out before the open: the open is refused.
+        fs::rename(ws.root().join("sub"), ws.root().join("was-sub")).unwrap();
+        symlink(outside.path(), ws.root().join("sub")).unwrap();
+        let err = ws.open_file(&abs, OFlag::O_RDONLY).unwrap_err();
+        assert!(matches!(err, Error::OutsideWorkspace { .. }), "{err}");
+        let err = ws.open_dir(&ws.root().join("sub")).unwrap_err();
+        assert!(matches!(err, Error::OutsideWorkspace { .. }), "{err}");
+        // Absolute symlinks inside the workspace are refused the same way, and magic links.
+        symlink(ws.root().join("was-sub/secret"), ws.root().join("abs-link")).unwrap();
+        assert!(ws.open_file(&ws.root().join("abs-link"), OFlag::O_RDONLY).is_err());
+        assert!(matches!(ws.open_file(&ws.root().join("missing"), OFlag::O_RDONLY), Err(Error::NotFound { .. })));
+        let dir = ws.open_dir(ws.root()).unwrap();
+        assert!(Workspace::fd_path(&dir).join("was-sub/secret").exists());
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! `fs_read`: a text file, whole or a line range.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -12,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::fs::{cap_text, looks_binary};
 use crate::schema::{self, Args};
 use crate::tool::{Tool, ToolContext, ToolOutput};
+use crate::workspace::Workspace;
+use nix::fcntl::OFlag;
 
 const NAME: &str = "fs_read";
 
@@ -65,7 +66,8 @@ impl Tool for FsRead {
         let rel = ctx.workspace.relative(&abs);
         let cap = ctx.output_cap;
         let range = Range { start, end };
-        tokio::task::spawn_blocking(move || read(&abs, &rel, range, cap))
+        let ws = ctx.workspace.clone();
+        tokio::task::spawn_blocking(move || read(&ws, &abs, &rel, range, cap))
             .await
             .map_err(|e| Error::io(path, std::io::Error::other(e)))?
     }
@@ -77,11 +79,11 @@ struct Range {
     end: Option<u64>,
 }
 
-fn read(abs: &Path, rel: &str, range: Range, cap: usize) -> Result<ToolOutput> {
-    let meta = std::fs::metadata(abs).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound { path: rel.to_owned() },
-        _ => Error::io(rel, e),
-    })?;
+fn read(ws: &Workspace, abs: &Path, rel: &str, range: Range, cap: usize) -> Result<ToolOutput> {
+    // Opened beneath the root by the kernel, then examined through the descriptor: what is
+    // read is what was checked. Non-blocking, so a FIFO does not hang the open.
+    let file = ws.open_file(abs, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+    let meta = file.metadata().map_err(|e| Error::io(rel, e))?;
     if meta.is_dir() {
         return Err(Error::bad_args(NAME, format!("'{rel}' is a directory: use fs_list to see its entries")));
     }
@@ -89,7 +91,6 @@ fn read(abs: &Path, rel: &str, range: Range, cap: usize) -> Result<ToolOutput> {
         // A FIFO or device would block the read or never end.
         return Err(Error::bad_args(NAME, format!("'{rel}' is not a regular file")));
     }
-    let file = File::open(abs).map_err(|e| Error::io(rel, e))?;
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     if looks_binary(reader.fill_buf().map_err(|e| Error::io(rel, e))?) {
         return Ok(ToolOutput {

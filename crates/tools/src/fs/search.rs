@@ -95,6 +95,14 @@ struct Search {
     cap: usize,
 }
 
+fn read_beneath(ws: &crate::workspace::Workspace, path: &Path) -> crate::error::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = ws.open_file(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| crate::error::Error::io(&ws.relative(path), e))?;
+    Ok(bytes)
+}
+
 impl Search {
     fn run(&self, start: &Path) -> ToolOutput {
         let mut walk = walker(start, None);
@@ -111,7 +119,9 @@ impl Search {
             {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(entry.path()) else {
+            // Opened beneath the root by the kernel: a directory swapped for a symlink while
+            // the walk runs cannot lead the search outside.
+            let Ok(bytes) = read_beneath(&self.workspace, entry.path()) else {
                 continue;
             };
             if looks_binary(&bytes) {

@@ -13,6 +13,7 @@ use turbo_core::tool::RiskLevel;
 use crate::error::{Error, Result};
 use crate::schema::{self, Args};
 use crate::tool::{Tool, ToolContext, ToolOutput};
+use crate::workspace::Workspace;
 
 const NAME: &str = "fs_write";
 
@@ -62,13 +63,22 @@ impl Tool for FsWrite {
         // The leaf is not followed so that a symlink there is seen and refused below.
         let abs = ctx.workspace.resolve_no_follow(path)?;
         let rel = ctx.workspace.relative(&abs);
-        tokio::task::spawn_blocking(move || write(&abs, &rel, content.as_bytes()))
+        let ws = ctx.workspace.clone();
+        tokio::task::spawn_blocking(move || write(&ws, &abs, &rel, content.as_bytes()))
             .await
             .map_err(|e| Error::io(path, std::io::Error::other(e)))?
     }
 }
 
-fn write(abs: &Path, rel: &str, content: &[u8]) -> Result<ToolOutput> {
+fn write(ws: &Workspace, abs: &Path, rel: &str, content: &[u8]) -> Result<ToolOutput> {
+    let (Some(parent), Some(leaf)) = (abs.parent(), abs.file_name()) else {
+        return Err(Error::bad_args(NAME, "give the path of a file"));
+    };
+    fs::create_dir_all(parent).map_err(|e| Error::io(rel, e))?;
+    // From here on the directory is the one the kernel opened beneath the root, named through
+    // its descriptor: a symlink swapped in on the way cannot move the write outside.
+    let dir = ws.open_dir(parent)?;
+    let abs = &Workspace::fd_path(&dir).join(leaf);
     let previous = match fs::symlink_metadata(abs) {
         Ok(meta) if meta.file_type().is_symlink() => {
             return Err(Error::bad_args(
@@ -85,15 +95,10 @@ fn write(abs: &Path, rel: &str, content: &[u8]) -> Result<ToolOutput> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(rel, e)),
     };
-    let Some(parent) = abs.parent() else {
-        return Err(Error::bad_args(NAME, "give the path of a file"));
-    };
-    fs::create_dir_all(parent).map_err(|e| Error::io(rel, e))?;
-
     let old = previous
         .as_ref()
         .filter(|meta| meta.len() <= DIFF_LIMIT && content.len() as u64 <= DIFF_LIMIT)
-        .and_then(|_| fs::read(abs).ok());
+        .and_then(|_| read_no_follow(abs).ok());
     // An overwrite keeps the file's mode (an executable script stays executable).
     let mode = previous.as_ref().map(|meta| meta.permissions());
     atomic_write(abs, content, mode).map_err(|e| Error::io(rel, e))?;
@@ -111,6 +116,20 @@ fn write(abs: &Path, rel: &str, content: &[u8]) -> Result<ToolOutput> {
         }
     };
     Ok(ToolOutput { files_changed: vec![rel.to_owned()], ..ToolOutput::ok(message) })
+}
+
+/// The file's bytes, refusing a symlink at the leaf (one swapped in since it was checked).
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new().read(true).custom_flags(libc_o_nofollow()).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 
 /// Lines added and removed, when both versions are text.
