@@ -38,6 +38,21 @@ pub enum RiskLevel {
     Critical,
 }
 
+/// The spec's ToolCategory: what a tool works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolCategory {
+    FileSystem,
+    VersionControl,
+    PackageManagement,
+    BuildSystem,
+    Database,
+    CloudServices,
+    Security,
+    Monitoring,
+    Communication,
+}
+
 /// Tokens spent by one model call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {

@@ -14,6 +14,12 @@ pub enum Error {
     #[error("bad arguments for {tool}: {reason}")]
     BadArguments { tool: String, reason: String },
 
+    #[error("unknown operation '{operation}' of {tool}: the operations are {}", available.join(", "))]
+    UnknownOperation { tool: String, operation: String, available: Vec<String> },
+
+    #[error("{tool} may not {what} here: {why}")]
+    NotPermitted { tool: String, what: String, why: String },
+
     #[error("path '{path}' is outside the workspace: {reason}")]
     OutsideWorkspace { path: String, reason: String },
 
@@ -72,6 +78,8 @@ impl Error {
     pub fn is_model_correctable(&self) -> bool {
         match self {
             Error::UnknownTool { .. }
+            | Error::UnknownOperation { .. }
+            | Error::NotPermitted { .. }
             | Error::BadArguments { .. }
             | Error::OutsideWorkspace { .. }
             | Error::InvalidPath { .. }

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use turbo_core::tool::RiskLevel;
+use turbo_core::tool::{RiskLevel, ToolCategory};
 
 use crate::error::{Error, Result};
 use crate::process::{self, Finished, Run};
@@ -13,7 +13,7 @@ use crate::tool::{Tool, ToolContext, ToolOutput};
 
 /// Runs git in the workspace root, which must be in a repository (checked first: outside one,
 /// `git diff` would quietly turn into `git diff --no-index` and print its usage).
-async fn git(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Finished> {
+pub(crate) async fn git(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Finished> {
     git_raw(tool, &["rev-parse", "--git-dir"], ctx).await?;
     git_raw(tool, args, ctx).await
 }
@@ -21,7 +21,7 @@ async fn git(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Fin
 /// Runs one git command. The workspace itself must be (inside) the repository: discovery stops
 /// at the root's parent so that a workspace nested in some other checkout never reports on, or
 /// reveals, that outer repository.
-async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Finished> {
+pub(crate) async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext) -> Result<Finished> {
     let root = ctx.workspace.root();
     let mut argv: Vec<OsString> = vec!["--no-pager".into(), "-c".into()];
     // Containers often mount the workspace with another owner; git would refuse it as dubious.
@@ -90,6 +90,10 @@ impl Tool for GitStatus {
         false
     }
 
+    fn category(&self) -> ToolCategory {
+        ToolCategory::VersionControl
+    }
+
     async fn call(&self, _args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
         let finished = git("git_status", &["status", "--porcelain=v1", "-b"], ctx).await?;
         if !finished.status.success() {
@@ -139,6 +143,10 @@ impl Tool for GitDiff {
 
     fn mutating(&self) -> bool {
         false
+    }
+
+    fn category(&self) -> ToolCategory {
+        ToolCategory::VersionControl
     }
 
     async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {

@@ -38,10 +38,12 @@
 //! - `python`: `python_run`.
 //! - `git`: `git_status` and `git_diff`.
 
+mod catalogue;
 mod cgroup;
 mod error;
 mod fs;
 mod git;
+mod git_ops;
 mod process;
 mod python;
 pub mod sandbox;
@@ -52,16 +54,18 @@ mod tool;
 mod toolbox;
 mod workspace;
 
+pub use catalogue::Catalogued;
 pub use error::{Error, Result};
 pub use fs::{FsList, FsRead, FsSearch, FsWrite};
 pub use git::{GitDiff, GitStatus};
+pub use git_ops::git_ops;
 pub use process::ENV_ALLOW_LIST;
 pub use python::PythonRun;
 pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};
 pub use shell::ShellRun;
-pub use tool::{Tool, ToolContext, ToolOutput};
-pub use toolbox::{READ_ONLY_TOOLS, Toolbox};
+pub use tool::{ResourceEstimate, Tool, ToolContext, ToolOutput};
+pub use toolbox::{READ_ONLY_TOOLS, ToolMetrics, Toolbox};
 pub use workspace::Workspace;
 
 /// Re-exported so users of the [`Tool`] trait need not depend on `turbo-core` for these.
-pub use turbo_core::tool::{RiskLevel, ToolSpec};
+pub use turbo_core::tool::{RiskLevel, ToolCategory, ToolSpec};

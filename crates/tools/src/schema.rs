@@ -183,6 +183,22 @@ impl<'a> Args<'a> {
         }
     }
 
+    pub(crate) fn array(&self, key: &str) -> Result<&'a [Value]> {
+        match self.present(key) {
+            None => Err(Error::bad_args(self.tool, format!("missing required argument '{key}' (array)"))),
+            Some(Value::Array(items)) => Ok(items),
+            Some(other) => Err(self.wrong(key, "array", other)),
+        }
+    }
+
+    pub(crate) fn opt_object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(other) => Err(self.wrong(key, "object", other)),
+        }
+    }
+
     /// A positive integer (every integer argument of these tools is a count or a line number).
     pub(crate) fn opt_positive(&self, key: &str) -> Result<Option<u64>> {
         match self.present(key) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use turbo_core::tool::{RiskLevel, ToolSpec};
+use turbo_core::tool::{RiskLevel, ToolCategory, ToolSpec};
 
 use crate::error::Result;
 use crate::sandbox::Sandbox;
@@ -82,6 +82,21 @@ impl ToolOutput {
     }
 }
 
+/// What a call is expected to take, before it runs (the spec's ResourceEstimate).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceEstimate {
+    pub cpu_seconds: f64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+impl Default for ResourceEstimate {
+    /// The spec's default: a second of CPU, 10 MB, no disk.
+    fn default() -> Self {
+        Self { cpu_seconds: 1.0, memory_mb: 10, disk_mb: 0 }
+    }
+}
+
 /// A capability the model can invoke. Implementations validate nothing about argument shapes
 /// that the schema already states when called through [`crate::Toolbox::call`], but must not
 /// panic on any input when called directly.
@@ -96,6 +111,26 @@ pub trait Tool: Send + Sync {
     /// Whether the call can change the workspace or the world (so needs approval policies).
     fn mutating(&self) -> bool;
     async fn call(&self, args: &serde_json::Value, ctx: &ToolContext) -> Result<ToolOutput>;
+
+    fn category(&self) -> ToolCategory {
+        ToolCategory::FileSystem
+    }
+
+    /// The risk of this call: a tool of several operations answers per operation; the
+    /// approval policy decides on this one.
+    fn risk_of(&self, _args: &serde_json::Value) -> RiskLevel {
+        self.risk()
+    }
+
+    /// Whether this call can change anything (a checkpoint is taken before it).
+    fn mutating_of(&self, _args: &serde_json::Value) -> bool {
+        self.mutating()
+    }
+
+    /// What this call is expected to take.
+    fn estimate(&self, _args: &serde_json::Value) -> ResourceEstimate {
+        ResourceEstimate::default()
+    }
 
     /// The tool as a model sees it.
     fn spec(&self) -> ToolSpec {

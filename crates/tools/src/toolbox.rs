@@ -1,26 +1,60 @@
 //! The set of tools an agent may call, and the one entry point that checks a call's arguments.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use serde::Serialize;
 use turbo_core::tool::ToolSpec;
 
 use crate::error::{Error, Result};
 use crate::fs::{FsList, FsRead, FsSearch, FsWrite};
 use crate::git::{GitDiff, GitStatus};
+use crate::git_ops::git_ops;
 use crate::python::PythonRun;
 use crate::schema;
 use crate::shell::ShellRun;
 use crate::tool::{Tool, ToolContext, ToolOutput};
 
-/// Tools that change nothing, for agents that must only look (a reviewer).
-pub const READ_ONLY_TOOLS: &[&str] = &["fs_read", "fs_list", "fs_search", "git_status", "git_diff"];
+/// Tools for agents that must only look (a reviewer): they change nothing, or (git_ops) only
+/// their operations that change nothing are permitted.
+pub const READ_ONLY_TOOLS: &[&str] = &["fs_read", "fs_list", "fs_search", "git_status", "git_diff", "git_ops"];
+
+/// A tool's record of calls, as the spec's `update_metrics` keeps it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ToolMetrics {
+    pub execution_count: u64,
+    /// An exponential moving average of success (alpha 0.1), the first call's outcome at first.
+    pub success_rate: f64,
+    /// Of the calls that ran, the mean wall time in milliseconds.
+    pub mean_ms: f64,
+}
+
+impl ToolMetrics {
+    /// Weight of the newest call in the success rate.
+    const ALPHA: f64 = 0.1;
+
+    fn update(&mut self, success: bool, elapsed_ms: f64) {
+        let outcome = if success { 1.0 } else { 0.0 };
+        self.execution_count += 1;
+        self.success_rate = if self.execution_count == 1 {
+            outcome
+        } else {
+            Self::ALPHA * outcome + (1.0 - Self::ALPHA) * self.success_rate
+        };
+        self.mean_ms += (elapsed_ms - self.mean_ms) / self.execution_count as f64;
+    }
+}
 
 /// Named tools in a fixed order (the order models see them in).
 #[derive(Clone, Default)]
 pub struct Toolbox {
     // A handful of tools: a vector keeps the order and a linear lookup costs nothing.
     tools: Vec<Arc<dyn Tool>>,
+    /// Calls that would change something are refused ([`Error::NotPermitted`]).
+    look_only: bool,
+    /// Per tool name, shared by the clones of this toolbox.
+    metrics: Arc<Mutex<HashMap<&'static str, ToolMetrics>>>,
 }
 
 impl std::fmt::Debug for Toolbox {
@@ -35,7 +69,7 @@ impl Toolbox {
         Self::default()
     }
 
-    /// The eight standard tools.
+    /// The standard tools: the foundation's eight and the catalogue's `git_ops`.
     pub fn standard() -> Self {
         Self::new()
             .with(Arc::new(FsRead))
@@ -46,11 +80,18 @@ impl Toolbox {
             .with(Arc::new(PythonRun))
             .with(Arc::new(GitStatus))
             .with(Arc::new(GitDiff))
+            .with(Arc::new(git_ops()))
     }
 
-    /// The standard tools that change nothing.
+    /// The standard tools for looking only: [`READ_ONLY_TOOLS`], with every call that would
+    /// change something refused.
     pub fn read_only() -> Self {
-        Self::standard().only(READ_ONLY_TOOLS).unwrap_or_default()
+        Self { look_only: true, ..Self::standard().only(READ_ONLY_TOOLS).unwrap_or_default() }
+    }
+
+    /// How each tool's calls went so far (tools not called yet are absent).
+    pub fn metrics(&self) -> HashMap<&'static str, ToolMetrics> {
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Adds a tool, replacing one of the same name in place.
@@ -64,7 +105,7 @@ impl Toolbox {
 
     /// The named tools, in the order given; an unknown name is an error.
     pub fn only(&self, names: &[&str]) -> Result<Self> {
-        let mut subset = Self::new();
+        let mut subset = Self { tools: Vec::new(), look_only: self.look_only, metrics: self.metrics.clone() };
         for name in names {
             let tool = self.get(name).ok_or_else(|| self.unknown(name))?;
             subset = subset.with(tool);
@@ -97,6 +138,13 @@ impl Toolbox {
     pub fn checked(&self, name: &str, args: &serde_json::Value) -> Result<Arc<dyn Tool>> {
         let tool = self.get(name).ok_or_else(|| self.unknown(name))?;
         schema::validate(name, &tool.parameters(), args)?;
+        if self.look_only && tool.mutating_of(args) {
+            return Err(Error::NotPermitted {
+                tool: name.to_string(),
+                what: "change anything".into(),
+                why: "this agent may only look; say what should change in your answer instead".into(),
+            });
+        }
         Ok(tool)
     }
 
@@ -107,6 +155,13 @@ impl Toolbox {
         let started = Instant::now();
         let result = tool.call(args, ctx).await;
         let duration = started.elapsed();
+        let success = result.as_ref().is_ok_and(|o| o.success);
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tool.name())
+            .or_default()
+            .update(success, duration.as_secs_f64() * 1e3);
         match &result {
             Ok(output) => tracing::debug!(
                 tool = name,
@@ -131,18 +186,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn standard_has_the_eight_tools_in_order() {
+    fn standard_has_the_foundation_tools_then_the_catalogue() {
         assert_eq!(
             Toolbox::standard().names(),
-            ["fs_read", "fs_write", "fs_list", "fs_search", "shell_run", "python_run", "git_status", "git_diff"]
+            [
+                "fs_read",
+                "fs_write",
+                "fs_list",
+                "fs_search",
+                "shell_run",
+                "python_run",
+                "git_status",
+                "git_diff",
+                "git_ops"
+            ]
         );
     }
 
     #[test]
-    fn read_only_has_no_mutating_tool() {
+    fn read_only_refuses_every_call_that_would_change_something() {
         let tools = Toolbox::read_only();
         assert_eq!(tools.names(), READ_ONLY_TOOLS);
-        assert!(tools.tools.iter().all(|t| !t.mutating()));
+        assert!(tools.checked("git_ops", &serde_json::json!({"operation": "log"})).is_ok());
+        let err = tools
+            .checked("git_ops", &serde_json::json!({"operation": "commit", "parameters": {"message": "m"}}))
+            .err()
+            .expect("a commit is refused");
+        assert!(matches!(err, Error::NotPermitted { .. }) && err.is_model_correctable(), "{err}");
+        assert!(Toolbox::standard().checked("git_ops", &serde_json::json!({"operation": "commit"})).is_ok());
+    }
+
+    #[test]
+    fn metrics_follow_the_specs_moving_average() {
+        let mut m = ToolMetrics::default();
+        m.update(false, 10.0);
+        assert_eq!((m.execution_count, m.success_rate), (1, 0.0));
+        m.update(true, 30.0);
+        assert!((m.success_rate - 0.1).abs() < 1e-9 && (m.mean_ms - 20.0).abs() < 1e-9, "{m:?}");
+        m.update(true, 20.0);
+        assert!((m.success_rate - 0.19).abs() < 1e-9, "{m:?}");
     }
 
     #[test]
@@ -154,7 +236,7 @@ mod tests {
     #[test]
     fn with_replaces_a_tool_of_the_same_name() {
         let tools = Toolbox::standard().with(Arc::new(FsRead));
-        assert_eq!(tools.len(), 8);
+        assert_eq!(tools.len(), 9);
         assert_eq!(tools.names()[0], "fs_read");
     }
 }

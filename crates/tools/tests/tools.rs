@@ -540,13 +540,105 @@ async fn git_tools_outside_a_repository_say_so() {
     }
 }
 
+/// Runs a git_ops operation, which must succeed.
+async fn git_op(ctx: &ToolContext, operation: &str, parameters: Value) -> ToolOutput {
+    let out = ok(ctx, "git_ops", json!({"operation": operation, "parameters": parameters})).await;
+    assert!(out.success, "git_ops {operation}: {}", out.content);
+    out
+}
+
+#[tokio::test]
+async fn git_ops_records_branches_merges_and_resolves_a_conflict() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    git(r, &["init", "-q"]);
+    fs::write(r.join("app.py"), "print('v1')\n").unwrap();
+    git_op(&ctx, "add", json!({"paths": ["app.py"]})).await;
+    let first = git_op(&ctx, "commit", json!({"message": "add app"})).await;
+    assert!(first.content.contains("add app"), "{}", first.content);
+    let empty = ok(&ctx, "git_ops", json!({"operation": "commit", "parameters": {"message": "again"}})).await;
+    assert!(!empty.success && empty.content.contains("nothing to commit"), "{}", empty.content);
+
+    git_op(&ctx, "create_branch", json!({"name": "feature/shout"})).await;
+    git_op(&ctx, "switch_branch", json!({"name": "feature/shout"})).await;
+    fs::write(r.join("app.py"), "print('V1!')\n").unwrap();
+    git_op(&ctx, "commit", json!({"message": "shout", "all": true})).await;
+    git_op(&ctx, "switch_branch", json!({"name": "main"})).await;
+    fs::write(r.join("app.py"), "print('v2')\n").unwrap();
+    git_op(&ctx, "commit", json!({"message": "v2", "all": true})).await;
+
+    let merged = ok(&ctx, "git_ops", json!({"operation": "merge", "parameters": {"branch": "feature/shout"}})).await;
+    assert!(!merged.success && merged.content.contains("resolve_conflicts"), "{}", merged.content);
+    let listed = git_op(&ctx, "resolve_conflicts", json!({})).await;
+    assert!(listed.content.contains("app.py: 1 conflict(s)"), "{}", listed.content);
+    let resolved = git_op(&ctx, "resolve_conflicts", json!({"path": "app.py", "side": "theirs"})).await;
+    assert_eq!(resolved.files_changed, ["app.py"]);
+    assert_eq!(fs::read_to_string(r.join("app.py")).unwrap(), "print('V1!')\n");
+    git_op(&ctx, "commit", json!({"message": "merge feature/shout"})).await;
+
+    let log = git_op(&ctx, "log", json!({"max_count": 2})).await;
+    assert!(log.content.contains("merge feature/shout") && log.content.lines().count() == 2, "{}", log.content);
+    let history = git_op(&ctx, "analyze_history", json!({})).await;
+    // The merge commit changes no file of its own.
+    assert!(history.content.starts_with("4 commit(s)") && history.content.contains("app.py: 3"), "{}", history.content);
+}
+
+#[tokio::test]
+async fn git_ops_pushes_to_and_pulls_from_a_configured_remote() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    // The remote lives in the workspace: the sandbox shows nothing else (no network either).
+    git(r, &["init", "-q"]);
+    git(r, &["init", "-q", "--bare", "remote.git"]);
+    git(r, &["remote", "add", "origin", "./remote.git"]);
+    fs::write(r.join(".gitignore"), "remote.git/\n").unwrap();
+    fs::write(r.join("a.txt"), "a\n").unwrap();
+    git_op(&ctx, "add", json!({"paths": ["."]})).await;
+    git_op(&ctx, "commit", json!({"message": "a"})).await;
+    git_op(&ctx, "push", json!({"branch": "main", "set_upstream": true})).await;
+
+    // Someone else pushes to the remote (outside the sandbox)...
+    let elsewhere = TempDir::new().unwrap();
+    let other = elsewhere.path().join("other");
+    git(elsewhere.path(), &["clone", "-q", r.join("remote.git").to_str().unwrap(), "other"]);
+    fs::write(other.join("b.txt"), "b\n").unwrap();
+    git(&other, &["add", "b.txt"]);
+    git(&other, &["commit", "-q", "-m", "b"]);
+    git(&other, &["push", "-q", "origin", "main"]);
+    // ...and the pull brings it in.
+    git_op(&ctx, "pull", json!({})).await;
+    assert_eq!(fs::read_to_string(r.join("b.txt")).unwrap(), "b\n");
+
+    let bad = call(&ctx, "git_ops", json!({"operation": "push", "parameters": {"remote": "--force"}})).await;
+    assert!(bad_args_reason(bad).contains("not a usable remote"));
+    let unreachable = ok(&ctx, "git_ops", json!({"operation": "push", "parameters": {"remote": "nowhere"}})).await;
+    assert!(!unreachable.success, "{}", unreachable.content);
+}
+
+#[tokio::test]
+async fn git_ops_names_an_unknown_operation_and_checks_each_operations_parameters() {
+    let (_dir, ctx) = setup();
+    git(root(&ctx), &["init", "-q"]);
+    let err = call(&ctx, "git_ops", json!({"operation": "rebase"})).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownOperation { .. }) && err.is_model_correctable(), "{err}");
+    assert!(err.to_string().contains("status, diff, log"), "{err}");
+    let wrong = call(&ctx, "git_ops", json!({"operation": "add", "parameters": {"paths": "app.py"}})).await;
+    assert_eq!(bad_args_reason(wrong), "argument 'paths' must be an array, got a string (\"app.py\")");
+    let escape = call(&ctx, "git_ops", json!({"operation": "add", "parameters": {"paths": ["../x"]}})).await;
+    assert!(matches!(escape, Err(Error::OutsideWorkspace { .. })), "{escape:?}");
+    let missing = call(&ctx, "git_ops", json!({"parameters": {}})).await;
+    assert!(bad_args_reason(missing).contains("'operation'"));
+    let status = git_op(&ctx, "status", json!({})).await;
+    assert_eq!(status.content, ok(&ctx, "git_status", json!({})).await.content, "git_status is git_ops status");
+}
+
 // ---- toolbox ----
 
 #[tokio::test]
 async fn toolbox_refuses_an_unknown_tool_listing_the_available_ones() {
     let (_dir, ctx) = setup();
     let err = call(&ctx, "fs_delete", json!({})).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownTool { ref available, .. } if available.len() == 8));
+    assert!(matches!(err, Error::UnknownTool { ref available, .. } if available.len() == 9));
     assert!(err.to_string().contains("fs_read, fs_write"), "{err}");
     assert!(err.is_model_correctable());
 }
@@ -566,11 +658,11 @@ async fn toolbox_checks_arguments_before_calling() {
 }
 
 #[test]
-fn specs_describe_all_eight_tools_with_valid_schemas() {
+fn specs_describe_every_tool_with_valid_schemas() {
     let specs = Toolbox::standard().specs();
-    assert_eq!(specs.len(), 8);
+    assert_eq!(specs.len(), 9);
     let names: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names.len(), 8);
+    assert_eq!(names.len(), 9);
     for spec in &specs {
         assert!(!spec.description.is_empty(), "{}", spec.name);
         let schema = &spec.parameters;
@@ -582,7 +674,7 @@ fn specs_describe_all_eight_tools_with_valid_schemas() {
         }
         for (key, property) in properties {
             let ty = property["type"].as_str().unwrap();
-            assert!(["string", "integer", "boolean", "array"].contains(&ty), "{}.{key}", spec.name);
+            assert!(["string", "integer", "boolean", "array", "object"].contains(&ty), "{}.{key}", spec.name);
             assert!(property["description"].is_string(), "{}.{key}", spec.name);
         }
     }
@@ -600,9 +692,23 @@ fn risk_and_mutation_match_what_each_tool_can_do() {
         ("python_run", RiskLevel::High, true),
         ("git_status", RiskLevel::Safe, false),
         ("git_diff", RiskLevel::Safe, false),
+        ("git_ops", RiskLevel::High, true),
     ] {
         let tool = tools.get(name).unwrap();
         assert_eq!((tool.risk(), tool.mutating()), (risk, mutating), "{name}");
+    }
+    // A catalogue tool's call has its operation's risk.
+    let git_ops = tools.get("git_ops").unwrap();
+    for (operation, parameters, risk, mutating) in [
+        ("status", json!({}), RiskLevel::Safe, false),
+        ("commit", json!({"message": "m"}), RiskLevel::Low, true),
+        ("switch_branch", json!({"name": "b"}), RiskLevel::Medium, true),
+        ("push", json!({}), RiskLevel::High, true),
+        ("resolve_conflicts", json!({}), RiskLevel::Safe, false),
+        ("resolve_conflicts", json!({"path": "a", "side": "ours"}), RiskLevel::Medium, true),
+    ] {
+        let args = json!({"operation": operation, "parameters": parameters});
+        assert_eq!((git_ops.risk_of(&args), git_ops.mutating_of(&args)), (risk, mutating), "{operation}");
     }
 }
 

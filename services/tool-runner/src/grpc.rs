@@ -83,16 +83,24 @@ impl ToolGrpc {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             self.runner.specs(Some(&names)).await?
         };
+        let metrics = self.runner.toolbox.metrics();
         let tools = specs
             .into_iter()
             .map(|spec| {
+                let m = metrics.get(spec.name.as_str()).copied().unwrap_or_default();
                 let risk = self.runner.toolbox.get(&spec.name).map(|t| t.risk().to_proto()).unwrap_or_default();
                 let asks = self
                     .runner
                     .toolbox
                     .get(&spec.name)
                     .is_some_and(|t| self.runner.approvals.policy().action(None, t.risk()) == ApprovalAction::Ask);
-                pb::ToolEntry { spec: Some(spec.into()), risk_level: risk, requires_approval: asks }
+                pb::ToolEntry {
+                    spec: Some(spec.into()),
+                    risk_level: risk,
+                    requires_approval: asks,
+                    execution_count: m.execution_count,
+                    success_rate: m.success_rate,
+                }
             })
             .collect();
         Ok(pb::ListToolsResponse { tools })

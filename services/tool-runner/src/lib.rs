@@ -276,11 +276,11 @@ impl LocalToolRunner {
         let ctx = self.context(workspace, limits)?;
         let tool = self.toolbox.checked(&call.name, &call.arguments)?;
         if let approval::Gate::Refused(content) =
-            self.approvals.gate(scope, &call.name, &call.arguments, tool.risk()).await
+            self.approvals.gate(scope, &call.name, &call.arguments, tool.risk_of(&call.arguments)).await
         {
             return Ok(ToolOutput { content, success: false, ..ToolOutput::default() });
         }
-        if tool.mutating()
+        if tool.mutating_of(&call.arguments)
             && let (Some(checkpoints), Some(task)) = (&self.checkpoints, scope.task_id)
         {
             let label = match (&scope.phase, scope.step) {
