@@ -3,7 +3,7 @@
 mod list;
 mod read;
 mod search;
-mod write;
+pub(crate) mod write;
 
 pub use list::FsList;
 pub use read::FsRead;

@@ -38,6 +38,7 @@
 //! - `python`: `python_run`.
 //! - `git`: `git_status` and `git_diff`.
 
+mod advanced_fs;
 mod catalogue;
 mod cgroup;
 mod error;
@@ -54,6 +55,7 @@ mod tool;
 mod toolbox;
 mod workspace;
 
+pub use advanced_fs::{BACKUP_DIR, advanced_fs};
 pub use catalogue::Catalogued;
 pub use error::{Error, Result};
 pub use fs::{FsList, FsRead, FsSearch, FsWrite};

@@ -191,6 +191,14 @@ impl<'a> Args<'a> {
         }
     }
 
+    pub(crate) fn opt_array(&self, key: &str) -> Result<Option<&'a [Value]>> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(other) => Err(self.wrong(key, "array", other)),
+        }
+    }
+
     pub(crate) fn opt_object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>> {
         match self.present(key) {
             None => Ok(None),

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 use turbo_core::tool::ToolSpec;
 
+use crate::advanced_fs::advanced_fs;
 use crate::error::{Error, Result};
 use crate::fs::{FsList, FsRead, FsSearch, FsWrite};
 use crate::git::{GitDiff, GitStatus};
@@ -18,7 +19,8 @@ use crate::tool::{Tool, ToolContext, ToolOutput};
 
 /// Tools for agents that must only look (a reviewer): they change nothing, or (git_ops) only
 /// their operations that change nothing are permitted.
-pub const READ_ONLY_TOOLS: &[&str] = &["fs_read", "fs_list", "fs_search", "git_status", "git_diff", "git_ops"];
+pub const READ_ONLY_TOOLS: &[&str] =
+    &["fs_read", "fs_list", "fs_search", "git_status", "git_diff", "advanced_fs", "git_ops"];
 
 /// A tool's record of calls, as the spec's `update_metrics` keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -69,7 +71,8 @@ impl Toolbox {
         Self::default()
     }
 
-    /// The standard tools: the foundation's eight and the catalogue's `git_ops`.
+    /// The standard tools: the foundation's eight and the catalogue's `advanced_fs` and
+    /// `git_ops`.
     pub fn standard() -> Self {
         Self::new()
             .with(Arc::new(FsRead))
@@ -80,6 +83,7 @@ impl Toolbox {
             .with(Arc::new(PythonRun))
             .with(Arc::new(GitStatus))
             .with(Arc::new(GitDiff))
+            .with(Arc::new(advanced_fs()))
             .with(Arc::new(git_ops()))
     }
 
@@ -198,6 +202,7 @@ mod tests {
                 "python_run",
                 "git_status",
                 "git_diff",
+                "advanced_fs",
                 "git_ops"
             ]
         );
@@ -236,7 +241,7 @@ mod tests {
     #[test]
     fn with_replaces_a_tool_of_the_same_name() {
         let tools = Toolbox::standard().with(Arc::new(FsRead));
-        assert_eq!(tools.len(), 9);
+        assert_eq!(tools.len(), 10);
         assert_eq!(tools.names()[0], "fs_read");
     }
 }

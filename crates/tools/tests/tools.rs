@@ -632,13 +632,136 @@ async fn git_ops_names_an_unknown_operation_and_checks_each_operations_parameter
     assert_eq!(status.content, ok(&ctx, "git_status", json!({})).await.content, "git_status is git_ops status");
 }
 
+// ---- advanced_fs ----
+
+async fn fs_op(ctx: &ToolContext, operation: &str, parameters: Value) -> turbo_tools::Result<ToolOutput> {
+    call(ctx, "advanced_fs", json!({"operation": operation, "parameters": parameters})).await
+}
+
+#[tokio::test]
+async fn advanced_fs_measures_a_file() {
+    let (_dir, ctx) = setup();
+    let source =
+        "# tools\nimport os\n\n\ndef a():\n    # TODO: more\n    return 1\n\nasync def b():\n        return 2\n";
+    fs::write(root(&ctx).join("m.py"), source).unwrap();
+    let out = fs_op(&ctx, "analyze_file", json!({"path": "m.py"})).await.unwrap();
+    let report: Value = serde_json::from_str(&out.content).unwrap();
+    assert_eq!(report["language"], "python");
+    assert_eq!((report["lines"].as_u64(), report["code_lines"].as_u64()), (Some(10), Some(5)));
+    assert_eq!((report["comment_lines"].as_u64(), report["blank_lines"].as_u64()), (Some(2), Some(3)));
+    assert_eq!((report["functions"].as_u64(), report["todo_markers"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(report["max_indent_levels"], 2);
+    // The same as the read tools: outside is refused, a same-named read is fs_read.
+    assert!(matches!(fs_op(&ctx, "analyze_file", json!({"path": "../x"})).await, Err(Error::OutsideWorkspace { .. })));
+    let read = fs_op(&ctx, "read_file", json!({"path": "m.py"})).await.unwrap();
+    assert_eq!(read, ToolOutput { duration: read.duration, ..ok(&ctx, "fs_read", json!({"path": "m.py"})).await });
+}
+
+#[tokio::test]
+async fn advanced_fs_renders_templates_and_names_what_is_missing() {
+    let (_dir, ctx) = setup();
+    let template = "# {{ name | upper }}\n{% for route in routes %}- GET /{{ route }}\n{% endfor %}";
+    let made = fs_op(
+        &ctx,
+        "create_from_template",
+        json!({"output_path": "docs/api.md", "template": template,
+        "variables": {"name": "api", "routes": ["health", "users"]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(made.files_changed, ["docs/api.md"]);
+    assert_eq!(fs::read_to_string(root(&ctx).join("docs/api.md")).unwrap(), "# API\n- GET /health\n- GET /users\n");
+
+    let undefined = fs_op(&ctx, "create_from_template", json!({"output_path": "b.md", "template": "{{ nme }}"})).await;
+    assert!(bad_args_reason(undefined).contains("undefined"));
+    let exists = fs_op(&ctx, "create_from_template", json!({"output_path": "docs/api.md", "template": "x"})).await;
+    assert!(bad_args_reason(exists).contains("overwrite=true"));
+    fs::write(root(&ctx).join("t.j2"), "v={{ v }}").unwrap();
+    fs_op(
+        &ctx,
+        "create_from_template",
+        json!({"output_path": "v.txt", "template_path": "t.j2", "variables": {"v": 3}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs::read_to_string(root(&ctx).join("v.txt")).unwrap(), "v=3");
+    let runaway = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let stopped = fs_op(&ctx, "create_from_template", json!({"output_path": "big.txt", "template": runaway})).await;
+    assert!(bad_args_reason(stopped).contains("cannot be rendered"));
+    assert!(!root(&ctx).join("big.txt").exists() && !root(&ctx).join("b.md").exists());
+}
+
+#[tokio::test]
+async fn a_bulk_operation_is_all_or_nothing() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    fs::write(r.join("keep.txt"), "keep\n").unwrap();
+    fs::write(r.join("old.txt"), "old\n").unwrap();
+    let failing = json!({"operations": [
+        {"action": "write", "path": "keep.txt", "content": "changed\n"},
+        {"action": "mkdir", "path": "pkg"},
+        {"action": "write", "path": "pkg/new.txt", "content": "new\n"},
+        {"action": "move", "path": "old.txt", "to": "pkg/old.txt"},
+        {"action": "delete", "path": "missing.txt"},
+    ]});
+    let out = fs_op(&ctx, "bulk_operation", failing).await.unwrap();
+    assert!(!out.success && out.content.contains("operation 5 of 5 failed"), "{}", out.content);
+    assert!(out.content.contains("the workspace is as it was"), "{}", out.content);
+    assert_eq!(fs::read_to_string(r.join("keep.txt")).unwrap(), "keep\n");
+    assert_eq!(fs::read_to_string(r.join("old.txt")).unwrap(), "old\n");
+    assert!(!r.join("pkg").exists(), "the created directory is gone too");
+
+    let fine = json!({"operations": [
+        {"action": "write", "path": "keep.txt", "content": "changed\n"},
+        {"action": "mkdir", "path": "pkg"},
+        {"action": "move", "path": "old.txt", "to": "pkg/old.txt"},
+    ]});
+    let out = fs_op(&ctx, "bulk_operation", fine).await.unwrap();
+    assert!(out.success, "{}", out.content);
+    assert_eq!(fs::read_to_string(r.join("pkg/old.txt")).unwrap(), "old\n");
+    assert!(!r.join("old.txt").exists());
+
+    let bad = fs_op(&ctx, "bulk_operation", json!({"operations": [{"action": "chmod", "path": "a"}]})).await;
+    assert!(bad_args_reason(bad).contains("operations[0]: unknown action 'chmod'"));
+    let escape =
+        fs_op(&ctx, "bulk_operation", json!({"operations": [{"action": "write", "path": "../x", "content": ""}]}))
+            .await;
+    assert!(matches!(escape, Err(Error::OutsideWorkspace { .. })), "{escape:?}");
+}
+
+#[tokio::test]
+async fn backups_restore_what_was_saved() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    fs::create_dir_all(r.join("src")).unwrap();
+    fs::write(r.join("src/a.py"), "a = 1\n").unwrap();
+    fs::write(r.join("src/b.py"), "b = 1\n").unwrap();
+    let saved = fs_op(&ctx, "backup_files", json!({"paths": ["src"], "name": "before-refactor"})).await.unwrap();
+    assert!(saved.content.contains("2 file(s)"), "{}", saved.content);
+    fs::write(r.join("src/a.py"), "a = 2\n").unwrap();
+    fs::remove_file(r.join("src/b.py")).unwrap();
+
+    let one = fs_op(&ctx, "restore_files", json!({"name": "before-refactor", "paths": ["src/b.py"]})).await.unwrap();
+    assert_eq!(one.files_changed, ["src/b.py"]);
+    assert_eq!(fs::read_to_string(r.join("src/a.py")).unwrap(), "a = 2\n", "only what was asked");
+    fs_op(&ctx, "restore_files", json!({"name": "before-refactor"})).await.unwrap();
+    assert_eq!(fs::read_to_string(r.join("src/a.py")).unwrap(), "a = 1\n");
+
+    let again = fs_op(&ctx, "backup_files", json!({"paths": ["src"], "name": "before-refactor"})).await;
+    assert!(bad_args_reason(again).contains("exists"));
+    let traversal = fs_op(&ctx, "restore_files", json!({"name": "../../etc"})).await;
+    assert!(bad_args_reason(traversal).contains("not a usable backup name"));
+    let unknown = fs_op(&ctx, "restore_files", json!({"name": "nope"})).await;
+    assert!(bad_args_reason(unknown).contains("no backup named 'nope'"));
+}
+
 // ---- toolbox ----
 
 #[tokio::test]
 async fn toolbox_refuses_an_unknown_tool_listing_the_available_ones() {
     let (_dir, ctx) = setup();
     let err = call(&ctx, "fs_delete", json!({})).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownTool { ref available, .. } if available.len() == 9));
+    assert!(matches!(err, Error::UnknownTool { ref available, .. } if available.len() == 10));
     assert!(err.to_string().contains("fs_read, fs_write"), "{err}");
     assert!(err.is_model_correctable());
 }
@@ -660,9 +783,9 @@ async fn toolbox_checks_arguments_before_calling() {
 #[test]
 fn specs_describe_every_tool_with_valid_schemas() {
     let specs = Toolbox::standard().specs();
-    assert_eq!(specs.len(), 9);
+    assert_eq!(specs.len(), 10);
     let names: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names.len(), 9);
+    assert_eq!(names.len(), 10);
     for spec in &specs {
         assert!(!spec.description.is_empty(), "{}", spec.name);
         let schema = &spec.parameters;
@@ -692,6 +815,7 @@ fn risk_and_mutation_match_what_each_tool_can_do() {
         ("python_run", RiskLevel::High, true),
         ("git_status", RiskLevel::Safe, false),
         ("git_diff", RiskLevel::Safe, false),
+        ("advanced_fs", RiskLevel::Medium, true),
         ("git_ops", RiskLevel::High, true),
     ] {
         let tool = tools.get(name).unwrap();
@@ -709,6 +833,16 @@ fn risk_and_mutation_match_what_each_tool_can_do() {
     ] {
         let args = json!({"operation": operation, "parameters": parameters});
         assert_eq!((git_ops.risk_of(&args), git_ops.mutating_of(&args)), (risk, mutating), "{operation}");
+    }
+    let advanced = tools.get("advanced_fs").unwrap();
+    for (operation, risk, mutating) in [
+        ("read_file", RiskLevel::Safe, false),
+        ("analyze_file", RiskLevel::Safe, false),
+        ("backup_files", RiskLevel::Low, true),
+        ("bulk_operation", RiskLevel::Medium, true),
+    ] {
+        let args = json!({"operation": operation});
+        assert_eq!((advanced.risk_of(&args), advanced.mutating_of(&args)), (risk, mutating), "{operation}");
     }
 }
 

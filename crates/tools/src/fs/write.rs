@@ -70,7 +70,7 @@ impl Tool for FsWrite {
     }
 }
 
-fn write(ws: &Workspace, abs: &Path, rel: &str, content: &[u8]) -> Result<ToolOutput> {
+pub(crate) fn write(ws: &Workspace, abs: &Path, rel: &str, content: &[u8]) -> Result<ToolOutput> {
     let (Some(parent), Some(leaf)) = (abs.parent(), abs.file_name()) else {
         return Err(Error::bad_args(NAME, "give the path of a file"));
     };
