@@ -9,17 +9,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use serde_json::{Value, json};
 use turbo_core::tool::{RiskLevel, ToolCategory};
 
-use crate::catalogue::{Catalogued, Operation, describe};
+use crate::catalogue::{Catalogued, Operation, PerCall, describe, operation_tool};
 use crate::error::{Error, Result};
 use crate::fs::write::write;
 use crate::fs::{FsRead, FsSearch, FsWrite, looks_binary, walker};
 use crate::schema::{self, Args};
-use crate::tool::{ResourceEstimate, Tool, ToolContext, ToolOutput};
+use crate::tool::{ResourceEstimate, Tool, ToolOutput};
 use crate::workspace::Workspace;
 
 /// Where backups are kept, in the workspace (so the sandboxed tools can reach them).
@@ -59,11 +58,6 @@ pub fn advanced_fs() -> Catalogued {
     Catalogued::new("advanced_fs", &DESCRIPTION, ToolCategory::FileSystem, operations())
 }
 
-/// Runs blocking file work off the async threads.
-async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::io(what, std::io::Error::other(e)))?
-}
-
 /// A regular file's bytes, opened beneath the root; at most `MAX_FILE_BYTES`.
 fn read_bytes(ws: &Workspace, abs: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
@@ -89,74 +83,50 @@ fn exists(abs: &Path) -> bool {
     std::fs::symlink_metadata(abs).is_ok()
 }
 
-macro_rules! op_tool {
-    ($ty:ident, $name:literal, $risk:expr, $mutating:expr, $desc:literal) => {
-        #[derive(Clone, Copy, Debug, Default)]
-        pub struct $ty;
-
-        #[async_trait]
-        impl Tool for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn description(&self) -> &'static str {
-                $desc
-            }
-            fn parameters(&self) -> Value {
-                Self::schema()
-            }
-            fn risk(&self) -> RiskLevel {
-                $risk
-            }
-            fn mutating(&self) -> bool {
-                $mutating
-            }
-            fn estimate(&self, args: &Value) -> ResourceEstimate {
-                Self::estimate_call(args)
-            }
-            async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
-                let args = args.clone();
-                let ws = ctx.workspace.clone();
-                blocking($name, move || Self::run(&Args::new($name, &args), &ws)).await
-            }
-        }
-    };
-}
-
-op_tool!(
+operation_tool!(
     AnalyzeFile,
     "advanced_fs.analyze_file",
+    ToolCategory::FileSystem,
     RiskLevel::Safe,
     false,
-    "Measure a text file: lines (code, comment, blank), size, longest line, deepest indentation, functions, TODO/FIXME markers, language."
+    "Measure a text file: lines (code, comment, blank), size, longest line, deepest indentation, functions, TODO/FIXME markers, language.",
+    blocking
 );
-op_tool!(
+operation_tool!(
     FromTemplate,
     "advanced_fs.create_from_template",
+    ToolCategory::FileSystem,
     RiskLevel::Medium,
     true,
-    "Render a Jinja2 template (given inline or as a workspace file) with variables into a new file; an undefined variable is an error."
+    "Render a Jinja2 template (given inline or as a workspace file) with variables into a new file; an undefined variable is an error.",
+    blocking
 );
-op_tool!(
+operation_tool!(
     Bulk,
     "advanced_fs.bulk_operation",
+    ToolCategory::FileSystem,
     RiskLevel::Medium,
     true,
-    "Apply several file changes (write, delete, move, mkdir) as one transaction: if any fails, every one before it is undone."
+    "Apply several file changes (write, delete, move, mkdir) as one transaction: if any fails, every one before it is undone.",
+    blocking
 );
-op_tool!(
+operation_tool!(
     Backup,
     "advanced_fs.backup_files",
+    ToolCategory::FileSystem,
     RiskLevel::Low,
     true,
-    "Copy files or directories into a named backup in .turbo-backups, to restore later."
+    "Copy files or directories into a named backup in .turbo-backups, to restore later.",
+    blocking
 );
-op_tool!(
+operation_tool!(
     Restore,
     "advanced_fs.restore_files",
+    ToolCategory::FileSystem,
     RiskLevel::Medium,
     true,
-    "Copy files from a named backup back to their places (all of them, or the paths given)."
+    "Copy files from a named backup back to their places (all of them, or the paths given).",
+    blocking
 );
 
 // ---- analyze_file ----
@@ -225,13 +195,15 @@ fn starts_function(lang: &str, line: &str) -> bool {
     }
 }
 
+impl PerCall for AnalyzeFile {
+    fn estimate_call(&self, _args: &Value) -> ResourceEstimate {
+        ResourceEstimate { cpu_seconds: 0.1, memory_mb: 16, disk_mb: 0 }
+    }
+}
+
 impl AnalyzeFile {
     fn schema() -> Value {
         schema::object(json!({"path": {"type": "string", "description": "the file to measure"}}), &["path"])
-    }
-
-    fn estimate_call(_args: &Value) -> ResourceEstimate {
-        ResourceEstimate { cpu_seconds: 0.1, memory_mb: 16, disk_mb: 0 }
     }
 
     fn run(args: &Args<'_>, ws: &Workspace) -> Result<ToolOutput> {
@@ -293,6 +265,12 @@ impl AnalyzeFile {
 
 // ---- create_from_template ----
 
+impl PerCall for FromTemplate {
+    fn estimate_call(&self, _args: &Value) -> ResourceEstimate {
+        ResourceEstimate { cpu_seconds: 0.5, memory_mb: 32, disk_mb: 1 }
+    }
+}
+
 impl FromTemplate {
     fn schema() -> Value {
         schema::object(
@@ -305,10 +283,6 @@ impl FromTemplate {
             }),
             &["output_path"],
         )
-    }
-
-    fn estimate_call(_args: &Value) -> ResourceEstimate {
-        ResourceEstimate { cpu_seconds: 0.5, memory_mb: 32, disk_mb: 1 }
     }
 
     fn run(args: &Args<'_>, ws: &Workspace) -> Result<ToolOutput> {
@@ -405,6 +379,13 @@ impl Journal<'_> {
     }
 }
 
+impl PerCall for Bulk {
+    fn estimate_call(&self, args: &Value) -> ResourceEstimate {
+        let n = args["operations"].as_array().map_or(0, Vec::len) as f64;
+        ResourceEstimate { cpu_seconds: 0.01 * n, memory_mb: 16, disk_mb: 1 }
+    }
+}
+
 impl Bulk {
     fn schema() -> Value {
         schema::object(
@@ -417,11 +398,6 @@ impl Bulk {
             }),
             &["operations"],
         )
-    }
-
-    fn estimate_call(args: &Value) -> ResourceEstimate {
-        let n = args["operations"].as_array().map_or(0, Vec::len) as f64;
-        ResourceEstimate { cpu_seconds: 0.01 * n, memory_mb: 16, disk_mb: 1 }
     }
 
     fn run(args: &Args<'_>, ws: &Workspace) -> Result<ToolOutput> {
@@ -581,6 +557,12 @@ fn files_under(ws: &Workspace, abs: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+impl PerCall for Backup {
+    fn estimate_call(&self, _args: &Value) -> ResourceEstimate {
+        ResourceEstimate { cpu_seconds: 1.0, memory_mb: 32, disk_mb: 64 }
+    }
+}
+
 impl Backup {
     fn schema() -> Value {
         schema::object(
@@ -590,10 +572,6 @@ impl Backup {
             }),
             &["paths"],
         )
-    }
-
-    fn estimate_call(_args: &Value) -> ResourceEstimate {
-        ResourceEstimate { cpu_seconds: 1.0, memory_mb: 32, disk_mb: 64 }
     }
 
     fn run(args: &Args<'_>, ws: &Workspace) -> Result<ToolOutput> {
@@ -627,6 +605,12 @@ impl Backup {
     }
 }
 
+impl PerCall for Restore {
+    fn estimate_call(&self, _args: &Value) -> ResourceEstimate {
+        ResourceEstimate { cpu_seconds: 1.0, memory_mb: 32, disk_mb: 64 }
+    }
+}
+
 impl Restore {
     fn schema() -> Value {
         schema::object(
@@ -636,10 +620,6 @@ impl Restore {
             }),
             &["name"],
         )
-    }
-
-    fn estimate_call(_args: &Value) -> ResourceEstimate {
-        ResourceEstimate { cpu_seconds: 1.0, memory_mb: 32, disk_mb: 64 }
     }
 
     fn run(args: &Args<'_>, ws: &Workspace) -> Result<ToolOutput> {

@@ -163,3 +163,82 @@ impl Tool for Catalogued {
         op.tool.call(params, ctx).await
     }
 }
+
+/// What an operation may say about one call beyond its fixed risk, mutation and the default
+/// estimate; every operation tool implements it (most with `{}`).
+pub(crate) trait PerCall {
+    /// The call's risk when it differs from the operation's (e.g. listing vs applying).
+    fn call_risk(&self, _args: &Value) -> Option<RiskLevel> {
+        None
+    }
+    fn call_mutates(&self, _args: &Value) -> Option<bool> {
+        None
+    }
+    fn estimate_call(&self, _args: &Value) -> ResourceEstimate {
+        ResourceEstimate::default()
+    }
+}
+
+/// An operation tool: a unit struct whose inherent `schema()` gives its parameters and whose
+/// inherent `run` does the work, either `async fn run(&self, &Args, &ToolContext)` (`async`)
+/// or `fn run(&Args, &Workspace)` run off the async threads (`blocking`). It must implement
+/// [`PerCall`].
+macro_rules! operation_tool {
+    ($ty:ident, $name:literal, $category:expr, $risk:expr, $mutating:expr, $desc:literal, $kind:ident) => {
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $ty;
+
+        impl $ty {
+            #[allow(dead_code)]
+            const NAME: &'static str = $name;
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::tool::Tool for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn description(&self) -> &'static str {
+                $desc
+            }
+            fn parameters(&self) -> serde_json::Value {
+                Self::schema()
+            }
+            fn risk(&self) -> turbo_core::tool::RiskLevel {
+                $risk
+            }
+            fn mutating(&self) -> bool {
+                $mutating
+            }
+            fn category(&self) -> turbo_core::tool::ToolCategory {
+                $category
+            }
+            fn risk_of(&self, args: &serde_json::Value) -> turbo_core::tool::RiskLevel {
+                $crate::catalogue::PerCall::call_risk(self, args).unwrap_or($risk)
+            }
+            fn mutating_of(&self, args: &serde_json::Value) -> bool {
+                $crate::catalogue::PerCall::call_mutates(self, args).unwrap_or($mutating)
+            }
+            fn estimate(&self, args: &serde_json::Value) -> $crate::tool::ResourceEstimate {
+                $crate::catalogue::PerCall::estimate_call(self, args)
+            }
+            async fn call(
+                &self,
+                args: &serde_json::Value,
+                ctx: &$crate::tool::ToolContext,
+            ) -> $crate::error::Result<$crate::tool::ToolOutput> {
+                operation_tool!(@call $kind, self, $name, args, ctx)
+            }
+        }
+    };
+    (@call async, $self:ident, $name:literal, $args:ident, $ctx:ident) => {
+        $self.run(&$crate::schema::Args::new($name, $args), $ctx).await
+    };
+    (@call blocking, $self:ident, $name:literal, $args:ident, $ctx:ident) => {{
+        let (args, ws) = ($args.clone(), $ctx.workspace.clone());
+        tokio::task::spawn_blocking(move || Self::run(&$crate::schema::Args::new($name, &args), &ws))
+            .await
+            .map_err(|e| $crate::error::Error::io($name, std::io::Error::other(e)))?
+    }};
+}
+pub(crate) use operation_tool;

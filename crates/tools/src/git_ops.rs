@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 use turbo_core::tool::{RiskLevel, ToolCategory};
 
-use crate::catalogue::{Catalogued, Operation, describe};
+use crate::catalogue::{Catalogued, Operation, PerCall, describe, operation_tool};
 use crate::error::{Error, Result};
 use crate::git::{GitDiff, GitStatus, git};
 use crate::process::Finished;
@@ -102,140 +101,113 @@ fn ref_name<'a>(tool: &'static str, key: &str, value: &'a str) -> Result<&'a str
     }
 }
 
-macro_rules! op_tool {
-    ($ty:ident, $name:literal, $risk:expr, $mutating:expr, $desc:literal) => {
-        #[derive(Clone, Copy, Debug, Default)]
-        pub struct $ty;
-
-        impl $ty {
-            const NAME: &'static str = $name;
-        }
-
-        #[async_trait]
-        impl Tool for $ty {
-            fn name(&self) -> &'static str {
-                Self::NAME
-            }
-            fn description(&self) -> &'static str {
-                $desc
-            }
-            fn parameters(&self) -> Value {
-                Self::schema()
-            }
-            fn risk(&self) -> RiskLevel {
-                $risk
-            }
-            fn mutating(&self) -> bool {
-                $mutating
-            }
-            fn category(&self) -> ToolCategory {
-                ToolCategory::VersionControl
-            }
-            fn risk_of(&self, args: &Value) -> RiskLevel {
-                self.call_risk(args)
-            }
-            fn mutating_of(&self, args: &Value) -> bool {
-                self.call_mutates(args)
-            }
-            async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
-                self.run(&Args::new(Self::NAME, args), ctx).await
-            }
-        }
-    };
-}
-
-/// Per-call risk and mutation, for operations whose calls differ (listing vs applying).
-trait PerCall {
-    fn call_risk(&self, _args: &Value) -> RiskLevel;
-    fn call_mutates(&self, _args: &Value) -> bool;
-}
-
-macro_rules! fixed {
-    ($($ty:ident),+) => {
-        $(impl PerCall for $ty {
-            fn call_risk(&self, _args: &Value) -> RiskLevel {
-                self.risk()
-            }
-            fn call_mutates(&self, _args: &Value) -> bool {
-                self.mutating()
-            }
-        })+
-    };
-}
-
-op_tool!(
+operation_tool!(
     Log,
     "git_ops.log",
+    ToolCategory::VersionControl,
     RiskLevel::Safe,
     false,
-    "Show recent commits, newest first: short hash, date, author and subject."
+    "Show recent commits, newest first: short hash, date, author and subject.",
+    async
 );
-op_tool!(Add, "git_ops.add", RiskLevel::Low, true, "Stage files or directories for the next commit.");
-op_tool!(
+operation_tool!(
+    Add,
+    "git_ops.add",
+    ToolCategory::VersionControl,
+    RiskLevel::Low,
+    true,
+    "Stage files or directories for the next commit.",
+    async
+);
+operation_tool!(
     Commit,
     "git_ops.commit",
+    ToolCategory::VersionControl,
     RiskLevel::Low,
     true,
-    "Commit what is staged (or, with all, every tracked change) with a message."
+    "Commit what is staged (or, with all, every tracked change) with a message.",
+    async
 );
-op_tool!(
+operation_tool!(
     CreateBranch,
     "git_ops.create_branch",
+    ToolCategory::VersionControl,
     RiskLevel::Low,
     true,
-    "Create a branch at HEAD or at start_point, without switching to it."
+    "Create a branch at HEAD or at start_point, without switching to it.",
+    async
 );
-op_tool!(
+operation_tool!(
     SwitchBranch,
     "git_ops.switch_branch",
+    ToolCategory::VersionControl,
     RiskLevel::Medium,
     true,
-    "Switch the working tree to a branch (create makes it first)."
+    "Switch the working tree to a branch (create makes it first).",
+    async
 );
-op_tool!(
+operation_tool!(
     Merge,
     "git_ops.merge",
+    ToolCategory::VersionControl,
     RiskLevel::Medium,
     true,
-    "Merge a branch into the current one; conflicts are left for resolve_conflicts."
+    "Merge a branch into the current one; conflicts are left for resolve_conflicts.",
+    async
 );
-op_tool!(
+operation_tool!(
     Pull,
     "git_ops.pull",
+    ToolCategory::VersionControl,
     RiskLevel::High,
     true,
-    "Fetch and merge from a configured remote (default origin), never rebasing."
+    "Fetch and merge from a configured remote (default origin), never rebasing.",
+    async
 );
-op_tool!(
+operation_tool!(
     Push,
     "git_ops.push",
+    ToolCategory::VersionControl,
     RiskLevel::High,
     true,
-    "Push a branch to a configured remote (default origin); never forced."
+    "Push a branch to a configured remote (default origin); never forced.",
+    async
 );
-op_tool!(
+operation_tool!(
     ResolveConflicts,
     "git_ops.resolve_conflicts",
+    ToolCategory::VersionControl,
     RiskLevel::Medium,
     true,
-    "List the conflicted files with their conflict count, or resolve one by taking a side (ours or theirs) and staging it."
+    "List the conflicted files with their conflict count, or resolve one by taking a side (ours or theirs) and staging it.",
+    async
 );
-op_tool!(
+operation_tool!(
     AnalyzeHistory,
     "git_ops.analyze_history",
+    ToolCategory::VersionControl,
     RiskLevel::Safe,
     false,
-    "Summarise the history: commits, authors, the most changed files, first and last dates."
+    "Summarise the history: commits, authors, the most changed files, first and last dates.",
+    async
 );
-fixed!(Log, Add, Commit, CreateBranch, SwitchBranch, Merge, Pull, Push, AnalyzeHistory);
+impl PerCall for Log {}
+impl PerCall for Add {}
+impl PerCall for Commit {}
+impl PerCall for CreateBranch {}
+impl PerCall for SwitchBranch {}
+impl PerCall for Merge {}
+impl PerCall for Pull {}
+impl PerCall for Push {}
+impl PerCall for AnalyzeHistory {}
 
 impl PerCall for ResolveConflicts {
     /// Listing changes nothing; taking a side does.
-    fn call_risk(&self, args: &Value) -> RiskLevel {
-        if args.get("path").is_some_and(|p| !p.is_null()) { RiskLevel::Medium } else { RiskLevel::Safe }
+    fn call_risk(&self, args: &Value) -> Option<RiskLevel> {
+        Some(if args.get("path").is_some_and(|p| !p.is_null()) { RiskLevel::Medium } else { RiskLevel::Safe })
     }
-    fn call_mutates(&self, args: &Value) -> bool {
-        args.get("path").is_some_and(|p| !p.is_null())
+    fn call_mutates(&self, args: &Value) -> Option<bool> {
+        Some(args.get("path").is_some_and(|p| !p.is_null()))
     }
 }
 
