@@ -41,10 +41,12 @@
 mod advanced_fs;
 mod catalogue;
 mod cgroup;
+mod cloud_services;
 mod error;
 mod fs;
 mod git;
 mod git_ops;
+mod package_manager;
 mod process;
 mod python;
 pub mod sandbox;
@@ -57,10 +59,12 @@ mod workspace;
 
 pub use advanced_fs::{BACKUP_DIR, advanced_fs};
 pub use catalogue::Catalogued;
+pub use cloud_services::CloudServices;
 pub use error::{Error, Result};
 pub use fs::{FsList, FsRead, FsSearch, FsWrite};
 pub use git::{GitDiff, GitStatus};
 pub use git_ops::git_ops;
+pub use package_manager::PackageManager;
 pub use process::ENV_ALLOW_LIST;
 pub use python::PythonRun;
 pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};

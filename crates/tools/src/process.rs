@@ -72,7 +72,7 @@ pub(crate) fn effective_timeout(requested_s: Option<u64>, limit: Duration) -> Du
 pub(crate) struct Run<'a> {
     pub tool: &'static str,
     /// Looked up on the sandbox's PATH.
-    pub program: &'static str,
+    pub program: &'a str,
     /// Said when the program is not installed.
     pub hint: &'static str,
     pub args: Vec<OsString>,

@@ -8,10 +8,12 @@ use serde::Serialize;
 use turbo_core::tool::ToolSpec;
 
 use crate::advanced_fs::advanced_fs;
+use crate::cloud_services::CloudServices;
 use crate::error::{Error, Result};
 use crate::fs::{FsList, FsRead, FsSearch, FsWrite};
 use crate::git::{GitDiff, GitStatus};
 use crate::git_ops::git_ops;
+use crate::package_manager::PackageManager;
 use crate::python::PythonRun;
 use crate::schema;
 use crate::shell::ShellRun;
@@ -71,8 +73,8 @@ impl Toolbox {
         Self::default()
     }
 
-    /// The standard tools: the foundation's eight and the catalogue's `advanced_fs` and
-    /// `git_ops`.
+    /// The standard tools: the foundation's eight and the catalogue's `advanced_fs`,
+    /// `git_ops`, `package_manager` and `cloud_services`.
     pub fn standard() -> Self {
         Self::new()
             .with(Arc::new(FsRead))
@@ -85,6 +87,8 @@ impl Toolbox {
             .with(Arc::new(GitDiff))
             .with(Arc::new(advanced_fs()))
             .with(Arc::new(git_ops()))
+            .with(Arc::new(PackageManager))
+            .with(Arc::new(CloudServices))
     }
 
     /// The standard tools for looking only: [`READ_ONLY_TOOLS`], with every call that would
@@ -203,7 +207,9 @@ mod tests {
                 "git_status",
                 "git_diff",
                 "advanced_fs",
-                "git_ops"
+                "git_ops",
+                "package_manager",
+                "cloud_services"
             ]
         );
     }
@@ -241,7 +247,7 @@ mod tests {
     #[test]
     fn with_replaces_a_tool_of_the_same_name() {
         let tools = Toolbox::standard().with(Arc::new(FsRead));
-        assert_eq!(tools.len(), 10);
+        assert_eq!(tools.len(), 12);
         assert_eq!(tools.names()[0], "fs_read");
     }
 }

@@ -755,13 +755,117 @@ async fn backups_restore_what_was_saved() {
     assert!(bad_args_reason(unknown).contains("no backup named 'nope'"));
 }
 
+// ---- package_manager and cloud_services ----
+
+/// Whether the sandbox's PATH (the default `[sandbox] path`) has `program`.
+fn in_sandbox_path(program: &str) -> bool {
+    ["/usr/local/bin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(program).exists())
+}
+
+/// The call's output when `program` is installed; else the call must say it is missing.
+async fn run_or_missing(ctx: &ToolContext, tool: &str, args: Value, program: &str) -> Option<ToolOutput> {
+    let result = call(ctx, tool, args).await;
+    if in_sandbox_path(program) {
+        return Some(result.unwrap_or_else(|e| panic!("{program} is installed, yet: {e}")));
+    }
+    match result {
+        Err(Error::MissingProgram { program: p, hint }) => {
+            assert_eq!(p, program);
+            assert!(hint.contains("install"), "{hint}");
+            None
+        }
+        other => panic!("{program} is not installed: expected MissingProgram, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn package_manager_runs_each_ecosystems_own_tool_or_says_why_not() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    if let Some(out) =
+        run_or_missing(&ctx, "package_manager", json!({"ecosystem": "python", "operation": "list"}), "python3").await
+    {
+        assert!(out.success && out.content.contains("$ python3 -m pip"), "{}", out.content);
+    }
+    fs::write(r.join("package.json"), r#"{"name": "demo", "version": "1.0.0"}"#).unwrap();
+    let lock = json!({"ecosystem": "nodejs", "operation": "generate_lockfile"});
+    if let Some(out) = run_or_missing(&ctx, "package_manager", lock, "npm").await {
+        assert!(out.success, "{}", out.content);
+        assert!(r.join("package-lock.json").exists(), "npm wrote the lockfile");
+    }
+    if let Some(out) =
+        run_or_missing(&ctx, "package_manager", json!({"ecosystem": "go", "operation": "list"}), "go").await
+    {
+        assert!(!out.success, "no go.mod here: {}", out.content);
+    }
+
+    let search = ok(
+        &ctx,
+        "package_manager",
+        json!({"ecosystem": "python", "operation": "search", "parameters": {"packages": ["requests"]}}),
+    )
+    .await;
+    assert!(!search.success && search.content.contains("python cannot search"), "{}", search.content);
+    let maven = ok(
+        &ctx,
+        "package_manager",
+        json!({"ecosystem": "java", "operation": "install", "parameters": {"packages": ["junit"]}}),
+    )
+    .await;
+    assert!(!maven.success && maven.content.contains("pom.xml"), "{}", maven.content);
+
+    let option = call(
+        &ctx,
+        "package_manager",
+        json!({"ecosystem": "python", "operation": "install", "parameters": {"packages": ["--index-url=http://evil"]}}),
+    )
+    .await;
+    assert!(bad_args_reason(option).contains("not a package name"));
+    let nothing = call(&ctx, "package_manager", json!({"ecosystem": "nodejs", "operation": "install"})).await;
+    assert!(bad_args_reason(nothing).contains("give packages"));
+    let unknown = call(&ctx, "package_manager", json!({"ecosystem": "ruby", "operation": "list"})).await;
+    assert!(bad_args_reason(unknown).contains("unknown ecosystem 'ruby'"));
+    let op = call(&ctx, "package_manager", json!({"ecosystem": "rust", "operation": "publish"})).await.unwrap_err();
+    assert!(matches!(op, Error::UnknownOperation { .. }), "{op}");
+}
+
+#[tokio::test]
+async fn cloud_services_run_the_providers_cli_in_the_sandbox_or_say_why_not() {
+    let (_dir, ctx) = setup();
+    fs::write(root(&ctx).join("deploy.yaml"), "apiVersion: v1\nkind: List\nitems: []\n").unwrap();
+    let monitor = json!({"provider": "kubernetes", "service": "deployments", "operation": "monitor"});
+    if let Some(out) = run_or_missing(&ctx, "cloud_services", monitor, "kubectl").await {
+        // No cluster, no network, no credentials in the sandbox: it fails, and says why.
+        assert!(!out.success && out.content.contains("$ kubectl get deployments,pods"), "{}", out.content);
+        assert!(out.content.contains("no network"), "{}", out.content);
+    }
+    let chart = json!({"provider": "kubernetes", "service": "helm", "operation": "deploy", "parameters": {"release": "web", "chart": "deploy.yaml"}});
+    if let Some(out) = run_or_missing(&ctx, "cloud_services", chart, "helm").await {
+        assert!(!out.success, "{}", out.content);
+    }
+
+    let escape = call(&ctx, "cloud_services", json!({"provider": "kubernetes", "service": "x", "operation": "deploy", "parameters": {"manifest": "../../etc/passwd"}})).await;
+    assert!(matches!(escape, Err(Error::OutsideWorkspace { .. })), "{escape:?}");
+    let flag = call(&ctx, "cloud_services", json!({"provider": "kubernetes", "service": "x", "operation": "scale", "parameters": {"name": "--all", "replicas": 3}})).await;
+    assert!(bad_args_reason(flag).contains("not a usable name"));
+    let unsupported =
+        ok(&ctx, "cloud_services", json!({"provider": "gcp", "service": "sql", "operation": "deploy"})).await;
+    assert!(!unsupported.success && unsupported.content.contains("not supported"), "{}", unsupported.content);
+    let unmapped =
+        ok(&ctx, "cloud_services", json!({"provider": "aws", "service": "rds", "operation": "backup"})).await;
+    assert!(!unmapped.success && unmapped.content.contains("not mapped"), "{}", unmapped.content);
+    let provider =
+        call(&ctx, "cloud_services", json!({"provider": "heroku", "service": "x", "operation": "deploy"})).await;
+    assert!(bad_args_reason(provider).contains("unknown provider"));
+}
+
 // ---- toolbox ----
 
 #[tokio::test]
 async fn toolbox_refuses_an_unknown_tool_listing_the_available_ones() {
     let (_dir, ctx) = setup();
     let err = call(&ctx, "fs_delete", json!({})).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownTool { ref available, .. } if available.len() == 10));
+    assert!(matches!(err, Error::UnknownTool { ref available, .. } if available.len() == 12));
     assert!(err.to_string().contains("fs_read, fs_write"), "{err}");
     assert!(err.is_model_correctable());
 }
@@ -783,9 +887,9 @@ async fn toolbox_checks_arguments_before_calling() {
 #[test]
 fn specs_describe_every_tool_with_valid_schemas() {
     let specs = Toolbox::standard().specs();
-    assert_eq!(specs.len(), 10);
+    assert_eq!(specs.len(), 12);
     let names: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names.len(), 10);
+    assert_eq!(names.len(), 12);
     for spec in &specs {
         assert!(!spec.description.is_empty(), "{}", spec.name);
         let schema = &spec.parameters;
@@ -817,6 +921,8 @@ fn risk_and_mutation_match_what_each_tool_can_do() {
         ("git_diff", RiskLevel::Safe, false),
         ("advanced_fs", RiskLevel::Medium, true),
         ("git_ops", RiskLevel::High, true),
+        ("package_manager", RiskLevel::Medium, true),
+        ("cloud_services", RiskLevel::Critical, true),
     ] {
         let tool = tools.get(name).unwrap();
         assert_eq!((tool.risk(), tool.mutating()), (risk, mutating), "{name}");
@@ -843,6 +949,19 @@ fn risk_and_mutation_match_what_each_tool_can_do() {
     ] {
         let args = json!({"operation": operation});
         assert_eq!((advanced.risk_of(&args), advanced.mutating_of(&args)), (risk, mutating), "{operation}");
+    }
+    let packages = tools.get("package_manager").unwrap();
+    let cloud = tools.get("cloud_services").unwrap();
+    for (tool, operation, risk, mutating) in [
+        (&packages, "list", RiskLevel::Safe, false),
+        (&packages, "check_vulnerabilities", RiskLevel::Safe, false),
+        (&packages, "install", RiskLevel::Medium, true),
+        (&cloud, "monitor", RiskLevel::High, false),
+        (&cloud, "deploy", RiskLevel::Critical, true),
+        (&cloud, "scale", RiskLevel::Critical, true),
+    ] {
+        let args = json!({"operation": operation});
+        assert_eq!((tool.risk_of(&args), tool.mutating_of(&args)), (risk, mutating), "{} {operation}", tool.name());
     }
 }
 
