@@ -363,19 +363,10 @@ impl Tool for CloudServices {
             Ok(plan) => plan,
             Err(why) => return Ok(ToolOutput { content: why, ..ToolOutput::default() }),
         };
-        let root = ctx.workspace.root();
+        let args = cli_args.iter().map(OsString::from).collect();
         let finished = process::run(Run {
-            tool: NAME,
-            program,
-            hint,
-            args: cli_args.iter().map(OsString::from).collect(),
-            stdin: None,
             extra_env: vec![("AWS_PAGER", "".into()), ("CLOUDSDK_CORE_DISABLE_PROMPTS", "1".into())],
-            cwd: root,
-            workspace: root,
-            sandbox: &ctx.sandbox,
-            timeout: ctx.timeout,
-            cap: ctx.output_cap,
+            ..Run::in_workspace(ctx, NAME, program, hint, args)
         })
         .await?;
         let mut out = finished.into_output(ctx.output_cap);

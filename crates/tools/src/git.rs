@@ -37,11 +37,6 @@ pub(crate) async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext
     argv.extend(args.iter().map(OsString::from));
     let ceiling = root.parent().unwrap_or(root).as_os_str().to_owned();
     let finished = process::run(Run {
-        tool,
-        program: "git",
-        hint: "install git, or use fs_list and fs_read to inspect the files",
-        args: argv,
-        stdin: None,
         extra_env: vec![
             ("GIT_CEILING_DIRECTORIES", ceiling),
             // Untranslated messages, so "not a git repository" can be recognised.
@@ -50,11 +45,7 @@ pub(crate) async fn git_raw(tool: &'static str, args: &[&str], ctx: &ToolContext
             // A status must not take the index lock a concurrent writer might need.
             ("GIT_OPTIONAL_LOCKS", "0".into()),
         ],
-        cwd: root,
-        workspace: root,
-        sandbox: &ctx.sandbox,
-        timeout: ctx.timeout,
-        cap: ctx.output_cap,
+        ..Run::in_workspace(ctx, tool, "git", "install git, or use fs_list and fs_read to inspect the files", argv)
     })
     .await?;
     if finished.status.code() == Some(128) && finished.stderr.text().to_lowercase().contains("not a git repository") {

@@ -288,23 +288,15 @@ impl Tool for PackageManager {
             } else {
                 step.program.to_string()
             };
+            let args = step.args.iter().map(OsString::from).collect();
             let finished = process::run(Run {
-                tool: NAME,
-                program: &program,
-                hint: step.hint,
-                args: step.args.iter().map(OsString::from).collect(),
-                stdin: None,
                 extra_env: vec![
                     ("PIP_NO_CACHE_DIR", "1".into()),
                     ("npm_config_update_notifier", "false".into()),
                     ("CARGO_TERM_COLOR", "never".into()),
                     ("GOFLAGS", "-mod=mod".into()),
                 ],
-                cwd: root,
-                workspace: root,
-                sandbox: &ctx.sandbox,
-                timeout: ctx.timeout,
-                cap: ctx.output_cap,
+                ..Run::in_workspace(ctx, NAME, &program, step.hint, args)
             })
             .await?;
             last = finished.into_output(ctx.output_cap);

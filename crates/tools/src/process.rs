@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::sandbox::{Sandbox, Spec, setup_failure};
-use crate::tool::ToolOutput;
+use crate::tool::{ToolContext, ToolOutput};
 
 /// The only variables a child sees. Everything else (API keys such as OLLAMA_API_KEY, cloud
 /// credentials, the agent's own configuration) stays in the agent.
@@ -285,6 +285,33 @@ async fn drain(
 
 fn take(capture: &Arc<Mutex<Capture>>) -> Capture {
     std::mem::take(&mut *capture.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+impl<'a> Run<'a> {
+    /// `program args` in the workspace root of `ctx`, with its sandbox, timeout and output cap,
+    /// no stdin and no extra environment.
+    pub(crate) fn in_workspace(
+        ctx: &'a ToolContext,
+        tool: &'static str,
+        program: &'a str,
+        hint: &'static str,
+        args: Vec<OsString>,
+    ) -> Self {
+        let root = ctx.workspace.root();
+        Run {
+            tool,
+            program,
+            hint,
+            args,
+            stdin: None,
+            extra_env: Vec::new(),
+            cwd: root,
+            workspace: root,
+            sandbox: &ctx.sandbox,
+            timeout: ctx.timeout,
+            cap: ctx.output_cap,
+        }
+    }
 }
 
 /// Runs the process in the sandbox to completion, timeout or flood. A timeout is
