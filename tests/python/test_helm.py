@@ -183,6 +183,15 @@ def test_default_values():
         # $(VAR) expands only variables defined earlier in the list.
         assert names.index("TURBO_PG_PASSWORD") < names.index("TURBO_CODER__STORE__URL"), names
 
+    # Only the tool-runner's container may make the user namespaces bubblewrap needs.
+    runner = container(deployments[f"{FULLNAME}-tool-runner"])["securityContext"]
+    assert runner["seccompProfile"] == {"type": "Unconfined"} and runner["procMount"] == "Unmasked", runner
+    assert runner["allowPrivilegeEscalation"] is False and runner["capabilities"] == {"drop": ["ALL"]}, runner
+    assert "hostUsers" not in deployments[f"{FULLNAME}-tool-runner"]["spec"]["template"]["spec"]
+    for name, deployment in deployments.items():
+        if name != f"{FULLNAME}-tool-runner":
+            assert "seccompProfile" not in container(deployment)["securityContext"], name
+
     password = base64.b64decode(by_kind(objs, "Secret")[f"{FULLNAME}-postgres"]["data"]["password"]).decode()
     assert re.fullmatch(r"[A-Za-z0-9]{24}", password), "the password must need no URL escaping"
 
@@ -262,6 +271,12 @@ def test_storage_class():
     assert spec["storageClassName"] == "fast" and spec["resources"]["requests"]["storage"] == "1Gi", spec
 
 
+def test_tool_runner_with_user_namespaces():
+    objs = objects(render({"toolRunner": {"hostUsers": False}}))
+    spec = by_kind(objs, "Deployment")[f"{FULLNAME}-tool-runner"]["spec"]["template"]["spec"]
+    assert spec["hostUsers"] is False, spec
+
+
 def test_postgres_user_must_be_url_safe():
     try:
         render({"postgres": {"user": "a@b"}})
@@ -276,6 +291,7 @@ TESTS = [
     test_bundled_services_disabled,
     test_env_replaces_the_bundled_settings,
     test_storage_class,
+    test_tool_runner_with_user_namespaces,
     test_postgres_user_must_be_url_safe,
 ]
 

@@ -142,6 +142,9 @@ spec:
       {{- end }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      {{- if kindIs "bool" .hostUsers }}
+      hostUsers: {{ .hostUsers }}
+      {{- end }}
       terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
       containers:
         - name: {{ .service }}
@@ -184,7 +187,7 @@ spec:
             periodSeconds: {{ $root.Values.probes.liveness.periodSeconds }}
             failureThreshold: {{ $root.Values.probes.liveness.failureThreshold }}
           securityContext:
-            {{- toYaml $root.Values.securityContext | nindent 12 }}
+            {{- toYaml (.securityContext | default $root.Values.securityContext) | nindent 12 }}
           resources:
             {{- toYaml .resources | nindent 12 }}
           volumeMounts:
