@@ -69,7 +69,7 @@ pub use process::ENV_ALLOW_LIST;
 pub use python::PythonRun;
 pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};
 pub use shell::ShellRun;
-pub use tool::{ResourceEstimate, Tool, ToolContext, ToolOutput};
+pub use tool::{OutputSink, OutputStream, ResourceEstimate, Tool, ToolContext, ToolOutput};
 pub use toolbox::{READ_ONLY_TOOLS, ToolMetrics, Toolbox};
 pub use workspace::Workspace;
 

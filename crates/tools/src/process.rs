@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::sandbox::{Sandbox, Spec, setup_failure};
-use crate::tool::{ToolContext, ToolOutput};
+use crate::tool::{OutputSink, OutputStream, ToolContext, ToolOutput};
 
 /// The only variables a child sees. Everything else (API keys such as OLLAMA_API_KEY, cloud
 /// credentials, the agent's own configuration) stays in the agent.
@@ -87,6 +87,8 @@ pub(crate) struct Run<'a> {
     pub timeout: Duration,
     /// Bytes kept for each of stdout and stderr (head and tail).
     pub cap: usize,
+    /// Where the output also goes as it is printed.
+    pub output: Option<OutputSink>,
 }
 
 /// A process that exited (by itself or by a signal) within its timeout.
@@ -264,6 +266,7 @@ async fn drain(
     capture: Arc<Mutex<Capture>>,
     limit: u64,
     flooded: Arc<(AtomicBool, Notify)>,
+    live: Option<(OutputSink, OutputStream)>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -271,6 +274,10 @@ async fn drain(
             Ok(0) | Err(_) => break,
             // Keep reading past the cap: a child blocked on a full pipe would never exit.
             Ok(n) => {
+                if let Some((sink, stream)) = &live {
+                    // Dropped when the watcher is behind: see `OutputSink`.
+                    let _ = sink.try_send((*stream, buf[..n].to_vec()));
+                }
                 let mut c = capture.lock().unwrap_or_else(PoisonError::into_inner);
                 c.push(&buf[..n]);
                 if c.total > limit {
@@ -310,6 +317,7 @@ impl<'a> Run<'a> {
             sandbox: &ctx.sandbox,
             timeout: ctx.timeout,
             cap: ctx.output_cap,
+            output: ctx.output.clone(),
         }
     }
 }
@@ -363,11 +371,12 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
     let stderr = Arc::new(Mutex::new(Capture::new(run.cap)));
     let flooded = Arc::new((AtomicBool::new(false), Notify::new()));
     let mut drains = tokio::task::JoinSet::new();
+    let live = |stream| run.output.clone().map(|sink| (sink, stream));
     if let Some(out) = child.stdout.take() {
-        drains.spawn(drain(out, stdout.clone(), output_limit, flooded.clone()));
+        drains.spawn(drain(out, stdout.clone(), output_limit, flooded.clone(), live(OutputStream::Stdout)));
     }
     if let Some(err) = child.stderr.take() {
-        drains.spawn(drain(err, stderr.clone(), output_limit, flooded.clone()));
+        drains.spawn(drain(err, stderr.clone(), output_limit, flooded.clone(), live(OutputStream::Stderr)));
     }
 
     let waited = tokio::select! {

@@ -56,19 +56,13 @@ impl Tool for PythonRun {
         if code.trim().is_empty() {
             return Err(Error::bad_args(NAME, "'code' is empty"));
         }
+        let hint = "python3 is needed for python_run; install it in the environment, or use shell_run";
         let finished = process::run(Run {
-            tool: NAME,
-            program: "python3",
-            hint: "python3 is needed for python_run; install it in the environment, or use shell_run",
-            args: vec![OsString::from("-")],
             stdin: Some(code.as_bytes().to_vec()),
             // Imports of workspace modules would otherwise leave __pycache__ in the project.
             extra_env: vec![("PYTHONDONTWRITEBYTECODE", OsString::from("1"))],
-            cwd: ctx.workspace.root(),
-            workspace: ctx.workspace.root(),
-            sandbox: &ctx.sandbox,
             timeout: process::effective_timeout(timeout_s, ctx.timeout),
-            cap: ctx.output_cap,
+            ..Run::in_workspace(ctx, NAME, "python3", hint, vec![OsString::from("-")])
         })
         .await?;
         Ok(finished.into_output(ctx.output_cap))

@@ -61,18 +61,10 @@ impl Tool for ShellRun {
             return Err(Error::bad_args(NAME, "'command' is empty"));
         }
         deny::check(command)?;
+        let args = vec![OsString::from("-c"), OsString::from(command)];
         let finished = process::run(Run {
-            tool: NAME,
-            program: "sh",
-            hint: "install a POSIX shell (dash or bash)",
-            args: vec![OsString::from("-c"), OsString::from(command)],
-            stdin: None,
-            extra_env: Vec::new(),
-            cwd: ctx.workspace.root(),
-            workspace: ctx.workspace.root(),
-            sandbox: &ctx.sandbox,
             timeout: process::effective_timeout(timeout_s, ctx.timeout),
-            cap: ctx.output_cap,
+            ..Run::in_workspace(ctx, NAME, "sh", "install a POSIX shell (dash or bash)", args)
         })
         .await?;
         Ok(finished.into_output(ctx.output_cap))

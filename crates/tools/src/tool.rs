@@ -11,6 +11,18 @@ use crate::error::Result;
 use crate::sandbox::Sandbox;
 use crate::workspace::Workspace;
 
+/// Which stream a piece of live output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Where a process tool's output goes as it is printed, besides the call's result. Best
+/// effort: a piece that finds the channel full is dropped (the result still holds the capped
+/// output), so a slow reader never holds up the process nor makes the runner buffer.
+pub type OutputSink = tokio::sync::mpsc::Sender<(OutputStream, Vec<u8>)>;
+
 /// What every call gets: where it may act and how much it may take.
 #[derive(Clone, Debug)]
 pub struct ToolContext {
@@ -21,6 +33,8 @@ pub struct ToolContext {
     pub output_cap: usize,
     /// Where every process a tool starts runs.
     pub sandbox: Arc<Sandbox>,
+    /// Live output of the call's processes, when someone watches it.
+    pub output: Option<OutputSink>,
 }
 
 impl ToolContext {
@@ -34,7 +48,14 @@ impl ToolContext {
             timeout: Self::DEFAULT_TIMEOUT,
             output_cap: Self::DEFAULT_OUTPUT_CAP,
             sandbox: Sandbox::shared_default(),
+            output: None,
         }
+    }
+
+    /// The same context sending its processes' output to `sink` as it is printed.
+    pub fn with_output(mut self, sink: OutputSink) -> Self {
+        self.output = Some(sink);
+        self
     }
 
     pub fn with_sandbox(mut self, sandbox: Arc<Sandbox>) -> Self {

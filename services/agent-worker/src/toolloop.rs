@@ -106,7 +106,7 @@ pub(crate) async fn run(
                     project_id,
                     phase: Some(phase.clone()),
                     step: Some(step),
-                    updates: None,
+                    ..CallScope::default()
                 };
                 match cancellable(cancel, async { Ok(call_reporting(deps, rep, workspace, &call, scope, step).await) })
                     .await?

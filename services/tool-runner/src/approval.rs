@@ -169,6 +169,8 @@ pub struct CallScope {
     pub step: Option<u32>,
     /// Told when the call starts waiting and when it is decided.
     pub updates: Option<mpsc::UnboundedSender<ApprovalUpdate>>,
+    /// Where the call's processes' output goes as it is printed (best effort).
+    pub output: Option<turbo_tools::OutputSink>,
 }
 
 impl CallScope {

@@ -5,9 +5,9 @@
 //!   result marked `model_correctable`, its content the message the local runner gives the
 //!   model. Other errors map to statuses once, in `error.rs` (`Error::code`).
 //! - CallTool runs the call on its own task and streams, in order: `approval_required` and
-//!   `approval_decided` when the approval policy asks a person, then the result. The tools
-//!   collect their output before returning it, so stdout and stderr are not streamed as they
-//!   come yet; clients must already skip those chunks. A client that cancels the stream
+//!   `approval_decided` when the approval policy asks a person, `stdout` and `stderr` pieces as
+//!   the call's processes print them (best effort: dropped while the client is behind), then
+//!   the result, which holds the capped output either way. A client that cancels the stream
 //!   withdraws a waiting call and stops a running one.
 //! - Approve, Deny and ListApprovals decide and list the calls waiting in this runner.
 //!
@@ -39,6 +39,9 @@ use crate::{LocalToolRunner, RunnerLimits, ToolService, wire};
 
 /// Chunks of a call buffered for a slow client; the call waits for room.
 const CHUNK_BUFFER: usize = 16;
+/// Pieces of live output (up to 64 KiB each) held for the stream; more are dropped while the
+/// client is behind (the result keeps the capped output).
+const OUTPUT_BUFFER: usize = 32;
 
 /// A call request, checked: what to run, where, with which limits, for whom.
 struct Prepared {
@@ -139,12 +142,14 @@ impl ToolGrpc {
     /// (withdrawing it if it waits) when the client goes away.
     async fn stream_call(self, p: Prepared, chunks: mpsc::Sender<std::result::Result<pb::ToolCallChunk, Status>>) {
         let (updates, mut updated) = mpsc::unbounded_channel();
+        let (output, mut printed) = mpsc::channel(OUTPUT_BUFFER);
         let scope = CallScope {
             task_id: p.task_id,
             project_id: p.project_id,
             phase: p.phase.clone(),
             step: p.step,
             updates: Some(updates),
+            output: Some(output),
         };
         let call = self.call(p, scope);
         tokio::pin!(call);
@@ -153,6 +158,11 @@ impl ToolGrpc {
                 biased;
                 Some(update) = updated.recv() => {
                     if chunks.send(Ok(update_chunk(update))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(piece) = printed.recv() => {
+                    if chunks.send(Ok(output_chunk(piece))).await.is_err() {
                         return;
                     }
                 }
@@ -165,6 +175,11 @@ impl ToolGrpc {
         };
         while let Ok(update) = updated.try_recv() {
             if chunks.send(Ok(update_chunk(update))).await.is_err() {
+                return;
+            }
+        }
+        while let Ok(piece) = printed.try_recv() {
+            if chunks.send(Ok(output_chunk(piece))).await.is_err() {
                 return;
             }
         }
@@ -237,6 +252,16 @@ fn workspace<'a>(field: &str, value: &'a str) -> std::result::Result<&'a str, tu
         return Err(turbo_proto::Error::Invalid(errs));
     }
     Ok(value)
+}
+
+fn output_chunk((stream, bytes): (turbo_tools::OutputStream, Vec<u8>)) -> pb::ToolCallChunk {
+    use pb::tool_call_chunk::Chunk;
+    pb::ToolCallChunk {
+        chunk: Some(match stream {
+            turbo_tools::OutputStream::Stdout => Chunk::Stdout(bytes),
+            turbo_tools::OutputStream::Stderr => Chunk::Stderr(bytes),
+        }),
+    }
 }
 
 fn update_chunk(update: ApprovalUpdate) -> pb::ToolCallChunk {

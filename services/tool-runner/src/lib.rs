@@ -256,12 +256,16 @@ impl LocalToolRunner {
         }))
     }
 
-    fn context(&self, workspace: &str, limits: &RunnerLimits) -> Result<ToolContext> {
+    fn context(&self, workspace: &str, limits: &RunnerLimits, scope: &CallScope) -> Result<ToolContext> {
         let ws = Workspace::open(workspace)?;
-        Ok(ToolContext::new(ws)
+        let ctx = ToolContext::new(ws)
             .with_timeout(limits.timeout)
             .with_output_cap(limits.output_cap)
-            .with_sandbox(limits.sandbox.clone()))
+            .with_sandbox(limits.sandbox.clone());
+        Ok(match &scope.output {
+            Some(sink) => ctx.with_output(sink.clone()),
+            None => ctx,
+        })
     }
 
     /// Runs one call with `limits` instead of the runner's own. The arguments are checked
@@ -273,7 +277,7 @@ impl LocalToolRunner {
         limits: &RunnerLimits,
         scope: &CallScope,
     ) -> Result<ToolOutput> {
-        let ctx = self.context(workspace, limits)?;
+        let ctx = self.context(workspace, limits, scope)?;
         let tool = self.toolbox.checked(&call.name, &call.arguments)?;
         if let approval::Gate::Refused(content) =
             self.approvals.gate(scope, &call.name, &call.arguments, tool.risk_of(&call.arguments)).await

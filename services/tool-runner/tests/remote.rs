@@ -453,3 +453,38 @@ async fn operators_deny_a_waiting_call_over_nats_and_the_model_is_told() {
     assert!(!outcome.approved && outcome.decided_by == "ops");
     runner.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_tool_streams_a_commands_output_as_it_is_printed_then_the_result() {
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    let mut raw = runner.raw().await;
+    let request = pb::ToolCallRequest {
+        workspace: path(ws.path()).into(),
+        tool: "shell_run".into(),
+        arguments_json: json!({"command": "echo one; sleep 1; echo two >&2"}).to_string(),
+        ..Default::default()
+    };
+    let mut chunks = raw.call_tool(request).await.unwrap().into_inner();
+    let (mut stdout, mut stderr, mut order) = (Vec::new(), Vec::new(), Vec::new());
+    let result = loop {
+        match chunks.message().await.unwrap().expect("the stream ends with a result").chunk {
+            Some(pb::tool_call_chunk::Chunk::Stdout(bytes)) => {
+                order.push("stdout");
+                stdout.extend(bytes);
+            }
+            Some(pb::tool_call_chunk::Chunk::Stderr(bytes)) => {
+                order.push("stderr");
+                stderr.extend(bytes);
+            }
+            Some(pb::tool_call_chunk::Chunk::Result(result)) => break result,
+            other => panic!("unexpected chunk {other:?}"),
+        }
+    };
+    assert!(result.success, "{}", result.content);
+    assert_eq!((stdout.as_slice(), stderr.as_slice()), (&b"one\n"[..], &b"two\n"[..]));
+    assert_eq!(order, ["stdout", "stderr"], "each piece as it was printed, before the result");
+    assert!(result.content.contains("one") && result.content.contains("two"), "the result keeps the output");
+    assert!(chunks.message().await.unwrap().is_none());
+    runner.stop().await;
+}
