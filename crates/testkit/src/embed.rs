@@ -62,7 +62,7 @@ pub(crate) fn inputs(body: &Value) -> Result<Vec<String>, String> {
 
 /// The vectors for `inputs` as `def`'s next scripted reply has them, or the response that
 /// replaces the protocol's answer (an error status or garbage).
-pub(crate) fn vectors(shared: &Shared, def: &ModelDef, inputs: &[String]) -> Result<Vec<Vec<f32>>, Response> {
+pub(crate) fn vectors(shared: &Shared, def: &ModelDef, inputs: &[String]) -> Result<Vec<Vec<f32>>, Box<Response>> {
     let hashed = |dimension: usize| inputs.iter().map(|text| hashed_embedding(text, dimension)).collect::<Vec<_>>();
     match shared.take_embed_reply(&def.name) {
         EmbedReply::Hashed => Ok(hashed(shared.embedding_dimension)),
@@ -72,8 +72,8 @@ pub(crate) fn vectors(shared: &Shared, def: &ModelDef, inputs: &[String]) -> Res
             vectors.pop();
             Ok(vectors)
         }
-        EmbedReply::Status(code, body) => Err(status_response(code, body)),
-        EmbedReply::Garbage(body) => Err(with_type(StatusCode::OK, "application/json", body)),
+        EmbedReply::Status(code, body) => Err(Box::new(status_response(code, body))),
+        EmbedReply::Garbage(body) => Err(Box::new(with_type(StatusCode::OK, "application/json", body))),
     }
 }
 

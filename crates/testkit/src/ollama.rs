@@ -157,7 +157,7 @@ pub(crate) fn embed(shared: &Shared, body: &Value) -> Response {
     };
     let vectors = match embed::vectors(shared, def, &inputs) {
         Ok(vectors) => vectors,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     // Without input Ollama only loads the model: nothing is evaluated.
     let tokens = if inputs.is_empty() { 0 } else { estimate(embed::input_chars(&inputs)) };

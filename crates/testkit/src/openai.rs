@@ -158,7 +158,7 @@ pub(crate) fn embeddings(shared: &Shared, body: &Value) -> Response {
     };
     let vectors = match embed::vectors(shared, def, &inputs) {
         Ok(vectors) => vectors,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let data: Vec<Value> = vectors
         .into_iter()

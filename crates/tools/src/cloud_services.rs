@@ -59,14 +59,17 @@ fn pairs(p: &Args<'_>, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The CLI, its arguments and the install hint of one call, or why it is not available.
+/// The CLI, the hint said when it is missing, and its arguments.
+type CliCall = (&'static str, &'static str, Vec<String>);
+
+/// The CLI call of one operation, or why it is not available.
 fn plan(
     ctx: &ToolContext,
     provider: &str,
     service: &str,
     operation: &str,
     p: &Args<'_>,
-) -> Result<std::result::Result<(&'static str, &'static str, Vec<String>), String>> {
+) -> Result<std::result::Result<CliCall, String>> {
     const KUBECTL: &str = "install kubectl and give the sandbox its config ([sandbox] read_only_paths)";
     const HELM: &str = "install helm (https://helm.sh/docs/intro/install/)";
     const AWS: &str = "install the AWS CLI (aws) and give the sandbox its credentials";

@@ -165,12 +165,15 @@ impl Indexer {
     }
 }
 
-/// Reads and chunks each file; returns (path, file hash, chunks) per indexed file and the skips.
+/// A file read and chunked: its path, its content hash, its chunks.
+type ChunkedFile = (String, String, Vec<Chunk>);
+
+/// Reads and chunks each file; returns the indexed files and the skips.
 fn chunk_files(
     chunker: &Chunker,
     root: &Path,
     files: Vec<(String, u64, String)>,
-) -> (Vec<(String, String, Vec<Chunk>)>, Vec<SkippedFile>) {
+) -> (Vec<ChunkedFile>, Vec<SkippedFile>) {
     let max = chunker.limits().max_file_bytes as u64;
     let mut out = Vec::new();
     let mut skipped = Vec::new();

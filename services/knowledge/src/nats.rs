@@ -289,7 +289,7 @@ mod tests {
             (br#"{"query": "q", "limit": 5, "mode": "fuzzy"}"#, "unknown variant `fuzzy`"),
         ];
         for (payload, says) in cases {
-            let e = parse::<SearchRequest>(payload, subjects::KNOWLEDGE_SEARCH, SEARCH_EXAMPLE).err().expect("refused");
+            let e = parse::<SearchRequest>(payload, subjects::KNOWLEDGE_SEARCH, SEARCH_EXAMPLE).expect_err("refused");
             assert_eq!(e.kind, KnowledgeErrorKind::InvalidArgument);
             assert!(e.message.contains(says), "{payload:?}: {e}");
             assert!(e.message.contains(SEARCH_EXAMPLE), "{e}");

@@ -54,7 +54,7 @@ const ALL_KINDS: [KnowledgeErrorKind; 5] = [
 #[derive(Clone, Debug, PartialEq)]
 enum Call {
     Index(IndexRequest),
-    Add(KnowledgeChunk),
+    Add(Box<KnowledgeChunk>),
     Search(SearchRequest),
     Delete(String),
     Stats(Option<String>),
@@ -106,7 +106,7 @@ impl Knowledge for Double {
 
     async fn add_chunk(&self, chunk: KnowledgeChunk) -> Result<String, KnowledgeError> {
         let id = format!("{}-stored", chunk.id);
-        self.answer(Call::Add(chunk))?;
+        self.answer(Call::Add(Box::new(chunk)))?;
         Ok(id)
     }
 
@@ -368,7 +368,7 @@ async fn every_rpc_round_trips_every_field() {
     assert_eq!(double.last_call(), Call::Index(index));
 
     assert_eq!(remote.add_chunk(chunk()).await.unwrap(), "k1-stored");
-    assert_eq!(double.last_call(), Call::Add(chunk()));
+    assert_eq!(double.last_call(), Call::Add(Box::new(chunk())));
 
     assert_eq!(remote.search(search_request()).await.unwrap(), hits());
     assert_eq!(double.last_call(), Call::Search(search_request()));
@@ -588,7 +588,7 @@ async fn each_nats_subject_answers_with_its_result() {
 
     let body = request(&client, subjects::KNOWLEDGE_ADD, &serde_json::to_vec(&chunk()).unwrap()).await;
     assert_eq!(body["id"], "k1-stored");
-    assert_eq!(double.last_call(), Call::Add(chunk()));
+    assert_eq!(double.last_call(), Call::Add(Box::new(chunk())));
 
     let body = request(&client, subjects::KNOWLEDGE_DELETE, br#"{"id": "k1"}"#).await;
     assert_eq!(body, json!({"v": 1, "deleted": true}));

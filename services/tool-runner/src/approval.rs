@@ -480,7 +480,7 @@ mod tests {
         let gate = spawn_gate(&approvals, scope.clone(), json!({"command": "make"}));
         let request = next_request(&mut rx).await;
         assert_eq!((request.tool.as_str(), request.task_id, request.risk), ("shell_run", Some(task), RiskLevel::High));
-        assert_eq!(approvals.list(Some(task)), [request.clone()]);
+        assert_eq!(approvals.list(Some(task)), std::slice::from_ref(&request));
         assert!(approvals.list(Some(TaskId::new())).is_empty());
         assert!(!gate.is_finished(), "the call must wait for a decision");
 

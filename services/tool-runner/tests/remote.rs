@@ -370,7 +370,7 @@ async fn a_call_the_policy_asks_about_waits_for_approve_over_grpc_and_is_audited
     let ApprovalUpdate::Requested(request) = next_update(&mut updates).await else { panic!("a request first") };
     assert_eq!((request.tool.as_str(), request.task_id), ("fs_write", Some(task)));
     assert!(!ws.path().join("app.py").exists(), "nothing runs before the decision");
-    assert_eq!(admin.list_approvals(Some(task)).await.unwrap(), [request.clone()]);
+    assert_eq!(admin.list_approvals(Some(task)).await.unwrap(), std::slice::from_ref(&request));
     let listed = tools.specs(None).await.unwrap();
     assert!(listed.iter().any(|s| s.name == "fs_write"));
 

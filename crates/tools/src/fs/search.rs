@@ -99,7 +99,7 @@ fn read_beneath(ws: &crate::workspace::Workspace, path: &Path) -> crate::error::
     use std::io::Read;
     let mut file = ws.open_file(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK)?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| crate::error::Error::io(&ws.relative(path), e))?;
+    file.read_to_end(&mut bytes).map_err(|e| crate::error::Error::io(ws.relative(path), e))?;
     Ok(bytes)
 }
 

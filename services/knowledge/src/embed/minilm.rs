@@ -297,7 +297,7 @@ mod adhoc {
             })
             .collect();
         let avg = texts.iter().map(|t| t.len()).sum::<usize>() / texts.len();
-        let _ = m.embed(&texts[..8].to_vec()).await.unwrap();
+        let _ = m.embed(&texts[..8]).await.unwrap();
         let t = std::time::Instant::now();
         let v = m.embed(&texts).await.unwrap();
         let el = t.elapsed();
