@@ -4,7 +4,8 @@
 //! the workspace, and bulk operations applied as one transaction.
 //!
 //! Every path is confined as the file tools' are: checked by `Workspace::resolve`, then opened
-//! beneath the root by the kernel. `refactor_code` (a syntax-aware rename) is not here yet.
+//! beneath the root by the kernel. `refactor_code` renames an identifier with the file's
+//! tree-sitter grammar (`turbo_syntax::rename`): names, never strings or comments.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -39,6 +40,7 @@ fn operations() -> Vec<Operation> {
         op("write_file", Arc::new(FsWrite)),
         op("search_content", Arc::new(FsSearch)),
         op("analyze_file", Arc::new(AnalyzeFile)),
+        op("refactor_code", Arc::new(Refactor)),
         op("create_from_template", Arc::new(FromTemplate)),
         op("bulk_operation", Arc::new(Bulk)),
         op("backup_files", Arc::new(Backup)),
@@ -48,7 +50,7 @@ fn operations() -> Vec<Operation> {
 
 static DESCRIPTION: LazyLock<String> = LazyLock::new(|| {
     describe(
-        "File operations in the workspace beyond single reads and writes: file metrics, files from Jinja2 templates, several changes as one all-or-nothing transaction, backups and restores.",
+        "File operations in the workspace beyond single reads and writes: file metrics, syntax-aware renames, files from Jinja2 templates, several changes as one all-or-nothing transaction, backups and restores.",
         &operations(),
     )
 });
@@ -260,6 +262,78 @@ impl AnalyzeFile {
             "todo_markers": markers,
         });
         Ok(ToolOutput::ok(serde_json::to_string_pretty(&report).unwrap_or_default()))
+    }
+}
+
+// ---- refactor_code ----
+
+operation_tool!(
+    Refactor,
+    "advanced_fs.refactor_code",
+    ToolCategory::FileSystem,
+    RiskLevel::Medium,
+    true,
+    "Rename an identifier (a variable, function, type, field or method) in source files, by their syntax tree: every use of the name changes, strings, comments and longer names that contain it do not. Rust, Python, JavaScript, TypeScript, Go and Java.",
+    blocking
+);
+
+impl PerCall for Refactor {}
+
+impl Refactor {
+    fn schema() -> Value {
+        schema::object(
+            json!({
+                "paths": {"type": "array", "items": {"type": "string"}, "description": "the source files to rename in"},
+                "refactor_type": {"type": "string", "enum": ["rename"], "description": "rename (the only one so far)"},
+                "old_name": {"type": "string", "description": "the identifier to rename"},
+                "new_name": {"type": "string", "description": "its new name"},
+            }),
+            &["paths", "refactor_type", "old_name", "new_name"],
+        )
+    }
+
+    fn run(args: &Args<'_>, ws: &Workspace) -> Result<ToolOutput> {
+        const NAME: &str = "advanced_fs.refactor_code";
+        match args.string("refactor_type")? {
+            "rename" => {}
+            other => {
+                return Err(Error::bad_args(NAME, format!("refactor_type '{other}' is not supported: use rename")));
+            }
+        }
+        let (old, new) = (args.string("old_name")?, args.string("new_name")?);
+        // Every file is renamed in memory first: one that cannot be leaves all of them as they were.
+        let mut renamed = Vec::new();
+        for value in args.array("paths")? {
+            let path = value.as_str().ok_or_else(|| Error::bad_args(NAME, "paths must be strings"))?;
+            let abs = ws.resolve(path)?;
+            let rel = ws.relative(&abs);
+            let grammar = turbo_syntax::Grammar::for_path(&rel).ok_or_else(|| {
+                Error::bad_args(NAME, format!("'{rel}' is not Rust, Python, JavaScript, TypeScript, Go or Java source"))
+            })?;
+            let source = String::from_utf8(read_bytes(ws, &abs)?)
+                .map_err(|_| Error::bad_args(NAME, format!("'{rel}' is not UTF-8 text")))?;
+            let (out, n) = turbo_syntax::rename(grammar, &source, old, new)
+                .map_err(|e| Error::bad_args(NAME, format!("'{rel}': {e}")))?;
+            renamed.push((abs, rel, out, n));
+        }
+        let total: usize = renamed.iter().map(|r| r.3).sum();
+        if total == 0 {
+            return Ok(ToolOutput {
+                content: format!("no identifier named '{old}' in those files: nothing changed"),
+                ..ToolOutput::default()
+            });
+        }
+        let mut changed = Vec::new();
+        let mut lines = Vec::new();
+        for (abs, rel, out, n) in renamed.into_iter().filter(|r| r.3 > 0) {
+            write(ws, &abs, &rel, out.as_bytes())?;
+            lines.push(format!("{rel}: {n}"));
+            changed.push(rel);
+        }
+        Ok(ToolOutput {
+            files_changed: changed,
+            ..ToolOutput::ok(format!("renamed {old} to {new}: {total} occurrence(s) ({})", lines.join(", ")))
+        })
     }
 }
 

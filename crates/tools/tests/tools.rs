@@ -658,6 +658,45 @@ async fn advanced_fs_measures_a_file() {
 }
 
 #[tokio::test]
+async fn refactor_code_renames_an_identifier_by_syntax_across_files() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    fs::write(r.join("calc.py"), "def total(xs):\n    return sum(xs)  # total\n").unwrap();
+    fs::write(r.join("main.py"), "from calc import total\nprint(total([1]), 'total', subtotal)\n").unwrap();
+    let args = json!({"paths": ["calc.py", "main.py"], "refactor_type": "rename", "old_name": "total", "new_name": "grand_total"});
+    let out = fs_op(&ctx, "refactor_code", args).await.unwrap();
+    assert!(out.success && out.content.contains("3 occurrence(s)"), "{}", out.content);
+    assert_eq!(out.files_changed, ["calc.py", "main.py"]);
+    assert_eq!(fs::read_to_string(r.join("calc.py")).unwrap(), "def grand_total(xs):\n    return sum(xs)  # total\n");
+    assert_eq!(
+        fs::read_to_string(r.join("main.py")).unwrap(),
+        "from calc import grand_total\nprint(grand_total([1]), 'total', subtotal)\n"
+    );
+
+    // A file that does not parse stops the whole rename before anything is written.
+    fs::write(r.join("broken.py"), "def f(:\n").unwrap();
+    let args = json!({"paths": ["calc.py", "broken.py"], "refactor_type": "rename", "old_name": "grand_total", "new_name": "t"});
+    let refused = fs_op(&ctx, "refactor_code", args).await;
+    assert!(bad_args_reason(refused).contains("broken.py': the file does not parse"));
+    assert!(fs::read_to_string(r.join("calc.py")).unwrap().contains("grand_total"));
+    let none = fs_op(
+        &ctx,
+        "refactor_code",
+        json!({"paths": ["calc.py"], "refactor_type": "rename", "old_name": "nope", "new_name": "x"}),
+    )
+    .await
+    .unwrap();
+    assert!(!none.success && none.content.contains("nothing changed"), "{}", none.content);
+    let prose = fs_op(
+        &ctx,
+        "refactor_code",
+        json!({"paths": ["notes.md"], "refactor_type": "rename", "old_name": "a", "new_name": "b"}),
+    )
+    .await;
+    assert!(bad_args_reason(prose).contains("is not Rust, Python"));
+}
+
+#[tokio::test]
 async fn advanced_fs_renders_templates_and_names_what_is_missing() {
     let (_dir, ctx) = setup();
     let template = "# {{ name | upper }}\n{% for route in routes %}- GET /{{ route }}\n{% endfor %}";
@@ -944,6 +983,7 @@ fn risk_and_mutation_match_what_each_tool_can_do() {
     for (operation, risk, mutating) in [
         ("read_file", RiskLevel::Safe, false),
         ("analyze_file", RiskLevel::Safe, false),
+        ("refactor_code", RiskLevel::Medium, true),
         ("backup_files", RiskLevel::Low, true),
         ("bulk_operation", RiskLevel::Medium, true),
     ] {

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use tree_sitter::{Node, ParseOptions, ParseState, Parser, Point, Tree};
+use turbo_syntax::tree_sitter::{Node, ParseOptions, ParseState, Parser, Point, Tree};
 
 use super::language::Grammar;
 use super::lines::Lines;

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use turbo_syntax::tree_sitter;
+
 /// The language of a chunk, from the file's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Language {
@@ -93,15 +95,17 @@ impl Grammar {
     }
 
     pub(super) fn tree_sitter(self) -> tree_sitter::Language {
+        use turbo_syntax::Grammar as G;
         match self {
-            Grammar::Rust => tree_sitter_rust::LANGUAGE.into(),
-            Grammar::Python => tree_sitter_python::LANGUAGE.into(),
-            Grammar::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
-            Grammar::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
-            Grammar::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
-            Grammar::Go => tree_sitter_go::LANGUAGE.into(),
-            Grammar::Java => tree_sitter_java::LANGUAGE.into(),
+            Grammar::Rust => G::Rust,
+            Grammar::Python => G::Python,
+            Grammar::JavaScript => G::JavaScript,
+            Grammar::TypeScript => G::TypeScript,
+            Grammar::Tsx => G::Tsx,
+            Grammar::Go => G::Go,
+            Grammar::Java => G::Java,
         }
+        .language()
     }
 }
 

@@ -5,7 +5,7 @@
 //! Function bodies are never entered: a closure or nested function is part of its function's
 //! chunk. Containers (classes, impls, traits, modules) are, to find their methods.
 
-use tree_sitter::Node;
+use turbo_syntax::tree_sitter::Node;
 
 use super::ChunkKind;
 use super::language::Grammar;
