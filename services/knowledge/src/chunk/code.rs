@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use turbo_syntax::tree_sitter::{Node, ParseOptions, ParseState, Parser, Point, Tree};
 
-use super::language::Grammar;
+use super::language::{Grammar, language_of};
 use super::lines::Lines;
-use super::syntax::{Unit, signature_start};
+use super::syntax::{Unit, Units, signature_start};
 use super::{ChunkKind, Draft, Fallback, Limits};
 
 /// Containers nested deeper than this are chunked whole, without looking for their methods:
@@ -25,7 +25,7 @@ pub(super) fn drafts(
     lines: &Lines,
     limits: &Limits,
 ) -> Result<(Vec<Draft>, Option<Fallback>), Fallback> {
-    let language = grammar.language();
+    let language = language_of(grammar);
     let bytes = lines.text().as_bytes();
     let tree = parse(grammar, bytes, limits)?;
     let root = tree.root_node();
@@ -69,10 +69,10 @@ pub(super) fn drafts(
 
 /// The syntax tree, unless the grammar cannot be loaded or parsing overruns the timeout.
 fn parse(grammar: Grammar, bytes: &[u8], limits: &Limits) -> Result<Tree, Fallback> {
-    let language = grammar.language();
+    let language = language_of(grammar);
     let mut parser = Parser::new();
     parser
-        .set_language(&grammar.tree_sitter())
+        .set_language(&grammar.language())
         .map_err(|e| Fallback::GrammarUnavailable { language, reason: e.to_string() })?;
     let deadline = Instant::now() + limits.parse_timeout;
     let mut progress =

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use turbo_syntax::tree_sitter;
-
 /// The language of a chunk, from the file's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Language {
@@ -70,42 +68,17 @@ impl fmt::Display for Language {
     }
 }
 
-/// A tree-sitter grammar. TSX is a grammar of its own, though its files are TypeScript.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Grammar {
-    Rust,
-    Python,
-    JavaScript,
-    TypeScript,
-    Tsx,
-    Go,
-    Java,
-}
+pub(super) use turbo_syntax::Grammar;
 
-impl Grammar {
-    pub(super) fn language(self) -> Language {
-        match self {
-            Grammar::Rust => Language::Rust,
-            Grammar::Python => Language::Python,
-            Grammar::JavaScript => Language::JavaScript,
-            Grammar::TypeScript | Grammar::Tsx => Language::TypeScript,
-            Grammar::Go => Language::Go,
-            Grammar::Java => Language::Java,
-        }
-    }
-
-    pub(super) fn tree_sitter(self) -> tree_sitter::Language {
-        use turbo_syntax::Grammar as G;
-        match self {
-            Grammar::Rust => G::Rust,
-            Grammar::Python => G::Python,
-            Grammar::JavaScript => G::JavaScript,
-            Grammar::TypeScript => G::TypeScript,
-            Grammar::Tsx => G::Tsx,
-            Grammar::Go => G::Go,
-            Grammar::Java => G::Java,
-        }
-        .language()
+/// The language of a grammar's files (TSX files are TypeScript).
+pub(super) fn language_of(grammar: Grammar) -> Language {
+    match grammar {
+        Grammar::Rust => Language::Rust,
+        Grammar::Python => Language::Python,
+        Grammar::JavaScript => Language::JavaScript,
+        Grammar::TypeScript | Grammar::Tsx => Language::TypeScript,
+        Grammar::Go => Language::Go,
+        Grammar::Java => Language::Java,
     }
 }
 
@@ -173,8 +146,8 @@ mod tests {
             Grammar::Go,
             Grammar::Java,
         ] {
-            let mut parser = tree_sitter::Parser::new();
-            assert!(parser.set_language(&grammar.tree_sitter()).is_ok(), "{grammar:?}");
+            let mut parser = turbo_syntax::tree_sitter::Parser::new();
+            assert!(parser.set_language(&grammar.language()).is_ok(), "{grammar:?}");
         }
     }
 }

@@ -26,9 +26,19 @@ pub(super) struct Unit<'t> {
     pub receiver: Option<String>,
 }
 
-impl Grammar {
+/// What the chunker knows of each grammar's trees.
+pub(super) trait Units {
     /// Comments, attributes and decorators: they belong to the unit right below them.
-    pub(super) fn attaches(self, kind: &str) -> bool {
+    fn attaches(self, kind: &str) -> bool;
+    /// The children of a container's body that may be units.
+    fn members<'t>(self, body: Node<'t>) -> Vec<Node<'t>>;
+    /// The unit `node` is, if any. `in_type`: `node` is a member of a class, impl, trait or
+    /// interface, so a function there is a method.
+    fn unit<'t>(self, node: Node<'t>, src: &str, in_type: bool) -> Option<Unit<'t>>;
+}
+
+impl Units for Grammar {
+    fn attaches(self, kind: &str) -> bool {
         match self {
             Grammar::Rust => matches!(kind, "line_comment" | "block_comment" | "attribute_item"),
             Grammar::Java => matches!(kind, "line_comment" | "block_comment"),
@@ -37,8 +47,7 @@ impl Grammar {
         }
     }
 
-    /// The children of a container's body that may be units.
-    pub(super) fn members<'t>(self, body: Node<'t>) -> Vec<Node<'t>> {
+    fn members<'t>(self, body: Node<'t>) -> Vec<Node<'t>> {
         let mut cursor = body.walk();
         let mut out = Vec::new();
         for child in body.named_children(&mut cursor) {
@@ -53,9 +62,7 @@ impl Grammar {
         out
     }
 
-    /// The unit `node` is, if any. `in_type`: `node` is a member of a class, impl, trait or
-    /// interface, so a function there is a method.
-    pub(super) fn unit<'t>(self, node: Node<'t>, src: &str, in_type: bool) -> Option<Unit<'t>> {
+    fn unit<'t>(self, node: Node<'t>, src: &str, in_type: bool) -> Option<Unit<'t>> {
         match self {
             Grammar::Rust => rust(node, src, in_type),
             Grammar::Python => python(node, src, in_type),
