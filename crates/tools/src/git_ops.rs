@@ -3,8 +3,8 @@
 //!
 //! What it will not do: force anything (no force push, no reset --hard, no history rewrite),
 //! or reach a network remote unless `[sandbox] network` allows it (a remote inside the
-//! workspace always works). `generate_commit_message` needs the model layer and is not here
-//! yet.
+//! workspace always works). `generate_commit_message` asks the model of the call's context
+//! (the runner's coder model) to describe the staged changes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -37,6 +37,7 @@ fn operations() -> Vec<Operation> {
         op("push", Arc::new(Push)),
         op("resolve_conflicts", Arc::new(ResolveConflicts)),
         op("analyze_history", Arc::new(AnalyzeHistory)),
+        op("generate_commit_message", Arc::new(CommitMessage)),
     ]
 }
 
@@ -200,6 +201,67 @@ impl PerCall for Merge {}
 impl PerCall for Pull {}
 impl PerCall for Push {}
 impl PerCall for AnalyzeHistory {}
+
+operation_tool!(
+    CommitMessage,
+    "git_ops.generate_commit_message",
+    ToolCategory::VersionControl,
+    RiskLevel::Safe,
+    false,
+    "Draft a commit message for the staged changes (or, with nothing staged, all uncommitted ones) with the model: a subject line, a blank line, a short body.",
+    async
+);
+impl PerCall for CommitMessage {}
+
+/// Characters of diff the model reads for a commit message.
+const MESSAGE_DIFF_CHARS: usize = 12_000;
+
+impl CommitMessage {
+    fn schema() -> Value {
+        schema::object(json!({}), &[])
+    }
+
+    async fn run(&self, _args: &Args<'_>, ctx: &ToolContext) -> Result<ToolOutput> {
+        let Some(model) = &ctx.model else {
+            return Ok(ToolOutput {
+                content: "no model is configured for the tool-runner: write the commit message yourself".into(),
+                ..ToolOutput::default()
+            });
+        };
+        let mut diff = git(Self::NAME, &["diff", "--staged", "--no-color", "--no-ext-diff"], ctx).await?.stdout.text();
+        if diff.trim().is_empty() {
+            diff = git(Self::NAME, &["diff", "HEAD", "--no-color", "--no-ext-diff"], ctx).await?.stdout.text();
+        }
+        if diff.trim().is_empty() {
+            return Ok(ToolOutput {
+                content: "no changes to describe: stage or make some first".into(),
+                ..ToolOutput::default()
+            });
+        }
+        let prompt = format!(
+            "Write a git commit message for this diff: a subject line of at most 72 characters in the imperative mood, a blank line, then at most five short lines saying what changed and why. Answer with the message only.\n\n{}",
+            turbo_core::event::clip(&diff, MESSAGE_DIFF_CHARS)
+        );
+        let request = turbo_llm::ChatRequest::new(vec![turbo_llm::Message::user(prompt)]);
+        let reply = match model.chat(request, None).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                return Ok(ToolOutput {
+                    content: format!("the model could not write it ({e}): write the commit message yourself"),
+                    ..ToolOutput::default()
+                });
+            }
+        };
+        let message = reply.message.content.trim().trim_matches('`').trim().to_string();
+        if message.is_empty() {
+            return Ok(ToolOutput {
+                content: "the model answered with an empty message".into(),
+                ..ToolOutput::default()
+            });
+        }
+        Ok(ToolOutput::ok(message))
+    }
+}
 
 impl PerCall for ResolveConflicts {
     /// Listing changes nothing; taking a side does.

@@ -24,7 +24,7 @@ pub enum OutputStream {
 pub type OutputSink = tokio::sync::mpsc::Sender<(OutputStream, Vec<u8>)>;
 
 /// What every call gets: where it may act and how much it may take.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ToolContext {
     pub workspace: Workspace,
     /// Wall-clock limit per call; a process tool's own `timeout_s` can only lower it.
@@ -35,6 +35,20 @@ pub struct ToolContext {
     pub sandbox: Arc<Sandbox>,
     /// Live output of the call's processes, when someone watches it.
     pub output: Option<OutputSink>,
+    /// The model tools that write text ask (git_ops' generate_commit_message); None: they say
+    /// no model is configured.
+    pub model: Option<Arc<dyn turbo_llm::ChatModel>>,
+}
+
+impl std::fmt::Debug for ToolContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolContext")
+            .field("workspace", &self.workspace)
+            .field("timeout", &self.timeout)
+            .field("output_cap", &self.output_cap)
+            .field("model", &self.model.as_ref().map(|m| m.settings().model.clone()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ToolContext {
@@ -49,7 +63,14 @@ impl ToolContext {
             output_cap: Self::DEFAULT_OUTPUT_CAP,
             sandbox: Sandbox::shared_default(),
             output: None,
+            model: None,
         }
+    }
+
+    /// The same context with a model for the tools that write text.
+    pub fn with_model(mut self, model: Arc<dyn turbo_llm::ChatModel>) -> Self {
+        self.model = Some(model);
+        self
     }
 
     /// The same context sending its processes' output to `sink` as it is printed.

@@ -616,6 +616,33 @@ async fn git_ops_pushes_to_and_pulls_from_a_configured_remote() {
 }
 
 #[tokio::test]
+async fn git_ops_drafts_a_commit_message_with_the_model_from_the_staged_diff() {
+    use turbo_testkit::{ModelDef, Reply, Script, ScriptedModelServer};
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    git(r, &["init", "-q"]);
+    fs::write(r.join("greet.py"), "def greet(name):\n    return f'Hello, {name}!'\n").unwrap();
+    git(r, &["add", "greet.py"]);
+    let without = git_op_result(&ctx, "generate_commit_message").await;
+    assert!(!without.success && without.content.contains("no model is configured"), "{}", without.content);
+
+    let script = Script::new()
+        .model(ModelDef::new("coder:test", 8192))
+        .replies("coder:test", vec![Reply::text("```\nAdd greet()\n\nA function that greets by name.\n```")]);
+    let server = ScriptedModelServer::start(script).await.unwrap();
+    let settings = turbo_llm::ModelSettings::new(turbo_llm::Provider::Ollama, server.url(), "coder:test");
+    let ctx = ctx.clone().with_model(turbo_llm::connect(&settings).unwrap());
+    let drafted = git_op(&ctx, "generate_commit_message", json!({})).await;
+    assert_eq!(drafted.content, "Add greet()\n\nA function that greets by name.");
+    let asked = server.requests_to("/api/chat")[0].body["messages"].to_string();
+    assert!(asked.contains("+def greet(name):"), "the model reads the staged diff: {asked}");
+}
+
+async fn git_op_result(ctx: &ToolContext, operation: &str) -> ToolOutput {
+    ok(ctx, "git_ops", json!({"operation": operation})).await
+}
+
+#[tokio::test]
 async fn git_ops_names_an_unknown_operation_and_checks_each_operations_parameters() {
     let (_dir, ctx) = setup();
     git(root(&ctx), &["init", "-q"]);

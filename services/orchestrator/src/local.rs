@@ -91,7 +91,8 @@ pub fn tool_runner(config: &Config, store: &Store) -> Arc<LocalToolRunner> {
     Arc::new(
         LocalToolRunner::new(RunnerLimits::from_config(config))
             .with_approvals(Arc::new(approvals))
-            .with_checkpoints(Checkpoints::new(turbo_tool_runner::checkpoint_dir(config))),
+            .with_checkpoints(Checkpoints::new(turbo_tool_runner::checkpoint_dir(config)))
+            .with_model(turbo_tool_runner::tools_model(config)),
     )
 }
 

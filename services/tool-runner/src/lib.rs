@@ -74,7 +74,8 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
     let baselines = baseline_dir(config);
     let runner = LocalToolRunner::with_baseline_dir(RunnerLimits::from_config(config), &baselines)
         .with_approvals(approvals.clone())
-        .with_checkpoints(Checkpoints::new(checkpoint_dir(config)));
+        .with_checkpoints(Checkpoints::new(checkpoint_dir(config)))
+        .with_model(tools_model(config));
     let nats = match &config.cluster.nats_url {
         Some(url) => {
             let client =
@@ -109,6 +110,18 @@ pub fn baseline_dir(config: &Config) -> PathBuf {
 /// (one git repository per workspace; see [`Checkpoints`]). `turbo-coder rewind` reads it.
 pub fn checkpoint_dir(config: &Config) -> PathBuf {
     config.store.data_dir().join("checkpoints")
+}
+
+/// The model the runner's text-writing tools use: the coder's (`[models.coder]`); None, with
+/// a warning, when its settings cannot make a client.
+pub fn tools_model(config: &Config) -> Option<Arc<dyn turbo_llm::ChatModel>> {
+    match turbo_llm::connect(&config.models.coder) {
+        Ok(model) => Some(model),
+        Err(error) => {
+            tracing::warn!(%error, "the tools have no model: generate_commit_message will say so");
+            None
+        }
+    }
 }
 
 /// Limits applied to every call, and the sandbox its processes run in.
@@ -188,6 +201,8 @@ pub struct LocalToolRunner {
     approvals: SharedApprovals,
     /// Where each task's workspace is checkpointed before its mutating calls; None: never.
     checkpoints: Option<Checkpoints>,
+    /// The model of the tools that write text (commit messages).
+    model: Option<Arc<dyn turbo_llm::ChatModel>>,
     baselines: Mutex<HashMap<TaskId, Arc<baseline::Baseline>>>,
     /// Where baselines are also written, one file per task, when processes share them.
     baseline_dir: Option<PathBuf>,
@@ -201,6 +216,7 @@ impl LocalToolRunner {
             limits,
             approvals: Arc::new(Approvals::new(ApprovalPolicy::default())),
             checkpoints: None,
+            model: None,
             baselines: Mutex::new(HashMap::new()),
             baseline_dir: None,
         }
@@ -216,6 +232,12 @@ impl LocalToolRunner {
     /// task (a call with a task id in its scope) into `checkpoints`.
     pub fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// The same runner giving tools that write text (git_ops' generate_commit_message) `model`.
+    pub fn with_model(mut self, model: Option<Arc<dyn turbo_llm::ChatModel>>) -> Self {
+        self.model = model;
         self
     }
 
@@ -262,6 +284,10 @@ impl LocalToolRunner {
             .with_timeout(limits.timeout)
             .with_output_cap(limits.output_cap)
             .with_sandbox(limits.sandbox.clone());
+        let ctx = match &self.model {
+            Some(model) => ctx.with_model(model.clone()),
+            None => ctx,
+        };
         Ok(match &scope.output {
             Some(sink) => ctx.with_output(sink.clone()),
             None => ctx,
@@ -402,7 +428,8 @@ impl ToolRunnerClient {
             None => Ok(Self::from_local(
                 LocalToolRunner::with_baseline_dir(limits, baseline_dir(config))
                     .with_approvals(Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval))))
-                    .with_checkpoints(Checkpoints::new(checkpoint_dir(config))),
+                    .with_checkpoints(Checkpoints::new(checkpoint_dir(config)))
+                    .with_model(tools_model(config)),
             )),
         }
     }
