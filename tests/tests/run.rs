@@ -404,18 +404,29 @@ async fn rewind_puts_the_workspace_back_before_a_step_or_the_whole_task() {
     out.assert_code(0);
     let task = out.result()["task_id"].as_str().unwrap().to_string();
 
-    // One checkpoint before each of the coder's writes, labelled with its phase and step.
+    // One checkpoint before each write of the coder, labelled with its phase and step, and
+    // before each command the tester and the reviewer run themselves.
     let listed = sb.run(&["rewind", &task, "--list", "--json"]).await;
     listed.assert_code(0);
     let checkpoints: Value = serde_json::from_str(&listed.stdout).unwrap();
     let labels: Vec<&str> = checkpoints.as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
     // The fix round is the test phase's.
-    assert_eq!(labels, ["implement step 1: fs_write", "implement step 2: fs_write", "test step 1: fs_write"]);
+    assert_eq!(
+        labels,
+        [
+            "implement step 1: fs_write",
+            "implement step 2: fs_write",
+            "test: shell_run",
+            "test step 1: fs_write",
+            "test: shell_run",
+            "review: shell_run"
+        ]
+    );
 
     // Before the fix: the broken greeting is back.
-    let back = sb.run(&["rewind", &task, "--step", "3"]).await;
+    let back = sb.run(&["rewind", &task, "--step", "4"]).await;
     back.assert_code(0);
-    assert!(back.stdout.contains("back at checkpoint") && back.stdout.contains("--step 4"), "{}", back.stdout);
+    assert!(back.stdout.contains("back at checkpoint") && back.stdout.contains("--step 7"), "{}", back.stdout);
     assert_eq!(sb.read("greet.py").as_deref(), Some(BROKEN));
     // Before the task: only what was there before it.
     sb.run(&["rewind", &task]).await.assert_code(0);
@@ -423,7 +434,7 @@ async fn rewind_puts_the_workspace_back_before_a_step_or_the_whole_task() {
     assert_eq!(sb.read("test_greet.py"), None);
     assert_eq!(sb.read("README.md").as_deref(), Some("# greeter\n"));
     // And the first rewind undone.
-    sb.run(&["rewind", &task, "--step", "4"]).await.assert_code(0);
+    sb.run(&["rewind", &task, "--step", "7"]).await.assert_code(0);
     assert_eq!(sb.read("greet.py").as_deref(), Some(GREET));
 
     let missing = sb.run(&["rewind", &task, "--step", "42"]).await;

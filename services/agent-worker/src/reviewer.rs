@@ -13,11 +13,11 @@ use turbo_core::protocol::{
 };
 use turbo_core::tool::TokenUsage;
 use turbo_llm::Message;
-use turbo_tool_runner::{TaskDiff, ToolRunnerClient};
+use turbo_tool_runner::TaskDiff;
 
 use crate::context::{
-    AgentDeps, Reporter, cancellable, context_budget_chars, context_section, outcome_of, query_lines, record_outcome,
-    retrieve, tail_chars, untrusted,
+    AgentDeps, Reporter, cancellable, context_budget_chars, context_section, outcome_of, own_call, query_lines,
+    record_outcome, retrieve, tail_chars, untrusted,
 };
 use crate::error::{Error, Result};
 use crate::message::AgentMsg;
@@ -142,19 +142,22 @@ fn checks_for(diff: &TaskDiff) -> Vec<Check> {
 }
 
 async fn run_checks(
-    tools: &ToolRunnerClient,
-    workspace: &str,
+    deps: &AgentDeps,
+    rep: &Reporter<'_>,
+    a: &PhaseAssignment,
     diff: &TaskDiff,
-    timeout_s: u64,
 ) -> Result<Vec<CheckResult>> {
+    let (tools, workspace, timeout_s) = (&deps.tools, a.workspace.as_str(), deps.settings.command_timeout_s);
     let mut results = Vec::new();
     for check in checks_for(diff) {
-        let (available, _, _) = run_command(tools, workspace, &format!("command -v {}", check.program), 30).await?;
+        // Whether the checker is installed: a probe that changes nothing, outside the task.
+        let probe = own_call("shell_run", json!({"command": format!("command -v {}", check.program), "timeout_s": 30}));
+        let available = tools.call(workspace, &probe).await.is_ok_and(|out| out.success);
         if !available {
             tracing::debug!(check = check.name, program = check.program, "check skipped: program not installed");
             continue;
         }
-        let (passed, _, output) = run_command(tools, workspace, &check.command, timeout_s).await?;
+        let (passed, _, output) = run_command(deps, rep, a.project_id, workspace, &check.command, timeout_s).await?;
         results.push(CheckResult {
             name: check.name.into(),
             command: check.command,
@@ -197,8 +200,7 @@ async fn run(deps: &AgentDeps, a: &PhaseAssignment, cancel: &CancellationToken) 
         };
         return Ok(finish(&rep, report, TokenUsage::default()));
     }
-    let checks =
-        cancellable(cancel, run_checks(&deps.tools, &a.workspace, &diff, deps.settings.command_timeout_s)).await?;
+    let checks = cancellable(cancel, run_checks(deps, &rep, a, &diff)).await?;
     let window = deps.model.context_window().await;
     let context = cancellable(cancel, async {
         Ok(retrieve(deps, &rep, a.project_id, &a.workspace, &review_query(a, &diff), window, CONTEXT_SHARE).await)

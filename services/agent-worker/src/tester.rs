@@ -10,10 +10,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use turbo_core::agent::AgentRole;
 use turbo_core::event::EventKind;
+use turbo_core::ids::ProjectId;
 use turbo_core::protocol::{PhaseAssignment, PhaseOutcome};
 use turbo_core::task::TestResults;
 use turbo_core::tool::TokenUsage;
-use turbo_tool_runner::ToolRunnerClient;
+use turbo_tool_runner::{CallScope, ToolRunnerClient};
 
 use crate::context::{AgentDeps, Reporter, cancellable, own_call, tail_chars};
 use crate::error::{Error, Result};
@@ -60,15 +61,20 @@ impl Actor for Tester {
     }
 }
 
-/// Runs `command` in the workspace through the tool-runner's shell_run.
+/// Runs `command` in the workspace through the tool-runner's shell_run, as a call of the task
+/// (its project's approval policy applies, a checkpoint precedes it, a wait for approval is in
+/// the events).
 pub(crate) async fn run_command(
-    tools: &ToolRunnerClient,
+    deps: &AgentDeps,
+    rep: &Reporter<'_>,
+    project_id: Option<ProjectId>,
     workspace: &str,
     command: &str,
     timeout_s: u64,
 ) -> Result<(bool, Option<i32>, String)> {
     let call = own_call("shell_run", json!({"command": command, "timeout_s": timeout_s}));
-    match tools.call(workspace, &call).await {
+    let scope = CallScope { task_id: Some(rep.task_id), project_id, phase: rep.phase.clone(), ..CallScope::default() };
+    match crate::toolloop::call_reporting(deps, rep, workspace, &call, scope, 0).await {
         Ok(out) => Ok((out.success, out.exit_code, out.content)),
         Err(e) if e.is_model_correctable() => Ok((false, None, e.to_string())),
         Err(e) => Err(e.into()),
@@ -124,7 +130,9 @@ pub async fn detect_test_command(tools: &ToolRunnerClient, workspace: &str) -> R
             || n == "pytest.ini"
     });
     if python_tests {
-        let (has_pytest, _, _) = run_command(tools, workspace, "python3 -c 'import pytest'", 60).await?;
+        // A probe that changes nothing: outside the task's scope.
+        let probe = own_call("shell_run", json!({"command": "python3 -c 'import pytest'", "timeout_s": 60}));
+        let has_pytest = tools.call(workspace, &probe).await.is_ok_and(|out| out.success);
         if has_pytest {
             return Ok(Some("python3 -m pytest -q".into()));
         }
@@ -162,8 +170,11 @@ async fn run(deps: &AgentDeps, a: &PhaseAssignment, cancel: &CancellationToken) 
             review: None,
         });
     };
-    let (passed, exit_code, output) =
-        cancellable(cancel, run_command(&deps.tools, &a.workspace, &command, deps.settings.command_timeout_s)).await?;
+    let (passed, exit_code, output) = cancellable(
+        cancel,
+        run_command(deps, &rep, a.project_id, &a.workspace, &command, deps.settings.command_timeout_s),
+    )
+    .await?;
     rep.emit(EventKind::TestRun { command: command.clone(), round: a.attempt, passed, exit_code });
     let summary =
         if passed { format!("`{command}` passed") } else { format!("`{command}` failed (exit code {exit_code:?})") };

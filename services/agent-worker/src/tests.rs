@@ -581,3 +581,69 @@ async fn a_call_waiting_for_approval_is_in_the_events_and_a_denial_reaches_the_m
     assert!(tool_messages.iter().any(|m| m.contains("ana denied") && m.contains("not that file")), "{tool_messages:?}");
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_testers_own_command_follows_the_projects_approval_policy() {
+    use turbo_config::{ApprovalAction, ApprovalConfig, ApprovalOverride};
+    use turbo_core::event::EventKind;
+    use turbo_tool_runner::{ApprovalPolicy, Approvals, LocalToolRunner};
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("test_ok.py"),
+        "import unittest\n\nclass T(unittest.TestCase):\n    def test_ok(self):\n        pass\n",
+    )
+    .unwrap();
+    let project = ProjectId::new();
+    // The defaults run shell commands at once; this project asks first.
+    let mut config = ApprovalConfig::default();
+    config
+        .projects
+        .insert(project.to_string(), ApprovalOverride { high: Some(ApprovalAction::Ask), ..Default::default() });
+    let approvals = Arc::new(Approvals::new(ApprovalPolicy::from_config(&config)));
+    let tools =
+        ToolRunnerClient::from_local(LocalToolRunner::new(RunnerLimits::default()).with_approvals(approvals.clone()));
+    let events = Arc::new(Collected::default());
+    let deps = AgentDeps {
+        model: Arc::new(Double {
+            settings: ModelSettings::new(Provider::Ollama, "http://unused", "double"),
+            steps: Mutex::new(VecDeque::new()),
+        }),
+        tools,
+        events: events.clone(),
+        settings: AgentSettings::default(),
+        knowledge: None,
+    };
+    let worker = AgentWorker::start(WorkerSpec {
+        roles: vec![(AgentRole::Tester, deps)],
+        per_role: 1,
+        call_timeout: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    let a =
+        phase_assignment(dir.path().to_str().unwrap(), project, ExecutionPhase::new("test", "run the tests", "tester"));
+    let task = a.task_id;
+    let person = {
+        let approvals = approvals.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(pending) = approvals.list(Some(task)).first() {
+                    assert_eq!(pending.tool, "shell_run");
+                    assert!(approvals.decide(&pending.approval_id, true, "ana", None).await.unwrap());
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let outcome = worker.handle(AgentRole::Tester).unwrap().run_phase(a, CancellationToken::new()).await.unwrap();
+    person.await.unwrap();
+    assert!(outcome.success, "{}", outcome.summary);
+    let events = events.0.lock().unwrap().clone();
+    let kinds: Vec<&str> =
+        events.iter().map(|e| e.name()).filter(|n| n.starts_with("approval") || *n == "test_run").collect();
+    assert_eq!(kinds, ["approval_requested", "approval_decided", "test_run"]);
+    assert!(events.iter().any(|e| matches!(e, EventKind::ApprovalRequested { step: 0, phase, .. } if phase == "test")));
+    worker.stop().await;
+}

@@ -145,8 +145,9 @@ pub(crate) async fn run(
 }
 
 /// Runs one call, putting in the task's events that it waits for approval and how that was
-/// decided, as the runner tells.
-async fn call_reporting(
+/// decided, as the runner tells. `step` is the tool-loop step (0 for a command the agent runs
+/// itself, like the tester's test command).
+pub(crate) async fn call_reporting(
     deps: &AgentDeps,
     rep: &Reporter<'_>,
     workspace: &str,

@@ -315,6 +315,8 @@ impl LocalToolRunner {
         {
             let label = match (&scope.phase, scope.step) {
                 (Some(phase), Some(step)) => format!("{phase} step {step}: {}", call.name),
+                // A command the agent runs itself (the tester's tests, the reviewer's checks).
+                (Some(phase), None) => format!("{phase}: {}", call.name),
                 _ => call.name.clone(),
             };
             // A call is not refused for a missing checkpoint: the task goes on, and a rewind
