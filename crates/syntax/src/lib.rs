@@ -32,8 +32,13 @@ impl Grammar {
 
     /// The grammar of the file at `path`, by its extension (case-insensitive).
     pub fn for_path(path: &str) -> Option<Grammar> {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+        let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        let (stem, ext) = name.rsplit_once('.')?;
+        // ".rs" alone is a name, not an extension.
+        if stem.is_empty() {
+            return None;
+        }
+        let ext = ext.to_ascii_lowercase();
         Some(match ext.as_str() {
             "rs" => Grammar::Rust,
             "py" | "pyi" => Grammar::Python,
@@ -189,5 +194,7 @@ mod tests {
         assert_eq!(Grammar::for_path("lib/a.mjs"), Some(Grammar::JavaScript));
         assert_eq!(Grammar::for_path("README.md"), None);
         assert_eq!(Grammar::for_path("Makefile"), None);
+        assert_eq!(Grammar::for_path("src\\main.go"), Some(Grammar::Go));
+        assert_eq!(Grammar::for_path("dir/.rs"), None);
     }
 }

@@ -182,12 +182,12 @@ fn plan(
             vec![command("mvn", MVN_HINT, &["-B", "org.owasp:dependency-check-maven:check"])]
         }
         ("java", "generate_lockfile") => return Ok(Err("maven has no lockfile; pin versions in pom.xml".into())),
-        _ => unreachable_plan(ecosystem, operation)?,
+        _ => unknown_plan(ecosystem, operation)?,
     };
     Ok(Ok(plan))
 }
 
-fn unreachable_plan(ecosystem: &str, operation: &str) -> Result<Vec<Command>> {
+fn unknown_plan(ecosystem: &str, operation: &str) -> Result<Vec<Command>> {
     if !ECOSYSTEMS.contains(&ecosystem) {
         return Err(Error::bad_args(
             NAME,

@@ -490,6 +490,28 @@ impl turbo_core::event::EventSink for Collected {
     }
 }
 
+/// Decides the task's calls as they come to wait, in order (approve?, note), as a person
+/// would; fails when one has not come within 30 s.
+async fn decide_waiting(
+    approvals: Arc<turbo_tool_runner::Approvals>,
+    task: TaskId,
+    decisions: Vec<(bool, Option<String>)>,
+) {
+    for (approve, note) in decisions {
+        let pending = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(pending) = approvals.list(Some(task)).into_iter().next() {
+                    return pending;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("a call waits for approval within 30 s");
+        assert!(approvals.decide(&pending.approval_id, approve, "ana", note).await.unwrap());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_waiting_for_approval_is_in_the_events_and_a_denial_reaches_the_model() {
     use turbo_core::event::EventKind;
@@ -527,21 +549,11 @@ async fn a_call_waiting_for_approval_is_in_the_events_and_a_denial_reaches_the_m
     let a = assignment(dir.path().to_str().unwrap());
     let task = a.task_id;
     // A person at the other end: approves the first call, denies the second.
-    let person = {
-        let approvals = approvals.clone();
-        tokio::spawn(async move {
-            let mut decided = 0;
-            while decided < 2 {
-                for pending in approvals.list(Some(task)) {
-                    let approve = decided == 0;
-                    let note = (!approve).then(|| "not that file".to_string());
-                    assert!(approvals.decide(&pending.approval_id, approve, "ana", note).await.unwrap());
-                    decided += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let person = tokio::spawn(decide_waiting(
+        approvals.clone(),
+        task,
+        vec![(true, None), (false, Some("not that file".to_string()))],
+    ));
     let outcome = worker.handle(AgentRole::Coder).unwrap().run_phase(a, CancellationToken::new()).await.unwrap();
     person.await.unwrap();
     assert!(outcome.success, "{}", outcome.summary);
@@ -624,19 +636,7 @@ async fn the_testers_own_command_follows_the_projects_approval_policy() {
     let a =
         phase_assignment(dir.path().to_str().unwrap(), project, ExecutionPhase::new("test", "run the tests", "tester"));
     let task = a.task_id;
-    let person = {
-        let approvals = approvals.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some(pending) = approvals.list(Some(task)).first() {
-                    assert_eq!(pending.tool, "shell_run");
-                    assert!(approvals.decide(&pending.approval_id, true, "ana", None).await.unwrap());
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let person = tokio::spawn(decide_waiting(approvals.clone(), task, vec![(true, None)]));
     let outcome = worker.handle(AgentRole::Tester).unwrap().run_phase(a, CancellationToken::new()).await.unwrap();
     person.await.unwrap();
     assert!(outcome.success, "{}", outcome.summary);
@@ -644,6 +644,6 @@ async fn the_testers_own_command_follows_the_projects_approval_policy() {
     let kinds: Vec<&str> =
         events.iter().map(|e| e.name()).filter(|n| n.starts_with("approval") || *n == "test_run").collect();
     assert_eq!(kinds, ["approval_requested", "approval_decided", "test_run"]);
-    assert!(events.iter().any(|e| matches!(e, EventKind::ApprovalRequested { step: 0, phase, .. } if phase == "test")));
+    assert!(events.iter().any(|e| matches!(e, EventKind::ApprovalRequested { step: 0, phase, tool, .. } if phase == "test" && tool == "shell_run")));
     worker.stop().await;
 }

@@ -84,16 +84,7 @@ pub(super) fn language_of(grammar: Grammar) -> Language {
 
 /// The grammar for the file at `path`, `None` for files not chunked by syntax.
 pub(super) fn grammar(path: &str) -> Option<Grammar> {
-    match Language::from_path(path) {
-        Language::Rust => Some(Grammar::Rust),
-        Language::Python => Some(Grammar::Python),
-        Language::JavaScript => Some(Grammar::JavaScript),
-        Language::TypeScript if extension(path).as_deref() == Some("tsx") => Some(Grammar::Tsx),
-        Language::TypeScript => Some(Grammar::TypeScript),
-        Language::Go => Some(Grammar::Go),
-        Language::Java => Some(Grammar::Java),
-        Language::Markdown | Language::Text => None,
-    }
+    Grammar::for_path(path)
 }
 
 /// The lowercased extension of the last path component (either separator), if it has one.
@@ -133,21 +124,5 @@ mod tests {
         assert_eq!(grammar("app.tsx"), Some(Grammar::Tsx));
         assert_eq!(grammar("app.ts"), Some(Grammar::TypeScript));
         assert_eq!(grammar("README.md"), None);
-    }
-
-    #[test]
-    fn every_grammar_loads() {
-        for grammar in [
-            Grammar::Rust,
-            Grammar::Python,
-            Grammar::JavaScript,
-            Grammar::TypeScript,
-            Grammar::Tsx,
-            Grammar::Go,
-            Grammar::Java,
-        ] {
-            let mut parser = turbo_syntax::tree_sitter::Parser::new();
-            assert!(parser.set_language(&grammar.language()).is_ok(), "{grammar:?}");
-        }
     }
 }
