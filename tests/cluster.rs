@@ -84,6 +84,7 @@ pub struct ClusterBuilder {
     reviewer: Vec<Reply>,
     env: BTreeMap<String, String>,
     own_postgres: bool,
+    queued_tool_runners: usize,
 }
 
 impl ClusterBuilder {
@@ -128,6 +129,14 @@ impl ClusterBuilder {
     /// The reviewer model's replies, in order.
     pub fn reviewer(mut self, replies: Vec<Reply>) -> Self {
         self.reviewer = replies;
+        self
+    }
+
+    /// `n` tool-runner processes (`tool-runner-0`...) that the orchestrator and the workers
+    /// reach through the NATS job queue (`cluster.tool_runner = "queue"`), instead of one over
+    /// gRPC.
+    pub fn with_queued_tool_runners(mut self, n: usize) -> Self {
+        self.queued_tool_runners = n;
         self
     }
 
@@ -191,11 +200,21 @@ impl ClusterBuilder {
         }
         env.extend(self.env);
 
-        // The tool-runner first: the orchestrator and the workers run every tool call on it.
-        let mut tool_runner =
-            ServiceProcess::start(&["serve", "tool-runner"], "turbo-tool-runner", &env, root.path()).await;
-        wait_serving(&mut tool_runner, TOOL_RUNNER_HEALTH).await;
-        env.insert("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL".into(), format!("http://{}", tool_runner.addr));
+        // The tool-runners first: the orchestrator and the workers run every tool call on them.
+        let mut tool_runners = Vec::new();
+        for i in 0..self.queued_tool_runners.max(1) {
+            let mut runner_env = env.clone();
+            runner_env.insert("TURBO_CODER__CLUSTER__TOOL_RUNNER_ID".into(), format!("tool-runner-{i}"));
+            let mut runner =
+                ServiceProcess::start(&["serve", "tool-runner"], "turbo-tool-runner", &runner_env, root.path()).await;
+            wait_serving(&mut runner, TOOL_RUNNER_HEALTH).await;
+            tool_runners.push(runner);
+        }
+        if self.queued_tool_runners > 0 {
+            env.insert("TURBO_CODER__CLUSTER__TOOL_RUNNER".into(), "queue".into());
+        } else {
+            env.insert("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL".into(), format!("http://{}", tool_runners[0].addr));
+        }
 
         let mut cluster = Cluster {
             root,
@@ -206,7 +225,7 @@ impl ClusterBuilder {
             env,
             orchestrator: None,
             standby: None,
-            tool_runner: Some(tool_runner),
+            tool_runners,
             workers: Vec::new(),
         };
         let mut starting = Vec::new();
@@ -237,8 +256,9 @@ pub struct Cluster {
     orchestrator: Option<ServiceProcess>,
     /// A second orchestrator standing by ([`Cluster::start_standby`]).
     standby: Option<ServiceProcess>,
-    /// The tool-runner every tool call goes to (`cluster.tool_runner_url`).
-    tool_runner: Option<ServiceProcess>,
+    /// The tool-runner every tool call goes to (`cluster.tool_runner_url`), or the ones behind
+    /// the job queue ([`ClusterBuilder::with_queued_tool_runners`]).
+    tool_runners: Vec<ServiceProcess>,
     workers: Vec<Worker>,
 }
 
@@ -259,6 +279,7 @@ impl Cluster {
             reviewer: Vec::new(),
             env: BTreeMap::new(),
             own_postgres: false,
+            queued_tool_runners: 0,
         }
     }
 
@@ -575,6 +596,6 @@ impl Drop for Cluster {
         self.orchestrator.take();
         self.standby.take();
         self.workers.clear();
-        self.tool_runner.take();
+        self.tool_runners.clear();
     }
 }

@@ -277,6 +277,18 @@ def test_tool_runner_with_user_namespaces():
     assert spec["hostUsers"] is False, spec
 
 
+def test_tool_runners_behind_the_job_queue():
+    objs = objects(render({"toolRunner": {"route": "queue", "replicas": 3}}))
+    deployments = by_kind(objs, "Deployment")
+    assert deployments[f"{FULLNAME}-tool-runner"]["spec"]["replicas"] == 3
+    for name, deployment in deployments.items():
+        if name.endswith("-tool-runner"):
+            continue
+        assert env_value(deployment, "TURBO_CODER__CLUSTER__TOOL_RUNNER")["value"] == "queue", name
+        names = [e["name"] for e in env_of(deployment)]
+        assert "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL" not in names, name
+
+
 def test_postgres_user_must_be_url_safe():
     try:
         render({"postgres": {"user": "a@b"}})
@@ -292,6 +304,7 @@ TESTS = [
     test_env_replaces_the_bundled_settings,
     test_storage_class,
     test_tool_runner_with_user_namespaces,
+    test_tool_runners_behind_the_job_queue,
     test_postgres_user_must_be_url_safe,
 ]
 

@@ -236,6 +236,29 @@ async fn a_task_runs_through_the_workers_and_is_recorded_in_postgres_and_on_nats
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_task_runs_with_its_tool_calls_going_through_the_job_queue_to_one_runner() {
+    let cluster = greet_cluster().with_queued_tool_runners(2).start().await;
+    let (root, id) = planned_task(&cluster, "queued").await;
+    let last_seq = execute(&cluster, id).await;
+    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    // The files, the tool calls, the reviewer's diff (which needs the baseline the orchestrator
+    // began the task with on the same runner): all as with one runner over gRPC.
+    assert_completed(&cluster, &root, id).await;
+
+    // The project's workspace is claimed by one of the runners, which did every call.
+    let queue = turbo_tool_runner::JobQueue::open(cluster.nats().await).await.expect("the queue");
+    let key = turbo_tool_runner::workspace_key(&root.display().to_string());
+    let (holder, _) = queue.holder(&key).await.unwrap().expect("the workspace is claimed");
+    assert!(holder == "tool-runner-0" || holder == "tool-runner-1", "{holder}");
+    let js = jetstream::new(cluster.nats().await);
+    let jobs = js.get_stream(subjects::TOOL_JOBS_STREAM).await.unwrap().info().await.unwrap().clone();
+    assert!(jobs.state.last_sequence >= 4, "the calls went through the stream: {:?}", jobs.state);
+    assert_eq!(jobs.state.messages, 0, "every job was taken");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_phase_is_taken_over_when_its_coder_worker_is_killed() {
     // The first coder call answers only long after the worker holding it is killed.
     let mut coder = vec![write("greet.py", "# never written\n").delayed(Duration::from_secs(120))];

@@ -14,6 +14,11 @@
 //! | `turbo.ctl.tasks.list`, `.get`, `.cancel`, `turbo.ctl.workers.list` | core NATS request-reply, plain JSON (no envelope), queue group [`CTL_QUEUE_GROUP`] | operators (`nats req`) | the orchestrators (`turbo_orchestrator::control`) |
 //! | `turbo.knowledge.search`, `.index`, `.add`, `.delete`, `.stats`, `.context` | core NATS request-reply, plain JSON (no envelope), queue group [`KNOWLEDGE_QUEUE_GROUP`] | operators (`nats req`) | the knowledge services (`turbo_knowledge::nats`) |
 //! | `turbo.tools.approvals.list`, `turbo.tools.approve`, `turbo.tools.deny` | core NATS request-reply, plain JSON (no envelope), no queue group: only the runner holding a call answers for it | operators (`nats req`) | every process running tools (`turbo_tool_runner::nats`) |
+//! | `turbo.tools.jobs.runner.<runner_id>` | JetStream [`TOOL_JOBS_STREAM`] (work queue), `turbo.tools.v1` protobuf requests | clients of the queue, to the runner holding the job's workspace | that runner, through its durable [`tool_runner_consumer`] |
+//! | `turbo.tools.jobs.any` | JetStream [`TOOL_JOBS_STREAM`] (work queue) | clients, for a workspace no live runner holds, or no workspace | every runner, through the shared durable [`TOOL_JOBS_ANY_CONSUMER`]; the taker claims the workspace or forwards the job to its holder |
+//! | `turbo.tools.cancel.<job_id>` | core NATS | a client that stopped waiting | every runner (the one running the job stops it) |
+//! | `turbo.tools.tasks.end` | core NATS, a protobuf `EndTaskRequest` | clients of the queue | every runner (the holder of the task's baseline drops it) |
+//! | KV [`TOOL_WORKSPACES_BUCKET`], [`TOOL_RUNNERS_BUCKET`] | JetStream key-value | runners: workspace claims; liveness, refreshed every few seconds | clients and runners, to route jobs |
 
 use turbo_core::agent::AgentRole;
 use turbo_core::ids::TaskId;
@@ -143,6 +148,44 @@ pub const TOOLS_DENY: &str = "turbo.tools.deny";
 /// Every approval subject a process running tools answers.
 pub const TOOLS_APPROVAL_SUBJECTS: &[&str] = &[TOOLS_APPROVALS_LIST, TOOLS_APPROVE, TOOLS_DENY];
 
+/// Stream holding queued tool-runner jobs. Work-queue retention: a job is gone once a runner
+/// takes it (runners acknowledge on receipt, so a job runs at most once).
+pub const TOOL_JOBS_STREAM: &str = "TURBO_TOOL_JOBS";
+/// Subjects captured by [`TOOL_JOBS_STREAM`].
+pub const TOOL_JOBS_SUBJECTS: &str = "turbo.tools.jobs.>";
+/// Jobs any runner may take: no workspace, or one no live runner holds.
+pub const TOOL_JOBS_ANY: &str = "turbo.tools.jobs.any";
+/// The shared consumer of [`TOOL_JOBS_ANY`]: each job goes to one runner.
+pub const TOOL_JOBS_ANY_CONSUMER: &str = "tool-runners";
+
+/// The jobs of one runner: `turbo.tools.jobs.runner.<runner_id>`.
+pub fn tool_jobs(runner_id: &str) -> String {
+    format!("turbo.tools.jobs.runner.{}", token(runner_id))
+}
+
+/// The durable consumer of one runner's jobs: `tool-runner-<runner_id>`.
+pub fn tool_runner_consumer(runner_id: &str) -> String {
+    format!("tool-runner-{}", token(runner_id))
+}
+
+/// Every job's cancellation (core NATS); runners subscribe to this one wildcard.
+pub const TOOL_CANCEL_ALL: &str = "turbo.tools.cancel.*";
+
+/// Stops one job, if it still runs (core NATS): `turbo.tools.cancel.<job_id>`.
+pub fn tool_cancel(job_id: &str) -> String {
+    format!("turbo.tools.cancel.{}", token(job_id))
+}
+
+/// Ends a task on every runner (core NATS): the one holding its baseline drops it.
+pub const TOOL_TASKS_END: &str = "turbo.tools.tasks.end";
+
+/// Key-value bucket of workspace claims: key = the workspace's routing key, value = the
+/// holding runner's id.
+pub const TOOL_WORKSPACES_BUCKET: &str = "turbo_tool_workspaces";
+/// Key-value bucket of live runners: key = runner id, refreshed while the runner lives and
+/// expiring soon after it stops.
+pub const TOOL_RUNNERS_BUCKET: &str = "turbo_tool_runners";
+
 /// The durable consumer through which the orchestrator's recorder reads [`EVENTS_RAW_STREAM`]:
 /// an event is acknowledged only once it is stored, so one the orchestrator did not store
 /// before it died is read again by the next one.
@@ -201,6 +244,15 @@ mod tests {
                 "turbo.knowledge.context"
             ]
         );
+    }
+
+    #[test]
+    fn tool_job_subjects_do_not_overlap() {
+        assert_eq!(tool_jobs("tool-runner-0"), "turbo.tools.jobs.runner.tool-runner-0");
+        assert_eq!(tool_runner_consumer("a.b"), "tool-runner-a_b");
+        assert_eq!(tool_cancel("j.1"), "turbo.tools.cancel.j_1");
+        // A runner named "any" still has its own subject, apart from the shared one.
+        assert_ne!(tool_jobs("any"), TOOL_JOBS_ANY);
     }
 
     #[test]

@@ -196,16 +196,47 @@ pub struct ClusterConfig {
     pub max_deliver: u32,
     /// Work items one agent worker carries out at once.
     pub worker_capacity: usize,
-    /// The tool-runner service, e.g. `http://tool-runner:50054`. When set, the agent workers
-    /// and the orchestrator run tools through it; without it each runs them in its own process
-    /// on the shared data directory.
+    /// How the agent workers and the orchestrator reach a tool-runner: `auto` (default),
+    /// `local`, `grpc` or `queue` ([`ToolRunnerRoute`]).
+    pub tool_runner: ToolRunnerRoute,
+    /// The tool-runner service, e.g. `http://tool-runner:50054`. When set (and `tool_runner`
+    /// is `auto` or `grpc`), the agent workers and the orchestrator run tools through it;
+    /// without it each runs them in its own process on the shared data directory.
     pub tool_runner_url: Option<String>,
+    /// The name of this tool-runner in the NATS job queue (`turbo.tools.jobs.runner.<id>`) and
+    /// in the claims of the workspaces it holds. Letters, digits, `-` and `_`; default: the host
+    /// name, which a Kubernetes StatefulSet keeps across restarts.
+    pub tool_runner_id: Option<String>,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { nats_url: None, ack_wait_s: 30, max_deliver: 5, worker_capacity: 1, tool_runner_url: None }
+        Self {
+            nats_url: None,
+            ack_wait_s: 30,
+            max_deliver: 5,
+            worker_capacity: 1,
+            tool_runner: ToolRunnerRoute::Auto,
+            tool_runner_url: None,
+            tool_runner_id: None,
+        }
     }
+}
+
+/// How the orchestrator and the agent workers reach a tool-runner (`cluster.tool_runner`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolRunnerRoute {
+    /// The service at `cluster.tool_runner_url` when it is set, else a runner in the process.
+    #[default]
+    Auto,
+    /// A runner in the process, on the shared data directory.
+    Local,
+    /// The one tool-runner service at `cluster.tool_runner_url`, over gRPC.
+    Grpc,
+    /// The tool-runners' NATS job queue: each workspace's jobs go to the runner holding it
+    /// (needs `cluster.nats_url`).
+    Queue,
 }
 
 /// Which embedding model turns chunks and queries into vectors.
@@ -521,6 +552,31 @@ impl Config {
                 ));
             }
         }
+        match c.tool_runner {
+            ToolRunnerRoute::Grpc if c.tool_runner_url.is_none() => {
+                return Err(invalid(
+                    "cluster.tool_runner",
+                    "is grpc but cluster.tool_runner_url is not set: set it to http://HOST:PORT",
+                ));
+            }
+            ToolRunnerRoute::Queue if c.nats_url.is_none() => {
+                return Err(invalid(
+                    "cluster.tool_runner",
+                    "is queue but cluster.nats_url is not set: the job queue is on NATS",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(id) = &c.tool_runner_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'))
+        {
+            return Err(invalid(
+                "cluster.tool_runner_id",
+                format!("'{id}' is not a runner name: use 1 to 64 letters, digits, '-' or '_'"),
+            ));
+        }
         for (key, value, min) in [
             ("cluster.ack_wait_s", c.ack_wait_s, 1),
             ("cluster.max_deliver", u64::from(c.max_deliver), 1),
@@ -800,6 +856,18 @@ mod tests {
         assert_eq!(c.cluster.ack_wait_s, 2);
         assert_eq!(c.cluster.worker_capacity, 3);
         assert_eq!(c.cluster.max_deliver, 5);
+        assert_eq!(c.cluster.tool_runner, ToolRunnerRoute::Auto);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("TURBO_CODER__CLUSTER__NATS_URL", "nats://127.0.0.1:4222"),
+                ("TURBO_CODER__CLUSTER__TOOL_RUNNER", "queue"),
+                ("TURBO_CODER__CLUSTER__TOOL_RUNNER_ID", "tool-runner-0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.tool_runner, ToolRunnerRoute::Queue);
+        assert_eq!(c.cluster.tool_runner_id.as_deref(), Some("tool-runner-0"));
     }
 
     #[test]
@@ -810,6 +878,10 @@ mod tests {
             ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "tool-runner:50054", "cluster.tool_runner_url"),
             ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "https://tool-runner:50054", "cluster.tool_runner_url"),
             ("TURBO_CODER__CLUSTER__TOOL_RUNNER_URL", "http://", "cluster.tool_runner_url"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER", "grpc", "cluster.tool_runner"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER", "queue", "cluster.tool_runner"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER", "carrier-pigeon", "cluster.tool_runner"),
+            ("TURBO_CODER__CLUSTER__TOOL_RUNNER_ID", "runner.1", "cluster.tool_runner_id"),
             ("TURBO_CODER__CLUSTER__ACK_WAIT_S", "0", "cluster.ack_wait_s"),
             ("TURBO_CODER__CLUSTER__MAX_DELIVER", "0", "cluster.max_deliver"),
             ("TURBO_CODER__CLUSTER__WORKER_CAPACITY", "0", "cluster.worker_capacity"),

@@ -64,7 +64,12 @@ postgres-secret.yaml), so it needs no URL escaping.
 - name: TURBO_CODER__CLUSTER__NATS_URL
   value: {{ include "turbo-coder.natsUrl" . | quote }}
 {{- end }}
-{{- if and .Values.toolRunner.enabled (not (has "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL" $own)) }}
+{{- if and .Values.toolRunner.enabled (eq (.Values.toolRunner.route | default "grpc") "queue") }}
+{{- if not (has "TURBO_CODER__CLUSTER__TOOL_RUNNER" $own) }}
+- name: TURBO_CODER__CLUSTER__TOOL_RUNNER
+  value: "queue"
+{{- end }}
+{{- else if and .Values.toolRunner.enabled (not (has "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL" $own)) }}
 - name: TURBO_CODER__CLUSTER__TOOL_RUNNER_URL
   value: {{ printf "http://%s-tool-runner:%v" (include "turbo-coder.fullname" .) .Values.toolRunner.port | quote }}
 {{- end }}

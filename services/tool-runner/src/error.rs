@@ -48,6 +48,11 @@ pub enum Error {
     /// The audit log refused a decision, which is therefore not applied.
     #[error("cannot record the decision in the audit log: {0}")]
     Audit(String),
+    /// The NATS job queue could not be used (the server is down, JetStream is off).
+    #[error(
+        "the tool-runners' job queue: {reason}; check that nats-server runs with JetStream and that cluster.nats_url points at it"
+    )]
+    Queue { reason: String },
     /// Any other failure the tool-runner at `url` reported, with its status code.
     #[error("the tool-runner at {url} failed {rpc} ({code:?}): {message}")]
     Remote { url: String, rpc: &'static str, code: Code, message: String },
@@ -77,7 +82,7 @@ impl Error {
             Error::Approval(_) => Code::InvalidArgument,
             Error::Audit(_) => Code::Internal,
             Error::Checkpoint(_) => Code::FailedPrecondition,
-            Error::Unreachable { .. } => Code::Unavailable,
+            Error::Unreachable { .. } | Error::Queue { .. } => Code::Unavailable,
             Error::Deadline { .. } => Code::DeadlineExceeded,
             Error::Remote { code, .. } => *code,
         }

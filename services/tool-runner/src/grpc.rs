@@ -44,7 +44,7 @@ const CHUNK_BUFFER: usize = 16;
 const OUTPUT_BUFFER: usize = 32;
 
 /// A call request, checked: what to run, where, with which limits, for whom.
-struct Prepared {
+pub(crate) struct Prepared {
     workspace: String,
     call: ToolCall,
     limits: RunnerLimits,
@@ -79,7 +79,7 @@ impl ToolGrpc {
     }
 
     #[tracing::instrument(name = "list_tools", skip_all, fields(names = ?names))]
-    async fn list(&self, names: Vec<String>) -> Result<pb::ListToolsResponse> {
+    pub(crate) async fn list(&self, names: Vec<String>) -> Result<pb::ListToolsResponse> {
         let specs = if names.is_empty() {
             self.runner.specs(None).await?
         } else {
@@ -110,7 +110,7 @@ impl ToolGrpc {
     }
 
     /// Checks a call request before anything runs.
-    fn prepare(&self, req: pb::ToolCallRequest) -> Result<Prepared> {
+    pub(crate) fn prepare(&self, req: pb::ToolCallRequest) -> Result<Prepared> {
         let task_id = opt_id_from_proto("task_id", &req.task_id)?;
         let project_id = opt_id_from_proto("project_id", &req.project_id)?;
         let workspace = workspace("workspace", &req.workspace)?.to_string();
@@ -140,7 +140,11 @@ impl ToolGrpc {
 
     /// Streams the call's approval updates and then its result into `chunks`; stops the call
     /// (withdrawing it if it waits) when the client goes away.
-    async fn stream_call(self, p: Prepared, chunks: mpsc::Sender<std::result::Result<pb::ToolCallChunk, Status>>) {
+    pub(crate) async fn stream_call(
+        self,
+        p: Prepared,
+        chunks: mpsc::Sender<std::result::Result<pb::ToolCallChunk, Status>>,
+    ) {
         let (updates, mut updated) = mpsc::unbounded_channel();
         let (output, mut printed) = mpsc::channel(OUTPUT_BUFFER);
         let scope = CallScope {
@@ -221,20 +225,20 @@ impl ToolGrpc {
     }
 
     #[tracing::instrument(name = "begin_task", skip_all, fields(task_id = %req.task_id))]
-    async fn begin(&self, req: pb::BeginTaskRequest) -> Result<pb::BeginTaskResponse> {
+    pub(crate) async fn begin(&self, req: pb::BeginTaskRequest) -> Result<pb::BeginTaskResponse> {
         let task_id = id_from_proto("task_id", &req.task_id)?;
         self.runner.begin_task(task_id, workspace("workspace", &req.workspace)?).await?;
         Ok(pb::BeginTaskResponse {})
     }
 
     #[tracing::instrument(name = "task_diff", skip_all, fields(task_id = %req.task_id))]
-    async fn diff(&self, req: pb::TaskDiffRequest) -> Result<pb::TaskDiffResponse> {
+    pub(crate) async fn diff(&self, req: pb::TaskDiffRequest) -> Result<pb::TaskDiffResponse> {
         let task_id = id_from_proto("task_id", &req.task_id)?;
         Ok(self.runner.task_diff(task_id, workspace("workspace", &req.workspace)?).await?.into())
     }
 
     #[tracing::instrument(name = "end_task", skip_all, fields(task_id = %req.task_id))]
-    async fn end(&self, req: pb::EndTaskRequest) -> Result<pb::EndTaskResponse> {
+    pub(crate) async fn end(&self, req: pb::EndTaskRequest) -> Result<pb::EndTaskResponse> {
         self.runner.end_task(id_from_proto("task_id", &req.task_id)?).await;
         Ok(pb::EndTaskResponse {})
     }

@@ -31,6 +31,8 @@ mod checkpoint;
 mod error;
 mod grpc;
 pub mod nats;
+mod queue;
+mod queued;
 mod remote;
 mod wire;
 
@@ -54,6 +56,8 @@ pub use baseline::TaskDiff;
 pub use checkpoint::{Checkpoint, Checkpoints, Rewound};
 pub use error::{Error, Result};
 pub use grpc::ToolGrpc;
+pub use queue::{JobQueue, header as job_headers, serve_jobs, workspace_key};
+pub use queued::QueuedToolRunner;
 pub use remote::RemoteToolRunner;
 pub use turbo_tools::ToolOutput;
 
@@ -76,27 +80,43 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
         .with_approvals(approvals.clone())
         .with_checkpoints(Checkpoints::new(checkpoint_dir(config)))
         .with_model(tools_model(config));
-    let nats = match &config.cluster.nats_url {
-        Some(url) => {
-            let client =
-                turbo_bus::connect(url).await.map_err(|e| Error::Serve { addr: url.clone(), reason: e.to_string() })?;
-            Some(tokio::spawn(nats::serve_approvals(client, approvals, shutdown.clone())))
-        }
-        None => None,
-    };
+    let runner = Arc::new(runner);
+    let mut nats = tokio::task::JoinSet::new();
+    if let Some(url) = &config.cluster.nats_url {
+        let client =
+            turbo_bus::connect(url).await.map_err(|e| Error::Serve { addr: url.clone(), reason: e.to_string() })?;
+        let queue = JobQueue::open(client.clone()).await?;
+        nats.spawn(nats::serve_approvals(client, approvals, shutdown.clone()));
+        nats.spawn(serve_jobs(queue, runner_id(config), ToolGrpc::new(runner.clone()), shutdown.clone()));
+    }
     tracing::info!(%addr, baselines = %baselines.display(), services = ?GRPC_SERVICES, "tool-runner serving");
-    let served =
-        turbo_proto::server::serve(GRPC_SERVICES, ToolGrpc::new(Arc::new(runner)).routes(), listener, shutdown)
-            .await
-            .map_err(|e| Error::Serve { addr, reason: e.to_string() });
-    if let Some(nats) = nats {
-        match nats.await {
-            Ok(Err(error)) => tracing::error!(%error, "the approval subjects stopped"),
-            Err(error) => tracing::error!(%error, "the approval subjects' task failed"),
+    let served = turbo_proto::server::serve(GRPC_SERVICES, ToolGrpc::new(runner).routes(), listener, shutdown.clone())
+        .await
+        .map_err(|e| Error::Serve { addr, reason: e.to_string() });
+    shutdown.cancel();
+    while let Some(stopped) = nats.join_next().await {
+        match stopped {
+            Ok(Err(error)) => tracing::error!(%error, "the NATS side of the tool-runner stopped"),
+            Err(error) => tracing::error!(%error, "the NATS side of the tool-runner failed"),
             Ok(Ok(())) => {}
         }
     }
     served
+}
+
+/// This runner's name in the job queue: `cluster.tool_runner_id`, else the host name (a
+/// StatefulSet's pod name, stable across restarts).
+pub fn runner_id(config: &Config) -> String {
+    if let Some(id) = &config.cluster.tool_runner_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tool-runner".into());
+    host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 /// Where the cluster keeps each task's starting snapshot for its diff:
@@ -419,15 +439,28 @@ impl ToolRunnerClient {
         Ok(Self::from_service(Arc::new(RemoteToolRunner::connect(url, limits)?)))
     }
 
-    /// The tool runner of a cluster process: the tool-runner service at
-    /// `cluster.tool_runner_url` when it is set, else a runner in this process sharing task
+    /// The tool runner of a cluster process, as `cluster.tool_runner` says: the tool-runner
+    /// service at `cluster.tool_runner_url` (`grpc`, or `auto` with the URL set), the
+    /// tool-runners' NATS job queue (`queue`), else a runner in this process sharing task
     /// baselines through [`baseline_dir`] ([`ToolRunnerClient::local_shared`]).
     /// The local runner decides approvals with the `[approval]` policy; its waiting calls are
     /// this process's to serve ([`ToolRunnerClient::approvals`]).
     pub fn for_cluster(config: &Config, limits: RunnerLimits) -> Result<Self> {
-        match &config.cluster.tool_runner_url {
-            Some(url) => Self::connect(url, limits),
-            None => Ok(Self::from_local(
+        use turbo_config::ToolRunnerRoute as Route;
+        let c = &config.cluster;
+        match (c.tool_runner, &c.tool_runner_url, &c.nats_url) {
+            (Route::Grpc | Route::Auto, Some(url), _) => Self::connect(url, limits),
+            (Route::Queue, _, Some(nats_url)) => {
+                Ok(Self::from_service(Arc::new(QueuedToolRunner::new(nats_url, limits))))
+            }
+            (Route::Grpc, None, _) => Err(Error::BadUrl {
+                url: String::new(),
+                reason: "cluster.tool_runner is grpc but no URL is set".into(),
+            }),
+            (Route::Queue, _, None) => {
+                Err(Error::Queue { reason: "cluster.tool_runner is queue but cluster.nats_url is not set".into() })
+            }
+            (Route::Local | Route::Auto, ..) => Ok(Self::from_local(
                 LocalToolRunner::with_baseline_dir(limits, baseline_dir(config))
                     .with_approvals(Arc::new(Approvals::new(ApprovalPolicy::from_config(&config.approval))))
                     .with_checkpoints(Checkpoints::new(checkpoint_dir(config)))

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
+use tokio_stream::{Stream, StreamExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use turbo_core::ids::TaskId;
@@ -134,8 +135,79 @@ impl RemoteToolRunner {
     }
 }
 
+/// The specs of a ListTools answer.
+pub(crate) fn specs_from_proto(answer: pb::ListToolsResponse) -> Result<Vec<ToolSpec>> {
+    answer
+        .tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let field = format!("tools[{i}].spec");
+            let spec = turbo_proto::convert::required(&field, entry.spec)?;
+            ToolSpec::try_from(spec).map_err(|e| Error::Request(e.under(&field)))
+        })
+        .collect()
+}
+
+/// The request of `call` in `workspace` for `scope`, asking for `limits`.
+pub(crate) fn call_request(
+    workspace: &str,
+    call: &ToolCall,
+    scope: &CallScope,
+    limits: &RunnerLimits,
+) -> pb::ToolCallRequest {
+    pb::ToolCallRequest {
+        task_id: scope.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        workspace: absolute(workspace),
+        tool: call.name.clone(),
+        arguments_json: json_value_to_proto(&call.arguments),
+        timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+        output_cap_bytes: u64::try_from(limits.output_cap).unwrap_or(u64::MAX),
+        project_id: scope.project_id.map(|p| p.to_string()).unwrap_or_default(),
+        phase: scope.phase.clone().unwrap_or_default(),
+        step: scope.step.unwrap_or_default(),
+    }
+}
+
+/// Follows a call's chunks to its result, by `deadline`: tells `scope` of approvals (moving the
+/// deadline past an approval's expiry while one waits, and `run_for` past its decision) and
+/// skips output pieces: the result holds the output the model reads, capped, as the local
+/// runner returns it. A stream that ends without a result is `ended()`'s error.
+pub(crate) async fn follow_call(
+    chunks: impl Stream<Item = Result<pb::ToolCallChunk>>,
+    mut deadline: Instant,
+    run_for: Duration,
+    scope: &CallScope,
+    deadline_error: impl Fn() -> Error,
+    ended: impl Fn() -> Error,
+) -> Result<ToolOutput> {
+    use pb::tool_call_chunk::Chunk;
+    tokio::pin!(chunks);
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Ok(Some(chunk)) => chunk?,
+            Ok(None) => return Err(ended()),
+            Err(_) => return Err(deadline_error()),
+        };
+        match chunk.chunk {
+            Some(Chunk::Result(result)) => return wire::output_from_proto(result),
+            Some(Chunk::ApprovalRequired(request)) => {
+                let request = wire::pending_from_proto(request)?;
+                let waits = (request.expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+                deadline = Instant::now() + waits + run_for;
+                scope.tell(ApprovalUpdate::Requested(request));
+            }
+            Some(Chunk::ApprovalDecided(outcome)) => {
+                deadline = Instant::now() + run_for;
+                scope.tell(ApprovalUpdate::Decided(wire::outcome_from_proto(outcome)));
+            }
+            Some(Chunk::Stdout(_) | Chunk::Stderr(_)) | None => {}
+        }
+    }
+}
+
 /// The workspace as the runner needs it: absolute, as the local runner would resolve it.
-fn absolute(workspace: &str) -> String {
+pub(crate) fn absolute(workspace: &str) -> String {
     std::path::absolute(workspace).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| workspace.to_string())
 }
 
@@ -152,76 +224,31 @@ impl ToolService for RemoteToolRunner {
         let mut client = self.client.clone();
         let request = Self::request(pb::ListToolsRequest { names }, QUICK_TIMEOUT);
         let answer = self.within("ListTools", QUICK_TIMEOUT, None, client.list_tools(request)).await?;
-        answer
-            .into_inner()
-            .tools
-            .into_iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                let field = format!("tools[{i}].spec");
-                let spec = turbo_proto::convert::required(&field, entry.spec)?;
-                ToolSpec::try_from(spec).map_err(|e| Error::Request(e.under(&field)))
-            })
-            .collect()
+        specs_from_proto(answer.into_inner())
     }
 
     #[tracing::instrument(name = "remote_call", skip_all, fields(tool = %call.name))]
     async fn call(&self, workspace: &str, call: &ToolCall, scope: &CallScope) -> Result<ToolOutput> {
-        let message = pb::ToolCallRequest {
-            task_id: scope.task_id.map(|t| t.to_string()).unwrap_or_default(),
-            workspace: absolute(workspace),
-            tool: call.name.clone(),
-            arguments_json: json_value_to_proto(&call.arguments),
-            timeout_ms: u64::try_from(self.limits.timeout.as_millis()).unwrap_or(u64::MAX),
-            output_cap_bytes: u64::try_from(self.limits.output_cap).unwrap_or(u64::MAX),
-            project_id: scope.project_id.map(|p| p.to_string()).unwrap_or_default(),
-            phase: scope.phase.clone().unwrap_or_default(),
-            step: scope.step.unwrap_or_default(),
-        };
+        let message = call_request(workspace, call, scope, &self.limits);
         // The call's own deadline, moved past the approval's expiry while one waits. No
         // grpc-timeout goes with the request: the runner bounds the call itself, and a call
         // waiting for a person has no deadline the client could know in advance.
         let run_for = self.limits.timeout.saturating_add(CALL_GRACE);
-        let mut deadline = Instant::now() + run_for;
-        let deadline_error =
-            |after: Duration| Error::Deadline { url: self.url.clone(), rpc: "CallTool", after_s: after.as_secs() };
+        let deadline = Instant::now() + run_for;
+        let deadline_error = || Error::Deadline { url: self.url.clone(), rpc: "CallTool", after_s: run_for.as_secs() };
         let status = |status: tonic::Status| Error::from_status(status, &self.url, "CallTool", scope.task_id);
         let mut client = self.client.clone();
-        let mut chunks = match tokio::time::timeout_at(deadline, client.call_tool(tonic::Request::new(message))).await {
+        let chunks = match tokio::time::timeout_at(deadline, client.call_tool(tonic::Request::new(message))).await {
             Ok(answer) => answer.map_err(status)?.into_inner(),
-            Err(_) => return Err(deadline_error(run_for)),
+            Err(_) => return Err(deadline_error()),
         };
-        use pb::tool_call_chunk::Chunk;
-        loop {
-            let chunk = match tokio::time::timeout_at(deadline, chunks.message()).await {
-                Ok(chunk) => chunk.map_err(status)?,
-                Err(_) => return Err(deadline_error(run_for)),
-            };
-            let Some(chunk) = chunk else {
-                return Err(Error::Remote {
-                    url: self.url.clone(),
-                    rpc: "CallTool",
-                    code: tonic::Code::Internal,
-                    message: "the call's stream ended without a result".into(),
-                });
-            };
-            match chunk.chunk {
-                Some(Chunk::Result(result)) => return wire::output_from_proto(result),
-                Some(Chunk::ApprovalRequired(request)) => {
-                    let request = wire::pending_from_proto(request)?;
-                    let waits = (request.expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
-                    deadline = Instant::now() + waits + run_for;
-                    scope.tell(ApprovalUpdate::Requested(request));
-                }
-                Some(Chunk::ApprovalDecided(outcome)) => {
-                    deadline = Instant::now() + run_for;
-                    scope.tell(ApprovalUpdate::Decided(wire::outcome_from_proto(outcome)));
-                }
-                // Output chunks (when the runner streams them) are skipped: the result holds
-                // the output the model reads, capped, as the local runner returns it.
-                Some(Chunk::Stdout(_) | Chunk::Stderr(_)) | None => {}
-            }
-        }
+        let ended = || Error::Remote {
+            url: self.url.clone(),
+            rpc: "CallTool",
+            code: tonic::Code::Internal,
+            message: "the call's stream ended without a result".into(),
+        };
+        follow_call(chunks.map(|c| c.map_err(status)), deadline, run_for, scope, deadline_error, ended).await
     }
 
     #[tracing::instrument(name = "remote_begin_task", skip_all, fields(%task_id))]

@@ -1,11 +1,13 @@
 //! The tool-runner service over the network: [`turbo_tool_runner::run`] on `127.0.0.1:0`, used
 //! through [`ToolRunnerClient::connect`] (the [`RemoteToolRunner`]) exactly as agents use a
-//! local runner, plus a few raw gRPC requests for the status codes other clients see.
+//! local runner, plus a few raw gRPC requests for the status codes other clients see; and the
+//! runners' NATS job queue with a real nats-server, through [`turbo_tool_runner::QueuedToolRunner`].
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures::StreamExt;
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use serde_json::json;
@@ -19,11 +21,15 @@ use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
+use turbo_bus::async_nats;
 use turbo_core::ids::TaskId;
 use turbo_core::tool::ToolCall;
 use turbo_proto::tools::v1 as pb;
 use turbo_proto::tools::v1::tool_service_client::ToolServiceClient;
-use turbo_tool_runner::{ApprovalUpdate, CallScope, Error, RemoteToolRunner, RunnerLimits, ToolRunnerClient};
+use turbo_tool_runner::{
+    ApprovalUpdate, CallScope, Error, JobQueue, RemoteToolRunner, RunnerLimits, ToolRunnerClient, job_headers,
+    workspace_key,
+};
 
 /// A tool-runner service on a free port, with its data directory; stopped on drop.
 struct Runner {
@@ -335,6 +341,22 @@ async fn the_runner_continues_the_callers_trace() {
 }
 
 /// The next approval update a caller hears, within 10 s.
+/// Runs `command` with shell_run in `ws` on its own task; the call's approval updates come on
+/// the receiver.
+fn spawn_shell(
+    tools: &ToolRunnerClient,
+    ws: &Path,
+    command: &str,
+) -> (
+    JoinHandle<turbo_tool_runner::Result<turbo_tool_runner::ToolOutput>>,
+    tokio::sync::mpsc::UnboundedReceiver<ApprovalUpdate>,
+) {
+    let (tx, updates) = tokio::sync::mpsc::unbounded_channel();
+    let scope = CallScope { updates: Some(tx), ..CallScope::default() };
+    let (tools, ws, shell) = (tools.clone(), path(ws).to_string(), call("shell_run", json!({ "command": command })));
+    (tokio::spawn(async move { tools.call_in(&ws, &shell, &scope).await }), updates)
+}
+
 async fn next_update(updates: &mut tokio::sync::mpsc::UnboundedReceiver<ApprovalUpdate>) -> ApprovalUpdate {
     tokio::time::timeout(Duration::from_secs(10), updates.recv())
         .await
@@ -416,14 +438,7 @@ async fn operators_deny_a_waiting_call_over_nats_and_the_model_is_told() {
     .await;
     let ws = tempfile::tempdir().unwrap();
     let tools = runner.client();
-    let (tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
-    let scope = CallScope { updates: Some(tx), ..CallScope::default() };
-    let running = {
-        let (tools, ws) = (tools.clone(), path(ws.path()).to_string());
-        tokio::spawn(
-            async move { tools.call_in(&ws, &call("shell_run", json!({"command": "touch ran"})), &scope).await },
-        )
-    };
+    let (running, mut updates) = spawn_shell(&tools, ws.path(), "touch ran");
     let ApprovalUpdate::Requested(request) = next_update(&mut updates).await else { panic!("a request first") };
 
     let client = turbo_bus::connect(&nats.url()).await.unwrap();
@@ -486,5 +501,210 @@ async fn call_tool_streams_a_commands_output_as_it_is_printed_then_the_result() 
     assert_eq!(order, ["stdout", "stderr"], "each piece as it was printed, before the result");
     assert!(result.content.contains("one") && result.content.contains("two"), "the result keeps the output");
     assert!(chunks.message().await.unwrap().is_none());
+    runner.stop().await;
+}
+
+// The NATS job queue: runners started by `run` with `cluster.nats_url`, used through the
+// queue's client ([`QueuedToolRunner`], as agents get it with `cluster.tool_runner = "queue"`).
+
+/// A tool-runner named `id` serving the job queue on `nats_url`.
+async fn queue_runner(nats_url: &str, id: &str, edit: impl FnOnce(&mut turbo_config::Config)) -> Runner {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (nats_url, id) = (nats_url.to_string(), id.to_string());
+    Runner::start_with(listener, move |c| {
+        c.cluster.nats_url = Some(nats_url);
+        c.cluster.tool_runner_id = Some(id);
+        edit(c);
+    })
+    .await
+}
+
+/// The queue's client, as `ToolRunnerClient::for_cluster` makes it for an agent.
+fn queue_client(nats_url: &str) -> ToolRunnerClient {
+    let mut config = turbo_config::Config::default();
+    config.cluster.nats_url = Some(nats_url.to_string());
+    config.cluster.tool_runner = turbo_config::ToolRunnerRoute::Queue;
+    ToolRunnerClient::for_cluster(&config, RunnerLimits::default()).expect("a queue client")
+}
+
+async fn open_queue(nats_url: &str) -> JobQueue {
+    JobQueue::open(turbo_bus::connect(nats_url).await.unwrap()).await.expect("the queue opens")
+}
+
+/// nats-server, a runner named `runner-a` configured by `edit`, and the queue once it is live.
+async fn nats_with_runner(
+    edit: impl FnOnce(&mut turbo_config::Config),
+) -> (turbo_testkit::NatsServer, Runner, JobQueue) {
+    let nats = turbo_testkit::NatsServer::start().await.expect("nats-server starts");
+    let runner = queue_runner(&nats.url(), "runner-a", edit).await;
+    let queue = open_queue(&nats.url()).await;
+    wait_alive(&queue, "runner-a").await;
+    (nats, runner, queue)
+}
+
+/// Waits until runner `id` says it is alive.
+async fn wait_alive(queue: &JobQueue, id: &str) {
+    for _ in 0..250 {
+        if queue.is_alive(id).await.unwrap() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("runner {id} never said it was alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspaces_jobs_stay_on_the_runner_that_claimed_it() {
+    let nats = turbo_testkit::NatsServer::start().await.expect("nats-server starts");
+    let a = queue_runner(&nats.url(), "runner-a", |_| {}).await;
+    let b = queue_runner(&nats.url(), "runner-b", |_| {}).await;
+    let queue = open_queue(&nats.url()).await;
+    wait_alive(&queue, "runner-a").await;
+    wait_alive(&queue, "runner-b").await;
+    let tools = queue_client(&nats.url());
+    assert!(tools.specs(None).await.unwrap().iter().any(|s| s.name == "fs_write"));
+
+    // Each runner keeps baselines in its own data directory: a diff works only on the runner
+    // that began the task, so eight workspaces' begin / write / diff all succeeding means every
+    // workspace's jobs went to one runner.
+    let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut holders = Vec::new();
+    for dir in &dirs {
+        let ws = path(dir.path());
+        let task = TaskId::new();
+        tools.begin_task(task, ws).await.unwrap();
+        let out = tools.call(ws, &call("fs_write", json!({"path": "app.py", "content": "print(1)\n"}))).await.unwrap();
+        assert!(out.success, "{}", out.content);
+        assert_eq!(tools.task_diff(task, ws).await.unwrap().added, ["app.py"]);
+        let (holder, _) = queue.holder(&workspace_key(ws)).await.unwrap().expect("the workspace is claimed");
+        let data = if holder == "runner-a" { a._data.path() } else { b._data.path() };
+        assert!(data.join("baselines").join(format!("{task}.json")).exists(), "the holder {holder} began the task");
+        tools.end_task(task).await;
+        holders.push(holder);
+    }
+    assert!(holders.iter().all(|h| h == "runner-a" || h == "runner-b"), "{holders:?}");
+
+    // A model's mistake comes back as the same correctable error as from a local runner.
+    let err =
+        tools.call(path(dirs[0].path()), &call("fs_read", json!({"path": "../../etc/passwd"}))).await.unwrap_err();
+    assert!(err.is_model_correctable() && err.to_string().contains("outside the workspace"), "{err}");
+    let err = tools.task_diff(TaskId::new(), path(dirs[0].path())).await.unwrap_err();
+    assert!(matches!(err, Error::NoBaseline(_)), "{err}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_a_workspace_held_elsewhere_is_forwarded_and_waits_for_its_runner() {
+    let (nats, a, queue) = nats_with_runner(|_| {}).await;
+    let client = turbo_bus::connect(&nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+
+    // runner-b holds the workspace and is alive, but is not serving yet.
+    let ws = tempfile::tempdir().unwrap();
+    let key = workspace_key(path(ws.path()));
+    let runners = js.get_key_value("turbo_tool_runners").await.unwrap();
+    runners.put("runner-b", "0".into()).await.unwrap();
+    assert_eq!(queue.claim(&key, "runner-b").await.unwrap(), None);
+
+    // A job sent to every runner (as a client that routed before the claim would): runner-a
+    // takes it and forwards it to runner-b's queue, where it waits.
+    let task = TaskId::new();
+    let reply = client.new_inbox();
+    let mut replies = client.subscribe(reply.clone()).await.unwrap();
+    let mut hdrs = async_nats::HeaderMap::new();
+    hdrs.insert(job_headers::RPC, "BeginTask");
+    hdrs.insert(job_headers::REPLY, reply.as_str());
+    hdrs.insert(job_headers::WORKSPACE_KEY, key.as_str());
+    hdrs.insert(job_headers::JOB_ID, "job-1");
+    let request = pb::BeginTaskRequest { task_id: task.to_string(), workspace: path(ws.path()).to_string() };
+    let payload = prost::Message::encode_to_vec(&request);
+    js.publish_with_headers("turbo.tools.jobs.any", hdrs, payload.clone().into()).await.unwrap().await.unwrap();
+    let stream = js.get_stream("TURBO_TOOL_JOBS").await.unwrap();
+    let mut forwarded = None;
+    for _ in 0..250 {
+        forwarded = stream.get_last_raw_message_by_subject("turbo.tools.jobs.runner.runner-b").await.ok();
+        if forwarded.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let forwarded = forwarded.expect("the job is forwarded to runner-b's subject");
+    assert_eq!(forwarded.payload, payload, "as it came");
+    let waiting = stream.clone().info().await.unwrap().state.messages;
+    assert_eq!(waiting, 1, "the forwarded job waits in the queue for runner-b");
+    assert!(tokio::time::timeout(Duration::from_millis(300), replies.next()).await.is_err(), "nobody ran it yet");
+
+    // runner-b starts, takes the job and answers; the task's baseline is in its data directory.
+    let b = queue_runner(&nats.url(), "runner-b", |_| {}).await;
+    let answer = tokio::time::timeout(Duration::from_secs(20), replies.next()).await.expect("an answer").unwrap();
+    assert!(answer.headers.as_ref().and_then(|h| h.get("grpc-status")).is_none(), "{answer:?}");
+    assert!(b._data.path().join("baselines").join(format!("{task}.json")).exists());
+    assert!(!a._data.path().join("baselines").join(format!("{task}.json")).exists());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_runners_workspace_is_taken_over() {
+    let (nats, a, queue) = nats_with_runner(|_| {}).await;
+    let tools = queue_client(&nats.url());
+    let ws = tempfile::tempdir().unwrap();
+    let key = workspace_key(path(ws.path()));
+    assert!(
+        tools.call(path(ws.path()), &call("fs_write", json!({"path": "a", "content": "1"}))).await.unwrap().success
+    );
+    assert_eq!(queue.holder(&key).await.unwrap().unwrap().0, "runner-a");
+
+    a.stop().await;
+    assert!(!queue.is_alive("runner-a").await.unwrap(), "a runner that stops says so");
+    let b = queue_runner(&nats.url(), "runner-b", |_| {}).await;
+    wait_alive(&queue, "runner-b").await;
+    let out = tools.call(path(ws.path()), &call("fs_read", json!({"path": "a"}))).await.unwrap();
+    assert!(out.success && out.content.contains('1'), "{}", out.content);
+    assert_eq!(queue.holder(&key).await.unwrap().unwrap().0, "runner-b");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_call_waits_for_approval_and_a_caller_that_leaves_withdraws_it() {
+    let (nats, runner, _queue) = nats_with_runner(|c| c.approval.high = turbo_config::ApprovalAction::Ask).await;
+    let tools = queue_client(&nats.url());
+    let ws = tempfile::tempdir().unwrap();
+    let client = turbo_bus::connect(&nats.url()).await.unwrap();
+    let pending = || {
+        let client = client.clone();
+        async move {
+            let reply = client.request("turbo.tools.approvals.list", "{}".into()).await.expect("a reply");
+            let list: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+            list["approvals"].as_array().unwrap().len()
+        }
+    };
+
+    // Approved over NATS: the command runs, and the caller heard both updates.
+    let (running, mut updates) = spawn_shell(&tools, ws.path(), "touch ran");
+    let ApprovalUpdate::Requested(request) = next_update(&mut updates).await else { panic!("a request first") };
+    let approve = json!({"approval_id": request.approval_id, "decided_by": "ops"}).to_string();
+    client.request("turbo.tools.approve", approve.into()).await.unwrap();
+    let out = running.await.unwrap().unwrap();
+    assert!(out.success, "{}", out.content);
+    assert!(ws.path().join("ran").exists());
+    assert!(matches!(next_update(&mut updates).await, ApprovalUpdate::Decided(o) if o.approved));
+
+    // A caller that stops waiting (its task was cancelled) withdraws the call.
+    let (running, mut updates) = spawn_shell(&tools, ws.path(), "touch later");
+    assert!(matches!(next_update(&mut updates).await, ApprovalUpdate::Requested(_)));
+    assert_eq!(pending().await, 1);
+    running.abort();
+    let mut left = 1;
+    for _ in 0..250 {
+        left = pending().await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "the withdrawn call no longer waits");
+    assert!(!ws.path().join("later").exists());
     runner.stop().await;
 }
