@@ -159,7 +159,7 @@ def test_default_values():
     assert set(deployments) == TURBO_DEPLOYMENTS, sorted(deployments)
     assert set(statefulsets) == {f"{FULLNAME}-nats", f"{FULLNAME}-postgres"}, sorted(statefulsets)
     assert set(by_kind(objs, "Service")) == TURBO_DEPLOYMENTS | set(statefulsets)
-    assert set(by_kind(objs, "Secret")) == {f"{FULLNAME}-postgres"}
+    assert set(by_kind(objs, "Secret")) == {f"{FULLNAME}-postgres", f"{FULLNAME}-gateway"}
     assert set(by_kind(objs, "ConfigMap")) == {f"{FULLNAME}-config"}
     check_services_select_pods(objs)
 
@@ -231,7 +231,7 @@ def test_default_values():
 def test_bundled_services_disabled():
     manifests = render({"nats": {"enabled": False}, "postgres": {"enabled": False}})
     objs = objects(manifests)
-    assert not by_kind(objs, "StatefulSet") and not by_kind(objs, "Secret")
+    assert not by_kind(objs, "StatefulSet") and set(by_kind(objs, "Secret")) == {f"{FULLNAME}-gateway"}
     assert set(by_kind(objs, "Deployment")) == TURBO_DEPLOYMENTS
     assert set(by_kind(objs, "Service")) == TURBO_DEPLOYMENTS
     check_services_select_pods(objs)
@@ -240,6 +240,8 @@ def test_bundled_services_disabled():
             "TURBO_CODER_CONFIG",
             "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL",
             "TURBO_CODER__KNOWLEDGE__URL",
+            "TURBO_CODER__GATEWAY__JWT_SECRET",
+            "TURBO_CODER__GATEWAY__ORCHESTRATOR_URL",
         ], name
         assert env_value(deployment, "TURBO_CODER__CLUSTER__TOOL_RUNNER_URL")["value"] == TOOL_RUNNER_URL, name
         assert env_value(deployment, "TURBO_CODER__KNOWLEDGE__URL")["value"] == KNOWLEDGE_URL, name
@@ -277,6 +279,21 @@ def test_tool_runner_with_user_namespaces():
     assert spec["hostUsers"] is False, spec
 
 
+def test_gateway_gets_its_token_key_and_the_orchestrator():
+    objs = objects(render())
+    secret = by_kind(objs, "Secret")[f"{FULLNAME}-gateway"]
+    assert len(secret["data"]["jwt-secret"]) >= 64, secret
+    gateway = by_kind(objs, "Deployment")[f"{FULLNAME}-gateway"]
+    ref = env_value(gateway, "TURBO_CODER__GATEWAY__JWT_SECRET")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{FULLNAME}-gateway", "key": "jwt-secret"}, ref
+    url = env_value(gateway, "TURBO_CODER__GATEWAY__ORCHESTRATOR_URL")["value"]
+    assert url == f"http://{FULLNAME}-orchestrator:50051", url
+    own = objects(render({"gateway": {"jwtSecretName": "mine"}}))
+    assert f"{FULLNAME}-gateway" not in by_kind(own, "Secret")
+    gateway = by_kind(own, "Deployment")[f"{FULLNAME}-gateway"]
+    assert env_value(gateway, "TURBO_CODER__GATEWAY__JWT_SECRET")["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+
 def test_tool_runners_behind_the_job_queue():
     objs = objects(render({"toolRunner": {"route": "queue", "replicas": 3}}))
     deployments = by_kind(objs, "Deployment")
@@ -305,6 +322,7 @@ TESTS = [
     test_storage_class,
     test_tool_runner_with_user_namespaces,
     test_tool_runners_behind_the_job_queue,
+    test_gateway_gets_its_token_key_and_the_orchestrator,
     test_postgres_user_must_be_url_safe,
 ]
 

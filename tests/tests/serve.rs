@@ -36,6 +36,9 @@ const SERVICES: &[(&str, &[&str], &str)] = &[
 
 const WORKER_SERVICE: &str = "turbo.agents.v1.AgentService";
 
+/// The gateway's token key in these tests.
+const GATEWAY_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
 /// Polls `probe` until it succeeds or [`WAIT`] passes; then fails with the last error.
 async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
@@ -71,8 +74,9 @@ impl Served {
     /// [`Served::start`] with more environment variables.
     async fn start_with(program: &Path, args: &[&str], name: &str, env: &[(&str, String)]) -> Served {
         let mut sandbox = Sandbox::new();
-        // The knowledge service needs its embedding model to start.
+        // The knowledge service needs its embedding model to start, the gateway its token key.
         sandbox.set("TURBO_CODER__KNOWLEDGE__MODEL_DIR", minilm_dir().display().to_string());
+        sandbox.set("TURBO_CODER__GATEWAY__JWT_SECRET", GATEWAY_SECRET);
         for (key, value) in env {
             sandbox.set(key, value.clone());
         }
@@ -333,4 +337,274 @@ async fn the_helm_chart_renders_with_nats_and_postgres_wired_into_every_service(
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{said}");
     assert!(said.contains(" passed, 0 failed"), "{said}");
+}
+
+// The gateway's REST API, black box: `serve orchestrator` (embedded, its planner a scripted
+// model) behind `serve gateway`, used with plain HTTP and tokens from `turbo-coder token`.
+
+/// A token from the CLI, with the gateway's key.
+async fn token(user: &str, roles: &[&str]) -> String {
+    let mut cli = Sandbox::new();
+    cli.set("TURBO_CODER__GATEWAY__JWT_SECRET", GATEWAY_SECRET);
+    let mut args = vec!["token", "--user", user];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    let out = cli.run(&args).await;
+    out.assert_code(0);
+    out.stdout.trim().to_string()
+}
+
+/// The gateway's REST API at `base` as one user.
+struct Rest {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Rest {
+    fn new(base: &str, token: Option<String>) -> Self {
+        Rest { http: reqwest::Client::new(), base: base.to_string(), token }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_errors() {
+    use serde_json::json;
+    use turbo_testkit::{ModelDef, Reply, Script, ScriptedModelServer};
+
+    let plan = json!({
+        "phases": [
+            {"name": "implement", "description": "write greet() and its test", "agent": "coder", "depends_on": [],
+             "estimated_minutes": 5, "files_to_create": ["greet.py"]},
+            {"name": "review", "description": "review the diff", "agent": "reviewer", "depends_on": ["implement"]}
+        ],
+        "confidence_score": 0.9,
+        "risk_factors": ["greeting etiquette varies"]
+    });
+    let models = ScriptedModelServer::start(
+        Script::new()
+            .model(ModelDef::new("planner:test", 131072))
+            .model(ModelDef::new("coder:test", 32768))
+            .replies("planner:test", vec![Reply::Json(plan)])
+            .replies("coder:test", vec![Reply::text("nothing to do")]),
+    )
+    .await
+    .expect("the scripted model server starts");
+    let orchestrator = Served::start_with(
+        &turbo_coder_bin(),
+        &["serve", "orchestrator", "--listen", "127.0.0.1:0"],
+        "turbo-orchestrator",
+        &[
+            ("TURBO_CODER__MODELS__PLANNER__BASE_URL", models.url()),
+            ("TURBO_CODER__MODELS__PLANNER__MODEL", "planner:test".into()),
+            ("TURBO_CODER__MODELS__CODER__BASE_URL", models.url()),
+            ("TURBO_CODER__MODELS__CODER__MODEL", "coder:test".into()),
+        ],
+    )
+    .await;
+    let gateway = Served::start_with(
+        &turbo_coder_bin(),
+        &["serve", "gateway", "--listen", "127.0.0.1:0"],
+        "turbo-gateway",
+        &[
+            ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", format!("http://{}", orchestrator.addr)),
+            ("TURBO_CODER__GATEWAY__MAX_BODY_BYTES", "65536".into()),
+        ],
+    )
+    .await;
+    let base = format!("http://{}", gateway.addr);
+    let ana = Rest::new(&base, Some(token("ana", &["developer"]).await));
+    let bob = Rest::new(&base, Some(token("bob", &["developer"]).await));
+    let vic = Rest::new(&base, Some(token("vic", &["viewer"]).await));
+    let root = Rest::new(&base, Some(token("root", &["admin"]).await));
+    let nobody = Rest::new(&base, None);
+
+    // The OpenAPI document needs no token and lists the routes.
+    let (status, doc) = nobody.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/v1/projects/{project_id}/tasks"]["post"].is_object(), "{doc}");
+
+    // 401 without or with a bad token, 403 for a role without the permission.
+    let new_project = json!({"name": "greeter", "project_type": "api_service", "technologies": ["python", "fastapi", "postgresql"],
+                             "configuration": {"python_version": "3.11"}});
+    let (status, body) = nobody.post("/v1/projects", new_project.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
+    let forged = Rest::new(&base, Some(format!("{}x", token("ana", &["admin"]).await)));
+    assert_eq!(forged.get("/v1/projects").await.0, 401);
+    let (status, body) = vic.post("/v1/projects", new_project.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("developer"), "{body}");
+
+    // 201 with the spec's shape; the creator owns the project.
+    let (status, created) = ana.post("/v1/projects", new_project.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "created");
+    let id = created["project_id"].as_str().expect("a project id").to_string();
+    assert_eq!(created["project"]["team_members"], json!(["ana"]));
+    assert_eq!(created["project"]["frameworks"], json!(["fastapi"]));
+    assert_eq!(created["project"]["ai_context"]["technologies"], json!(["postgresql"]));
+    assert!(created["analysis"]["setup_time_estimate"].as_str().unwrap().ends_with("minutes"), "{created}");
+
+    // 409 for a name taken, 422 naming the field, 400 for a body that is not JSON, 415 for
+    // another content type, 413 past the limit.
+    let (status, body) = bob.post("/v1/projects", new_project.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = ana.post("/v1/projects", json!({"name": "x", "project_type": "spaceship"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "project_type", "{body}");
+    let (status, body) =
+        ana.post("/v1/projects", json!({"name": "", "project_type": "api_service", "technologies": ["rust"]})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["fields"].as_array().unwrap().iter().any(|f| f["field"] == "name"), "{body}");
+    let raw = |content_type: &'static str, body: Vec<u8>| {
+        let request = ana.http.post(format!("{base}/v1/projects")).bearer_auth(ana.token.as_deref().unwrap());
+        async move {
+            let response = request.header("content-type", content_type).body(body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("a JSON error body");
+            (status, body)
+        }
+    };
+    let (status, body) = raw("application/json", b"{\"name\": ".to_vec()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(raw("text/plain", b"{}".to_vec()).await.0, 415);
+    let (status, body) = raw("application/json", vec![b' '; 100_000]).await;
+    assert_eq!(status, 413, "{body}");
+
+    // Visible to its members and admins only; others get 404, as for nothing.
+    assert_eq!(ana.get(&format!("/v1/projects/{id}")).await.0, 200);
+    assert_eq!(root.get(&format!("/v1/projects/{id}")).await.0, 200);
+    let (status, body) = bob.get(&format!("/v1/projects/{id}")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (_, listed) = bob.get("/v1/projects").await;
+    assert!(listed["projects"].as_array().unwrap().is_empty(), "{listed}");
+    let (_, listed) = ana.get("/v1/projects").await;
+    assert_eq!(listed["projects"][0]["id"], id.as_str());
+    assert_eq!(ana.get("/v1/projects/not-a-uuid").await.0, 404);
+
+    // PATCH: the owner adds bob, who then sees it; nobody may drop the owner.
+    let project = format!("/v1/projects/{id}");
+    let (status, body) =
+        ana.patch(&project, json!({"description": "says hello", "team_members": ["ana", "bob"]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["description"], "says hello");
+    assert_eq!(bob.get(&format!("/v1/projects/{id}")).await.0, 200);
+    assert_eq!(bob.patch(&project, json!({"team_members": ["bob"]})).await.0, 403);
+    assert_eq!(ana.patch(&project, json!({"team_members": ["bob", "ana"]})).await.0, 422);
+    assert_eq!(ana.patch(&project, json!({"colour": "blue"})).await.0, 400);
+
+    // A task: planned by the planner model, answered in the spec's shape.
+    let (status, task) = ana
+        .post(
+            &format!("/v1/projects/{id}/tasks"),
+            json!({
+                "description": "add a greet(name) function in greet.py",
+                "requirements": ["greets by name"],
+                "constraints": {"testing_required": true},
+                "context": {"related_files": ["greet.py"], "environment": "development"}
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["status"], "planned");
+    let phases: Vec<&str> =
+        task["execution_plan"]["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["implement", "review"]);
+    assert_eq!(task["execution_plan"]["phases"][0]["agent"], "coder");
+    assert_eq!(task["execution_plan"]["phases"][0]["estimated_duration"], "5 minutes");
+    assert_eq!(task["execution_plan"]["confidence_score"], 0.9);
+    assert_eq!(task["execution_plan"]["risk_factors"], json!(["greeting etiquette varies"]));
+    assert!(task["resource_requirements"]["cpu_cores"].as_u64().is_some(), "{task}");
+    let task_id = task["task_id"].as_str().unwrap().to_string();
+    let (status, body) = ana.post(&format!("/v1/projects/{id}/tasks"), json!({"description": "short"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "description", "{body}");
+
+    // The task is its project's: visible to members, not to others; a viewer cannot run it.
+    let (status, got) = bob.get(&format!("/v1/tasks/{task_id}")).await;
+    assert_eq!((status, got["status"].as_str()), (200, Some("planned")), "{got}");
+    let stranger = Rest::new(&base, Some(token("eve", &["developer"]).await));
+    assert_eq!(stranger.get(&format!("/v1/tasks/{task_id}")).await.0, 404);
+    assert_eq!(stranger.post(&format!("/v1/tasks/{task_id}/execute"), json!({})).await.0, 404);
+    assert_eq!(vic.post(&format!("/v1/tasks/{task_id}/execute"), json!({})).await.0, 403);
+    let (status, run) = ana.post(&format!("/v1/tasks/{task_id}/execute"), json!({})).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["task_id"], task_id.as_str());
+
+    // Soft delete by the owner only, restorable by an admin.
+    assert_eq!(bob.delete(&project).await.0, 403);
+    // Not while its task runs: 409 saying why. The run ends soon (the scripted models run out).
+    let (status, body) = ana.delete(&project).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("running tasks"), "{body}");
+    eventually("the task ends", || async {
+        let (_, task) = ana.get(&format!("/v1/tasks/{task_id}")).await;
+        match task["status"].as_str() {
+            Some("completed" | "failed" | "cancelled") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (status, deleted) = ana.delete(&project).await;
+    assert_eq!((status, deleted["status"].as_str()), (200, Some("deleted")), "{deleted}");
+    assert!(deleted["restorable_until"].as_str().unwrap() > deleted["deleted_at"].as_str().unwrap(), "{deleted}");
+    assert_eq!(ana.get(&format!("/v1/projects/{id}")).await.0, 404);
+    assert_eq!(ana.post(&format!("/v1/projects/{id}/restore"), json!({})).await.0, 403);
+    let (status, restored) = root.post(&format!("/v1/projects/{id}/restore"), json!({})).await;
+    assert_eq!((status, restored["id"].as_str()), (200, Some(id.as_str())), "{restored}");
+    assert_eq!(ana.get(&format!("/v1/projects/{id}")).await.0, 200);
+
+    // Anything else is a JSON 404; gRPC health still answers on the same port.
+    assert_eq!(nobody.get("/v1/nothing").await.0, 404);
+    assert_serving(&gateway.channel().await, "turbo.tasks.v1.TaskService").await;
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_gateway_without_a_token_key_says_how_to_set_it_and_exits_2() {
+    let mut sandbox = Sandbox::new();
+    sandbox.env.remove("TURBO_CODER__GATEWAY__JWT_SECRET");
+    let out = sandbox.run(&["serve", "gateway", "--listen", "127.0.0.1:0"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("TURBO_CODER__GATEWAY__JWT_SECRET"), "{}", out.stderr);
+    let out = sandbox.run(&["token", "--user", "ana"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("gateway.jwt_secret"), "{}", out.stderr);
 }

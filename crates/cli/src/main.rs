@@ -12,6 +12,7 @@ mod rewind;
 mod run;
 mod serve;
 mod tasks;
+mod token;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ enum Command {
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
     },
+    /// Print a bearer token for the gateway's REST API, signed with gateway.jwt_secret.
+    Token(token::TokenArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +142,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> Result<u8, Exit> {
             None => rewind::rewind(&config, args).await,
         },
         Command::Approvals { command } => approvals::approvals(server()?, command).await,
+        Command::Token(args) => token::token(&config, args),
     }
 }
 

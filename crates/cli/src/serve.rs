@@ -89,6 +89,9 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
     {
         return Err(Exit::new(exit::USAGE, turbo_agent_worker::Error::NoNats { role }.to_string()));
     }
+    if let Target::Gateway = target {
+        turbo_gateway::check(config).map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
+    }
     let addr = args.listen.clone().unwrap_or_else(|| args.service.default_addr(config));
     let listener = bind(&addr).await.map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
     let local = listener.local_addr().map_err(|e| Exit::new(exit::INTERNAL, e.to_string()))?;

@@ -49,6 +49,7 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     pub sandbox: SandboxConfig,
     pub approval: ApprovalConfig,
+    pub gateway: GatewayConfig,
 }
 
 /// One model endpoint per agent role; tester and reviewer use the coder's unless set.
@@ -237,6 +238,35 @@ pub enum ToolRunnerRoute {
     /// The tool-runners' NATS job queue: each workspace's jobs go to the runner holding it
     /// (needs `cluster.nats_url`).
     Queue,
+}
+
+/// The gateway: the public HTTP door (REST under `/v1`) in front of the orchestrator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The orchestrator's gRPC address the gateway forwards to.
+    pub orchestrator_url: String,
+    /// The HS256 key that signs bearer tokens (at least 32 bytes); the gateway refuses to start
+    /// without it. Prefer TURBO_CODER__GATEWAY__JWT_SECRET to a file.
+    pub jwt_secret: Option<String>,
+    /// The `iss` every token must carry.
+    pub jwt_issuer: String,
+    /// The `aud` every token must carry.
+    pub jwt_audience: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            orchestrator_url: "http://127.0.0.1:50051".into(),
+            jwt_secret: None,
+            jwt_issuer: "turbo-coder".into(),
+            jwt_audience: "turbo-coder".into(),
+            max_body_bytes: 1 << 20,
+        }
+    }
 }
 
 /// Which embedding model turns chunks and queries into vectors.
@@ -445,6 +475,7 @@ impl Default for Config {
             knowledge: KnowledgeConfig::default(),
             sandbox: SandboxConfig::default(),
             approval: ApprovalConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -551,6 +582,24 @@ impl Config {
                     format!("'{url}' is not a tool-runner URL: use http://HOST:PORT (TLS is not supported yet)"),
                 ));
             }
+        }
+        let g = &self.gateway;
+        if let Some(secret) = &g.jwt_secret
+            && secret.len() < 32
+        {
+            return Err(invalid(
+                "gateway.jwt_secret",
+                format!("is {} bytes: use at least 32 random bytes (e.g. `openssl rand -hex 32`)", secret.len()),
+            ));
+        }
+        if !g.orchestrator_url.starts_with("http://") || g.orchestrator_url.len() <= "http://".len() {
+            return Err(invalid(
+                "gateway.orchestrator_url",
+                format!("'{}' is not an orchestrator URL: use http://HOST:PORT", g.orchestrator_url),
+            ));
+        }
+        if g.max_body_bytes < 1024 {
+            return Err(invalid("gateway.max_body_bytes", format!("must be at least 1024, got {}", g.max_body_bytes)));
         }
         match c.tool_runner {
             ToolRunnerRoute::Grpc if c.tool_runner_url.is_none() => {
@@ -662,6 +711,9 @@ impl Config {
         }
         if c.knowledge.embed_api_key.is_some() {
             c.knowledge.embed_api_key = Some("<redacted>".into());
+        }
+        if c.gateway.jwt_secret.is_some() {
+            c.gateway.jwt_secret = Some("<redacted>".into());
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
@@ -834,6 +886,22 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let back = Config::load(Some(&path), &BTreeMap::new()).unwrap();
         assert_eq!(back.run, c.run);
+        let secret = "0123456789abcdef0123456789abcdef-gateway";
+        let c = Config::load(None, &env(&[("TURBO_CODER__GATEWAY__JWT_SECRET", secret)])).unwrap();
+        assert_eq!(c.gateway.jwt_secret.as_deref(), Some(secret));
+        assert!(!c.to_redacted_toml().contains(secret));
+    }
+
+    #[test]
+    fn gateway_settings_are_checked() {
+        for (var, value, key) in [
+            ("TURBO_CODER__GATEWAY__JWT_SECRET", "short", "gateway.jwt_secret"),
+            ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", "orchestrator:50051", "gateway.orchestrator_url"),
+            ("TURBO_CODER__GATEWAY__MAX_BODY_BYTES", "10", "gateway.max_body_bytes"),
+        ] {
+            let err = Config::load(None, &env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ app.kubernetes.io/part-of: turbo-coder
 {{- printf "%s-postgres" (include "turbo-coder.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "turbo-coder.gatewaySecretName" -}}
+{{- .Values.gateway.jwtSecretName | default (printf "%s-gateway" (include "turbo-coder.fullname" .) | trunc 63 | trimSuffix "-") -}}
+{{- end -}}
+
 {{/* Selector labels of one component (chart root in .root, component name in .component). */}}
 {{- define "turbo-coder.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "turbo-coder.name" .root }}
@@ -76,6 +80,17 @@ postgres-secret.yaml), so it needs no URL escaping.
 {{- if and .Values.knowledge.enabled (not (has "TURBO_CODER__KNOWLEDGE__URL" $own)) }}
 - name: TURBO_CODER__KNOWLEDGE__URL
   value: {{ printf "http://%s-knowledge:%v" (include "turbo-coder.fullname" .) .Values.knowledge.port | quote }}
+{{- end }}
+{{- if and .Values.gateway.enabled (not (has "TURBO_CODER__GATEWAY__JWT_SECRET" $own)) }}
+- name: TURBO_CODER__GATEWAY__JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "turbo-coder.gatewaySecretName" . }}
+      key: jwt-secret
+{{- end }}
+{{- if and .Values.gateway.enabled .Values.orchestrator.enabled (not (has "TURBO_CODER__GATEWAY__ORCHESTRATOR_URL" $own)) }}
+- name: TURBO_CODER__GATEWAY__ORCHESTRATOR_URL
+  value: {{ printf "http://%s-orchestrator:%v" (include "turbo-coder.fullname" .) .Values.orchestrator.port | quote }}
 {{- end }}
 {{- if and .Values.postgres.enabled (not (has "TURBO_CODER__STORE__URL" $own)) }}
 - name: TURBO_PG_PASSWORD

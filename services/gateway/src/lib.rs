@@ -1,20 +1,30 @@
-//! The gateway: the cluster's front door for clients (the CLI, the web UI, scripts), which will
-//! authenticate requests and route them to the orchestrator.
+//! The gateway: the cluster's public door. It serves the REST API under `/v1` (`rest`), each
+//! request authenticated with a bearer token (`auth`) and forwarded to the orchestrator over
+//! gRPC, errors in one JSON shape with the spec's codes (`problem`), and the OpenAPI document
+//! at `/v1/openapi.json`. On the same port it answers gRPC health checking ([`GRPC_SERVICES`])
+//! and reflection, so probes and `grpcurl` work as for every service.
 //!
-//! At this stage the gateway serves gRPC health checking, reporting [`GRPC_SERVICES`] as
-//! serving, and server reflection, and nothing else: its task, project and session APIs (and
-//! the HTTP edge) come later, behind the same entry point. It is started by [`run`], from
-//! `turbo-coder serve gateway` or from its own binary `turbo-gateway` (`src/main.rs`).
+//! It is started by [`run`], from `turbo-coder serve gateway` or from its own binary
+//! `turbo-gateway` (`src/main.rs`); it refuses to start without `gateway.jwt_secret`
+//! ([`check`]). `turbo-coder token` issues tokens with the same key ([`auth::Tokens::issue`]).
 //!
 //! # Layout
-//! - `error`: errors.
-//! - this file: [`run`], the network entry point, and [`GRPC_SERVICES`].
-//! - `main.rs`: the `turbo-gateway` binary: arguments, config, telemetry, then [`run`].
+//! - `auth`: bearer tokens (HS256 JWTs), roles and permissions.
+//! - `problem`: the JSON error body and the status of each error.
+//! - `rest`: the routes, their request and response types, the OpenAPI document.
+//! - `error`: errors of the gateway process itself.
+//! - this file: [`run`], the network entry point.
 
+pub mod auth;
 mod error;
+pub mod problem;
+pub mod rest;
 
+use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tonic_health::ServingStatus;
 
 pub use error::{Error, Result};
 
@@ -22,12 +32,65 @@ pub use error::{Error, Result};
 pub const GRPC_SERVICES: &[&str] =
     &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService", "turbo.sessions.v1.SessionService"];
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled, then reports not-serving and
-/// drains. For now: gRPC health ([`GRPC_SERVICES`]) and reflection; `_config` is not read yet.
-pub async fn run(_config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+/// What answers a path no route has: gRPC's Unimplemented to a gRPC request, else a JSON 404.
+async fn fallback(request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("{} is not served here", request.uri().path())).into_http();
+    }
+    problem::ApiError::not_found("no such route: see /v1/openapi.json").into_response()
+}
+
+/// Fails when the gateway cannot start with `config`: no token key.
+pub fn check(config: &turbo_config::Config) -> Result<auth::Tokens> {
+    auth::Tokens::from_config(&config.gateway).ok_or(Error::NoSecret)
+}
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled, then reports not-serving
+/// and drains: the REST API (`rest::routes`) forwarding to `gateway.orchestrator_url`, with
+/// request bodies bounded by `gateway.max_body_bytes`, and gRPC health and reflection.
+pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
-    tracing::info!(%addr, services = ?GRPC_SERVICES, "gateway serving health and reflection");
-    turbo_proto::server::serve_health(GRPC_SERVICES, listener, shutdown)
+    let tokens = check(config)?;
+    let url = &config.gateway.orchestrator_url;
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::BadUrl { url: url.clone(), reason: e.to_string() })?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let app = rest::App::new(tokens, endpoint.connect_lazy());
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in GRPC_SERVICES.iter().chain([&""]) {
+        reporter.set_service_status(*service, ServingStatus::Serving).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(turbo_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor sets are generated at build time and always decode");
+    let grpc = tonic::service::Routes::new(health).add_service(reflection).into_axum_router();
+    // tonic's router answers unknown paths with gRPC's Unimplemented; the gateway's fallback
+    // keeps that for gRPC requests and answers the rest with a JSON 404.
+    let router =
+        grpc.merge(rest::routes(app).layer(DefaultBodyLimit::max(config.gateway.max_body_bytes))).fallback(fallback);
+
+    tracing::info!(%addr, orchestrator = %url, services = ?GRPC_SERVICES, "gateway serving REST and gRPC health");
+    let drain = {
+        let reporter = reporter.clone();
+        async move {
+            shutdown.cancelled().await;
+            for service in GRPC_SERVICES {
+                reporter.set_service_status(*service, ServingStatus::NotServing).await;
+            }
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(drain)
         .await
         .map_err(|e| Error::Serve { addr, reason: e.to_string() })
 }

@@ -181,6 +181,7 @@ impl Api {
         p.description = r.description;
         p.frameworks = frameworks;
         p.repository_url = r.repository_url;
+        p.team_members = r.team_members;
         if let Some(branch) = r.main_branch {
             p.main_branch = branch;
         }

@@ -1,0 +1,271 @@
+//! Bearer tokens: JWTs signed with HS256 by the key in `gateway.jwt_secret`, carrying the user
+//! (`sub`) and their roles. A token is accepted only with that algorithm (`none` and any other
+//! algorithm are refused, so a token cannot pick how it is checked), a valid signature, an `exp`
+//! in the future, an `nbf` in the past when present, and the configured `iss` and `aud`.
+//!
+//! Roles grant permissions: `viewer` reads, `developer` also creates and changes projects and
+//! tasks, `admin` also deletes, restores and sees every project. A project is visible to its
+//! team members (its creator first) and to admins.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Slack allowed on `exp` and `nbf` for clocks that differ a little.
+const LEEWAY_S: u64 = 30;
+
+/// What a request may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    Read,
+    Write,
+    Admin,
+}
+
+/// A role and the permissions it grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Developer,
+    Admin,
+}
+
+impl Role {
+    fn grants(self, permission: Permission) -> bool {
+        let most = match self {
+            Role::Viewer => Permission::Read,
+            Role::Developer => Permission::Write,
+            Role::Admin => Permission::Admin,
+        };
+        permission <= most
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "developer" => Some(Role::Developer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The claims of a turbo-coder token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    pub iss: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+}
+
+/// The caller of a request, from its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    pub fn may(&self, permission: Permission) -> bool {
+        self.roles.iter().any(|r| r.grants(permission))
+    }
+
+    /// Whether the caller may see a project with these members.
+    pub fn sees(&self, team_members: &[String]) -> bool {
+        self.may(Permission::Admin) || team_members.contains(&self.user)
+    }
+}
+
+/// Why a token was refused; the message says what to do, never echoes the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token: send 'Authorization: Bearer <token>' (turbo-coder token --user NAME makes one)")]
+    Missing,
+    #[error("the Authorization header is not 'Bearer <token>'")]
+    Malformed,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the token has no role: issue it with --role viewer, developer or admin")]
+    NoRole,
+}
+
+/// Checks and issues tokens with one key.
+#[derive(Clone)]
+pub struct Tokens {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("issuer", &self.issuer).field("audience", &self.audience).finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    /// Tokens signed with `secret` (HS256), issued by `issuer` for `audience`.
+    pub fn new(secret: &[u8], issuer: &str, audience: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = LEEWAY_S;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        Self {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+        }
+    }
+
+    /// The tokens of the `[gateway]` settings; None without a key.
+    pub fn from_config(config: &turbo_config::GatewayConfig) -> Option<Self> {
+        let secret = config.jwt_secret.as_deref()?;
+        Some(Self::new(secret.as_bytes(), &config.jwt_issuer, &config.jwt_audience))
+    }
+
+    /// A token for `user` with `roles`, valid for `ttl` from now.
+    pub fn issue(&self, user: &str, roles: &[Role], ttl: Duration) -> Result<String, TokenError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let claims = Claims {
+            sub: user.to_string(),
+            roles: roles.to_vec(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now + ttl.as_secs(),
+            nbf: now,
+            iat: now,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+
+    /// The caller of a request with this `Authorization` header value.
+    pub fn check(&self, authorization: Option<&str>) -> Result<Principal, TokenError> {
+        let value = authorization.ok_or(TokenError::Missing)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(TokenError::Malformed)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            TokenError::Invalid(match e.kind() {
+                K::ExpiredSignature => "it has expired; get a new one".into(),
+                K::ImmatureSignature => "it is not valid yet (nbf)".into(),
+                K::InvalidIssuer => "it was issued by someone else (iss)".into(),
+                K::InvalidAudience => "it is for another audience (aud)".into(),
+                K::InvalidAlgorithm => "only HS256 tokens are accepted".into(),
+                K::InvalidSignature => "its signature does not match".into(),
+                K::MissingRequiredClaim(claim) => format!("it has no '{claim}' claim"),
+                _ => format!("it cannot be read ({e})"),
+            })
+        })?;
+        if data.claims.roles.is_empty() {
+            return Err(TokenError::NoRole);
+        }
+        Ok(Principal { user: data.claims.sub, roles: data.claims.roles })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn tokens() -> Tokens {
+        Tokens::new(SECRET, "turbo-coder", "turbo-coder")
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    #[test]
+    fn an_issued_token_names_its_user_and_roles() {
+        let t = tokens();
+        let token = t.issue("ana", &[Role::Developer], Duration::from_secs(60)).unwrap();
+        let who = t.check(Some(&bearer(&token))).unwrap();
+        assert_eq!(who, Principal { user: "ana".into(), roles: vec![Role::Developer] });
+        assert!(who.may(Permission::Write) && !who.may(Permission::Admin));
+        assert!(who.sees(&["bob".into(), "ana".into()]) && !who.sees(&["bob".into()]));
+    }
+
+    #[test]
+    fn tokens_of_another_key_issuer_or_audience_or_out_of_time_are_refused() {
+        let other_key = Tokens::new(b"another-secret-another-secret-12", "turbo-coder", "turbo-coder");
+        let other_iss = Tokens::new(SECRET, "someone-else", "turbo-coder");
+        let other_aud = Tokens::new(SECRET, "turbo-coder", "another-api");
+        for (issuer, expect) in [(other_key, "signature"), (other_iss, "iss"), (other_aud, "aud")] {
+            let token = issuer.issue("ana", &[Role::Admin], Duration::from_secs(60)).unwrap();
+            let err = tokens().check(Some(&bearer(&token))).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = |exp: u64, nbf: u64| Claims {
+            sub: "ana".into(),
+            roles: vec![Role::Admin],
+            iss: "turbo-coder".into(),
+            aud: "turbo-coder".into(),
+            exp,
+            nbf,
+            iat: now,
+        };
+        let key = EncodingKey::from_secret(SECRET);
+        let expired = jsonwebtoken::encode(&Header::default(), &claims(now - 3600, now - 7200), &key).unwrap();
+        assert!(tokens().check(Some(&bearer(&expired))).unwrap_err().to_string().contains("expired"));
+        let early = jsonwebtoken::encode(&Header::default(), &claims(now + 7200, now + 3600), &key).unwrap();
+        assert!(tokens().check(Some(&bearer(&early))).unwrap_err().to_string().contains("nbf"));
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let t = tokens();
+        let good = t.issue("ana", &[Role::Admin], Duration::from_secs(60)).unwrap();
+        let payload = good.split('.').nth(1).unwrap();
+        for header in
+            [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"HS512","typ":"JWT"}"#, r#"{"alg":"RS256","typ":"JWT"}"#]
+        {
+            let forged = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(header));
+            assert!(t.check(Some(&bearer(&forged))).is_err(), "{header} accepted");
+        }
+        // HS512 signed with the right key is still not HS256.
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &jsonwebtoken::decode::<Claims>(&good, &DecodingKey::from_secret(SECRET), &t.validation).unwrap().claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(t.check(Some(&bearer(&hs512))).unwrap_err().to_string().contains("HS256"));
+    }
+
+    #[test]
+    fn missing_malformed_and_roleless_tokens_say_what_to_send() {
+        let t = tokens();
+        assert!(matches!(t.check(None), Err(TokenError::Missing)));
+        assert!(matches!(t.check(Some("Basic YW5hOnB3")), Err(TokenError::Malformed)));
+        assert!(matches!(t.check(Some("Bearer ")), Err(TokenError::Malformed)));
+        assert!(matches!(t.check(Some("Bearer not.a.jwt")), Err(TokenError::Invalid(_))));
+        let roleless = t.issue("ana", &[], Duration::from_secs(60)).unwrap();
+        assert!(matches!(t.check(Some(&bearer(&roleless))), Err(TokenError::NoRole)));
+    }
+}

@@ -1,0 +1,710 @@
+//! The REST API under `/v1`, each route forwarded to the orchestrator's gRPC services with the
+//! caller checked first: projects (create, list, get, update, soft delete, restore), a
+//! project's tasks (create = plan), a task (get, execute), and the OpenAPI document generated
+//! from these handlers and types (`/v1/openapi.json`, no token needed).
+//!
+//! Bodies follow the spec's API contracts; a project or a task is returned as the spec's data
+//! model (`ProjectMetadata`, `DevelopmentTask`, as `turbo-core` serializes them). A project a
+//! caller may not see answers 404, as one that does not exist.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use turbo_core::ValidationErrors;
+use turbo_core::project::{Framework, Language, ProjectMetadata, ProjectType};
+use turbo_core::task::{Complexity, DevelopmentTask};
+use turbo_proto::convert::ProtoEnum;
+use turbo_proto::projects::v1 as projects;
+use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
+use turbo_proto::tasks::v1 as tasks;
+use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
+use turbo_proto::trace::TraceInterceptor;
+use utoipa::OpenApi;
+
+use crate::auth::{Permission, Principal, Tokens};
+use crate::problem::{ApiError, ErrorBody};
+
+/// Deadline of a request that plans a task (the planner model thinks).
+const PLAN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Deadline of every other request to the orchestrator.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Intercepted = InterceptedService<Channel, TraceInterceptor>;
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub tokens: Tokens,
+    projects: ProjectServiceClient<Intercepted>,
+    tasks: TaskServiceClient<Intercepted>,
+}
+
+impl App {
+    /// Clients of the orchestrator at `channel` (connected lazily), tokens checked with `tokens`.
+    pub fn new(tokens: Tokens, channel: Channel) -> Self {
+        Self {
+            tokens,
+            projects: ProjectServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
+            tasks: TaskServiceClient::with_interceptor(channel, TraceInterceptor),
+        }
+    }
+}
+
+/// The routes, with `app` as their state.
+pub fn routes(app: App) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/projects", post(create_project).get(list_projects))
+        .route("/v1/projects/{project_id}", get(get_project).patch(update_project).delete(delete_project))
+        .route("/v1/projects/{project_id}/restore", post(restore_project))
+        .route("/v1/projects/{project_id}/tasks", post(create_task))
+        .route("/v1/tasks/{task_id}", get(get_task))
+        .route("/v1/tasks/{task_id}/execute", post(execute_task))
+        .with_state(app)
+}
+
+/// The caller of a request, from its bearer token.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Ok(Caller(app.tokens.check(header)?))
+    }
+}
+
+impl Caller {
+    fn needs(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.0.may(permission) {
+            return Ok(());
+        }
+        let role = match permission {
+            Permission::Read => "viewer",
+            Permission::Write => "developer",
+            Permission::Admin => "admin",
+        };
+        Err(ApiError::forbidden(format!("this needs the {role} role; your token has {:?}", self.0.roles)))
+    }
+}
+
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// A JSON body, or the error saying what is wrong with it.
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(ApiError::from)
+}
+
+fn model<P, D>(field: &str, message: Option<P>) -> Result<D, ApiError>
+where
+    D: TryFrom<P, Error = turbo_proto::Error>,
+{
+    let message =
+        message.ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, format!("the orchestrator sent no {field}")))?;
+    D::try_from(message).map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, format!("the orchestrator sent an unreadable {field}: {e}"))
+    })
+}
+
+/// A path id that is a UUID, or 404: no such thing can exist.
+fn path_id(kind: &str, id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| ApiError::not_found(format!("no {kind} '{id}'")))
+}
+
+impl App {
+    /// The project, if the caller may see it (404 otherwise, as for none).
+    async fn visible_project(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
+        let id = path_id("project", id)?;
+        let answer = self
+            .projects
+            .clone()
+            .get_project(request(projects::GetProjectRequest { project_id: id.clone() }, QUICK_TIMEOUT))
+            .await?;
+        let project: ProjectMetadata = model("project", Some(answer.into_inner()))?;
+        if !caller.0.sees(&project.team_members) {
+            return Err(ApiError::not_found(format!("no project '{id}'")));
+        }
+        Ok(project)
+    }
+
+    /// The project, if the caller may change its life (its owner, the first member, or an admin).
+    async fn owned_project(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
+        let project = self.visible_project(caller, id).await?;
+        let owner = project.team_members.first().is_some_and(|m| *m == caller.0.user);
+        if !owner && !caller.0.may(Permission::Admin) {
+            return Err(ApiError::forbidden(
+                "only the project's owner (its first team member) or an admin may do this",
+            ));
+        }
+        Ok(project)
+    }
+
+    /// The task, if the caller may see its project.
+    async fn visible_task(&self, caller: &Caller, id: &str) -> Result<DevelopmentTask, ApiError> {
+        let id = path_id("task", id)?;
+        let answer =
+            self.tasks.clone().get_task(request(tasks::GetTaskRequest { task_id: id.clone() }, QUICK_TIMEOUT)).await?;
+        let task: DevelopmentTask = model("task", Some(answer.into_inner()))?;
+        match self.visible_project(caller, &task.project_id.to_string()).await {
+            Ok(_) => Ok(task),
+            Err(e) if e.status == StatusCode::NOT_FOUND => Err(ApiError::not_found(format!("no task '{id}'"))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `POST /v1/projects`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProjectBody {
+    /// 1 to 100 characters, unique.
+    pub name: String,
+    pub description: Option<String>,
+    /// web_application, api_service, mobile_app, desktop_app, data_science, machine_learning,
+    /// blockchain, game_development, embedded_system or devops_infrastructure.
+    pub project_type: String,
+    /// Languages and frameworks (e.g. python, fastapi); others (e.g. postgresql) are kept in
+    /// the configuration under "technologies".
+    #[serde(default)]
+    pub technologies: Vec<String>,
+    pub repository_url: Option<String>,
+    /// Absolute path of an existing project root; a fresh workspace when absent.
+    pub root_path: Option<String>,
+    pub main_branch: Option<String>,
+    /// Extra settings for the agents (python_version, framework, database, ...).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub configuration: serde_json::Map<String, Value>,
+    /// Further members besides the caller, who becomes the owner.
+    #[serde(default)]
+    pub team_members: Vec<String>,
+}
+
+/// The created project and its first analysis.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreateProjectResponse {
+    pub project_id: String,
+    /// Always "created".
+    pub status: &'static str,
+    pub analysis: ProjectAnalysis,
+    pub next_steps: Vec<String>,
+    /// The project as stored (the spec's ProjectMetadata).
+    #[schema(value_type = Object)]
+    pub project: ProjectMetadata,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProjectAnalysis {
+    pub detected_languages: Vec<String>,
+    pub recommended_tools: Vec<String>,
+    /// low, medium, high or very_high.
+    pub estimated_complexity: String,
+    /// e.g. "15 minutes".
+    pub setup_time_estimate: String,
+}
+
+fn minutes(d: Option<prost_types::Duration>) -> String {
+    let secs = d.map(|d| d.seconds.max(0)).unwrap_or(0);
+    match (secs + 59) / 60 {
+        1 => "1 minute".into(),
+        n => format!("{n} minutes"),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/projects", request_body = CreateProjectBody,
+    responses((status = 201, body = CreateProjectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_project(
+    State(app): State<App>,
+    caller: Caller,
+    payload: Result<Json<CreateProjectBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreateProjectResponse>), ApiError> {
+    caller.needs(Permission::Write)?;
+    let b = body(payload)?;
+    let mut errors = ValidationErrors::default();
+    let project_type =
+        b.project_type.parse::<ProjectType>().map_err(|e| errors.push("project_type", e.to_string())).ok();
+    let (mut languages, mut frameworks, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    for tech in &b.technologies {
+        let t = tech.trim().to_ascii_lowercase();
+        if let Ok(language) = t.parse::<Language>() {
+            languages.push(language.to_proto());
+        } else if let Ok(framework) = t.parse::<Framework>() {
+            frameworks.push(framework.to_proto());
+        } else if t.is_empty() {
+            errors.push("technologies", "an entry is empty");
+        } else {
+            others.push(Value::String(t));
+        }
+    }
+    if b.team_members.iter().any(|m| m.trim().is_empty()) {
+        errors.push("team_members", "an entry is empty");
+    }
+    let Some(project_type) = project_type.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let mut configuration = b.configuration;
+    if !others.is_empty() {
+        configuration.insert("technologies".into(), Value::Array(others));
+    }
+    let mut members = vec![caller.0.user.clone()];
+    members.extend(b.team_members.into_iter().filter(|m| *m != caller.0.user));
+    let message = projects::CreateProjectRequest {
+        name: b.name,
+        slug: None,
+        description: b.description,
+        project_type: project_type.to_proto(),
+        languages,
+        frameworks,
+        repository_url: b.repository_url,
+        root_path: b.root_path,
+        main_branch: b.main_branch,
+        configuration_json: Value::Object(configuration).to_string(),
+        team_members: members,
+    };
+    let answer = app.projects.clone().create_project(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let project: ProjectMetadata = model("project", answer.project)?;
+    let analysis = answer.analysis.unwrap_or_default();
+    let detected: Vec<Language> = analysis
+        .detected_languages
+        .iter()
+        .filter_map(|l| Language::from_proto("analysis.detected_languages", *l).ok())
+        .collect();
+    let complexity = Complexity::from_proto("analysis.estimated_complexity", analysis.estimated_complexity)
+        .map(|c| c.to_string())
+        .unwrap_or_else(|_| "medium".into());
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateProjectResponse {
+            project_id: project.id.to_string(),
+            status: "created",
+            analysis: ProjectAnalysis {
+                detected_languages: detected.iter().map(|l| l.to_string()).collect(),
+                recommended_tools: analysis.recommended_tools,
+                estimated_complexity: complexity,
+                setup_time_estimate: minutes(analysis.setup_time_estimate),
+            },
+            next_steps: answer.next_steps,
+            project,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// At most this many (default and cap chosen by the server).
+    pub page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// Also soft-deleted projects (admins only).
+    pub include_deleted: Option<bool>,
+}
+
+/// A page of the projects the caller may see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProjectList {
+    #[schema(value_type = Vec<Object>)]
+    pub projects: Vec<ProjectMetadata>,
+    /// Pass as page_token for the next page; empty on the last.
+    pub next_page_token: String,
+}
+
+#[utoipa::path(get, path = "/v1/projects", params(ListQuery),
+    responses((status = 200, body = ProjectList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_projects(
+    State(app): State<App>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ProjectList>, ApiError> {
+    caller.needs(Permission::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let include_deleted = q.include_deleted.unwrap_or(false);
+    if include_deleted {
+        caller.needs(Permission::Admin)?;
+    }
+    let message = projects::ListProjectsRequest {
+        page_size: q.page_size.unwrap_or(0),
+        page_token: q.page_token.unwrap_or_default(),
+        include_deleted,
+    };
+    let answer = app.projects.clone().list_projects(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let mut list = Vec::new();
+    for (i, p) in answer.projects.into_iter().enumerate() {
+        let project: ProjectMetadata = model(&format!("projects[{i}]"), Some(p))?;
+        if caller.0.sees(&project.team_members) {
+            list.push(project);
+        }
+    }
+    Ok(Json(ProjectList { projects: list, next_page_token: answer.next_page_token }))
+}
+
+#[utoipa::path(get, path = "/v1/projects/{project_id}", params(("project_id" = String, Path)),
+    responses((status = 200, body = Object, description = "The project (ProjectMetadata)"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_project(
+    State(app): State<App>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+) -> Result<Json<ProjectMetadata>, ApiError> {
+    caller.needs(Permission::Read)?;
+    Ok(Json(app.visible_project(&caller, &project_id).await?))
+}
+
+/// `PATCH /v1/projects/{id}`: the fields to change; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProjectBody {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub repository_url: Option<String>,
+    pub main_branch: Option<String>,
+    pub team_members: Option<Vec<String>>,
+    pub build_commands: Option<Vec<String>>,
+    pub test_commands: Option<Vec<String>>,
+    pub coding_standards: Option<String>,
+}
+
+#[utoipa::path(patch, path = "/v1/projects/{project_id}", params(("project_id" = String, Path)), request_body = UpdateProjectBody,
+    responses((status = 200, body = Object, description = "The updated project"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_project(
+    State(app): State<App>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+    payload: Result<Json<UpdateProjectBody>, JsonRejection>,
+) -> Result<Json<ProjectMetadata>, ApiError> {
+    caller.needs(Permission::Write)?;
+    let b = body(payload)?;
+    let current = app.visible_project(&caller, &project_id).await?;
+    if let Some(members) = &b.team_members {
+        // Only the owner or an admin changes who may see the project, and the owner stays.
+        app.owned_project(&caller, &project_id).await?;
+        if members.first() != current.team_members.first() {
+            return Err(ApiError::field("team_members", "must start with the project's owner, as it does now"));
+        }
+    }
+    let mut paths = Vec::new();
+    let mut p = projects::ProjectMetadata::default();
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            if let Some(v) = b.$field {
+                p.$field = $value(v);
+                paths.push(stringify!($field).to_string());
+            }
+        };
+    }
+    set!(name, |v| v);
+    set!(description, Some);
+    set!(repository_url, Some);
+    set!(main_branch, |v| v);
+    set!(team_members, |v| v);
+    set!(build_commands, |v| v);
+    set!(test_commands, |v| v);
+    set!(coding_standards, Some);
+    let message = projects::UpdateProjectRequest {
+        project_id: current.id.to_string(),
+        project: Some(p),
+        update_mask: Some(prost_types::FieldMask { paths }),
+    };
+    let answer = app.projects.clone().update_project(request(message, QUICK_TIMEOUT)).await?;
+    Ok(Json(model("project", Some(answer.into_inner()))?))
+}
+
+/// A soft-deleted project.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeletedProject {
+    pub project_id: String,
+    /// Always "deleted".
+    pub status: &'static str,
+    pub deleted_at: String,
+    /// POST /v1/projects/{id}/restore works until then (30 days).
+    pub restorable_until: String,
+}
+
+fn timestamp(t: Option<prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+#[utoipa::path(delete, path = "/v1/projects/{project_id}", params(("project_id" = String, Path)),
+    responses((status = 200, body = DeletedProject), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_project(
+    State(app): State<App>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+) -> Result<Json<DeletedProject>, ApiError> {
+    caller.needs(Permission::Write)?;
+    let project = app.owned_project(&caller, &project_id).await?;
+    let message = projects::DeleteProjectRequest { project_id: project.id.to_string() };
+    let answer = app.projects.clone().delete_project(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    Ok(Json(DeletedProject {
+        project_id: answer.project_id,
+        status: "deleted",
+        deleted_at: timestamp(answer.deleted_at),
+        restorable_until: timestamp(answer.purge_after),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/projects/{project_id}/restore", params(("project_id" = String, Path)),
+    responses((status = 200, body = Object, description = "The restored project"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn restore_project(
+    State(app): State<App>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+) -> Result<Json<ProjectMetadata>, ApiError> {
+    caller.needs(Permission::Admin)?;
+    let id = path_id("project", &project_id)?;
+    let answer = app
+        .projects
+        .clone()
+        .restore_project(request(projects::RestoreProjectRequest { project_id: id }, QUICK_TIMEOUT))
+        .await?;
+    Ok(Json(model("project", Some(answer.into_inner()))?))
+}
+
+/// `POST /v1/projects/{id}/tasks`: what to build.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskBody {
+    /// At least 10 characters.
+    pub description: String,
+    pub title: Option<String>,
+    /// feature (default), bugfix, refactor, ...
+    pub task_type: Option<String>,
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    /// deadline, max_complexity, testing_required, security_review, ...
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub constraints: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub context: TaskContext,
+    #[serde(default)]
+    pub acceptance_criteria: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskContext {
+    #[serde(default)]
+    pub related_files: Vec<String>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    pub environment: Option<String>,
+}
+
+/// The planned task, as the spec's create_task response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreateTaskResponse {
+    pub task_id: String,
+    pub status: String,
+    pub execution_plan: PlanSummary,
+    #[schema(value_type = Object)]
+    pub resource_requirements: Value,
+    /// The task as stored (the spec's DevelopmentTask, with its full plan).
+    #[schema(value_type = Object)]
+    pub task: DevelopmentTask,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlanSummary {
+    pub phases: Vec<PhaseSummary>,
+    /// e.g. "90 minutes".
+    pub total_estimated_duration: String,
+    pub confidence_score: f64,
+    pub risk_factors: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PhaseSummary {
+    pub name: String,
+    pub agent: String,
+    pub estimated_duration: String,
+    pub deliverables: Vec<String>,
+}
+
+fn spoken(d: Duration) -> String {
+    minutes(Some(prost_types::Duration { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: 0 }))
+}
+
+#[utoipa::path(post, path = "/v1/projects/{project_id}/tasks", params(("project_id" = String, Path)), request_body = CreateTaskBody,
+    responses((status = 201, body = CreateTaskResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_task(
+    State(app): State<App>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+    payload: Result<Json<CreateTaskBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreateTaskResponse>), ApiError> {
+    caller.needs(Permission::Write)?;
+    let b = body(payload)?;
+    let project = app.visible_project(&caller, &project_id).await?;
+    let mut constraints = b.constraints;
+    if let Some(environment) = b.context.environment {
+        constraints.insert("environment".into(), Value::String(environment));
+    }
+    let message = tasks::CreateTaskRequest {
+        project_id: project.id.to_string(),
+        description: b.description,
+        title: b.title,
+        task_type: b.task_type,
+        requirements: b.requirements,
+        constraints_json: Value::Object(constraints).to_string(),
+        acceptance_criteria: b.acceptance_criteria,
+        related_files: b.context.related_files,
+        dependencies: b.context.dependencies,
+        ..Default::default()
+    };
+    let answer = app.tasks.clone().create_task(request(message, PLAN_TIMEOUT)).await?;
+    let task: DevelopmentTask = model("task", Some(answer.into_inner()))?;
+    let plan = task.execution_plan.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "the orchestrator answered with a task that has no plan")
+    })?;
+    let summary = PlanSummary {
+        phases: plan
+            .phases
+            .iter()
+            .map(|p| PhaseSummary {
+                name: p.name.clone(),
+                agent: p.agent_type.clone(),
+                estimated_duration: spoken(p.estimated_duration),
+                deliverables: p.deliverables.clone(),
+            })
+            .collect(),
+        total_estimated_duration: spoken(plan.total_estimated_duration),
+        confidence_score: plan.confidence_score,
+        risk_factors: plan.risk_factors.clone(),
+    };
+    let resources = serde_json::to_value(&plan.resource_requirements).unwrap_or(Value::Null);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateTaskResponse {
+            task_id: task.id.to_string(),
+            status: task.status.to_string(),
+            execution_plan: summary,
+            resource_requirements: resources,
+            task,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{task_id}", params(("task_id" = String, Path)),
+    responses((status = 200, body = Object, description = "The task (DevelopmentTask) with its status and progress"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_task(
+    State(app): State<App>,
+    caller: Caller,
+    Path(task_id): Path<String>,
+) -> Result<Json<DevelopmentTask>, ApiError> {
+    caller.needs(Permission::Read)?;
+    Ok(Json(app.visible_task(&caller, &task_id).await?))
+}
+
+/// A task set running.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExecutedTask {
+    pub task_id: String,
+    pub status: String,
+    /// The last event already stored: events after it describe this run.
+    pub last_seq: u64,
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/execute", params(("task_id" = String, Path)),
+    responses((status = 202, body = ExecutedTask), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn execute_task(
+    State(app): State<App>,
+    caller: Caller,
+    Path(task_id): Path<String>,
+) -> Result<(StatusCode, Json<ExecutedTask>), ApiError> {
+    caller.needs(Permission::Write)?;
+    let task = app.visible_task(&caller, &task_id).await?;
+    let message = tasks::ExecuteTaskRequest { task_id: task.id.to_string() };
+    let answer = app.tasks.clone().execute_task(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let task: DevelopmentTask = model("task", answer.task)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ExecutedTask { task_id: task.id.to_string(), status: task.status.to_string(), last_seq: answer.last_seq }),
+    ))
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The REST API's OpenAPI document, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "turbo-coder", description = "Projects, tasks and their plans behind the turbo-coder gateway."),
+    paths(create_project, list_projects, get_project, update_project, delete_project, restore_project, create_task, get_task, execute_task),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_every_route_with_bearer_auth() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for path in [
+            "/v1/projects",
+            "/v1/projects/{project_id}",
+            "/v1/projects/{project_id}/restore",
+            "/v1/projects/{project_id}/tasks",
+            "/v1/tasks/{task_id}",
+            "/v1/tasks/{task_id}/execute",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert!(doc["paths"]["/v1/projects"]["post"]["responses"]["409"].is_object());
+    }
+
+    #[test]
+    fn durations_read_as_minutes() {
+        assert_eq!(spoken(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(spoken(Duration::from_secs(61)), "2 minutes");
+        assert_eq!(spoken(Duration::from_secs(60)), "1 minute");
+    }
+}
