@@ -554,13 +554,19 @@ async fn wait_serving(process: &mut ServiceProcess, service: &str) {
 }
 
 /// A database of its own on the test Postgres server, dropped on drop.
-struct Database {
+pub struct Database {
     server: String,
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl Database {
+    /// A fresh database on the test server (`TURBO_TEST_POSTGRES_URL`, else the local one).
+    pub async fn fresh() -> Database {
+        let server = std::env::var("TURBO_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+        Database::create(server).await
+    }
+
     async fn create(server: String) -> Database {
         let name = format!("turbo_cluster_{}", uuid::Uuid::new_v4().simple());
         let url = turbo_store::create_postgres_database(&server, &name).await.unwrap_or_else(|e| {

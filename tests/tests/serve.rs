@@ -590,6 +590,48 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!((status, restored["id"].as_str()), (200, Some(id.as_str())), "{restored}");
     assert_eq!(ana.get(&format!("/v1/projects/{id}")).await.0, 200);
 
+    // Every answer to a known user carries the rate limit's headers.
+    let response =
+        ana.http.get(format!("{base}/v1/projects")).bearer_auth(ana.token.as_deref().unwrap()).send().await.unwrap();
+    assert_eq!(response.headers()["x-ratelimit-limit"], "1000");
+    let remaining: u64 = response.headers()["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap();
+    assert!(remaining < 1000 && remaining > 900, "{remaining}");
+
+    // The audit log: every change and every refused change, by whom; for admins only.
+    assert_eq!(vic.get("/v1/audit").await.0, 403);
+    let (status, audit) = root.get(&format!("/v1/audit?target={id}&limit=100")).await;
+    assert_eq!(status, 200, "{audit}");
+    let entries: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("user:ana", "project.update", "ok"),
+        ("user:bob", "project.update", "error: 403 Forbidden"),
+        ("user:bob", "project.delete", "error: 403 Forbidden"),
+        ("user:ana", "project.delete", "error: 409 Conflict"),
+        ("user:ana", "project.delete", "ok"),
+        ("user:root", "project.restore", "ok"),
+        ("user:ana", "task.create", "ok"),
+    ] {
+        let expected = (expected.0.to_string(), expected.1.to_string(), expected.2.to_string());
+        assert!(entries.contains(&expected), "no {expected:?} in {entries:?}");
+    }
+    let (_, created) = root.get("/v1/audit?action=project.create&actor=user:ana").await;
+    let outcomes: Vec<&str> =
+        created["entries"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert!(outcomes.contains(&"ok") && outcomes.contains(&"error: 415 Unsupported Media Type"), "{outcomes:?}");
+    assert!(!created.to_string().contains(GATEWAY_SECRET) && !created.to_string().contains("Bearer"));
+    assert_eq!(root.get("/v1/audit?since=yesterday").await.0, 422);
+
     // Anything else is a JSON 404; gRPC health still answers on the same port.
     assert_eq!(nobody.get("/v1/nothing").await.0, 404);
     assert_serving(&gateway.channel().await, "turbo.tasks.v1.TaskService").await;
@@ -607,4 +649,45 @@ async fn a_gateway_without_a_token_key_says_how_to_set_it_and_exits_2() {
     let out = sandbox.run(&["token", "--user", "ana"]).await;
     out.assert_code(2);
     assert!(out.stderr.contains("gateway.jwt_secret"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_holds_across_two_gateway_replicas_and_answers_429_with_retry_after() {
+    let database = turbo_tests::cluster::Database::fresh().await;
+    let bin = turbo_coder_bin();
+    let env = [
+        ("TURBO_CODER__STORE__URL", database.url.clone()),
+        ("TURBO_CODER__GATEWAY__RATE_LIMIT_PER_HOUR", "5".to_string()),
+        // Nothing listens there: the limit is decided before any forwarding.
+        ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", "http://127.0.0.1:9".to_string()),
+    ];
+    let args = ["serve", "gateway", "--listen", "127.0.0.1:0"];
+    let a = Served::start_with(&bin, &args, "turbo-gateway", &env).await;
+    let b = Served::start_with(&bin, &args, "turbo-gateway", &env).await;
+    let ana = token("ana", &["developer"]).await;
+    let http = reqwest::Client::new();
+    let get =
+        |addr: &str, token: &str| http.get(format!("http://{addr}/v1/projects")).bearer_auth(token.to_string()).send();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let addr = if i % 2 == 0 { &a.addr } else { &b.addr };
+        statuses.push(get(addr, &ana).await.unwrap());
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    // Five reach the (absent) orchestrator, the sixth is refused, whichever replica answers.
+    assert_eq!(codes, [503, 503, 503, 503, 503, 429], "{codes:?}");
+    let refused = statuses.pop().unwrap();
+    assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(statuses[4].headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(statuses[0].headers()["x-ratelimit-remaining"], "4");
+
+    // Another user is not affected.
+    let bob = token("bob", &["developer"]).await;
+    assert_eq!(get(&a.addr, &bob).await.unwrap().status().as_u16(), 503);
+    assert_eq!(a.terminate().await, Some(0));
+    assert_eq!(b.terminate().await, Some(0));
 }

@@ -255,6 +255,8 @@ pub struct GatewayConfig {
     pub jwt_audience: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Requests one user may make in an hour, across every gateway replica.
+    pub rate_limit_per_hour: u64,
 }
 
 impl Default for GatewayConfig {
@@ -265,6 +267,7 @@ impl Default for GatewayConfig {
             jwt_issuer: "turbo-coder".into(),
             jwt_audience: "turbo-coder".into(),
             max_body_bytes: 1 << 20,
+            rate_limit_per_hour: 1000,
         }
     }
 }
@@ -597,6 +600,9 @@ impl Config {
                 "gateway.orchestrator_url",
                 format!("'{}' is not an orchestrator URL: use http://HOST:PORT", g.orchestrator_url),
             ));
+        }
+        if g.rate_limit_per_hour == 0 {
+            return Err(invalid("gateway.rate_limit_per_hour", "must be at least 1"));
         }
         if g.max_body_bytes < 1024 {
             return Err(invalid("gateway.max_body_bytes", format!("must be at least 1024, got {}", g.max_body_bytes)));

@@ -12,6 +12,9 @@ use crate::Store;
 use crate::error::{Error, Result, redact};
 use crate::migration::Migrator;
 
+/// The Postgres advisory lock key the migrations run under ("turbo" in ASCII).
+const MIGRATION_LOCK: i64 = 0x74_75_72_62_6f;
+
 /// How long a SQLite writer waits for another one before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -110,6 +113,12 @@ impl Store {
             None => Error::Unreachable { url: url.to_string(), reason: e.to_string() },
         })?;
         let store = Store { db };
+        // Processes opening one file together (the embedded services) migrate one at a time:
+        // an exclusive lock on a file beside it, held while migrating.
+        let _migrating = match &file {
+            Some(path) => Some(migration_lock(path).await?),
+            None => None,
+        };
         store.migrate().await.map_err(|e| match (&file, &e) {
             (Some(path), Error::Db { source, .. }) => sqlite_file_error(path, source.to_string()).unwrap_or(e),
             _ => e,
@@ -126,17 +135,55 @@ impl Store {
         let db: DatabaseConnection = Database::connect(opts)
             .await
             .map_err(|e| Error::Unreachable { url: redact(url), reason: e.to_string() })?;
-        let store = Store { db };
-        store.migrate().await?;
-        Ok(store)
+        // Services that start together (replicas, the whole cluster) would race to migrate the
+        // same database and fail on each other's half-made tables: the migrations run on one
+        // connection holding an advisory lock, so the first migrates and the others then find
+        // nothing to do.
+        let mut single = ConnectOptions::new(url.to_string());
+        single.sqlx_logging(false).max_connections(1).min_connections(1).acquire_timeout(Duration::from_secs(10));
+        let locked = Database::connect(single)
+            .await
+            .map_err(|e| Error::Unreachable { url: redact(url), reason: e.to_string() })?;
+        let lock = |verb: &str| format!("SELECT pg_advisory_{verb}({MIGRATION_LOCK})");
+        locked
+            .execute_unprepared(&lock("lock"))
+            .await
+            .map_err(|source| Error::Db { action: "wait for the migration lock".to_string(), source })?;
+        let migrated = Migrator::up(&locked, None)
+            .await
+            .map_err(|source| Error::Db { action: "run database migrations".to_string(), source });
+        if let Err(error) = locked.execute_unprepared(&lock("unlock")).await {
+            tracing::warn!(%error, "cannot release the migration lock; it goes with the connection");
+        }
+        let _ = locked.close().await;
+        migrated?;
+        Ok(Store { db })
     }
 
-    /// Applies pending migrations; applied ones are recorded, so this is a no-op the second time.
+    /// Applies pending migrations (SQLite: one process at a time by the file's own locks);
+    /// applied ones are recorded, so this is a no-op the second time.
     async fn migrate(&self) -> Result<()> {
         Migrator::up(&self.db, None)
             .await
             .map_err(|source| Error::Db { action: "run database migrations".to_string(), source })
     }
+}
+
+/// Waits for, then holds (until dropped), the exclusive lock on `<database>.migrate.lock`.
+async fn migration_lock(database: &Path) -> Result<std::fs::File> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".migrate.lock");
+    let path = PathBuf::from(name);
+    let unwritable = |reason: String| Error::Unwritable { path: path.clone(), reason };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| unwritable(e.to_string()))?;
+    let locked =
+        tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await.map_err(|e| unwritable(e.to_string()))?;
+    locked.map_err(|e| unwritable(format!("cannot lock it for the migrations: {e}")))
 }
 
 /// Says what is wrong with a SQLite file that failed to open or migrate, when the driver's

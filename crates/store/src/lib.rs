@@ -41,6 +41,7 @@ mod events;
 mod lease;
 mod migration;
 mod projects;
+mod rate;
 mod rows;
 mod tasks;
 
@@ -50,6 +51,7 @@ pub use audit::MAX_AUDIT_LIMIT;
 pub use connect::{create_postgres_database, drop_postgres_database, terminate_postgres_connections};
 pub use error::{Error, Result};
 pub use lease::Lease;
+pub use rate::WindowCounts;
 pub use rows::{
     AuditEntry, AuditFilter, Cursor, NewAuditEntry, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject,
     StoredTask, TaskFilter, TaskQuery, TaskSummary, ToolCallRow, UsageRow,

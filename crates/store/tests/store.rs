@@ -124,6 +124,8 @@ on_both!(
     large_batches_span_several_statements,
     audit_entries_are_listed_newest_first_and_filtered,
     audit_entries_keep_no_secrets_and_refuse_bad_fields,
+    request_counts_are_shared_by_connections_and_windowed,
+    services_starting_together_migrate_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -280,7 +282,8 @@ async fn migrations_are_idempotent(url: String) {
             "m20261125_000001_init",
             "m20261125_000002_audit_entries",
             "m20261125_000003_open_tool_calls",
-            "m20261125_000004_step_attempts"
+            "m20261125_000004_step_attempts",
+            "m20261202_000005_rate_limits"
         ],
         "each migration is recorded once"
     );
@@ -1312,6 +1315,48 @@ async fn large_batches_span_several_statements(url: String) {
     check().await;
     store.append_events(&events).await.unwrap();
     check().await;
+}
+
+async fn services_starting_together_migrate_once(url: String) {
+    // Replicas of a service start at once on a fresh database: every one connects.
+    let connects: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Store::connect(&url).await })
+        })
+        .collect();
+    for connect in connects {
+        let store = connect.await.unwrap().unwrap_or_else(|e| panic!("a concurrent start failed: {e}"));
+        assert_eq!(store.count_request("probe", 60, 0).await.unwrap().previous, 0);
+    }
+}
+
+async fn request_counts_are_shared_by_connections_and_windowed(url: String) {
+    // Two connections, as two gateway replicas; concurrent hits all count.
+    let (a, b) = (Store::connect(&url).await.unwrap(), Store::connect(&url).await.unwrap());
+    // 10 s into an hour-long window (1_800_000_000 is a multiple of 3600).
+    let now = 1_800_000_000 + 10;
+    let hits: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { store.count_request("ana", 3600, now).await.unwrap() })
+        })
+        .collect();
+    let mut seen: Vec<u64> = Vec::new();
+    for hit in hits {
+        seen.push(hit.await.unwrap().current);
+    }
+    seen.sort();
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>(), "each hit saw its own count");
+    assert_eq!(b.count_request("bob", 3600, now).await.unwrap().current, 1, "per subject");
+
+    // The next window starts at 1 and sees the last one's total; two windows on, it is gone.
+    let next = a.count_request("ana", 3600, now + 3600).await.unwrap();
+    assert_eq!(next, turbo_store::WindowCounts { current: 1, previous: 21 - 1 });
+    let later = a.count_request("ana", 3600, now + 3 * 3600).await.unwrap();
+    assert_eq!(later, turbo_store::WindowCounts { current: 1, previous: 0 });
+    let back = a.count_request("ana", 3600, now + 3600).await.unwrap();
+    assert_eq!(back.current, 1, "the windows before the previous one were deleted");
 }
 
 async fn audit_entries_are_listed_newest_first_and_filtered(url: String) {

@@ -10,12 +10,14 @@
 //!
 //! # Layout
 //! - `auth`: bearer tokens (HS256 JWTs), roles and permissions.
+//! - `edge`: per-user rate limits shared by the replicas, and the audit of every change.
 //! - `problem`: the JSON error body and the status of each error.
 //! - `rest`: the routes, their request and response types, the OpenAPI document.
 //! - `error`: errors of the gateway process itself.
 //! - this file: [`run`], the network entry point.
 
 pub mod auth;
+pub mod edge;
 mod error;
 pub mod problem;
 pub mod rest;
@@ -62,7 +64,11 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
         .map_err(|e| Error::BadUrl { url: url.clone(), reason: e.to_string() })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true);
-    let app = rest::App::new(tokens, endpoint.connect_lazy());
+    let store = turbo_store::Store::open(config.store.url.as_deref(), &config.store.data_dir())
+        .await
+        .map_err(|e| Error::Serve { addr: addr.clone(), reason: format!("cannot open the store: {e}") })?;
+    let edge = edge::Edge { store, per_hour: config.gateway.rate_limit_per_hour };
+    let app = rest::App::new(tokens, Some(edge), endpoint.connect_lazy());
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in GRPC_SERVICES.iter().chain([&""]) {

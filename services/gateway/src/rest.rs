@@ -44,15 +44,18 @@ type Intercepted = InterceptedService<Channel, TraceInterceptor>;
 #[derive(Clone)]
 pub struct App {
     pub tokens: Tokens,
+    /// The store of rate limits and the audit log; None: neither (unit tests).
+    pub edge: Option<crate::edge::Edge>,
     projects: ProjectServiceClient<Intercepted>,
     tasks: TaskServiceClient<Intercepted>,
 }
 
 impl App {
     /// Clients of the orchestrator at `channel` (connected lazily), tokens checked with `tokens`.
-    pub fn new(tokens: Tokens, channel: Channel) -> Self {
+    pub fn new(tokens: Tokens, edge: Option<crate::edge::Edge>, channel: Channel) -> Self {
         Self {
             tokens,
+            edge,
             projects: ProjectServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
             tasks: TaskServiceClient::with_interceptor(channel, TraceInterceptor),
         }
@@ -69,6 +72,8 @@ pub fn routes(app: App) -> Router {
         .route("/v1/projects/{project_id}/tasks", post(create_task))
         .route("/v1/tasks/{task_id}", get(get_task))
         .route("/v1/tasks/{task_id}/execute", post(execute_task))
+        .route("/v1/audit", get(crate::edge::list_audit))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::edge))
         .with_state(app)
 }
 
@@ -670,7 +675,8 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "turbo-coder", description = "Projects, tasks and their plans behind the turbo-coder gateway."),
-    paths(create_project, list_projects, get_project, update_project, delete_project, restore_project, create_task, get_task, execute_task),
+    paths(create_project, list_projects, get_project, update_project, delete_project, restore_project, create_task, get_task, execute_task,
+        crate::edge::list_audit),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
