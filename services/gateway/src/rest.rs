@@ -177,10 +177,15 @@ impl App {
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectBody {
     /// 1 to 100 characters, unique.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub description: Option<String>,
     /// web_application, api_service, mobile_app, desktop_app, data_science, machine_learning,
     /// blockchain, game_development, embedded_system or devops_infrastructure.
+    #[schema(
+        example = "api_service",
+        pattern = "^(web_application|api_service|mobile_app|desktop_app|data_science|machine_learning|blockchain|game_development|embedded_system|devops_infrastructure)$"
+    )]
     pub project_type: String,
     /// Languages and frameworks (e.g. python, fastapi); others (e.g. postgresql) are kept in
     /// the configuration under "technologies".
@@ -494,6 +499,7 @@ async fn restore_project(
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskBody {
     /// At least 10 characters.
+    #[schema(min_length = 10)]
     pub description: String,
     pub title: Option<String>,
     /// feature (default), bugfix, refactor, ...
@@ -671,6 +677,40 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The answers every route may give whatever its handler does: 401 (no token), 429 (the rate
+/// limit), 503 (the orchestrator or the store unreachable), and for a route with a body 400,
+/// 413 and 415; each with the error body.
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let answer = |description: &str| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in
+                [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete].into_iter().flatten()
+            {
+                let with_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |code: &str, description: &str| {
+                    responses.entry(code.to_string()).or_insert_with(|| answer(description));
+                };
+                add("401", "No or an invalid bearer token");
+                add("429", "Past the rate limit; see Retry-After");
+                add("503", "The orchestrator or the store cannot be reached now");
+                if with_body {
+                    add("400", "The body is not JSON of the documented shape");
+                    add("413", "The body is larger than gateway.max_body_bytes");
+                    add("415", "The body is not application/json");
+                }
+            }
+        }
+    }
+}
+
 /// The REST API's OpenAPI document, generated from the handlers above.
 #[derive(OpenApi)]
 #[openapi(
@@ -678,7 +718,7 @@ impl utoipa::Modify for BearerAuth {
     paths(create_project, list_projects, get_project, update_project, delete_project, restore_project, create_task, get_task, execute_task,
         crate::edge::list_audit),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonAnswers)
 )]
 pub struct ApiDoc;
 
