@@ -738,3 +738,36 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_openapi_docume
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
 }
+
+#[tokio::test]
+async fn an_rs256_gateway_takes_tokens_of_its_identity_provider_and_refuses_others() {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/gateway/tests/keys");
+    let env = [
+        ("TURBO_CODER__GATEWAY__JWT_ALGORITHM", "RS256".to_string()),
+        ("TURBO_CODER__GATEWAY__JWKS_FILE", keys.join("jwks.json").display().to_string()),
+        // Nothing listens there: a request that passes the token check ends in 503.
+        ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", "http://127.0.0.1:9".to_string()),
+    ];
+    let gateway =
+        Served::start_with(&turbo_coder_bin(), &["serve", "gateway", "--listen", "127.0.0.1:0"], "turbo-gateway", &env)
+            .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({"sub": "ana", "roles": ["developer"], "iss": "turbo-coder", "aud": "turbo-coder",
+                                    "exp": now + 600, "nbf": now, "iat": now});
+    let sign = |alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey| {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some("idp-2026".into());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    };
+    let private = std::fs::read(keys.join("idp-2026.private.pem")).unwrap();
+    let public = std::fs::read(keys.join("idp-2026.public.pem")).unwrap();
+    let good = sign(jsonwebtoken::Algorithm::RS256, &jsonwebtoken::EncodingKey::from_rsa_pem(&private).unwrap());
+    let confused = sign(jsonwebtoken::Algorithm::HS256, &jsonwebtoken::EncodingKey::from_secret(&public));
+    let base = format!("http://{}", gateway.addr);
+    let (status, body) = Rest::new(&base, Some(good)).get("/v1/projects").await;
+    assert_eq!(status, 503, "the token passed, the orchestrator is absent: {body}");
+    let (status, body) = Rest::new(&base, Some(confused)).get("/v1/projects").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("RS256"), "{body}");
+    assert_eq!(gateway.terminate().await, Some(0));
+}

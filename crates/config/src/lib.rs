@@ -246,9 +246,15 @@ pub enum ToolRunnerRoute {
 pub struct GatewayConfig {
     /// The orchestrator's gRPC address the gateway forwards to.
     pub orchestrator_url: String,
+    /// How bearer tokens are signed: `HS256` (with `jwt_secret`; `turbo-coder token` issues
+    /// them) or `RS256` (by an identity provider whose public keys are in `jwks_file`).
+    pub jwt_algorithm: JwtAlgorithm,
     /// The HS256 key that signs bearer tokens (at least 32 bytes); the gateway refuses to start
     /// without it. Prefer TURBO_CODER__GATEWAY__JWT_SECRET to a file.
     pub jwt_secret: Option<String>,
+    /// RS256: a JWKS file (`{"keys": [{"kty": "RSA", "kid", "n", "e"}, ...]}`) with the identity
+    /// provider's public keys; a token's `kid` picks its key.
+    pub jwks_file: Option<PathBuf>,
     /// The `iss` every token must carry.
     pub jwt_issuer: String,
     /// The `aud` every token must carry.
@@ -263,13 +269,25 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             orchestrator_url: "http://127.0.0.1:50051".into(),
+            jwt_algorithm: JwtAlgorithm::Hs256,
             jwt_secret: None,
+            jwks_file: None,
             jwt_issuer: "turbo-coder".into(),
             jwt_audience: "turbo-coder".into(),
             max_body_bytes: 1 << 20,
             rate_limit_per_hour: 1000,
         }
     }
+}
+
+/// The signature algorithm of the gateway's bearer tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    #[default]
+    #[serde(rename = "HS256")]
+    Hs256,
+    #[serde(rename = "RS256")]
+    Rs256,
 }
 
 /// Which embedding model turns chunks and queries into vectors.

@@ -1,12 +1,16 @@
-//! Bearer tokens: JWTs signed with HS256 by the key in `gateway.jwt_secret`, carrying the user
-//! (`sub`) and their roles. A token is accepted only with that algorithm (`none` and any other
-//! algorithm are refused, so a token cannot pick how it is checked), a valid signature, an `exp`
-//! in the future, an `nbf` in the past when present, and the configured `iss` and `aud`.
+//! Bearer tokens: JWTs carrying the user (`sub`) and their roles, signed either with HS256 by
+//! the key in `gateway.jwt_secret` (`turbo-coder token` issues them) or with RS256 by an
+//! identity provider whose public keys are in `gateway.jwks_file` (a token's `kid` picks the
+//! key). A token is accepted only with the configured algorithm (`none`, and HS256 where RS256
+//! is configured, the classic confusion of signing with the public key, are refused: a token
+//! cannot pick how it is checked), a valid signature, an `exp` in the future, an `nbf` in the
+//! past, and the configured `iss` and `aud`.
 //!
 //! Roles grant permissions: `viewer` reads, `developer` also creates and changes projects and
 //! tasks, `admin` also deletes, restores and sees every project. A project is visible to its
 //! team members (its creator first) and to admins.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -96,11 +100,21 @@ pub enum TokenError {
     NoRole,
 }
 
-/// Checks and issues tokens with one key.
+/// The keys that check tokens (and, for HS256, sign them).
+#[derive(Clone)]
+enum Keys {
+    Hs256 {
+        decoding: DecodingKey,
+        encoding: EncodingKey,
+    },
+    /// RS256 public keys by `kid`.
+    Rs256(HashMap<String, DecodingKey>),
+}
+
+/// Checks and issues tokens.
 #[derive(Clone)]
 pub struct Tokens {
-    decoding: DecodingKey,
-    encoding: EncodingKey,
+    keys: Keys,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -112,30 +126,78 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+fn validation(algorithm: Algorithm, issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.algorithms = vec![algorithm];
+    validation.leeway = LEEWAY_S;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    validation
+}
+
 impl Tokens {
     /// Tokens signed with `secret` (HS256), issued by `issuer` for `audience`.
     pub fn new(secret: &[u8], issuer: &str, audience: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.leeway = LEEWAY_S;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         Self {
-            decoding: DecodingKey::from_secret(secret),
-            encoding: EncodingKey::from_secret(secret),
-            validation,
+            keys: Keys::Hs256 {
+                decoding: DecodingKey::from_secret(secret),
+                encoding: EncodingKey::from_secret(secret),
+            },
+            validation: validation(Algorithm::HS256, issuer, audience),
             issuer: issuer.to_string(),
             audience: audience.to_string(),
         }
     }
 
-    /// The tokens of the `[gateway]` settings; None without a key.
-    pub fn from_config(config: &turbo_config::GatewayConfig) -> Option<Self> {
-        let secret = config.jwt_secret.as_deref()?;
-        Some(Self::new(secret.as_bytes(), &config.jwt_issuer, &config.jwt_audience))
+    /// Tokens signed with RS256 by the keys of the JWKS document `jwks` (JSON), by `kid`.
+    pub fn rs256(jwks: &str, issuer: &str, audience: &str) -> Result<Self, String> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(jwks).map_err(|e| format!("it is not a JWKS document ({e})"))?;
+        let mut keys = HashMap::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let kid = jwk.common.key_id.clone().ok_or_else(|| format!("keys[{i}] has no kid"))?;
+            if !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) {
+                return Err(format!("key {kid} is not an RSA key: only RS256 is supported"));
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+            keys.insert(kid, key);
+        }
+        if keys.is_empty() {
+            return Err("it holds no key".into());
+        }
+        Ok(Self {
+            keys: Keys::Rs256(keys),
+            validation: validation(Algorithm::RS256, issuer, audience),
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+        })
+    }
+
+    /// The tokens of the `[gateway]` settings, or what is missing.
+    pub fn from_config(config: &turbo_config::GatewayConfig) -> Result<Self, String> {
+        match config.jwt_algorithm {
+            turbo_config::JwtAlgorithm::Hs256 => {
+                let secret = config.jwt_secret.as_deref().ok_or_else(|| {
+                    "the gateway needs gateway.jwt_secret to check bearer tokens: set TURBO_CODER__GATEWAY__JWT_SECRET \
+                     to at least 32 random bytes (e.g. `openssl rand -hex 32`)"
+                        .to_string()
+                })?;
+                Ok(Self::new(secret.as_bytes(), &config.jwt_issuer, &config.jwt_audience))
+            }
+            turbo_config::JwtAlgorithm::Rs256 => {
+                let path = config.jwks_file.as_ref().ok_or_else(|| {
+                    "gateway.jwt_algorithm is RS256: set gateway.jwks_file to the identity provider's JWKS file"
+                        .to_string()
+                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read gateway.jwks_file {}: {e}", path.display()))?;
+                Self::rs256(&text, &config.jwt_issuer, &config.jwt_audience)
+                    .map_err(|e| format!("gateway.jwks_file {}: {e}", path.display()))
+            }
+        }
     }
 
     /// A token for `user` with `roles`, valid for `ttl` from now.
@@ -150,7 +212,12 @@ impl Tokens {
             nbf: now,
             iat: now,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let Keys::Hs256 { encoding, .. } = &self.keys else {
+            return Err(TokenError::Invalid(
+                "this gateway checks RS256 tokens from an identity provider; it cannot issue them".into(),
+            ));
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
@@ -163,14 +230,27 @@ impl Tokens {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(TokenError::Malformed)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(format!("it cannot be read ({e})")))?;
+        let key = match &self.keys {
+            Keys::Hs256 { decoding, .. } => decoding,
+            Keys::Rs256(keys) => {
+                if header.alg != Algorithm::RS256 {
+                    return Err(TokenError::Invalid("only RS256 tokens are accepted".into()));
+                }
+                let kid = header.kid.as_deref().ok_or_else(|| TokenError::Invalid("it names no key (kid)".into()))?;
+                keys.get(kid)
+                    .ok_or_else(|| TokenError::Invalid(format!("its key '{kid}' is not in gateway.jwks_file")))?
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             TokenError::Invalid(match e.kind() {
                 K::ExpiredSignature => "it has expired; get a new one".into(),
                 K::ImmatureSignature => "it is not valid yet (nbf)".into(),
                 K::InvalidIssuer => "it was issued by someone else (iss)".into(),
                 K::InvalidAudience => "it is for another audience (aud)".into(),
-                K::InvalidAlgorithm => "only HS256 tokens are accepted".into(),
+                K::InvalidAlgorithm => format!("only {:?} tokens are accepted", self.validation.algorithms[0]),
                 K::InvalidSignature => "its signature does not match".into(),
                 K::MissingRequiredClaim(claim) => format!("it has no '{claim}' claim"),
                 _ => format!("it cannot be read ({e})"),
@@ -267,5 +347,73 @@ mod tests {
         assert!(matches!(t.check(Some("Bearer not.a.jwt")), Err(TokenError::Invalid(_))));
         let roleless = t.issue("ana", &[], Duration::from_secs(60)).unwrap();
         assert!(matches!(t.check(Some(&bearer(&roleless))), Err(TokenError::NoRole)));
+    }
+
+    const IDP_PRIVATE: &str = include_str!("../tests/keys/idp-2026.private.pem");
+    const IDP_PUBLIC: &str = include_str!("../tests/keys/idp-2026.public.pem");
+    const OTHER_PRIVATE: &str = include_str!("../tests/keys/other.private.pem");
+    const JWKS: &str = include_str!("../tests/keys/jwks.json");
+
+    fn rs256_token(private_pem: &str, kid: Option<&str>) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = Claims {
+            sub: "ana".into(),
+            roles: vec![Role::Developer],
+            iss: "turbo-coder".into(),
+            aud: "turbo-coder".into(),
+            exp: now + 600,
+            nbf: now,
+            iat: now,
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rs256_tokens_are_checked_with_the_jwks_key_their_kid_names() {
+        let t = Tokens::rs256(JWKS, "turbo-coder", "turbo-coder").unwrap();
+        let who = t.check(Some(&bearer(&rs256_token(IDP_PRIVATE, Some("idp-2026"))))).unwrap();
+        assert_eq!(who.user, "ana");
+        let unknown = t.check(Some(&bearer(&rs256_token(IDP_PRIVATE, Some("retired"))))).unwrap_err();
+        assert!(unknown.to_string().contains("retired"), "{unknown}");
+        let no_kid = t.check(Some(&bearer(&rs256_token(IDP_PRIVATE, None)))).unwrap_err();
+        assert!(no_kid.to_string().contains("kid"), "{no_kid}");
+        // Signed by another key under the known kid: the signature does not match.
+        let forged = t.check(Some(&bearer(&rs256_token(OTHER_PRIVATE, Some("idp-2026"))))).unwrap_err();
+        assert!(forged.to_string().contains("signature"), "{forged}");
+        assert!(t.issue("ana", &[Role::Admin], Duration::from_secs(60)).is_err(), "RS256 gateways issue nothing");
+    }
+
+    #[test]
+    fn an_hs256_token_signed_with_the_public_key_is_refused_where_rs256_is_configured() {
+        let t = Tokens::rs256(JWKS, "turbo-coder", "turbo-coder").unwrap();
+        // The algorithm confusion attack: HMAC keyed with the (public) RSA key's PEM.
+        let confused = Tokens::new(IDP_PUBLIC.as_bytes(), "turbo-coder", "turbo-coder");
+        let mut token = confused.issue("mallory", &[Role::Admin], Duration::from_secs(60)).unwrap();
+        assert!(t.check(Some(&bearer(&token))).unwrap_err().to_string().contains("RS256"));
+        // Even claiming the right kid.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("idp-2026".into());
+        let claims = Claims {
+            sub: "mallory".into(),
+            roles: vec![Role::Admin],
+            iss: "turbo-coder".into(),
+            aud: "turbo-coder".into(),
+            exp: now + 60,
+            nbf: now,
+            iat: now,
+        };
+        token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(IDP_PUBLIC.as_bytes())).unwrap();
+        assert!(t.check(Some(&bearer(&token))).is_err());
+    }
+
+    #[test]
+    fn bad_jwks_documents_say_what_is_wrong() {
+        assert!(Tokens::rs256("{}", "i", "a").unwrap_err().contains("JWKS"));
+        assert!(Tokens::rs256(r#"{"keys": []}"#, "i", "a").unwrap_err().contains("no key"));
+        let no_kid = JWKS.replace("\"kid\": \"idp-2026\",", "");
+        assert!(Tokens::rs256(&no_kid, "i", "a").unwrap_err().contains("kid"));
     }
 }

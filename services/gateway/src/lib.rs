@@ -48,9 +48,9 @@ async fn fallback(request: axum::extract::Request) -> axum::response::Response {
     problem::ApiError::not_found("no such route: see /v1/openapi.json").into_response()
 }
 
-/// Fails when the gateway cannot start with `config`: no token key.
+/// Fails when the gateway cannot start with `config`: no key to check tokens with.
 pub fn check(config: &turbo_config::Config) -> Result<auth::Tokens> {
-    auth::Tokens::from_config(&config.gateway).ok_or(Error::NoSecret)
+    auth::Tokens::from_config(&config.gateway).map_err(Error::NoKey)
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled, then reports not-serving
