@@ -342,6 +342,15 @@ async fn the_helm_chart_renders_with_nats_and_postgres_wired_into_every_service(
 // The gateway's REST API, black box: `serve orchestrator` (embedded, its planner a scripted
 // model) behind `serve gateway`, used with plain HTTP and tokens from `turbo-coder token`.
 
+/// `message` as a gRPC request carrying `token` as its bearer token.
+fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII"));
+    }
+    request
+}
+
 /// A token from the CLI, with the gateway's key.
 async fn token(user: &str, roles: &[&str]) -> String {
     let mut cli = Sandbox::new();
@@ -640,6 +649,43 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert!(outcomes.contains(&"ok") && outcomes.contains(&"error: 415 Unsupported Media Type"), "{outcomes:?}");
     assert!(!created.to_string().contains(GATEWAY_SECRET) && !created.to_string().contains("Bearer"));
     assert_eq!(root.get("/v1/audit?since=yesterday").await.0, 422);
+
+    // The gRPC edge: the orchestrator's services through the gateway, for admins only.
+    {
+        use turbo_proto::projects::v1 as projects;
+        use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
+        use turbo_proto::tasks::v1 as tasks;
+        use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
+        let channel = gateway.channel().await;
+        let mut client = ProjectServiceClient::new(channel.clone());
+        let listed = client
+            .list_projects(with_token(root.token.as_deref(), projects::ListProjectsRequest::default()))
+            .await
+            .expect("an admin lists projects through the gateway")
+            .into_inner();
+        assert!(listed.projects.iter().any(|p| p.id == id), "{listed:?}");
+        let denied = client
+            .list_projects(with_token(ana.token.as_deref(), projects::ListProjectsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+        let anonymous =
+            client.list_projects(with_token(None, projects::ListProjectsRequest::default())).await.unwrap_err();
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated, "{anonymous:?}");
+        // A server stream passes through: the finished task's events, then the end.
+        let watch = tasks::WatchTaskRequest { task_id: task_id.clone(), after_seq: 0 };
+        let mut events = TaskServiceClient::new(channel)
+            .watch_task(with_token(root.token.as_deref(), watch))
+            .await
+            .expect("watch through the gateway")
+            .into_inner();
+        let mut seen = 0;
+        while let Some(event) = events.message().await.expect("the stream ends cleanly") {
+            assert_eq!(event.task_id, task_id);
+            seen += 1;
+        }
+        assert!(seen > 2, "{seen} events");
+    }
 
     // Anything else is a JSON 404; gRPC health still answers on the same port.
     assert_eq!(nobody.get("/v1/nothing").await.0, 404);

@@ -48,6 +48,8 @@ pub struct App {
     pub edge: Option<crate::edge::Edge>,
     projects: ProjectServiceClient<Intercepted>,
     tasks: TaskServiceClient<Intercepted>,
+    /// The orchestrator's channel, for the gRPC edge.
+    channel: Channel,
 }
 
 impl App {
@@ -57,7 +59,8 @@ impl App {
             tokens,
             edge,
             projects: ProjectServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
-            tasks: TaskServiceClient::with_interceptor(channel, TraceInterceptor),
+            tasks: TaskServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
+            channel,
         }
     }
 }
@@ -73,6 +76,8 @@ pub fn routes(app: App) -> Router {
         .route("/v1/tasks/{task_id}", get(get_task))
         .route("/v1/tasks/{task_id}/execute", post(execute_task))
         .route("/v1/audit", get(crate::edge::list_audit))
+        .route("/turbo.tasks.v1.TaskService/{method}", post(grpc_edge))
+        .route("/turbo.projects.v1.ProjectService/{method}", post(grpc_edge))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::edge))
         .with_state(app)
 }
@@ -662,6 +667,39 @@ async fn execute_task(
         StatusCode::ACCEPTED,
         Json(ExecutedTask { task_id: task.id.to_string(), status: task.status.to_string(), last_seq: answer.last_seq }),
     ))
+}
+
+/// The gRPC edge: a call to the orchestrator's `TaskService` or `ProjectService` through the
+/// gateway, forwarded as it is (streams included) once its bearer token (`authorization`
+/// metadata) is checked. It needs the admin role: the per-project visibility the REST routes
+/// apply is not applied to raw gRPC calls.
+async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> axum::response::Response {
+    use tonic::codegen::Service;
+    let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match app.tokens.check(header) {
+        Err(e) => return tonic::Status::unauthenticated(e.to_string()).into_http(),
+        Ok(who) if !who.may(Permission::Admin) => {
+            return tonic::Status::permission_denied(
+                "gRPC through the gateway needs the admin role; other roles use the REST API (/v1)",
+            )
+            .into_http();
+        }
+        Ok(_) => {}
+    }
+    let (mut parts, body) = request.into_parts();
+    // The token stays at the edge.
+    parts.headers.remove(axum::http::header::AUTHORIZATION);
+    let forwarded = axum::http::Request::from_parts(parts, tonic::body::Body::new(body));
+    let mut channel = app.channel.clone();
+    let answer = match std::future::poll_fn(|cx| channel.poll_ready(cx)).await {
+        Ok(()) => channel.call(forwarded).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => tonic::Status::unavailable(format!("the orchestrator cannot be reached ({e}); try again shortly"))
+            .into_http(),
+    }
 }
 
 struct BearerAuth;
