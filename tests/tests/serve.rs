@@ -752,8 +752,16 @@ async fn the_rate_limit_holds_across_two_gateway_replicas_and_answers_429_with_r
 /// content types, bodies that match their schemas. Fails, never skips, without it.
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_and_no_answer_off_the_openapi_document() {
-    let (_models, orchestrator, gateway) =
-        gateway_stack(true, &[("TURBO_CODER__GATEWAY__RATE_LIMIT_PER_HOUR", "1000000".into())]).await;
+    let knowledge =
+        Served::start(&turbo_coder_bin(), &["serve", "knowledge", "--listen", "127.0.0.1:0"], "turbo-knowledge").await;
+    let (_models, orchestrator, gateway) = gateway_stack(
+        true,
+        &[
+            ("TURBO_CODER__GATEWAY__RATE_LIMIT_PER_HOUR", "1000000".into()),
+            ("TURBO_CODER__KNOWLEDGE__URL", format!("http://{}", knowledge.addr)),
+        ],
+    )
+    .await;
     let base = format!("http://{}", gateway.addr);
     // A project, so that listings have something in them.
     let ana = Rest::new(&base, Some(token("ana", &["admin"]).await));
@@ -783,6 +791,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_openapi_docume
     assert!(said.contains("passed") && !said.contains("No module named"), "{said}");
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
+    assert_eq!(knowledge.terminate().await, Some(0));
 }
 
 #[tokio::test]
@@ -816,4 +825,46 @@ async fn an_rs256_gateway_takes_tokens_of_its_identity_provider_and_refuses_othe
     assert_eq!(status, 401, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("RS256"), "{body}");
     assert_eq!(gateway.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knowledge_added_through_the_gateway_is_found_by_a_search() {
+    let knowledge =
+        Served::start(&turbo_coder_bin(), &["serve", "knowledge", "--listen", "127.0.0.1:0"], "turbo-knowledge").await;
+    let env = [
+        ("TURBO_CODER__KNOWLEDGE__URL", format!("http://{}", knowledge.addr)),
+        ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", "http://127.0.0.1:9".to_string()),
+    ];
+    let gateway =
+        Served::start_with(&turbo_coder_bin(), &["serve", "gateway", "--listen", "127.0.0.1:0"], "turbo-gateway", &env)
+            .await;
+    let base = format!("http://{}", gateway.addr);
+    let dev = Rest::new(&base, Some(token("ana", &["developer"]).await));
+    let vic = Rest::new(&base, Some(token("vic", &["viewer"]).await));
+    let chunk = serde_json::json!({
+        "title": "Retry with backoff",
+        "content": "Retry failed HTTP calls with exponential backoff and jitter, at most five attempts.",
+        "chunk_type": "pattern", "category": "reliability", "tags": ["http"]
+    });
+    assert_eq!(vic.post("/v1/knowledge", chunk.clone()).await.0, 403);
+    let (status, added) = dev.post("/v1/knowledge", chunk).await;
+    assert_eq!(status, 201, "{added}");
+    let id = added["id"].as_str().unwrap().to_string();
+    let (status, body) = dev
+        .post(
+            "/v1/knowledge",
+            serde_json::json!({"title": "x", "content": "short", "chunk_type": "pattern", "category": "c"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+
+    let (status, found) =
+        vic.post("/v1/knowledge/search", serde_json::json!({"query": "exponential backoff retries", "limit": 5})).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["results"][0]["id"], id.as_str(), "{found}");
+    let (status, body) = vic.post("/v1/knowledge/search", serde_json::json!({"query": "  "})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("query"), "{body}");
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(knowledge.terminate().await, Some(0));
 }

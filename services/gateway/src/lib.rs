@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - `auth`: bearer tokens (HS256 JWTs), roles and permissions.
+//! - `knowledge`: the knowledge routes, forwarded to the knowledge service.
 //! - `edge`: per-user rate limits shared by the replicas, and the audit of every change.
 //! - `problem`: the JSON error body and the status of each error.
 //! - `rest`: the routes, their request and response types, the OpenAPI document.
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod edge;
 mod error;
+pub mod knowledge;
 pub mod problem;
 pub mod rest;
 
@@ -68,7 +70,14 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
         .await
         .map_err(|e| Error::Serve { addr: addr.clone(), reason: format!("cannot open the store: {e}") })?;
     let edge = edge::Edge { store, per_hour: config.gateway.rate_limit_per_hour };
-    let app = rest::App::new(tokens, Some(edge), endpoint.connect_lazy());
+    let knowledge = match &config.knowledge.url {
+        Some(url) => Some(
+            turbo_proto::knowledge_client::RemoteKnowledge::connect(url)
+                .map_err(|e| Error::Serve { addr: addr.clone(), reason: e.to_string() })?,
+        ),
+        None => None,
+    };
+    let app = rest::App::new(tokens, Some(edge), endpoint.connect_lazy()).with_knowledge(knowledge);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in GRPC_SERVICES.iter().chain([&""]) {

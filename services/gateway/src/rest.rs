@@ -50,6 +50,8 @@ pub struct App {
     tasks: TaskServiceClient<Intercepted>,
     /// The orchestrator's channel, for the gRPC edge.
     channel: Channel,
+    /// The knowledge service (`knowledge.url`), when there is one.
+    pub knowledge: Option<turbo_proto::knowledge_client::RemoteKnowledge>,
 }
 
 impl App {
@@ -61,7 +63,14 @@ impl App {
             projects: ProjectServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
             tasks: TaskServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
             channel,
+            knowledge: None,
         }
+    }
+
+    /// The same, with the knowledge service.
+    pub fn with_knowledge(mut self, knowledge: Option<turbo_proto::knowledge_client::RemoteKnowledge>) -> Self {
+        self.knowledge = knowledge;
+        self
     }
 }
 
@@ -76,6 +85,8 @@ pub fn routes(app: App) -> Router {
         .route("/v1/tasks/{task_id}", get(get_task))
         .route("/v1/tasks/{task_id}/execute", post(execute_task))
         .route("/v1/audit", get(crate::edge::list_audit))
+        .route("/v1/knowledge", post(crate::knowledge::add))
+        .route("/v1/knowledge/search", post(crate::knowledge::search))
         .route("/turbo.tasks.v1.TaskService/{method}", post(grpc_edge))
         .route("/turbo.projects.v1.ProjectService/{method}", post(grpc_edge))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::edge))
@@ -136,6 +147,11 @@ fn path_id(kind: &str, id: &str) -> Result<String, ApiError> {
 }
 
 impl App {
+    /// [`App::visible_project`], for the other route modules.
+    pub(crate) async fn visible_project_of(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
+        self.visible_project(caller, id).await
+    }
+
     /// The project, if the caller may see it (404 otherwise, as for none).
     async fn visible_project(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
         let id = path_id("project", id)?;
@@ -754,7 +770,7 @@ impl utoipa::Modify for CommonAnswers {
 #[openapi(
     info(title = "turbo-coder", description = "Projects, tasks and their plans behind the turbo-coder gateway."),
     paths(create_project, list_projects, get_project, update_project, delete_project, restore_project, create_task, get_task, execute_task,
-        crate::edge::list_audit),
+        crate::edge::list_audit, crate::knowledge::search, crate::knowledge::add),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &CommonAnswers)
 )]
