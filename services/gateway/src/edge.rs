@@ -186,10 +186,8 @@ pub async fn list_audit(
     caller: Caller,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditList>, ApiError> {
-    if !caller.0.may(Permission::Admin) {
-        return Err(ApiError::forbidden("the audit log is for admins"));
-    }
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    caller.needs(Permission::Admin)?;
+    let Query(q) = query.map_err(ApiError::from)?;
     let since = match q.since.as_deref() {
         Some(text) => Some(
             chrono::DateTime::parse_from_rfc3339(text)

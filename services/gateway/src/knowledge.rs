@@ -14,7 +14,7 @@ use turbo_core::knowledge::{
 
 use crate::auth::Permission;
 use crate::problem::{ApiError, ErrorBody};
-use crate::rest::{App, Caller};
+use crate::rest::{App, Caller, body};
 
 fn knowledge_error(e: KnowledgeError) -> ApiError {
     let status = match e.kind {
@@ -69,12 +69,10 @@ pub async fn search(
     caller: Caller,
     payload: Result<Json<SearchBody>, JsonRejection>,
 ) -> Result<Json<SearchAnswer>, ApiError> {
-    if !caller.0.may(Permission::Read) {
-        return Err(ApiError::forbidden("searching needs the viewer role"));
-    }
-    let b = payload.map(|Json(b)| b).map_err(ApiError::from)?;
+    caller.needs(Permission::Read)?;
+    let b = body(payload)?;
     if let Some(project) = &b.project_id {
-        app.visible_project_of(&caller, project).await?;
+        app.visible_project(&caller, project).await?;
     }
     let admin = caller.0.may(Permission::Admin);
     let request = SearchRequest {
@@ -132,10 +130,8 @@ pub async fn add(
     caller: Caller,
     payload: Result<Json<AddKnowledgeBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<AddedKnowledge>), ApiError> {
-    if !caller.0.may(Permission::Write) {
-        return Err(ApiError::forbidden("adding knowledge needs the developer role"));
-    }
-    let b = payload.map(|Json(b)| b).map_err(ApiError::from)?;
+    caller.needs(Permission::Write)?;
+    let b = body(payload)?;
     let now = chrono::Utc::now();
     let chunk = KnowledgeChunk {
         id: uuid::Uuid::new_v4().to_string(),

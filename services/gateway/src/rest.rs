@@ -106,7 +106,7 @@ impl FromRequestParts<App> for Caller {
 }
 
 impl Caller {
-    fn needs(&self, permission: Permission) -> Result<(), ApiError> {
+    pub(crate) fn needs(&self, permission: Permission) -> Result<(), ApiError> {
         if self.0.may(permission) {
             return Ok(());
         }
@@ -126,7 +126,7 @@ fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 /// A JSON body, or the error saying what is wrong with it.
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(ApiError::from)
 }
 
@@ -147,13 +147,8 @@ fn path_id(kind: &str, id: &str) -> Result<String, ApiError> {
 }
 
 impl App {
-    /// [`App::visible_project`], for the other route modules.
-    pub(crate) async fn visible_project_of(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
-        self.visible_project(caller, id).await
-    }
-
     /// The project, if the caller may see it (404 otherwise, as for none).
-    async fn visible_project(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
+    pub(crate) async fn visible_project(&self, caller: &Caller, id: &str) -> Result<ProjectMetadata, ApiError> {
         let id = path_id("project", id)?;
         let answer = self
             .projects
@@ -365,7 +360,7 @@ async fn list_projects(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ProjectList>, ApiError> {
     caller.needs(Permission::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::from)?;
     let include_deleted = q.include_deleted.unwrap_or(false);
     if include_deleted {
         caller.needs(Permission::Admin)?;
