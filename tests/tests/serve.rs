@@ -868,3 +868,298 @@ async fn knowledge_added_through_the_gateway_is_found_by_a_search() {
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(knowledge.terminate().await, Some(0));
 }
+
+// Interactive sessions through the gateway: REST to open and end them, the WebSocket to work
+// in them and to follow their task.
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the session's WebSocket at `path` with `token`; Err(HTTP status) when refused.
+async fn ws_connect(addr: &str, path: &str, token: Option<&str>) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().expect("a ws:// URL");
+    if let Some(token) = token {
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("cannot connect to {path}: {e}"),
+    }
+}
+
+async fn ws_send(ws: &mut Ws, message: serde_json::Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(message.to_string().into())).await.expect("send");
+}
+
+/// The next JSON message, or Err(close code) when the server closes.
+async fn ws_next(ws: &mut Ws) -> Result<serde_json::Value, u16> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next()).await.expect("a message within the wait");
+        match message {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(text.as_str()).expect("JSON text")),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map_or(1005, |f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("the WebSocket failed: {e}"),
+            None => return Err(1006),
+        }
+    }
+}
+
+/// Messages until the answer of `message_type` to `reply_to`; the task events met on the way
+/// are kept in `events`.
+async fn ws_answer(
+    ws: &mut Ws,
+    reply_to: &str,
+    message_type: &str,
+    events: &mut Vec<serde_json::Value>,
+) -> serde_json::Value {
+    loop {
+        let m = ws_next(ws).await.unwrap_or_else(|code| panic!("closed ({code}) before the answer to {reply_to}"));
+        if m["message_type"] == "task_event" {
+            events.push(m);
+        } else if m["reply_to"] == reply_to && m["message_type"] == message_type {
+            return m;
+        } else {
+            assert_ne!(m["level"], "error", "an error instead of the answer to {reply_to}: {m}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_resuming_after_a_seq() {
+    use serde_json::json;
+
+    let (_models, orchestrator, gateway) =
+        gateway_stack(true, &[("TURBO_CODER__GATEWAY__WS_MAX_MESSAGE_BYTES", "65536".into())]).await;
+    let base = format!("http://{}", gateway.addr);
+    let ana_token = token("ana", &["developer"]).await;
+    let ana = Rest::new(&base, Some(ana_token.clone()));
+    let bob_token = token("bob", &["developer"]).await;
+    let bob = Rest::new(&base, Some(bob_token.clone()));
+    let vic = Rest::new(&base, Some(token("vic", &["viewer"]).await));
+
+    let (status, created) = ana
+        .post("/v1/projects", json!({"name": "live", "project_type": "api_service", "technologies": ["python"]}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let project_id = created["project_id"].as_str().unwrap().to_string();
+    let root = PathBuf::from(created["project"]["root_path"].as_str().expect("a workspace"));
+    let (status, task) = ana
+        .post(
+            &format!("/v1/projects/{project_id}/tasks"),
+            json!({"description": "add a greet(name) function in greet.py"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let task_id = task["task_id"].as_str().unwrap().to_string();
+
+    // Opening a session: the project's members with the developer role; bad fields named.
+    let sessions = format!("/v1/projects/{project_id}/sessions");
+    assert_eq!(bob.post(&sessions, json!({})).await.0, 404, "not a member");
+    assert_eq!(vic.post(&sessions, json!({})).await.0, 403, "a viewer");
+    let (status, body) = ana.post(&sessions, json!({"idle_timeout_seconds": 0})).await;
+    assert_eq!((status, body["error"]["fields"][0]["field"].as_str()), (422, Some("idle_timeout_seconds")), "{body}");
+    let (status, body) = ana.post(&sessions, json!({"task_id": "nope"})).await;
+    assert_eq!((status, body["error"]["fields"][0]["field"].as_str()), (422, Some("task_id")), "{body}");
+    assert_eq!(ana.post(&sessions, json!({"task_id": uuid::Uuid::new_v4().to_string()})).await.0, 404);
+    let (status, session) = ana.post(&sessions, json!({"task_id": task_id})).await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!((session["status"].as_str(), session["user"].as_str()), (Some("active"), Some("ana")));
+    assert_eq!(session["idle_timeout_seconds"], 1800);
+    let session_id = session["session_id"].as_str().unwrap().to_string();
+    let ws_path = session["websocket_url"].as_str().unwrap().to_string();
+    assert_eq!(ws_path, format!("/v1/sessions/{session_id}/ws"));
+    assert_eq!(bob.get(&format!("/v1/sessions/{session_id}")).await.0, 404, "another user's session");
+
+    // The WebSocket needs the session's user's token.
+    assert_eq!(ws_connect(&gateway.addr, &ws_path, None).await.err(), Some(401));
+    assert_eq!(ws_connect(&gateway.addr, &ws_path, Some(&bob_token)).await.err(), Some(404));
+    let mut ws = ws_connect(&gateway.addr, &ws_path, Some(&ana_token)).await.expect("ana connects");
+
+    // The task's stored events come first (its planning), numbered from 1.
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let m = ws_next(&mut ws).await.expect("events");
+        assert_eq!(
+            (m["message_type"].as_str(), m["task_id"].as_str()),
+            (Some("task_event"), Some(task_id.as_str())),
+            "{m}"
+        );
+        events.push(m);
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(events[0]["event"]["type"], "task_created", "{}", events[0]);
+
+    // Code runs in the project's workspace, through the sandboxed tools.
+    ws_send(
+        &mut ws,
+        json!({"message_type": "execute_code", "message_id": "m1", "language": "python", "code": "print(6 * 7)"}),
+    )
+    .await;
+    let ran = ws_answer(&mut ws, "m1", "execution_result", &mut events).await;
+    assert_eq!(ran["success"], true, "{ran}");
+    assert!(ran["output"].as_str().unwrap().contains("42"), "{ran}");
+    assert!(ran["execution_time"].as_f64().unwrap() > 0.0, "{ran}");
+    ws_send(
+        &mut ws,
+        json!({"message_type": "execute_code", "message_id": "m2", "language": "python",
+                            "code": "def f():\n    return 1 / 0\nf()"}),
+    )
+    .await;
+    let failed = ws_answer(&mut ws, "m2", "execution_result", &mut events).await;
+    assert_eq!(
+        (failed["success"].as_bool(), failed["errors"][0]["kind"].as_str()),
+        (Some(false), Some("ZeroDivisionError")),
+        "{failed}"
+    );
+    assert_eq!(failed["errors"][0]["line"], 2, "{failed}");
+    ws_send(&mut ws, json!({"message_type": "execute_code", "message_id": "m3", "language": "cobol", "code": "x"}))
+        .await;
+    let refused = ws_answer(&mut ws, "m3", "system_notification", &mut events).await;
+    assert!(refused["message"].as_str().unwrap().contains("use python or bash"), "{refused}");
+
+    // An edit creates a file, a second one changes it; both land on disk.
+    let insert = |line: u32, column: u32, text: &str| json!({"range": {"start": {"line": line, "column": column}, "end": {"line": line, "column": column}}, "text": text});
+    ws_send(
+        &mut ws,
+        json!({"message_type": "code_edit", "message_id": "e1", "file_path": "notes.txt",
+                            "changes": [insert(0, 0, "hello\n")], "cursor_position": {"line": 1, "column": 0}}),
+    )
+    .await;
+    let edited = ws_answer(&mut ws, "e1", "execution_result", &mut events).await;
+    assert_eq!(edited["success"], true, "{edited}");
+    ws_send(&mut ws, json!({"message_type": "code_edit", "message_id": "e2", "file_path": "notes.txt",
+                            "changes": [{"range": {"start": {"line": 0, "column": 0}, "end": {"line": 0, "column": 5}}, "text": "goodbye"}]})).await;
+    assert_eq!(ws_answer(&mut ws, "e2", "execution_result", &mut events).await["success"], true);
+    assert_eq!(std::fs::read_to_string(root.join("notes.txt")).unwrap(), "goodbye\n");
+    ws_send(
+        &mut ws,
+        json!({"message_type": "code_edit", "message_id": "e3", "file_path": "notes.txt",
+                            "changes": [insert(9, 0, "x")]}),
+    )
+    .await;
+    let bad_edit = ws_answer(&mut ws, "e3", "system_notification", &mut events).await;
+    assert!(bad_edit["message"].as_str().unwrap().contains("line 9 does not exist"), "{bad_edit}");
+    ws_send(
+        &mut ws,
+        json!({"message_type": "code_edit", "message_id": "e4", "file_path": "../outside.txt",
+                            "changes": [insert(0, 0, "x")]}),
+    )
+    .await;
+    let escaped = ws_answer(&mut ws, "e4", "system_notification", &mut events).await;
+    assert_eq!(escaped["level"], "error", "{escaped}");
+    assert!(!root.parent().unwrap().join("outside.txt").exists(), "nothing is written outside the workspace");
+
+    // A tool by name, asynchronously: acknowledged, then its result.
+    ws_send(
+        &mut ws,
+        json!({"message_type": "tool_execution", "message_id": "t1", "tool_name": "fs_list",
+                            "parameters": {"path": "."}, "async_execution": true}),
+    )
+    .await;
+    let ack = ws_answer(&mut ws, "t1", "system_notification", &mut events).await;
+    assert_eq!(ack["title"], "Tool started", "{ack}");
+    let listed = ws_answer(&mut ws, "t1", "execution_result", &mut events).await;
+    assert!(listed["output"].as_str().unwrap().contains("notes.txt"), "{listed}");
+    ws_send(&mut ws, json!({"message_type": "tool_execution", "message_id": "t2", "tool_name": "fs_teleport"})).await;
+    let unknown_tool = ws_answer(&mut ws, "t2", "execution_result", &mut events).await;
+    assert_eq!(unknown_tool["success"], false, "{unknown_tool}");
+
+    // Bad messages are answered with an error and the connection stays open.
+    ws_send(&mut ws, json!({"message_type": "dance", "message_id": "x1"})).await;
+    let unknown = ws_answer(&mut ws, "x1", "system_notification", &mut events).await;
+    assert!(unknown["message"].as_str().unwrap().contains("unknown message_type 'dance'"), "{unknown}");
+    {
+        use futures::SinkExt;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text("{not json".into())).await.unwrap();
+    }
+    loop {
+        let m = ws_next(&mut ws).await.expect("an answer");
+        if m["message_type"] == "system_notification" {
+            assert!(m["message"].as_str().unwrap().contains("not JSON"), "{m}");
+            break;
+        }
+        events.push(m);
+    }
+
+    // Run the task and drop the connection after a few of its new events.
+    let (status, run) = ana.post(&format!("/v1/tasks/{task_id}/execute"), json!({})).await;
+    assert_eq!(status, 202, "{run}");
+    let resume_after = events.iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap() + 2;
+    while events.iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap() < resume_after {
+        let m = ws_next(&mut ws).await.expect("events of the run");
+        if m["message_type"] == "task_event" {
+            events.push(m);
+        }
+    }
+    drop(ws);
+    // Reconnecting with the last seq seen gives exactly the events after it, to the task's end.
+    let mut ws =
+        ws_connect(&gateway.addr, &format!("{ws_path}?after_seq={resume_after}"), Some(&ana_token)).await.unwrap();
+    let mut resumed: Vec<u64> = Vec::new();
+    loop {
+        let m = ws_next(&mut ws).await.expect("the rest of the run");
+        assert_eq!(m["message_type"], "task_event", "{m}");
+        resumed.push(m["seq"].as_u64().unwrap());
+        let to = m["event"]["to"].as_str().unwrap_or_default();
+        if m["event"]["type"] == "status_changed" && ["completed", "failed", "cancelled"].contains(&to) {
+            break;
+        }
+    }
+    let expected: Vec<u64> = (resume_after + 1..resume_after + 1 + resumed.len() as u64).collect();
+    assert_eq!(resumed, expected, "gapless, without the events seen before");
+
+    // An ai_request becomes a new task the session follows; its answer comes when it ends.
+    ws_send(
+        &mut ws,
+        json!({"message_type": "ai_request", "message_id": "a1", "query": "add a farewell(name) function to greet.py",
+                            "context": {"current_file": "greet.py"}, "preferred_agent": "coder"}),
+    )
+    .await;
+    let mut new_events = Vec::new();
+    let started = ws_answer(&mut ws, "a1", "system_notification", &mut new_events).await;
+    assert_eq!(started["actions"][0]["kind"], "watch_task", "{started}");
+    let new_task = started["actions"][0]["payload"]["task_id"].as_str().unwrap().to_string();
+    assert_ne!(new_task, task_id);
+    let answer = ws_answer(&mut ws, "a1", "ai_response", &mut new_events).await;
+    assert!(answer["response"].as_str().unwrap().contains(&new_task), "{answer}");
+    assert_eq!(answer["agent"], "reviewer", "the plan's last phase: {answer}");
+    assert!(!new_events.is_empty() && new_events.iter().all(|e| e["task_id"] == new_task.as_str()), "{new_events:?}");
+    let (_, now) = ana.get(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!(now["task_id"], new_task.as_str(), "the session follows the new task: {now}");
+
+    // A message past the size limit closes the connection with 1009.
+    {
+        use futures::SinkExt;
+        let huge = format!(
+            "{{\"message_type\":\"execute_code\",\"language\":\"python\",\"code\":\"{}\"}}",
+            "x".repeat(100_000)
+        );
+        let _ = ws.send(tokio_tungstenite::tungstenite::Message::Text(huge.into())).await;
+    }
+    let closed = loop {
+        match ws_next(&mut ws).await {
+            Ok(_) => continue,
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(closed, 1009);
+
+    // Ending the session ends its open streams; it cannot be joined again.
+    let mut ws = ws_connect(&gateway.addr, &format!("{ws_path}?after_seq=1000"), Some(&ana_token)).await.unwrap();
+    let (status, ended) = ana.delete(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!((status, ended["status"].as_str()), (200, Some("ended")), "{ended}");
+    assert_eq!(ended["end_reason"], "ended by ana", "{ended}");
+    let note = ws_next(&mut ws).await.expect("a last notification");
+    assert_eq!(note["title"], "Session ended", "{note}");
+    assert_eq!(ws_next(&mut ws).await.err(), Some(1000));
+    assert_eq!(ws_connect(&gateway.addr, &ws_path, Some(&ana_token)).await.err(), Some(409));
+
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
+}

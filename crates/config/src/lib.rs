@@ -261,8 +261,12 @@ pub struct GatewayConfig {
     pub jwt_audience: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Requests one user may make in an hour, across every gateway replica.
+    /// Requests one user may make in an hour, across every gateway replica (a WebSocket
+    /// message counts as one).
     pub rate_limit_per_hour: u64,
+    /// Largest WebSocket message accepted, in bytes; a larger one closes the connection with
+    /// code 1009.
+    pub ws_max_message_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -276,6 +280,7 @@ impl Default for GatewayConfig {
             jwt_audience: "turbo-coder".into(),
             max_body_bytes: 1 << 20,
             rate_limit_per_hour: 1000,
+            ws_max_message_bytes: 1 << 20,
         }
     }
 }

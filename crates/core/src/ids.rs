@@ -49,3 +49,5 @@ id_type!(/// Identifies a development task.
     TaskId);
 id_type!(/// Identifies one version of a task's execution plan.
     PlanId);
+id_type!(/// Identifies an interactive session.
+    SessionId);

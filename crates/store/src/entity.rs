@@ -7,6 +7,7 @@ pub(crate) mod event;
 pub(crate) mod phase;
 pub(crate) mod plan;
 pub(crate) mod project;
+pub(crate) mod session;
 pub(crate) mod step;
 pub(crate) mod task;
 pub(crate) mod token_usage;

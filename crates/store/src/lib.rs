@@ -24,6 +24,7 @@
 //! - `events`: appending events with their projections (a batch at a time, in a few multi-row
 //!   statements), and reading the projected tables.
 //! - `audit`: the audit log of who did what to which task or project; callers pass no secrets.
+//! - `sessions`: interactive sessions: opened, touched, ended (by hand or when idle).
 //! - `lease`: named leases (a Postgres advisory lock; always granted on SQLite), so one
 //!   orchestrator runs a store's tasks at a time.
 //! - `rows`: the plain structs returned to callers.
@@ -43,6 +44,7 @@ mod migration;
 mod projects;
 mod rate;
 mod rows;
+mod sessions;
 mod tasks;
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
@@ -56,6 +58,7 @@ pub use rows::{
     AuditEntry, AuditFilter, Cursor, NewAuditEntry, Page, PhaseRow, PhaseStatus, ProjectQuery, StepRow, StoredProject,
     StoredTask, TaskFilter, TaskQuery, TaskSummary, ToolCallRow, UsageRow,
 };
+pub use sessions::StoredSession;
 
 /// A handle on the database; cheap to clone (clones share one connection pool).
 #[derive(Clone)]

@@ -8,6 +8,7 @@ mod m20261125_000002_audit_entries;
 mod m20261125_000003_open_tool_calls;
 mod m20261125_000004_step_attempts;
 mod m20261202_000005_rate_limits;
+mod m20261202_000006_sessions;
 
 pub(crate) struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_open_tool_calls::Migration),
             Box::new(m20261125_000004_step_attempts::Migration),
             Box::new(m20261202_000005_rate_limits::Migration),
+            Box::new(m20261202_000006_sessions::Migration),
         ]
     }
 }

@@ -126,6 +126,7 @@ on_both!(
     audit_entries_keep_no_secrets_and_refuse_bad_fields,
     request_counts_are_shared_by_connections_and_windowed,
     services_starting_together_migrate_once,
+    sessions_follow_tasks_and_end_by_hand_or_when_idle,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -283,7 +284,8 @@ async fn migrations_are_idempotent(url: String) {
             "m20261125_000002_audit_entries",
             "m20261125_000003_open_tool_calls",
             "m20261125_000004_step_attempts",
-            "m20261202_000005_rate_limits"
+            "m20261202_000005_rate_limits",
+            "m20261202_000006_sessions"
         ],
         "each migration is recorded once"
     );
@@ -1315,6 +1317,63 @@ async fn large_batches_span_several_statements(url: String) {
     check().await;
     store.append_events(&events).await.unwrap();
     check().await;
+}
+
+async fn sessions_follow_tasks_and_end_by_hand_or_when_idle(url: String) {
+    use chrono::SubsecRound;
+    use turbo_core::ids::SessionId;
+    use turbo_store::StoredSession;
+    // Session times are kept to the microsecond.
+    let at = |secs| at(secs).trunc_subsecs(6);
+    let store = Store::connect(&url).await.unwrap();
+    let p = project("/srv/sessions");
+    store.create_project(&p).await.unwrap();
+    let t = task(&p, "Follow me", at(1));
+    store.insert_task(&t, "/srv/sessions").await.unwrap();
+    let open = |idle_s: u64| StoredSession {
+        id: SessionId::new(),
+        project_id: p.id,
+        task_id: None,
+        user: "ana".into(),
+        started_at: at(10),
+        last_active_at: at(10),
+        ended_at: None,
+        end_reason: None,
+        idle_timeout: Duration::from_secs(idle_s),
+    };
+    let (a, b) = (open(60), open(3600));
+    store.insert_session(&a).await.unwrap();
+    store.insert_session(&b).await.unwrap();
+    assert_eq!(store.get_session(a.id).await.unwrap().as_ref(), Some(&a), "reads back as written");
+    assert_eq!(store.get_session(SessionId::new()).await.unwrap(), None);
+
+    // Touching moves the idle deadline and can make the session follow a task.
+    let touched = store.touch_session(a.id, at(40), Some(t.id)).await.unwrap();
+    assert_eq!((touched.task_id, touched.last_active_at), (Some(t.id), at(40)));
+    assert_eq!(store.touch_session(a.id, at(50), None).await.unwrap().task_id, Some(t.id), "kept");
+
+    // 60 s after its last message `a` is idle; `b` is not.
+    assert!(store.end_idle_sessions(at(100)).await.unwrap().is_empty(), "50 s idle is not 60");
+    let ended = store.end_idle_sessions(at(111)).await.unwrap();
+    assert_eq!(ended.iter().map(|s| s.id).collect::<Vec<_>>(), [a.id]);
+    assert_eq!(ended[0].end_reason.as_deref(), Some("idle for 60 s"));
+    assert_eq!(ended[0].ended_at, Some(at(111)));
+
+    // Ending by hand; ending again keeps the first end; touching an ended session changes nothing.
+    let by_hand = store.end_session(b.id, at(200), "ended by ana").await.unwrap();
+    assert_eq!((by_hand.ended_at, by_hand.end_reason.as_deref()), (Some(at(200)), Some("ended by ana")));
+    let again = store.end_session(b.id, at(300), "ended twice").await.unwrap();
+    assert_eq!(again, by_hand);
+    assert_eq!(store.touch_session(b.id, at(400), Some(t.id)).await.unwrap(), by_hand);
+    let missing = store.end_session(SessionId::new(), at(1), "x").await.unwrap_err();
+    assert!(matches!(missing, Error::NotFound { what: "session", .. }), "{missing}");
+
+    // A session needs its project; purging the project removes its sessions.
+    let orphan = StoredSession { project_id: ProjectId::new(), ..open(60) };
+    assert!(store.insert_session(&orphan).await.is_err(), "no such project");
+    store.delete_project(p.id, at(500)).await.unwrap();
+    store.purge_projects(at(600)).await.unwrap();
+    assert_eq!(store.get_session(a.id).await.unwrap(), None);
 }
 
 async fn services_starting_together_migrate_once(url: String) {

@@ -92,6 +92,24 @@ pub async fn edge(State(app): State<App>, request: Request, next: Next) -> Respo
     response
 }
 
+impl Edge {
+    /// Counts one request of `user` (a WebSocket message) against the rate limit; Err with the
+    /// seconds until the window ends when over it. A store that cannot count lets it through.
+    pub(crate) async fn count(&self, user: &str) -> Result<(), u64> {
+        let now = now_s();
+        match self.store.count_request(&format!("user:{user}"), WINDOW_S, now).await {
+            Ok(counts) => {
+                let (used, reset) = estimate(counts, now);
+                if used > self.per_hour { Err(reset.max(1)) } else { Ok(()) }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot count the message for its rate limit; it is let through");
+                Ok(())
+            }
+        }
+    }
+}
+
 fn set_limit_headers(response: &mut Response, limit: u64, remaining: u64, reset: u64) {
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
@@ -122,6 +140,8 @@ fn action_of(method: &Method, route: &str) -> String {
         ("POST", "/v1/projects/{project_id}/restore") => "project.restore",
         ("POST", "/v1/projects/{project_id}/tasks") => "task.create",
         ("POST", "/v1/tasks/{task_id}/execute") => "task.execute",
+        ("POST", "/v1/projects/{project_id}/sessions") => "session.start",
+        ("DELETE", "/v1/sessions/{session_id}") => "session.end",
         _ => "request",
     }
     .to_string()

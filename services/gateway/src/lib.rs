@@ -14,6 +14,7 @@
 //! - `edge`: per-user rate limits shared by the replicas, and the audit of every change.
 //! - `problem`: the JSON error body and the status of each error.
 //! - `rest`: the routes, their request and response types, the OpenAPI document.
+//! - `sessions`: interactive sessions and their WebSocket, bridged to the orchestrator.
 //! - `error`: errors of the gateway process itself.
 //! - this file: [`run`], the network entry point.
 
@@ -23,6 +24,7 @@ mod error;
 pub mod knowledge;
 pub mod problem;
 pub mod rest;
+pub mod sessions;
 
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
@@ -77,7 +79,8 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
         ),
         None => None,
     };
-    let app = rest::App::new(tokens, Some(edge), endpoint.connect_lazy()).with_knowledge(knowledge);
+    let mut app = rest::App::new(tokens, Some(edge), endpoint.connect_lazy()).with_knowledge(knowledge);
+    app.ws_max_message_bytes = config.gateway.ws_max_message_bytes;
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in GRPC_SERVICES.iter().chain([&""]) {

@@ -1,7 +1,8 @@
 //! The REST API under `/v1`, each route forwarded to the orchestrator's gRPC services with the
 //! caller checked first: projects (create, list, get, update, soft delete, restore), a
-//! project's tasks (create = plan), a task (get, execute), and the OpenAPI document generated
-//! from these handlers and types (`/v1/openapi.json`, no token needed).
+//! project's tasks (create = plan), a task (get, execute), sessions and their WebSocket
+//! (`crate::sessions`), and the OpenAPI document generated from these handlers and types
+//! (`/v1/openapi.json`, no token needed).
 //!
 //! Bodies follow the spec's API contracts; a project or a task is returned as the spec's data
 //! model (`ProjectMetadata`, `DevelopmentTask`, as `turbo-core` serializes them). A project a
@@ -25,6 +26,7 @@ use turbo_core::task::{Complexity, DevelopmentTask};
 use turbo_proto::convert::ProtoEnum;
 use turbo_proto::projects::v1 as projects;
 use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
+use turbo_proto::sessions::v1::session_service_client::SessionServiceClient;
 use turbo_proto::tasks::v1 as tasks;
 use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
 use turbo_proto::trace::TraceInterceptor;
@@ -36,7 +38,7 @@ use crate::problem::{ApiError, ErrorBody};
 /// Deadline of a request that plans a task (the planner model thinks).
 const PLAN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Deadline of every other request to the orchestrator.
-const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Intercepted = InterceptedService<Channel, TraceInterceptor>;
 
@@ -47,7 +49,10 @@ pub struct App {
     /// The store of rate limits and the audit log; None: neither (unit tests).
     pub edge: Option<crate::edge::Edge>,
     projects: ProjectServiceClient<Intercepted>,
-    tasks: TaskServiceClient<Intercepted>,
+    pub(crate) tasks: TaskServiceClient<Intercepted>,
+    pub(crate) sessions: SessionServiceClient<Intercepted>,
+    /// Largest WebSocket message accepted (`gateway.ws_max_message_bytes`).
+    pub ws_max_message_bytes: usize,
     /// The orchestrator's channel, for the gRPC edge.
     channel: Channel,
     /// The knowledge service (`knowledge.url`), when there is one.
@@ -62,6 +67,8 @@ impl App {
             edge,
             projects: ProjectServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
             tasks: TaskServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
+            sessions: SessionServiceClient::with_interceptor(channel.clone(), TraceInterceptor),
+            ws_max_message_bytes: 1 << 20,
             channel,
             knowledge: None,
         }
@@ -84,11 +91,15 @@ pub fn routes(app: App) -> Router {
         .route("/v1/projects/{project_id}/tasks", post(create_task))
         .route("/v1/tasks/{task_id}", get(get_task))
         .route("/v1/tasks/{task_id}/execute", post(execute_task))
+        .route("/v1/projects/{project_id}/sessions", post(crate::sessions::start))
+        .route("/v1/sessions/{session_id}", get(crate::sessions::get).delete(crate::sessions::end))
+        .route("/v1/sessions/{session_id}/ws", get(crate::sessions::websocket))
         .route("/v1/audit", get(crate::edge::list_audit))
         .route("/v1/knowledge", post(crate::knowledge::add))
         .route("/v1/knowledge/search", post(crate::knowledge::search))
         .route("/turbo.tasks.v1.TaskService/{method}", post(grpc_edge))
         .route("/turbo.projects.v1.ProjectService/{method}", post(grpc_edge))
+        .route("/turbo.sessions.v1.SessionService/{method}", post(grpc_edge))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::edge))
         .with_state(app)
 }
@@ -119,7 +130,7 @@ impl Caller {
     }
 }
 
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
@@ -142,7 +153,7 @@ where
 }
 
 /// A path id that is a UUID, or 404: no such thing can exist.
-fn path_id(kind: &str, id: &str) -> Result<String, ApiError> {
+pub(crate) fn path_id(kind: &str, id: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| ApiError::not_found(format!("no {kind} '{id}'")))
 }
 
@@ -465,10 +476,14 @@ pub struct DeletedProject {
     pub restorable_until: String,
 }
 
-fn timestamp(t: Option<prost_types::Timestamp>) -> String {
+/// A protobuf time as RFC 3339 text.
+pub(crate) fn rfc3339(t: Option<prost_types::Timestamp>) -> Option<String> {
     t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
         .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+}
+
+fn timestamp(t: Option<prost_types::Timestamp>) -> String {
+    rfc3339(t).unwrap_or_default()
 }
 
 #[utoipa::path(delete, path = "/v1/projects/{project_id}", params(("project_id" = String, Path)),
@@ -765,6 +780,7 @@ impl utoipa::Modify for CommonAnswers {
 #[openapi(
     info(title = "turbo-coder", description = "Projects, tasks and their plans behind the turbo-coder gateway."),
     paths(create_project, list_projects, get_project, update_project, delete_project, restore_project, create_task, get_task, execute_task,
+        crate::sessions::start, crate::sessions::get, crate::sessions::end, crate::sessions::websocket,
         crate::edge::list_audit, crate::knowledge::search, crate::knowledge::add),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &CommonAnswers)
@@ -789,6 +805,9 @@ mod tests {
             "/v1/projects/{project_id}/tasks",
             "/v1/tasks/{task_id}",
             "/v1/tasks/{task_id}/execute",
+            "/v1/projects/{project_id}/sessions",
+            "/v1/sessions/{session_id}",
+            "/v1/sessions/{session_id}/ws",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }

@@ -66,6 +66,8 @@ const PUBLISH_DRAIN: Duration = Duration::from_secs(10);
 pub struct Clustered {
     pub orchestrator: OrchestratorHandle,
     pub recorder: Recorder,
+    /// The cluster's tool-runners, for calls made on a user's behalf (interactive sessions).
+    pub tools: ToolRunnerClient,
     /// The connection to NATS, for whatever else the process serves over it.
     pub client: async_nats::Client,
     service: OrchestratorService,
@@ -107,6 +109,7 @@ impl Clustered {
             events: recorder.sink(),
             settings: run_settings(config),
         };
+        let tools = deps.tools.clone();
         let service = match OrchestratorService::start(deps).await {
             Ok(service) => service,
             Err(e) => {
@@ -118,6 +121,7 @@ impl Clustered {
         let clustered = Clustered {
             orchestrator: service.handle.clone(),
             recorder,
+            tools,
             client,
             service,
             stop,

@@ -5,7 +5,7 @@
 
 use tonic::Code;
 use turbo_core::ValidationErrors;
-use turbo_core::ids::{ProjectId, TaskId};
+use turbo_core::ids::{ProjectId, SessionId, TaskId};
 use turbo_core::protocol::{AgentFailure, FailureKind};
 use turbo_core::task::TaskStatus;
 
@@ -30,6 +30,10 @@ pub enum Error {
         "no project {0} exists, or it was deleted: check the id (ListProjects lists them; RestoreProject brings back a project deleted less than 30 days ago)"
     )]
     UnknownProject(ProjectId),
+    #[error("no session {0} exists: start one with StartSession (POST /v1/projects/{{project_id}}/sessions)")]
+    UnknownSession(SessionId),
+    #[error("session {id} has ended ({reason}): start a new one")]
+    SessionEnded { id: SessionId, reason: String },
     #[error("task {task_id} is {status}: {hint}")]
     NotExecutable { task_id: TaskId, status: TaskStatus, hint: &'static str },
     #[error("task {task_id} is already {status}: only tasks that have not finished can be cancelled")]
@@ -93,8 +97,9 @@ impl Error {
                 FailureKind::TimedOut => Code::DeadlineExceeded,
                 _ => Code::Internal,
             },
-            Error::UnknownTask(_) | Error::UnknownProject(_) => Code::NotFound,
+            Error::UnknownTask(_) | Error::UnknownProject(_) | Error::UnknownSession(_) => Code::NotFound,
             Error::NotExecutable { .. }
+            | Error::SessionEnded { .. }
             | Error::NotCancellable { .. }
             | Error::ProjectDeleted(_)
             | Error::ProjectBusy { .. }

@@ -1,14 +1,18 @@
-//! The public gRPC API of the orchestrator: `turbo.tasks.v1.TaskService` (`grpc/tasks.rs`) and
-//! `turbo.projects.v1.ProjectService` (`grpc/projects.rs`), both implemented by [`Api`] over
-//! the orchestrator's handle, the recorder's broadcast and the store.
+//! The public gRPC API of the orchestrator: `turbo.tasks.v1.TaskService` (`grpc/tasks.rs`),
+//! `turbo.projects.v1.ProjectService` (`grpc/projects.rs`) and
+//! `turbo.sessions.v1.SessionService` (`grpc/sessions.rs`), all implemented by [`Api`] over
+//! the orchestrator's handle, the recorder's broadcast, the tool-runner and the store.
 //!
 //! Handlers do their work in functions returning [`crate::Result`]; the one conversion
 //! `impl From<Error> for tonic::Status` (in `error.rs`) turns errors into statuses. Every call
 //! that changes something (create, execute, cancel a task; create, update, delete, restore a
-//! project) is recorded in the store's audit log with its caller and outcome.
+//! project; start, end a session) is recorded in the store's audit log with its caller and outcome.
 
 mod projects;
+mod sessions;
 mod tasks;
+
+pub(crate) use sessions::{Sessions, sweep_idle_sessions};
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -18,8 +22,10 @@ use turbo_core::ids::ProjectId;
 use turbo_core::project::ProjectMetadata;
 use turbo_proto::projects::v1::project_service_server::ProjectServiceServer;
 use turbo_proto::server::Routes;
+use turbo_proto::sessions::v1::session_service_server::SessionServiceServer;
 use turbo_proto::tasks::v1::task_service_server::TaskServiceServer;
 use turbo_store::{Cursor, NewAuditEntry, Store, StoredProject};
+use turbo_tool_runner::ToolRunnerClient;
 
 use crate::error::{Error, Result};
 use crate::local::Models;
@@ -33,12 +39,20 @@ const MAX_PAGE_SIZE: u32 = 500;
 /// The running stack's handles, set once this orchestrator holds the store's lease; until
 /// then (a standby) the calls that need them fail with [`Error::Standby`].
 #[derive(Clone, Default)]
-pub(crate) struct Active(Arc<OnceLock<(OrchestratorHandle, Recorder)>>);
+pub(crate) struct Active(Arc<OnceLock<Stack>>);
+
+/// What the API serves through: the orchestrator, its recorder, and the tool-runner that
+/// runs the calls of interactive sessions.
+pub(crate) struct Stack {
+    pub orchestrator: OrchestratorHandle,
+    pub recorder: Recorder,
+    pub tools: ToolRunnerClient,
+}
 
 impl Active {
-    /// Makes the API serve through `orchestrator` and `recorder` from now on (once).
-    pub fn set(&self, orchestrator: OrchestratorHandle, recorder: Recorder) {
-        let _ = self.0.set((orchestrator, recorder));
+    /// Makes the API serve through `stack` from now on (once).
+    pub fn set(&self, stack: Stack) {
+        let _ = self.0.set(stack);
     }
 }
 
@@ -52,20 +66,28 @@ pub(crate) struct Api {
     pub workspaces: PathBuf,
     /// Cancelled when the server shuts down, after running tasks have drained: ends watches.
     pub closing: CancellationToken,
+    /// The streams attached to open sessions.
+    pub sessions: Sessions,
 }
 
 impl Api {
     fn orchestrator(&self) -> Result<&OrchestratorHandle> {
-        self.active.0.get().map(|(o, _)| o).ok_or(Error::Standby)
+        self.active.0.get().map(|s| &s.orchestrator).ok_or(Error::Standby)
     }
 
     fn recorder(&self) -> Result<&Recorder> {
-        self.active.0.get().map(|(_, r)| r).ok_or(Error::Standby)
+        self.active.0.get().map(|s| &s.recorder).ok_or(Error::Standby)
     }
 
-    /// Both services, ready for [`turbo_proto::server::serve`].
+    fn tools(&self) -> Result<&ToolRunnerClient> {
+        self.active.0.get().map(|s| &s.tools).ok_or(Error::Standby)
+    }
+
+    /// The three services, ready for [`turbo_proto::server::serve`].
     pub fn routes(self) -> Routes {
-        Routes::new(TaskServiceServer::new(self.clone())).add_service(ProjectServiceServer::new(self))
+        Routes::new(TaskServiceServer::new(self.clone()))
+            .add_service(ProjectServiceServer::new(self.clone()))
+            .add_service(SessionServiceServer::new(self))
     }
 
     /// Records in the audit log that `actor` asked for `action` on `target` and how it went.

@@ -7,8 +7,9 @@
 //! starts its stack (embedded, [`local::Embedded`]: the agents and the tool runner in this
 //! process; or, with `cluster.nats_url` set, [`cluster::Clustered`]: the agents are the
 //! cluster's agent-worker services over NATS) and serves the public gRPC API,
-//! `turbo.tasks.v1.TaskService` and `turbo.projects.v1.ProjectService`, with health checking
-//! and server reflection, until its shutdown token fires; then it drains.
+//! `turbo.tasks.v1.TaskService`, `turbo.projects.v1.ProjectService` and
+//! `turbo.sessions.v1.SessionService`, with health checking and server reflection, until its
+//! shutdown token fires; then it drains.
 //!
 //! # Layout
 //! - `orchestrator`: the root actor, tracking running tasks; [`OrchestratorHandle`] is its API.
@@ -21,7 +22,9 @@
 //! - [`local`]: the embedded stack (models, agents, tool runner, recorder, orchestrator) that
 //!   `turbo-coder run` and [`run`] start.
 //! - `grpc`: the public API (`grpc/tasks.rs`: `TaskService`, `grpc/projects.rs`:
-//!   `ProjectService`) over the handle, the recorder and the store.
+//!   `ProjectService`, `grpc/sessions.rs`: `SessionService`, interactive sessions whose
+//!   requests run through the tool-runner and the agents) over the handle, the recorder, the
+//!   tool-runner and the store.
 //! - [`analysis`]: a project directory's initial analysis (languages, manifests, size).
 //! - [`control`]: the operators' control plane over NATS request-reply (`turbo.ctl.*`: list,
 //!   get and cancel tasks, list live workers), plain JSON for `nats req`.
@@ -60,10 +63,15 @@ pub use task_run::{RunDeps, RunResult, RunSettings};
 use orchestrator::{Orchestrator, OrchestratorMsg};
 
 /// The gRPC services this process serves and reports as serving in its health checks.
-pub const GRPC_SERVICES: &[&str] = &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService"];
+pub const GRPC_SERVICES: &[&str] =
+    &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService", "turbo.sessions.v1.SessionService"];
 /// The services of the one-process orchestrator: its own and the tool-runner's.
-pub const EMBEDDED_GRPC_SERVICES: &[&str] =
-    &["turbo.tasks.v1.TaskService", "turbo.projects.v1.ProjectService", "turbo.tools.v1.ToolService"];
+pub const EMBEDDED_GRPC_SERVICES: &[&str] = &[
+    "turbo.tasks.v1.TaskService",
+    "turbo.projects.v1.ProjectService",
+    "turbo.sessions.v1.SessionService",
+    "turbo.tools.v1.ToolService",
+];
 
 /// How long a soft-deleted project can be restored; then it is purged.
 pub const RESTORE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(30);
@@ -123,7 +131,9 @@ pub async fn run_with(
         workspaces: std::path::absolute(config.store.data_dir().join("workspaces"))
             .unwrap_or_else(|_| config.store.data_dir().join("workspaces")),
         closing: closing.clone(),
+        sessions: grpc::Sessions::default(),
     };
+    let sessions = api.sessions.clone();
     // In one process, the tools run here too, and their approvals are decided through this
     // server's ToolService.
     let tools = config.cluster.nats_url.is_none().then(|| local::tool_runner(config, &store));
@@ -163,9 +173,9 @@ pub async fn run_with(
             Stack::Embedded(embedded)
         }
     };
-    let (orchestrator, recorder) = match &stack {
-        Stack::Embedded(e) => (e.orchestrator.clone(), e.recorder.clone()),
-        Stack::Cluster(c) => (c.orchestrator.clone(), c.recorder.clone()),
+    let (orchestrator, recorder, tools) = match &stack {
+        Stack::Embedded(e) => (e.orchestrator.clone(), e.recorder.clone(), e.tools.clone()),
+        Stack::Cluster(c) => (c.orchestrator.clone(), c.recorder.clone(), c.tools.clone()),
     };
     let control = match &stack {
         Stack::Cluster(c) => {
@@ -179,8 +189,9 @@ pub async fn run_with(
         }
         Stack::Embedded(_) => None,
     };
-    active.set(orchestrator, recorder);
+    active.set(grpc::Stack { orchestrator, recorder, tools });
     let _ = ready.send(true);
+    let sweep = tokio::spawn(grpc::sweep_idle_sessions(store.clone(), sessions, closing.clone()));
     let purge = tokio::spawn(purge_loop(store, closing.clone()));
     tracing::info!(%addr, ?services, "orchestrator serving");
     let served = tokio::select! {
@@ -204,6 +215,7 @@ pub async fn run_with(
         }
     };
     purge.abort();
+    sweep.abort();
     if let Some(control) = control {
         control.abort();
     }

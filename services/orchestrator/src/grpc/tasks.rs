@@ -119,12 +119,12 @@ fn task_id(text: &str) -> Result<TaskId> {
 }
 
 impl Api {
-    async fn task(&self, id: TaskId) -> Result<StoredTask> {
+    pub(super) async fn task(&self, id: TaskId) -> Result<StoredTask> {
         self.store.get_task(id).await?.ok_or(Error::UnknownTask(id))
     }
 
     /// The task's workspace must be a directory before anything runs in it.
-    fn check_workspace(path: &str) -> Result<()> {
+    pub(super) fn check_workspace(path: &str) -> Result<()> {
         if std::path::Path::new(path).is_dir() {
             Ok(())
         } else {
@@ -137,7 +137,7 @@ impl Api {
 
     /// Validates the request into a task of a live project, plans it in the project's root and
     /// returns it with its plan (status PLANNED, or FAILED when no valid plan was made).
-    async fn create(&self, request: pb::CreateTaskRequest) -> Result<pb::DevelopmentTask> {
+    pub(super) async fn create(&self, request: pb::CreateTaskRequest) -> Result<pb::DevelopmentTask> {
         let task = DevelopmentTask::try_from(request)?;
         let project = self.live_project(task.project_id).await?;
         Self::check_workspace(&project.root_path)?;
@@ -187,7 +187,7 @@ impl Api {
     }
 
     /// Starts a planned task of a live project and answers at once with the seq to watch from.
-    async fn execute(&self, id: TaskId) -> Result<pb::ExecuteTaskResponse> {
+    pub(super) async fn execute(&self, id: TaskId) -> Result<pb::ExecuteTaskResponse> {
         let stored = self.task(id).await?;
         let task = &stored.task;
         if task.status != TaskStatus::Planned || task.execution_plan.is_none() {

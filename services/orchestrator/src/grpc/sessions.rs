@@ -1,0 +1,858 @@
+//! `turbo.sessions.v1.SessionService`: interactive sessions on a project.
+//!
+//! A session is a row in the store: who opened it on which project, the task it follows, when
+//! it was last active, when and why it ended. `Interact` is its real-time channel. The first
+//! client message names the session (it may carry nothing else: it only attaches); each later
+//! message is one request, answered by server messages whose `reply_to` is its `message_id`:
+//!
+//! - `code_edit`: the changes are applied in order (each to the text the previous one left)
+//!   to the file in the project's workspace, through the tool-runner: `fs_read`, then
+//!   `fs_write`, so the sandbox, the approval policy and the task's checkpoints apply as to
+//!   any agent's call. Answered by an `execution_result`.
+//! - `execute_code`: `python` through `python_run`, `bash`/`sh`/`shell` through `shell_run`.
+//!   Answered by an `execution_result` with the output and the errors read from it.
+//! - `tool_execution`: any tool of the catalogue by name with its JSON arguments; with
+//!   `async_execution` a system notification acknowledges it at once and the result follows.
+//! - `ai_request`: the agents carry it out as a new task of the project (planned, then
+//!   executed), which the session follows from then on: a system notification with a
+//!   `watch_task` action names it at once, the `ai_response` follows when the task ends.
+//!
+//! A request that cannot be carried out is answered with a system notification of level
+//! ERROR saying why; the stream goes on. Requests of one stream run concurrently, at most
+//! [`IN_FLIGHT`] at once: past that the stream is not read, which holds back the client.
+//!
+//! A session ends by `EndSession`, or when it has been idle (no message either way) for its
+//! timeout: a sweep ([`sweep_idle_sessions`]) ends those. The streams of an ended session get
+//! a system notification saying why, then end.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use turbo_core::agent::AgentRole;
+use turbo_core::ids::{SessionId, TaskId};
+use turbo_core::project::ProjectMetadata;
+use turbo_core::tool::ToolCall;
+use turbo_proto::common::v1 as common;
+use turbo_proto::convert::{ProtoEnum, duration_from_proto, duration_to_proto, id_from_proto, timestamp_to_proto};
+use turbo_proto::sessions::v1 as pb;
+use turbo_proto::sessions::v1::session_service_server::SessionService;
+use turbo_proto::tasks::v1 as tasks;
+use turbo_store::{Store, StoredSession};
+use turbo_tool_runner::CallScope;
+
+use super::{Api, actor};
+use crate::RunResult;
+use crate::error::{Error, Result};
+
+/// How long a session lives without messages when StartSession does not say.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The longest idle timeout a session may ask for.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Requests of one stream carried out at once; the next waits, unread.
+pub const IN_FLIGHT: usize = 8;
+/// Server messages buffered per stream before the handlers wait for the client to read.
+const OUT_BUFFER: usize = 32;
+/// How often idle sessions are looked for.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+type MessageStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ServerMessage, Status>> + Send>>;
+
+/// The open sessions' end signals, shared by their streams: ending a session cancels its
+/// token, and every stream attached to it ends.
+#[derive(Clone, Default)]
+pub(crate) struct Sessions(Arc<Mutex<HashMap<SessionId, Attached>>>);
+
+/// The streams attached to one session.
+struct Attached {
+    ended: CancellationToken,
+    reason: String,
+    streams: usize,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Attached>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attaches a stream to `id`: the token fires when the session ends.
+    fn attach(&self, id: SessionId) -> CancellationToken {
+        let mut open = self.lock();
+        let entry = open.entry(id).or_insert_with(|| Attached {
+            ended: CancellationToken::new(),
+            reason: String::new(),
+            streams: 0,
+        });
+        entry.streams += 1;
+        entry.ended.clone()
+    }
+
+    /// Ends the streams attached to `id`, telling them `reason`.
+    fn end(&self, id: SessionId, reason: &str) {
+        if let Some(attached) = self.lock().get_mut(&id) {
+            attached.reason = reason.to_string();
+            attached.ended.cancel();
+        }
+    }
+
+    fn reason(&self, id: SessionId) -> String {
+        self.lock().get(&id).map(|a| a.reason.clone()).unwrap_or_default()
+    }
+
+    /// Detaches a stream; the session is forgotten once none is attached.
+    fn detach(&self, id: SessionId) {
+        let mut open = self.lock();
+        if let Some(attached) = open.get_mut(&id) {
+            attached.streams = attached.streams.saturating_sub(1);
+            if attached.streams == 0 {
+                open.remove(&id);
+            }
+        }
+    }
+}
+
+/// Ends sessions idle past their timeout, every [`SWEEP_EVERY`], until `closing`.
+pub(crate) async fn sweep_idle_sessions(store: Store, sessions: Sessions, closing: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = closing.cancelled() => return,
+        }
+        match store.end_idle_sessions(Utc::now()).await {
+            Ok(ended) => {
+                for s in ended {
+                    tracing::info!(session = %s.id, reason = ?s.end_reason, "session ended");
+                    sessions.end(s.id, s.end_reason.as_deref().unwrap_or("idle"));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot end idle sessions"),
+        }
+    }
+}
+
+fn session_to_proto(s: &StoredSession) -> pb::Session {
+    pb::Session {
+        session_id: s.id.to_string(),
+        project_id: s.project_id.to_string(),
+        task_id: s.task_id.map(|t| t.to_string()),
+        user: s.user.clone(),
+        started_at: Some(timestamp_to_proto(s.started_at)),
+        ended_at: s.ended_at.map(timestamp_to_proto),
+        idle_timeout: Some(duration_to_proto(s.idle_timeout)),
+        end_reason: s.end_reason.clone(),
+        last_active_at: Some(timestamp_to_proto(s.last_active_at)),
+    }
+}
+
+fn session_id(text: &str) -> Result<SessionId> {
+    Ok(id_from_proto("session_id", text)?)
+}
+
+#[tonic::async_trait]
+impl SessionService for Api {
+    async fn start_session(
+        &self,
+        request: Request<pb::StartSessionRequest>,
+    ) -> std::result::Result<Response<pb::Session>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let detail = serde_json::json!({ "project_id": r.project_id });
+        let started = self.start(r, &actor).await.map_err(Status::from);
+        let target = started.as_ref().map(|s| s.session_id.clone()).unwrap_or_default();
+        self.audit(actor, "session.start", target, Some(detail), &started).await;
+        Ok(Response::new(started?))
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> std::result::Result<Response<pb::Session>, Status> {
+        let id = session_id(&request.get_ref().session_id)?;
+        Ok(Response::new(session_to_proto(&self.session(id).await?)))
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> std::result::Result<Response<pb::Session>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let target = r.session_id;
+        let who = if r.user.trim().is_empty() { actor.clone() } else { r.user.trim().to_string() };
+        let ended = async {
+            let id = session_id(&target)?;
+            self.session(id).await?;
+            let reason = format!("ended by {who}");
+            let ended = self.store.end_session(id, Utc::now(), &reason).await?;
+            self.sessions.end(id, ended.end_reason.as_deref().unwrap_or(&reason));
+            Ok::<_, Error>(session_to_proto(&ended))
+        }
+        .await
+        .map_err(Status::from);
+        self.audit(actor, "session.end", target, None, &ended).await;
+        Ok(Response::new(ended?))
+    }
+
+    type InteractStream = MessageStream;
+
+    async fn interact(
+        &self,
+        request: Request<Streaming<pb::ClientMessage>>,
+    ) -> std::result::Result<Response<MessageStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::invalid("session_id", "the stream ended before its first message, which names the session")
+        })?;
+        let id = session_id(&first.session_id)?;
+        let session = self.session(id).await?;
+        if session.ended_at.is_some() {
+            return Err(ended(&session).into());
+        }
+        let project = self.live_project(session.project_id).await?;
+        Self::check_workspace(&project.root_path)?;
+        let (tx, rx) = mpsc::channel(OUT_BUFFER);
+        let interaction = Interaction {
+            api: self.clone(),
+            id,
+            project: Arc::new(project),
+            out: Outbox { id, tx, store: self.store.clone() },
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        };
+        tokio::spawn(interaction.run(first, inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn ended(s: &StoredSession) -> Error {
+    Error::SessionEnded { id: s.id, reason: s.end_reason.clone().unwrap_or_else(|| "ended".into()) }
+}
+
+impl Api {
+    async fn session(&self, id: SessionId) -> Result<StoredSession> {
+        self.store.get_session(id).await?.ok_or(Error::UnknownSession(id))
+    }
+
+    /// Opens a session on a live project, following `task_id` when given (a task of that
+    /// project).
+    async fn start(&self, r: pb::StartSessionRequest, actor: &str) -> Result<pb::Session> {
+        let project_id = id_from_proto("project_id", &r.project_id)?;
+        let project = self.live_project(project_id).await?;
+        let task_id = match r.task_id.as_deref() {
+            Some(text) if !text.is_empty() => {
+                let id: TaskId = id_from_proto("task_id", text)?;
+                let task = self.task(id).await?;
+                if task.task.project_id != project.id {
+                    return Err(Error::invalid("task_id", format!("task {id} belongs to another project")));
+                }
+                Some(id)
+            }
+            _ => None,
+        };
+        let idle_timeout = match r.idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(d) => {
+                let d = duration_from_proto("idle_timeout", d)?;
+                if d < Duration::from_secs(1) || d > MAX_IDLE_TIMEOUT {
+                    return Err(Error::invalid("idle_timeout", "must be from 1 second to 24 hours"));
+                }
+                d
+            }
+        };
+        let user = if r.user.trim().is_empty() { actor.to_string() } else { r.user.trim().to_string() };
+        let now = Utc::now();
+        let session = StoredSession {
+            id: SessionId::new(),
+            project_id,
+            task_id,
+            user,
+            started_at: now,
+            last_active_at: now,
+            ended_at: None,
+            end_reason: None,
+            idle_timeout,
+        };
+        self.store.insert_session(&session).await?;
+        Ok(session_to_proto(&session))
+    }
+}
+
+/// Where a stream's answers go; sending one counts as activity on the session.
+#[derive(Clone)]
+struct Outbox {
+    id: SessionId,
+    tx: mpsc::Sender<std::result::Result<pb::ServerMessage, Status>>,
+    store: Store,
+}
+
+impl Outbox {
+    /// Sends `message` in reply to `reply_to`; false when the client has gone.
+    async fn send(&self, reply_to: Option<&str>, message: pb::server_message::Message) -> bool {
+        let sent = pb::ServerMessage {
+            session_id: self.id.to_string(),
+            reply_to: reply_to.filter(|r| !r.is_empty()).map(str::to_string),
+            sent_at: Some(timestamp_to_proto(Utc::now())),
+            message: Some(message),
+        };
+        if let Err(error) = self.store.touch_session(self.id, Utc::now(), None).await {
+            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
+        }
+        self.tx.send(Ok(sent)).await.is_ok()
+    }
+
+    async fn notify(&self, reply_to: Option<&str>, level: common::Severity, title: &str, message: String) -> bool {
+        let note = pb::SystemNotification { level: level as i32, title: title.into(), message, actions: Vec::new() };
+        self.send(reply_to, pb::server_message::Message::SystemNotification(note)).await
+    }
+}
+
+/// One Interact stream.
+struct Interaction {
+    api: Api,
+    id: SessionId,
+    project: Arc<ProjectMetadata>,
+    out: Outbox,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Interaction {
+    async fn run(self, first: pb::ClientMessage, mut inbound: Streaming<pb::ClientMessage>) {
+        let ended = self.api.sessions.attach(self.id);
+        if first.message.is_some() {
+            self.dispatch(first).await;
+        } else if let Err(error) = self.api.store.touch_session(self.id, Utc::now(), None).await {
+            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
+        }
+        loop {
+            // A permit first: with IN_FLIGHT requests running, the next is not read.
+            let permit = tokio::select! {
+                permit = self.in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = ended.cancelled() => break,
+                _ = self.out.tx.closed() => break,
+            };
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                _ = ended.cancelled() => break,
+                _ = self.out.tx.closed() => break,
+            };
+            match message {
+                Ok(Some(message)) => {
+                    if !message.session_id.is_empty() && message.session_id != self.id.to_string() {
+                        let text = format!(
+                            "message {} names session {}, but this stream is attached to {}; leave session_id empty after the first message",
+                            message.message_id, message.session_id, self.id
+                        );
+                        self.out
+                            .notify(Some(&message.message_id), common::Severity::Error, "Wrong session", text)
+                            .await;
+                        continue;
+                    }
+                    let handler = self.handler();
+                    tokio::spawn(async move {
+                        handler.dispatch(message).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(session = %self.id, %status, "the client's stream failed");
+                    break;
+                }
+            }
+        }
+        if ended.is_cancelled() {
+            let reason = self.api.sessions.reason(self.id);
+            self.out
+                .notify(None, common::Severity::Info, "Session ended", format!("the session has ended: {reason}"))
+                .await;
+        }
+        self.api.sessions.detach(self.id);
+    }
+
+    fn handler(&self) -> Interaction {
+        Interaction {
+            api: self.api.clone(),
+            id: self.id,
+            project: self.project.clone(),
+            out: self.out.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+
+    /// Carries out one request and sends its answers.
+    async fn dispatch(&self, message: pb::ClientMessage) {
+        use pb::client_message::Message as M;
+        let reply_to = message.message_id.clone();
+        if let Err(error) = self.api.store.touch_session(self.id, Utc::now(), None).await {
+            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
+        }
+        let outcome = match message.message {
+            Some(M::CodeEdit(edit)) => self.code_edit(edit).await,
+            Some(M::ExecuteCode(run)) => self.execute_code(run).await,
+            Some(M::ToolExecution(run)) => self.tool_execution(&reply_to, run).await,
+            Some(M::AiRequest(ask)) => self.ai_request(&reply_to, ask).await,
+            None => Err(Refused::new(
+                "Empty message",
+                "a message must set one of code_edit, execute_code, ai_request or tool_execution".into(),
+            )),
+        };
+        match outcome {
+            Ok(answer) => {
+                self.out.send(Some(&reply_to), answer).await;
+            }
+            Err(refused) => {
+                self.out.notify(Some(&reply_to), common::Severity::Error, &refused.title, refused.message).await;
+            }
+        }
+    }
+
+    fn scope(&self, task_id: Option<TaskId>) -> CallScope {
+        CallScope {
+            task_id,
+            project_id: Some(self.project.id),
+            phase: Some(format!("session {}", self.id)),
+            ..CallScope::default()
+        }
+    }
+
+    /// Runs one tool call in the project's workspace for the session's task.
+    async fn call(&self, name: &str, arguments: serde_json::Value) -> std::result::Result<ToolRun, Refused> {
+        let session = self.api.session(self.id).await.map_err(Refused::from)?;
+        let call = ToolCall { id: uuid::Uuid::new_v4().to_string(), name: name.to_string(), arguments };
+        let tools = self.api.tools().map_err(Refused::from)?;
+        let started = Instant::now();
+        let result = tools.call_in(&self.project.root_path, &call, &self.scope(session.task_id)).await;
+        Ok(ToolRun { result: result.map_err(|e| e.to_string()), took: started.elapsed() })
+    }
+
+    async fn code_edit(&self, edit: pb::CodeEdit) -> std::result::Result<pb::server_message::Message, Refused> {
+        let path = edit.file_path.trim();
+        if path.is_empty() {
+            return Err(Refused::new(
+                "Invalid code_edit",
+                "file_path is empty: name a file relative to the workspace".into(),
+            ));
+        }
+        let started = Instant::now();
+        let read = self.call("fs_read", serde_json::json!({ "path": path })).await?;
+        let current = match read.result {
+            Ok(out) if out.truncated => {
+                return Err(Refused::new(
+                    "File too large",
+                    format!("{path} is larger than the tool output cap, so it cannot be edited in place"),
+                ));
+            }
+            Ok(out) if !out.success => return Err(Refused::new("Cannot read the file", out.content)),
+            // fs_read says so for an empty file rather than returning nothing.
+            Ok(out) if out.content == format!("'{path}' is empty") => String::new(),
+            Ok(out) => out.content,
+            // A file that does not exist yet is edited from nothing (the edit creates it).
+            Err(e) if e.contains("does not exist") => String::new(),
+            Err(e) => return Err(Refused::new("Cannot read the file", e)),
+        };
+        let changes: Vec<Change> = edit.changes.iter().map(Change::from_proto).collect();
+        let updated = apply_changes(&current, &changes).map_err(|e| Refused::new("Invalid code_edit", e))?;
+        let written = self.call("fs_write", serde_json::json!({ "path": path, "content": updated })).await?;
+        let (success, output, errors) = match written.result {
+            Ok(out) if out.success => (true, format!("applied {} change(s) to {path}", changes.len()), Vec::new()),
+            Ok(out) => (false, out.content.clone(), vec![error_of("WriteFailed", out.content)]),
+            Err(e) => (false, e.clone(), vec![error_of("WriteFailed", e)]),
+        };
+        Ok(result_message(success, output, errors, started.elapsed()))
+    }
+
+    async fn execute_code(&self, run: pb::ExecuteCode) -> std::result::Result<pb::server_message::Message, Refused> {
+        if run.code.trim().is_empty() {
+            return Err(Refused::new("Invalid execute_code", "code is empty".into()));
+        }
+        let context = run.context.unwrap_or_default();
+        let timeout_s = match context.timeout {
+            Some(d) => Some(
+                duration_from_proto("context.timeout", d)
+                    .map_err(|e| Refused::new("Invalid execute_code", e.to_string()))?
+                    .as_secs()
+                    .max(1),
+            ),
+            None => None,
+        };
+        if !context.env.is_empty() {
+            return Err(Refused::new(
+                "Invalid execute_code",
+                "context.env is not supported: tools run with a scrubbed environment; set variables in the code".into(),
+            ));
+        }
+        let dir = context.working_directory.trim().trim_matches('/');
+        let (tool, mut arguments) = match run.language.trim().to_ascii_lowercase().as_str() {
+            "python" | "python3" | "py" => {
+                let code = if dir.is_empty() {
+                    run.code.clone()
+                } else {
+                    format!("import os\nos.chdir({})\n{}", serde_json::Value::String(dir.to_string()), run.code)
+                };
+                ("python_run", serde_json::json!({ "code": code }))
+            }
+            "bash" | "sh" | "shell" => {
+                let command =
+                    if dir.is_empty() { run.code.clone() } else { format!("cd {} && {}", shell_quote(dir), run.code) };
+                ("shell_run", serde_json::json!({ "command": command }))
+            }
+            other => {
+                return Err(Refused::new(
+                    "Unsupported language",
+                    format!("cannot run '{other}': use python or bash (or run a tool with tool_execution)"),
+                ));
+            }
+        };
+        if let Some(t) = timeout_s {
+            arguments["timeout_s"] = t.into();
+        }
+        let ran = self.call(tool, arguments).await?;
+        Ok(ran.into_result())
+    }
+
+    async fn tool_execution(
+        &self,
+        reply_to: &str,
+        run: pb::ToolExecution,
+    ) -> std::result::Result<pb::server_message::Message, Refused> {
+        let name = run.tool_name.trim();
+        if name.is_empty() {
+            return Err(Refused::new("Invalid tool_execution", "tool_name is empty".into()));
+        }
+        let text = if run.parameters_json.trim().is_empty() { "{}" } else { run.parameters_json.as_str() };
+        let arguments: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Refused::new("Invalid tool_execution", format!("parameters are not JSON: {e}")))?;
+        if !arguments.is_object() {
+            return Err(Refused::new("Invalid tool_execution", "parameters must be a JSON object".into()));
+        }
+        if run.async_execution {
+            self.out
+                .notify(
+                    Some(reply_to),
+                    common::Severity::Info,
+                    "Tool started",
+                    format!("{name} is running; its result follows"),
+                )
+                .await;
+        }
+        Ok(self.call(name, arguments).await?.into_result())
+    }
+
+    async fn ai_request(
+        &self,
+        reply_to: &str,
+        ask: pb::AiRequest,
+    ) -> std::result::Result<pb::server_message::Message, Refused> {
+        let query = ask.query.trim();
+        if query.is_empty() {
+            return Err(Refused::new("Invalid ai_request", "query is empty".into()));
+        }
+        let preferred = if ask.preferred_agent == 0 {
+            None
+        } else {
+            Some(
+                AgentRole::from_proto("preferred_agent", ask.preferred_agent)
+                    .map_err(|e| Refused::new("Invalid ai_request", e.to_string()))?,
+            )
+        };
+        let mut description = query.to_string();
+        if let Some(context) = ask.context {
+            if let Some(file) = context.current_file.filter(|f| !f.is_empty()) {
+                description.push_str(&format!("\n\nThe user is looking at {file}."));
+            }
+            if !context.open_files.is_empty() {
+                description.push_str(&format!("\nOpen files: {}.", context.open_files.join(", ")));
+            }
+        }
+        if let Some(role) = preferred {
+            description.push_str(&format!("\nPreferred agent: {role}."));
+        }
+        let request = tasks::CreateTaskRequest {
+            project_id: self.project.id.to_string(),
+            description,
+            tags: vec!["session".into()],
+            ..Default::default()
+        };
+        let planned = self.api.create(request).await.map_err(Refused::from)?;
+        let task_id: TaskId = id_from_proto("task_id", &planned.id).map_err(|e| Refused::from(Error::from(e)))?;
+        self.api
+            .store
+            .touch_session(self.id, Utc::now(), Some(task_id))
+            .await
+            .map_err(|e| Refused::from(Error::from(e)))?;
+        if planned.status != common::TaskStatus::Planned as i32 {
+            let result = self.api.orchestrator().map_err(Refused::from)?.wait(task_id).await.map_err(Refused::from)?;
+            return Ok(ai_response(&result, preferred));
+        }
+        self.api.execute(task_id).await.map_err(Refused::from)?;
+        let watch = pb::Action {
+            kind: "watch_task".into(),
+            label: "Watch the task".into(),
+            payload_json: serde_json::json!({ "task_id": task_id.to_string() }).to_string(),
+        };
+        let started = pb::SystemNotification {
+            level: common::Severity::Info as i32,
+            title: "Task started".into(),
+            message: format!("the agents work on it as task {task_id}; the session follows it"),
+            actions: vec![watch],
+        };
+        self.out.send(Some(reply_to), pb::server_message::Message::SystemNotification(started)).await;
+        let result = self.api.orchestrator().map_err(Refused::from)?.wait(task_id).await.map_err(Refused::from)?;
+        Ok(ai_response(&result, preferred))
+    }
+}
+
+/// A request that was not carried out, and why: sent as a system notification of level ERROR.
+struct Refused {
+    title: String,
+    message: String,
+}
+
+impl Refused {
+    fn new(title: &str, message: String) -> Self {
+        Refused { title: title.into(), message }
+    }
+}
+
+impl From<Error> for Refused {
+    fn from(e: Error) -> Self {
+        Refused { title: "Request failed".into(), message: e.to_string() }
+    }
+}
+
+/// A tool call's outcome and how long it took.
+struct ToolRun {
+    result: std::result::Result<turbo_tool_runner::ToolOutput, String>,
+    took: Duration,
+}
+
+impl ToolRun {
+    fn into_result(self) -> pb::server_message::Message {
+        match self.result {
+            Ok(out) => {
+                let errors = if out.success { Vec::new() } else { errors_in(&out.content, out.exit_code) };
+                result_message(out.success, out.content, errors, self.took)
+            }
+            Err(e) => result_message(false, e.clone(), vec![error_of("ToolError", e)], self.took),
+        }
+    }
+}
+
+fn result_message(
+    success: bool,
+    output: String,
+    errors: Vec<pb::ExecutionError>,
+    took: Duration,
+) -> pb::server_message::Message {
+    pb::server_message::Message::ExecutionResult(pb::ExecutionResult {
+        success,
+        output,
+        errors,
+        execution_time: Some(duration_to_proto(took)),
+    })
+}
+
+fn error_of(kind: &str, message: String) -> pb::ExecutionError {
+    pb::ExecutionError { message, kind: kind.into(), line: None, column: None }
+}
+
+/// The errors a failed run's output shows: a Python traceback's exception (with the line of
+/// its innermost frame), else the exit status.
+pub(crate) fn errors_in(output: &str, exit_code: Option<i32>) -> Vec<pb::ExecutionError> {
+    let mut line = None;
+    let mut found = None;
+    for text in output.lines() {
+        let t = text.trim();
+        if t.starts_with("File \"") {
+            line = t
+                .split(", line ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok());
+        }
+        let (name, message) = t.split_once(": ").unwrap_or((t, ""));
+        let looks_like_exception = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && ["Error", "Exception", "Interrupt", "Exit"].iter().any(|end| name.ends_with(end));
+        if looks_like_exception {
+            found =
+                Some(pb::ExecutionError { message: message.to_string(), kind: name.to_string(), line, column: None });
+        }
+    }
+    match (found, exit_code) {
+        (Some(e), _) => vec![e],
+        (None, Some(code)) => vec![error_of("ExitStatus", format!("exited with status {code}"))],
+        (None, None) => vec![error_of("Killed", "stopped by a signal or a limit (see the output)".into())],
+    }
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The answer to an ai_request once its task has ended.
+fn ai_response(result: &RunResult, preferred: Option<AgentRole>) -> pb::server_message::Message {
+    let task = &result.task;
+    let mut response = match &result.failure {
+        Some(failure) => format!("Task {} ({}) did not complete: {}", task.id, task.status, failure.message),
+        None => format!("Task {} ({}) is {}.", task.id, task.title, task.status),
+    };
+    if !task.generated_files.is_empty() {
+        response.push_str(&format!("\nFiles changed: {}.", task.generated_files.join(", ")));
+    }
+    if let Some(tests) = &task.test_results {
+        let verdict = if tests.success { "passed" } else { "failed" };
+        response.push_str(&format!("\nTests ({}): {verdict} after {} round(s).", tests.command, tests.rounds));
+    }
+    if let Some(review) = &task.review_status {
+        response.push_str(&format!("\nReview: {review}."));
+    }
+    for note in &task.feedback {
+        response.push_str(&format!("\n- {note}"));
+    }
+    let last_agent = task
+        .execution_plan
+        .as_ref()
+        .and_then(|p| p.phases.last())
+        .and_then(|p| p.role())
+        .or(preferred)
+        .unwrap_or(AgentRole::Planner);
+    let mut follow_up: Vec<pb::Action> = task
+        .generated_files
+        .iter()
+        .map(|f| pb::Action {
+            kind: "open_file".into(),
+            label: format!("Open {f}"),
+            payload_json: serde_json::json!({ "path": f }).to_string(),
+        })
+        .collect();
+    if !task.generated_files.is_empty() {
+        follow_up.push(pb::Action {
+            kind: "rewind_task".into(),
+            label: "Undo the task's changes".into(),
+            payload_json: serde_json::json!({ "task_id": task.id.to_string() }).to_string(),
+        });
+    }
+    pb::server_message::Message::AiResponse(pb::AiResponse {
+        response,
+        agent: last_agent.to_proto(),
+        context_used: Vec::new(),
+        follow_up_actions: follow_up,
+    })
+}
+
+/// One text change in domain terms: zero-based lines, columns in characters.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Change {
+    pub start: (u32, u32),
+    pub end: (u32, u32),
+    pub text: String,
+}
+
+impl Change {
+    fn from_proto(c: &pb::TextChange) -> Change {
+        let range = c.range.unwrap_or_default();
+        let pos = |p: Option<pb::Position>| p.map(|p| (p.line, p.column)).unwrap_or((0, 0));
+        Change { start: pos(range.start), end: pos(range.end), text: c.text.clone() }
+    }
+}
+
+/// Applies `changes` in order, each to the text the previous one left; an error names the
+/// change (1-based) and the position that does not exist.
+pub(crate) fn apply_changes(text: &str, changes: &[Change]) -> std::result::Result<String, String> {
+    let mut text = text.to_string();
+    for (i, change) in changes.iter().enumerate() {
+        let n = i + 1;
+        if change.start > change.end {
+            return Err(format!("change {n}: its range ends before it starts"));
+        }
+        let start = offset(&text, change.start).map_err(|e| format!("change {n}: range.start {e}"))?;
+        let end = offset(&text, change.end).map_err(|e| format!("change {n}: range.end {e}"))?;
+        text.replace_range(start..end, &change.text);
+    }
+    Ok(text)
+}
+
+/// The byte offset of a (line, column) position; the end of the text is line = number of
+/// lines when the text ends with a newline.
+fn offset(text: &str, (line, column): (u32, u32)) -> std::result::Result<usize, String> {
+    let mut line_start = 0;
+    for _ in 0..line {
+        match text[line_start..].find('\n') {
+            Some(at) => line_start += at + 1,
+            None => {
+                let lines = text.split_inclusive('\n').count();
+                return Err(format!("line {line} does not exist: the file has {lines} line(s), numbered from 0"));
+            }
+        }
+    }
+    let rest = &text[line_start..];
+    let this_line = rest.split('\n').next().unwrap_or_default();
+    let chars = this_line.chars().count();
+    if column as usize > chars {
+        return Err(format!("column {column} is past the end of line {line}, which has {chars} character(s)"));
+    }
+    let within = this_line.char_indices().nth(column as usize).map_or(this_line.len(), |(at, _)| at);
+    Ok(line_start + within)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(start: (u32, u32), end: (u32, u32), text: &str) -> Change {
+        Change { start, end, text: text.into() }
+    }
+
+    #[test]
+    fn changes_apply_in_order_with_character_columns() {
+        let text = "def greet(name):\n    return 'hi ' + name\n";
+        let out = apply_changes(text, &[change((0, 4), (0, 9), "hello")]).unwrap();
+        assert_eq!(out, "def hello(name):\n    return 'hi ' + name\n");
+        // The second change sees the first one's text; an empty range inserts.
+        let out = apply_changes("añb\n", &[change((0, 2), (0, 2), "é"), change((0, 3), (0, 4), "c")]).unwrap();
+        assert_eq!(out, "añéc\n");
+        // Appending at the end (the line after the last newline), and a multi-line replace.
+        let out = apply_changes("a\nb\n", &[change((2, 0), (2, 0), "c\n"), change((0, 1), (1, 1), "-")]).unwrap();
+        assert_eq!(out, "a-\nc\n");
+        assert_eq!(apply_changes("", &[change((0, 0), (0, 0), "new file\n")]).unwrap(), "new file\n");
+    }
+
+    #[test]
+    fn positions_that_do_not_exist_are_named() {
+        let e = apply_changes("ab\n", &[change((0, 3), (0, 3), "x")]).unwrap_err();
+        assert!(e.contains("change 1: range.start column 3 is past the end of line 0, which has 2"), "{e}");
+        let e = apply_changes("ab\n", &[change((0, 0), (0, 0), "x"), change((5, 0), (5, 0), "y")]).unwrap_err();
+        assert!(e.contains("change 2: range.start line 5 does not exist: the file has 1 line"), "{e}");
+        let e = apply_changes("ab", &[change((0, 2), (0, 1), "")]).unwrap_err();
+        assert!(e.contains("ends before it starts"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_read_from_a_traceback_or_the_exit_status() {
+        let out = "exit code 1\n--- stdout ---\n\n--- stderr ---\nTraceback (most recent call last):\n  File \"<string>\", line 3, in <module>\n  File \"<string>\", line 2, in f\nZeroDivisionError: division by zero\n";
+        let errors = errors_in(out, Some(1));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (errors[0].kind.as_str(), errors[0].message.as_str(), errors[0].line),
+            ("ZeroDivisionError", "division by zero", Some(2))
+        );
+        let errors = errors_in("exit code 2\n--- stdout ---\nno\n--- stderr ---\n", Some(2));
+        assert_eq!((errors[0].kind.as_str(), errors[0].message.as_str()), ("ExitStatus", "exited with status 2"));
+        assert_eq!(errors_in("killed", None)[0].kind, "Killed");
+    }
+
+    #[test]
+    fn quoting_keeps_a_directory_one_word() {
+        assert_eq!(shell_quote("it's here"), r"'it'\''s here'");
+    }
+}
