@@ -1163,3 +1163,88 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registered_users_get_their_stored_roles_and_api_keys_work_until_revoked_or_the_user_is_disabled() {
+    use serde_json::json;
+
+    // The gateway and the CLI share one store, as on a host where an operator runs the CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
+    let (_models, orchestrator, gateway) = gateway_stack(false, &[("TURBO_CODER__STORE__URL", url.clone())]).await;
+    let base = format!("http://{}", gateway.addr);
+    let cli = |args: Vec<&str>| {
+        let url = url.clone();
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            let mut cli = Sandbox::new();
+            cli.set("TURBO_CODER__STORE__URL", url);
+            cli.set("TURBO_CODER__GATEWAY__JWT_SECRET", GATEWAY_SECRET);
+            cli.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
+        }
+    };
+
+    // `user add` registers and prints a token; the name is taken after that.
+    let added = cli(vec!["user", "add", "carol", "--role", "viewer"]).await;
+    added.assert_code(0);
+    let carol = Rest::new(&base, Some(added.stdout.trim().to_string()));
+    assert_eq!(carol.get("/v1/projects").await.0, 200);
+    assert_eq!(
+        carol.post("/v1/projects", json!({"name": "c", "project_type": "api_service"})).await.0,
+        403,
+        "a viewer"
+    );
+    let again = cli(vec!["user", "add", "carol"]).await;
+    again.assert_code(2);
+    assert!(again.stderr.contains("already used"), "{}", again.stderr);
+
+    // A registered user's stored roles win over a token's: dave is a developer, whatever his token says.
+    cli(vec!["user", "add", "dave", "--role", "developer"]).await.assert_code(0);
+    let dave_as_admin = Rest::new(&base, Some(token("dave", &["admin"]).await));
+    assert_eq!(dave_as_admin.get("/v1/audit").await.0, 403);
+    // An unregistered user's token carries its own roles.
+    let erin = Rest::new(&base, Some(token("erin", &["admin"]).await));
+    assert_eq!(erin.get("/v1/audit").await.0, 200);
+
+    // An API key: printed once, works as a bearer token with the user's roles; recorded as used.
+    let made = cli(vec!["user", "key", "carol", "--label", "ci"]).await;
+    made.assert_code(0);
+    let key = made.stdout.trim().to_string();
+    assert!(key.starts_with("tck_") && key.len() > 60, "{key}");
+    let by_key = Rest::new(&base, Some(key.clone()));
+    assert_eq!(by_key.get("/v1/projects").await.0, 200);
+    assert_eq!(by_key.post("/v1/projects", json!({"name": "c", "project_type": "api_service"})).await.0, 403);
+    let wrong = Rest::new(&base, Some(format!("{key}0")));
+    let (status, body) = wrong.get("/v1/projects").await;
+    assert_eq!(status, 401);
+    assert!(body["error"]["message"].as_str().unwrap().contains("unknown"), "{body}");
+    let listed = eventually("the key's use is recorded", || async {
+        let out = cli(vec!["user", "list"]).await;
+        if out.stdout.contains("last used") { Ok(out.stdout) } else { Err(out.stdout) }
+    })
+    .await;
+    assert!(listed.contains("carol\tviewer\tactive") && listed.contains("\tci\t"), "{listed}");
+    assert!(!listed.contains(&key), "the key itself is never shown again");
+    let key_id = listed.lines().find(|l| l.contains("\tci\t")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+
+    // Revoked: that key stops; disabled: the user's tokens and other keys stop too.
+    let second = cli(vec!["user", "key", "carol"]).await.stdout.trim().to_string();
+    cli(vec!["user", "revoke-key", &key_id]).await.assert_code(0);
+    let (status, body) = by_key.get("/v1/projects").await;
+    assert_eq!(status, 401);
+    assert!(body["error"]["message"].as_str().unwrap().contains("revoked"), "{body}");
+    assert_eq!(Rest::new(&base, Some(second.clone())).get("/v1/projects").await.0, 200);
+    cli(vec!["user", "disable", "carol"]).await.assert_code(0);
+    for refused in [carol, Rest::new(&base, Some(second))] {
+        let (status, body) = refused.get("/v1/projects").await;
+        assert_eq!(status, 401);
+        assert!(body["error"]["message"].as_str().unwrap().contains("disabled"), "{body}");
+    }
+    let denied = cli(vec!["user", "key", "carol"]).await;
+    denied.assert_code(2);
+    assert!(denied.stderr.contains("disabled"), "{}", denied.stderr);
+    cli(vec!["user", "add", "x", "--role", "wizard"]).await.assert_code(2);
+
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
+}

@@ -13,6 +13,7 @@ mod run;
 mod serve;
 mod tasks;
 mod token;
+mod user;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -75,6 +76,11 @@ enum Command {
     },
     /// Print a bearer token for the gateway's REST API, signed with gateway.jwt_secret.
     Token(token::TokenArgs),
+    /// Register the gateway's users, make and revoke their API keys.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +149,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> Result<u8, Exit> {
         },
         Command::Approvals { command } => approvals::approvals(server()?, command).await,
         Command::Token(args) => token::token(&config, args),
+        Command::User { command } => user::user(&config, command).await,
     }
 }
 

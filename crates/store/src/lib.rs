@@ -25,6 +25,7 @@
 //!   statements), and reading the projected tables.
 //! - `audit`: the audit log of who did what to which task or project; callers pass no secrets.
 //! - `sessions`: interactive sessions: opened, touched, ended (by hand or when idle).
+//! - `users`: the gateway's users (name, roles, disabled) and their API keys, kept as hashes.
 //! - `lease`: named leases (a Postgres advisory lock; always granted on SQLite), so one
 //!   orchestrator runs a store's tasks at a time.
 //! - `rows`: the plain structs returned to callers.
@@ -46,6 +47,7 @@ mod rate;
 mod rows;
 mod sessions;
 mod tasks;
+mod users;
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 
@@ -59,6 +61,7 @@ pub use rows::{
     StoredTask, TaskFilter, TaskQuery, TaskSummary, ToolCallRow, UsageRow,
 };
 pub use sessions::StoredSession;
+pub use users::{StoredApiKey, StoredUser};
 
 /// A handle on the database; cheap to clone (clones share one connection pool).
 #[derive(Clone)]

@@ -9,6 +9,7 @@ mod m20261125_000003_open_tool_calls;
 mod m20261125_000004_step_attempts;
 mod m20261202_000005_rate_limits;
 mod m20261202_000006_sessions;
+mod m20261202_000007_users;
 
 pub(crate) struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_step_attempts::Migration),
             Box::new(m20261202_000005_rate_limits::Migration),
             Box::new(m20261202_000006_sessions::Migration),
+            Box::new(m20261202_000007_users::Migration),
         ]
     }
 }

@@ -127,6 +127,7 @@ on_both!(
     request_counts_are_shared_by_connections_and_windowed,
     services_starting_together_migrate_once,
     sessions_follow_tasks_and_end_by_hand_or_when_idle,
+    users_and_their_api_keys_are_kept_disabled_and_revoked,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -285,7 +286,8 @@ async fn migrations_are_idempotent(url: String) {
             "m20261125_000003_open_tool_calls",
             "m20261125_000004_step_attempts",
             "m20261202_000005_rate_limits",
-            "m20261202_000006_sessions"
+            "m20261202_000006_sessions",
+            "m20261202_000007_users"
         ],
         "each migration is recorded once"
     );
@@ -1374,6 +1376,49 @@ async fn sessions_follow_tasks_and_end_by_hand_or_when_idle(url: String) {
     store.delete_project(p.id, at(500)).await.unwrap();
     store.purge_projects(at(600)).await.unwrap();
     assert_eq!(store.get_session(a.id).await.unwrap(), None);
+}
+
+async fn users_and_their_api_keys_are_kept_disabled_and_revoked(url: String) {
+    use chrono::SubsecRound;
+    let at = |secs| at(secs).trunc_subsecs(6);
+    let store = Store::connect(&url).await.unwrap();
+    let roles = vec!["developer".to_string(), "admin".to_string()];
+    let ana = store.create_user("ana", &roles, at(1)).await.unwrap();
+    assert_eq!(
+        (ana.name.as_str(), ana.roles.clone(), ana.created_at, ana.disabled_at),
+        ("ana", roles.clone(), at(1), None)
+    );
+    assert_eq!(store.get_user("ana").await.unwrap(), Some(ana.clone()));
+    let taken = store.create_user("ana", &roles, at(2)).await.unwrap_err();
+    assert!(matches!(taken, Error::Taken { field: "name", .. }), "{taken}");
+    assert!(matches!(store.create_user(" ", &roles, at(2)).await.unwrap_err(), Error::Invalid { .. }));
+    assert!(matches!(store.create_user("bob", &[], at(2)).await.unwrap_err(), Error::Invalid { .. }));
+    store.create_user("bob", &["viewer".to_string()], at(3)).await.unwrap();
+    let names: Vec<String> = store.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["ana", "bob"]);
+
+    // Keys are found by their hash only, with their user; touched, revoked once.
+    let key = store.add_api_key("ana", "laptop", "tck_1234", "hash-1", at(4)).await.unwrap();
+    assert_eq!(
+        (key.user.as_str(), key.label.as_str(), key.prefix.as_str(), key.revoked_at),
+        ("ana", "laptop", "tck_1234", None)
+    );
+    let (found, owner) = store.api_key_by_hash("hash-1").await.unwrap().expect("found by hash");
+    assert_eq!((found.id, owner.name.as_str()), (key.id, "ana"));
+    assert_eq!(store.api_key_by_hash("hash-2").await.unwrap(), None);
+    store.touch_api_key(key.id, at(5)).await.unwrap();
+    assert_eq!(store.list_api_keys("ana").await.unwrap()[0].last_used_at, Some(at(5)));
+    let revoked = store.revoke_api_key(key.id, at(6)).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(at(6)));
+    assert_eq!(store.revoke_api_key(key.id, at(7)).await.unwrap().revoked_at, Some(at(6)), "revoked once");
+    assert!(store.add_api_key("ana", "dup", "tck_x", "hash-1", at(8)).await.is_err(), "hashes are unique");
+    assert!(matches!(store.add_api_key("zed", "x", "p", "h", at(8)).await.unwrap_err(), Error::NotFound { .. }));
+
+    // A disabled user keeps its row and gets no new key.
+    let disabled = store.disable_user("bob", at(9)).await.unwrap();
+    assert_eq!(disabled.disabled_at, Some(at(9)));
+    assert_eq!(store.disable_user("bob", at(10)).await.unwrap().disabled_at, Some(at(9)));
+    assert!(matches!(store.add_api_key("bob", "x", "p", "h3", at(11)).await.unwrap_err(), Error::WrongState { .. }));
 }
 
 async fn services_starting_together_migrate_once(url: String) {

@@ -6,6 +6,12 @@
 //! cannot pick how it is checked), a valid signature, an `exp` in the future, an `nbf` in the
 //! past, and the configured `iss` and `aud`.
 //!
+//! API keys (`tck_...`, made by `turbo-coder user key NAME`) are the other kind of bearer
+//! token: the gateway keeps only their SHA-256 ([`api_key_hash`]) in the store, with the user
+//! they belong to; a key carries that user's stored roles. Users registered in the store
+//! (`turbo-coder user add`) get their stored roles whichever way they come in, and nothing once
+//! disabled; tokens of users the store does not know (an identity provider's) carry their roles.
+//!
 //! Roles grant permissions: `viewer` reads, `developer` also creates and changes projects and
 //! tasks, `admin` also deletes, restores and sees every project. A project is visible to its
 //! team members (its creator first) and to admins.
@@ -98,6 +104,41 @@ pub enum TokenError {
     Invalid(String),
     #[error("the token has no role: issue it with --role viewer, developer or admin")]
     NoRole,
+}
+
+/// The token in an `Authorization: Bearer <token>` header value.
+pub fn bearer(authorization: Option<&str>) -> Result<&str, TokenError> {
+    let value = authorization.ok_or(TokenError::Missing)?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(TokenError::Malformed)
+}
+
+/// How every API key begins, so it is told from a JWT at a glance.
+pub const API_KEY_PREFIX: &str = "tck_";
+
+/// A new API key: the prefix and 244 random bits (two v4 UUIDs), as hex.
+pub fn new_api_key() -> String {
+    format!("{API_KEY_PREFIX}{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// What the store keeps of an API key: the SHA-256 of its text, hex.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// The first characters of a key, shown in lists to recognise it.
+pub fn api_key_shown(key: &str) -> String {
+    key.chars().take(API_KEY_PREFIX.len() + 8).collect()
+}
+
+/// The roles among stored role names (unknown names are skipped).
+pub fn roles_of(names: &[String]) -> Vec<Role> {
+    names.iter().filter_map(|n| Role::parse(n)).collect()
 }
 
 /// The keys that check tokens (and, for HS256, sign them).
@@ -221,15 +262,13 @@ impl Tokens {
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
-    /// The caller of a request with this `Authorization` header value.
+    /// The caller of a request with this `Authorization` header value (a JWT).
     pub fn check(&self, authorization: Option<&str>) -> Result<Principal, TokenError> {
-        let value = authorization.ok_or(TokenError::Missing)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(TokenError::Malformed)?;
+        self.check_jwt(bearer(authorization)?)
+    }
+
+    /// The caller a JWT names, once it is checked.
+    pub fn check_jwt(&self, token: &str) -> Result<Principal, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(format!("it cannot be read ({e})")))?;
         let key = match &self.keys {
@@ -278,6 +317,21 @@ mod tests {
 
     fn bearer(token: &str) -> String {
         format!("Bearer {token}")
+    }
+
+    #[test]
+    fn api_keys_are_random_and_kept_as_their_hash() {
+        let (a, b) = (new_api_key(), new_api_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with(API_KEY_PREFIX) && a.len() == API_KEY_PREFIX.len() + 64, "{a}");
+        let hash = api_key_hash(&a);
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&a[API_KEY_PREFIX.len()..]));
+        assert_eq!(hash, api_key_hash(&a), "the same key, the same hash");
+        assert_eq!(api_key_shown(&a), a[..API_KEY_PREFIX.len() + 8]);
+        assert_eq!(roles_of(&["admin".into(), "wizard".into()]), [Role::Admin]);
+        assert_eq!(super::bearer(Some("Bearer  tck_x ")).unwrap(), "tck_x");
+        assert!(matches!(super::bearer(Some("Basic x")), Err(TokenError::Malformed)));
     }
 
     #[test]

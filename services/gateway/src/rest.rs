@@ -111,8 +111,73 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        // The edge layer has authenticated the request already when it could.
+        if let Some(who) = parts.extensions.get::<Principal>() {
+            return Ok(Caller(who.clone()));
+        }
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        Ok(Caller(app.tokens.check(header)?))
+        Ok(Caller(app.authenticate(header).await?))
+    }
+}
+
+/// How often an API key's last use is written at most.
+const KEY_TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+impl App {
+    /// The caller of a request with this `Authorization` header: an API key's user, or a JWT's
+    /// (with the user's stored roles when the store knows the user; refused once disabled).
+    /// Without a store (unit tests) only JWTs are checked. When the store cannot be read, a JWT
+    /// keeps its own roles (availability; the failure is logged) and an API key is refused.
+    pub(crate) async fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        use crate::auth::{API_KEY_PREFIX, TokenError, api_key_hash, bearer, roles_of};
+        let refused = |why: String| ApiError::from(TokenError::Invalid(why));
+        let token = bearer(header)?;
+        if token.starts_with(API_KEY_PREFIX) {
+            let edge = self.edge.as_ref().ok_or_else(|| refused("API keys need the gateway's store".into()))?;
+            let found = edge.store.api_key_by_hash(&api_key_hash(token)).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot look up an API key");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check the API key now: try again")
+            })?;
+            let (key, user) = found.ok_or_else(|| refused("the API key is unknown".into()))?;
+            if key.revoked_at.is_some() {
+                return Err(refused(format!(
+                    "the API key {}… was revoked; make a new one with `turbo-coder user key {}`",
+                    key.prefix, user.name
+                )));
+            }
+            if user.disabled_at.is_some() {
+                return Err(refused(format!("user '{}' is disabled", user.name)));
+            }
+            let now = chrono::Utc::now();
+            if key.last_used_at.is_none_or(|t| now - t > KEY_TOUCH_EVERY) {
+                let store = edge.store.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = store.touch_api_key(key.id, now).await {
+                        tracing::warn!(%error, "cannot record an API key's use");
+                    }
+                });
+            }
+            let roles = roles_of(&user.roles);
+            if roles.is_empty() {
+                return Err(ApiError::from(TokenError::NoRole));
+            }
+            return Ok(Principal { user: user.name, roles });
+        }
+        let mut who = self.tokens.check_jwt(token)?;
+        if let Some(edge) = &self.edge {
+            match edge.store.get_user(&who.user).await {
+                Ok(Some(user)) if user.disabled_at.is_some() => {
+                    return Err(refused(format!("user '{}' is disabled", user.name)));
+                }
+                Ok(Some(user)) => who.roles = roles_of(&user.roles),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot read the caller's user; the token's roles apply"),
+            }
+            if who.roles.is_empty() {
+                return Err(ApiError::from(TokenError::NoRole));
+            }
+        }
+        Ok(who)
     }
 }
 
@@ -702,8 +767,8 @@ async fn execute_task(
 async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> axum::response::Response {
     use tonic::codegen::Service;
     let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match app.tokens.check(header) {
-        Err(e) => return tonic::Status::unauthenticated(e.to_string()).into_http(),
+    match app.authenticate(header).await {
+        Err(e) => return tonic::Status::unauthenticated(e.message).into_http(),
         Ok(who) if !who.may(Permission::Admin) => {
             return tonic::Status::permission_denied(
                 "gRPC through the gateway needs the admin role; other roles use the REST API (/v1)",
