@@ -650,7 +650,8 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert!(!created.to_string().contains(GATEWAY_SECRET) && !created.to_string().contains("Bearer"));
     assert_eq!(root.get("/v1/audit?since=yesterday").await.0, 422);
 
-    // The gRPC edge: the orchestrator's services through the gateway, for admins only.
+    // The gRPC edge: the orchestrator's services through the gateway, each call held to its
+    // caller's roles and projects, as the REST routes are.
     {
         use turbo_proto::projects::v1 as projects;
         use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
@@ -658,24 +659,36 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
         use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
         let channel = gateway.channel().await;
         let mut client = ProjectServiceClient::new(channel.clone());
-        let listed = client
-            .list_projects(with_token(root.token.as_deref(), projects::ListProjectsRequest::default()))
-            .await
-            .expect("an admin lists projects through the gateway")
-            .into_inner();
+        let list = |token: Option<&str>| with_token(token, projects::ListProjectsRequest::default());
+        let listed = client.list_projects(list(root.token.as_deref())).await.expect("an admin lists").into_inner();
         assert!(listed.projects.iter().any(|p| p.id == id), "{listed:?}");
-        let denied = client
-            .list_projects(with_token(ana.token.as_deref(), projects::ListProjectsRequest::default()))
-            .await
-            .unwrap_err();
-        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
-        let anonymous =
-            client.list_projects(with_token(None, projects::ListProjectsRequest::default())).await.unwrap_err();
+        let eve = token("eve", &["developer"]).await;
+        let hers = client.list_projects(list(Some(&eve))).await.expect("eve lists").into_inner();
+        assert!(hers.projects.is_empty(), "eve sees no project of others: {hers:?}");
+        let theirs = client.list_projects(list(ana.token.as_deref())).await.expect("ana lists").into_inner();
+        assert_eq!(theirs.projects.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [id.as_str()]);
+        let get = |token: Option<&str>| with_token(token, projects::GetProjectRequest { project_id: id.clone() });
+        assert_eq!(client.get_project(get(Some(&eve))).await.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(client.get_project(get(bob.token.as_deref())).await.expect("a member reads").into_inner().id, id);
+        let create = |token: Option<&str>| {
+            with_token(token, projects::CreateProjectRequest { name: "edge".into(), ..Default::default() })
+        };
+        let viewer = client.create_project(create(vic.token.as_deref())).await.unwrap_err();
+        assert_eq!(viewer.code(), tonic::Code::PermissionDenied, "{viewer:?}");
+        // A client cannot name someone else: the gateway replaces the identity metadata.
+        let mut forged = with_token(ana.token.as_deref(), projects::RestoreProjectRequest { project_id: id.clone() });
+        turbo_proto::identity::set_user(forged.metadata_mut(), "root", &["admin"]);
+        let refused = client.restore_project(forged).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let anonymous = client.list_projects(list(None)).await.unwrap_err();
         assert_eq!(anonymous.code(), tonic::Code::Unauthenticated, "{anonymous:?}");
-        // A server stream passes through: the finished task's events, then the end.
-        let watch = tasks::WatchTaskRequest { task_id: task_id.clone(), after_seq: 0 };
-        let mut events = TaskServiceClient::new(channel)
-            .watch_task(with_token(root.token.as_deref(), watch))
+        // A server stream passes through: the finished task's events, then the end; not for others.
+        let watch = || tasks::WatchTaskRequest { task_id: task_id.clone(), after_seq: 0 };
+        let mut tasks_client = TaskServiceClient::new(channel);
+        let hidden = tasks_client.watch_task(with_token(Some(&eve), watch())).await.unwrap_err();
+        assert_eq!(hidden.code(), tonic::Code::NotFound, "{hidden:?}");
+        let mut events = tasks_client
+            .watch_task(with_token(ana.token.as_deref(), watch()))
             .await
             .expect("watch through the gateway")
             .into_inner();
@@ -685,6 +698,9 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
             seen += 1;
         }
         assert!(seen > 2, "{seen} events");
+        // Audited under the user, not the gateway's address.
+        let (_, audit) = root.get("/v1/audit?action=project.restore&actor=user:ana").await;
+        assert!(!audit["entries"].as_array().unwrap().is_empty(), "{audit}");
     }
 
     // Anything else is a JSON 404; gRPC health still answers on the same port.

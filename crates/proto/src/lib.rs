@@ -28,6 +28,7 @@
 //!   `turbo_core::knowledge::Knowledge` of a knowledge service over gRPC. It lives here rather
 //!   than in the service's crate so that agents reach the service without building its
 //!   dataset and model dependencies.
+//! - [`identity`]: the user a call through the gateway is made for, in metadata.
 //! - [`trace`]: W3C trace context in gRPC metadata: the client interceptor and the server span
 //!   that continues the caller's trace.
 //! - `server` (feature `server`): health, reflection and per-request trace spans around a
@@ -36,6 +37,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod identity;
 #[cfg(feature = "client")]
 pub mod knowledge_client;
 #[cfg(feature = "server")]

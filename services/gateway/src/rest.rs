@@ -760,26 +760,25 @@ async fn execute_task(
     ))
 }
 
-/// The gRPC edge: a call to the orchestrator's `TaskService` or `ProjectService` through the
-/// gateway, forwarded as it is (streams included) once its bearer token (`authorization`
-/// metadata) is checked. It needs the admin role: the per-project visibility the REST routes
-/// apply is not applied to raw gRPC calls.
+/// The gRPC edge: a call to the orchestrator's `TaskService`, `ProjectService` or
+/// `SessionService` through the gateway, forwarded as it is (streams included) once its bearer
+/// token (`authorization` metadata) is checked, naming the caller in identity metadata
+/// ([`turbo_proto::identity`]): the orchestrator applies the caller's roles and projects.
 async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> axum::response::Response {
     use tonic::codegen::Service;
     let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match app.authenticate(header).await {
+    let who = match app.authenticate(header).await {
         Err(e) => return tonic::Status::unauthenticated(e.message).into_http(),
-        Ok(who) if !who.may(Permission::Admin) => {
-            return tonic::Status::permission_denied(
-                "gRPC through the gateway needs the admin role; other roles use the REST API (/v1)",
-            )
-            .into_http();
-        }
-        Ok(_) => {}
-    }
+        Ok(who) => who,
+    };
     let (mut parts, body) = request.into_parts();
-    // The token stays at the edge.
-    parts.headers.remove(axum::http::header::AUTHORIZATION);
+    // The token stays at the edge; the orchestrator learns the user from the identity
+    // metadata, which only the gateway sets (a client's own values are replaced).
+    let mut metadata = tonic::metadata::MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+    metadata.remove("authorization");
+    let roles: Vec<&str> = who.roles.iter().map(|r| r.name()).collect();
+    turbo_proto::identity::set_user(&mut metadata, &who.user, &roles);
+    parts.headers = metadata.into_headers();
     let forwarded = axum::http::Request::from_parts(parts, tonic::body::Body::new(body));
     let mut channel = app.channel.clone();
     let answer = match std::future::poll_fn(|cx| channel.poll_ready(cx)).await {

@@ -34,6 +34,9 @@ pub enum Error {
     UnknownSession(SessionId),
     #[error("session {id} has ended ({reason}): start a new one")]
     SessionEnded { id: SessionId, reason: String },
+    /// The caller's roles do not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("task {task_id} is {status}: {hint}")]
     NotExecutable { task_id: TaskId, status: TaskStatus, hint: &'static str },
     #[error("task {task_id} is already {status}: only tasks that have not finished can be cancelled")]
@@ -106,6 +109,7 @@ impl Error {
             | Error::Workspace { .. } => Code::FailedPrecondition,
             Error::Stopped | Error::Standby => Code::Unavailable,
             Error::LeaseLost(_) => Code::Aborted,
+            Error::Forbidden(_) => Code::PermissionDenied,
             Error::Spawn(_) | Error::Serve { .. } => Code::Internal,
             Error::Bus(turbo_bus::Error::Connect { .. }) => Code::Unavailable,
             Error::Bus(_) => Code::Internal,

@@ -117,11 +117,115 @@ impl Api {
             _ => Err(Error::UnknownProject(id)),
         }
     }
+
+    /// [`Api::live_project`], if `who` may see it ([`Error::UnknownProject`] otherwise, as for
+    /// none).
+    async fn visible_project(&self, who: &Who, id: ProjectId) -> Result<ProjectMetadata> {
+        let project = self.live_project(id).await?;
+        if who.sees(&project.team_members) { Ok(project) } else { Err(Error::UnknownProject(id)) }
+    }
+
+    /// Whether `who` may see the project `id` (deleted or not); false when it is not stored.
+    async fn sees_project(&self, who: &Who, id: ProjectId) -> Result<bool> {
+        if let Who::Internal { .. } = who {
+            return Ok(true);
+        }
+        Ok(self.store.get_project(id).await?.is_some_and(|p| who.sees(&p.project.team_members)))
+    }
 }
 
-/// Who made a request, for the audit log: `grpc:<peer address>`.
-fn actor<T>(request: &tonic::Request<T>) -> String {
-    request.remote_addr().map_or_else(|| "grpc".to_string(), |peer| format!("grpc:{peer}"))
+/// What a caller may do, least first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Read,
+    Write,
+    Admin,
+}
+
+/// Whom a call is for. A call through the gateway's gRPC edge names its user
+/// ([`turbo_proto::identity`]) and is held to that user's roles and projects: a project is visible to its team members and
+/// admins (others get NOT_FOUND, as for nothing), changes need the developer role, restoring
+/// needs admin. A call without it comes from inside the cluster (the gateway's REST routes,
+/// which check the caller themselves; the CLI; operators) and may do anything: the orchestrator
+/// is not exposed outside the cluster, the gateway is.
+#[derive(Clone, Debug)]
+pub(crate) enum Who {
+    Internal { peer: String },
+    User { name: String, level: Option<Level> },
+}
+
+impl Who {
+    pub fn of<T>(request: &tonic::Request<T>) -> Who {
+        match turbo_proto::identity::user_of(request) {
+            None => Who::Internal {
+                peer: request.remote_addr().map_or_else(|| "grpc".to_string(), |peer| format!("grpc:{peer}")),
+            },
+            Some((name, roles)) => {
+                let level = roles
+                    .iter()
+                    .filter_map(|r| match r.as_str() {
+                        "viewer" => Some(Level::Read),
+                        "developer" => Some(Level::Write),
+                        "admin" => Some(Level::Admin),
+                        _ => None,
+                    })
+                    .max();
+                Who::User { name, level }
+            }
+        }
+    }
+
+    /// Who acted, for the audit log: `user:<name>`, or `grpc:<peer address>`.
+    pub fn actor(&self) -> String {
+        match self {
+            Who::Internal { peer } => peer.clone(),
+            Who::User { name, .. } => format!("user:{name}"),
+        }
+    }
+
+    /// The user's name, for a call through the gateway.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Who::Internal { .. } => None,
+            Who::User { name, .. } => Some(name),
+        }
+    }
+
+    fn level(&self) -> Option<Level> {
+        match self {
+            Who::Internal { .. } => Some(Level::Admin),
+            Who::User { level, .. } => *level,
+        }
+    }
+
+    /// PERMISSION_DENIED unless the caller's roles reach `level`.
+    pub fn needs(&self, level: Level) -> Result<()> {
+        if self.level() >= Some(level) {
+            return Ok(());
+        }
+        let role = match level {
+            Level::Read => "viewer",
+            Level::Write => "developer",
+            Level::Admin => "admin",
+        };
+        Err(Error::Forbidden(format!("this needs the {role} role")))
+    }
+
+    /// Whether the caller may see a project with these members.
+    pub fn sees(&self, team_members: &[String]) -> bool {
+        match self {
+            Who::Internal { .. } => true,
+            Who::User { name, level } => *level == Some(Level::Admin) || team_members.contains(name),
+        }
+    }
+
+    /// Whether the caller owns a project with these members (its first) or is an admin.
+    pub fn owns(&self, team_members: &[String]) -> bool {
+        match self {
+            Who::Internal { .. } => true,
+            Who::User { name, level } => *level == Some(Level::Admin) || team_members.first() == Some(name),
+        }
+    }
 }
 
 /// A request's page size: the default for 0, capped at the maximum.

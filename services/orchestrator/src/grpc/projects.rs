@@ -16,7 +16,7 @@ use turbo_proto::projects::v1 as pb;
 use turbo_proto::projects::v1::project_service_server::ProjectService;
 use turbo_store::ProjectQuery;
 
-use super::{Api, actor, next_token, page_cursor, page_size};
+use super::{Api, Level, Who, next_token, page_cursor, page_size};
 use crate::RESTORE_WINDOW;
 use crate::analysis::{Analysis, analyze};
 use crate::error::{Error, Result};
@@ -57,12 +57,20 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::CreateProjectRequest>,
     ) -> std::result::Result<Response<pb::CreateProjectResponse>, Status> {
-        let actor = actor(&request);
-        let r = request.into_inner();
+        let who = Who::of(&request);
+        let mut r = request.into_inner();
         let detail = serde_json::json!({ "name": r.name });
-        let created = self.create_project(r).await.map_err(Status::from);
+        // A user through the gateway owns what they create: first of its team members.
+        if let Some(name) = who.user() {
+            r.team_members.retain(|m| m != name);
+            r.team_members.insert(0, name.to_string());
+        }
+        let created = match who.needs(Level::Write) {
+            Ok(()) => self.create_project(r).await.map_err(Status::from),
+            Err(e) => Err(Status::from(e)),
+        };
         let target = created.as_ref().ok().and_then(|c| c.project.as_ref()).map(|p| p.id.clone()).unwrap_or_default();
-        self.audit(actor, "project.create", target, Some(detail), &created).await;
+        self.audit(who.actor(), "project.create", target, Some(detail), &created).await;
         Ok(Response::new(created?))
     }
 
@@ -70,14 +78,16 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::GetProjectRequest>,
     ) -> std::result::Result<Response<pb::ProjectMetadata>, Status> {
+        let who = Who::of(&request);
         let id = project_id(&request.get_ref().project_id)?;
-        Ok(Response::new(self.live_project(id).await?.into()))
+        Ok(Response::new(self.visible_project(&who, id).await?.into()))
     }
 
     async fn list_projects(
         &self,
         request: Request<pb::ListProjectsRequest>,
     ) -> std::result::Result<Response<pb::ListProjectsResponse>, Status> {
+        let who = Who::of(&request);
         let r = request.into_inner();
         let query = ProjectQuery {
             include_deleted: r.include_deleted,
@@ -85,8 +95,15 @@ impl ProjectService for Api {
             after: page_cursor(&r.page_token)?,
         };
         let page = self.store.list_projects(query).await.map_err(Error::from)?;
+        // A page may hold fewer projects than asked once those the caller cannot see are left
+        // out; the token still leads on.
         Ok(Response::new(pb::ListProjectsResponse {
-            projects: page.items.into_iter().map(|p| p.project.into()).collect(),
+            projects: page
+                .items
+                .into_iter()
+                .filter(|p| who.sees(&p.project.team_members))
+                .map(|p| p.project.into())
+                .collect(),
             next_page_token: next_token(page.next),
         }))
     }
@@ -95,12 +112,24 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::UpdateProjectRequest>,
     ) -> std::result::Result<Response<pb::ProjectMetadata>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let r = request.into_inner();
         let (target, paths) = (r.project_id.clone(), r.update_mask.as_ref().map(|m| m.paths.clone()));
-        let updated = self.update_project(r).await.map_err(Status::from);
+        let updated = async {
+            who.needs(Level::Write)?;
+            let project = self.visible_project(&who, project_id(&r.project_id)?).await?;
+            let members = paths.as_ref().is_some_and(|p| p.iter().any(|f| f == "team_members"));
+            if members && !who.owns(&project.team_members) {
+                return Err(Error::Forbidden(
+                    "only the project's owner (its first team member) or an admin may change its team".into(),
+                ));
+            }
+            self.update_project(r).await
+        }
+        .await
+        .map_err(Status::from);
         let detail = paths.map(|fields| serde_json::json!({ "fields": fields }));
-        self.audit(actor, "project.update", target, detail, &updated).await;
+        self.audit(who.actor(), "project.update", target, detail, &updated).await;
         Ok(Response::new(updated?))
     }
 
@@ -108,13 +137,22 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::DeleteProjectRequest>,
     ) -> std::result::Result<Response<pb::DeleteProjectResponse>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let target = request.into_inner().project_id;
-        let deleted = match project_id(&target) {
-            Ok(id) => self.delete_project(id).await.map_err(Status::from),
-            Err(e) => Err(Status::from(e)),
-        };
-        self.audit(actor, "project.delete", target, None, &deleted).await;
+        let deleted = async {
+            who.needs(Level::Write)?;
+            let id = project_id(&target)?;
+            let project = self.visible_project(&who, id).await?;
+            if !who.owns(&project.team_members) {
+                return Err(Error::Forbidden(
+                    "only the project's owner (its first team member) or an admin may delete it".into(),
+                ));
+            }
+            self.delete_project(id).await
+        }
+        .await
+        .map_err(Status::from);
+        self.audit(who.actor(), "project.delete", target, None, &deleted).await;
         Ok(Response::new(deleted?))
     }
 
@@ -122,9 +160,9 @@ impl ProjectService for Api {
         &self,
         request: Request<pb::RestoreProjectRequest>,
     ) -> std::result::Result<Response<pb::ProjectMetadata>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let target = request.into_inner().project_id;
-        let restored = match project_id(&target) {
+        let restored = match who.needs(Level::Admin).and_then(|()| project_id(&target)) {
             Ok(id) => self
                 .store
                 .restore_project(id, Utc::now() - RESTORE_WINDOW)
@@ -133,7 +171,7 @@ impl ProjectService for Api {
                 .map_err(|e| Status::from(unknown(id, e))),
             Err(e) => Err(Status::from(e)),
         };
-        self.audit(actor, "project.restore", target, None, &restored).await;
+        self.audit(who.actor(), "project.restore", target, None, &restored).await;
         Ok(Response::new(restored?))
     }
 }

@@ -48,7 +48,7 @@ use turbo_proto::tasks::v1 as tasks;
 use turbo_store::{Store, StoredSession};
 use turbo_tool_runner::CallScope;
 
-use super::{Api, actor};
+use super::{Api, Level, Who};
 use crate::RunResult;
 use crate::error::{Error, Result};
 
@@ -163,12 +163,12 @@ impl SessionService for Api {
         &self,
         request: Request<pb::StartSessionRequest>,
     ) -> std::result::Result<Response<pb::Session>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let r = request.into_inner();
         let detail = serde_json::json!({ "project_id": r.project_id });
-        let started = self.start(r, &actor).await.map_err(Status::from);
+        let started = self.start(r, &who).await.map_err(Status::from);
         let target = started.as_ref().map(|s| s.session_id.clone()).unwrap_or_default();
-        self.audit(actor, "session.start", target, Some(detail), &started).await;
+        self.audit(who.actor(), "session.start", target, Some(detail), &started).await;
         Ok(Response::new(started?))
     }
 
@@ -176,21 +176,26 @@ impl SessionService for Api {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> std::result::Result<Response<pb::Session>, Status> {
+        let who = Who::of(&request);
         let id = session_id(&request.get_ref().session_id)?;
-        Ok(Response::new(session_to_proto(&self.session(id).await?)))
+        Ok(Response::new(session_to_proto(&self.own_session(&who, id).await?)))
     }
 
     async fn end_session(
         &self,
         request: Request<pb::EndSessionRequest>,
     ) -> std::result::Result<Response<pb::Session>, Status> {
-        let actor = actor(&request);
+        let caller = Who::of(&request);
         let r = request.into_inner();
         let target = r.session_id;
-        let who = if r.user.trim().is_empty() { actor.clone() } else { r.user.trim().to_string() };
+        let who = match caller.user() {
+            Some(name) => name.to_string(),
+            None if r.user.trim().is_empty() => caller.actor(),
+            None => r.user.trim().to_string(),
+        };
         let ended = async {
             let id = session_id(&target)?;
-            self.session(id).await?;
+            self.own_session(&caller, id).await?;
             let reason = format!("ended by {who}");
             let ended = self.store.end_session(id, Utc::now(), &reason).await?;
             self.sessions.end(id, ended.end_reason.as_deref().unwrap_or(&reason));
@@ -198,7 +203,7 @@ impl SessionService for Api {
         }
         .await
         .map_err(Status::from);
-        self.audit(actor, "session.end", target, None, &ended).await;
+        self.audit(caller.actor(), "session.end", target, None, &ended).await;
         Ok(Response::new(ended?))
     }
 
@@ -208,12 +213,13 @@ impl SessionService for Api {
         &self,
         request: Request<Streaming<pb::ClientMessage>>,
     ) -> std::result::Result<Response<MessageStream>, Status> {
+        let who = Who::of(&request);
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             Error::invalid("session_id", "the stream ended before its first message, which names the session")
         })?;
         let id = session_id(&first.session_id)?;
-        let session = self.session(id).await?;
+        let session = self.own_session(&who, id).await?;
         if session.ended_at.is_some() {
             return Err(ended(&session).into());
         }
@@ -241,11 +247,21 @@ impl Api {
         self.store.get_session(id).await?.ok_or(Error::UnknownSession(id))
     }
 
+    /// The session, if `who` opened it or is an admin ([`Error::UnknownSession`] otherwise).
+    async fn own_session(&self, who: &Who, id: SessionId) -> Result<StoredSession> {
+        let session = self.session(id).await?;
+        match who.user() {
+            Some(name) if name != session.user && who.needs(Level::Admin).is_err() => Err(Error::UnknownSession(id)),
+            _ => Ok(session),
+        }
+    }
+
     /// Opens a session on a live project, following `task_id` when given (a task of that
     /// project).
-    async fn start(&self, r: pb::StartSessionRequest, actor: &str) -> Result<pb::Session> {
+    async fn start(&self, r: pb::StartSessionRequest, who: &Who) -> Result<pb::Session> {
+        who.needs(Level::Write)?;
         let project_id = id_from_proto("project_id", &r.project_id)?;
-        let project = self.live_project(project_id).await?;
+        let project = self.visible_project(who, project_id).await?;
         let task_id = match r.task_id.as_deref() {
             Some(text) if !text.is_empty() => {
                 let id: TaskId = id_from_proto("task_id", text)?;
@@ -267,7 +283,12 @@ impl Api {
                 d
             }
         };
-        let user = if r.user.trim().is_empty() { actor.to_string() } else { r.user.trim().to_string() };
+        // Through the gateway's edge the session is the caller's, whatever the request says.
+        let user = match who.user() {
+            Some(name) => name.to_string(),
+            None if r.user.trim().is_empty() => who.actor(),
+            None => r.user.trim().to_string(),
+        };
         let now = Utc::now();
         let session = StoredSession {
             id: SessionId::new(),

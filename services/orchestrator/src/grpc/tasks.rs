@@ -18,7 +18,7 @@ use turbo_proto::tasks::v1 as pb;
 use turbo_proto::tasks::v1::task_service_server::TaskService;
 use turbo_store::{StoredTask, TaskQuery};
 
-use super::{Api, actor, next_token, page_cursor, page_size};
+use super::{Api, Level, Who, next_token, page_cursor, page_size};
 use crate::CancelOutcome;
 use crate::error::{Error, Result};
 
@@ -39,12 +39,18 @@ impl TaskService for Api {
         &self,
         request: Request<pb::CreateTaskRequest>,
     ) -> std::result::Result<Response<pb::DevelopmentTask>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let r = request.into_inner();
         let detail = serde_json::json!({ "project_id": r.project_id });
-        let created = self.create(r).await.map_err(Status::from);
+        let created = async {
+            who.needs(Level::Write)?;
+            self.visible_project(&who, id_from_proto("project_id", &r.project_id)?).await?;
+            self.create(r).await
+        }
+        .await
+        .map_err(Status::from);
         let target = created.as_ref().map(|t| t.id.clone()).unwrap_or_default();
-        self.audit(actor, "task.create", target, Some(detail), &created).await;
+        self.audit(who.actor(), "task.create", target, Some(detail), &created).await;
         Ok(Response::new(created?))
     }
 
@@ -52,28 +58,33 @@ impl TaskService for Api {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> std::result::Result<Response<pb::DevelopmentTask>, Status> {
+        let who = Who::of(&request);
         let id = task_id(&request.get_ref().task_id)?;
-        Ok(Response::new(self.task(id).await?.task.into()))
+        Ok(Response::new(self.visible_task(&who, id).await?.task.into()))
     }
 
     async fn list_tasks(
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> std::result::Result<Response<pb::ListTasksResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let who = Who::of(&request);
+        Ok(Response::new(self.list(&who, request.into_inner()).await?))
     }
 
     async fn cancel_task(
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> std::result::Result<Response<pb::DevelopmentTask>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let r = request.into_inner();
-        let cancelled = match task_id(&r.task_id) {
-            Ok(id) => self.cancel(id, r.reason).await.map_err(Status::from),
-            Err(e) => Err(Status::from(e)),
-        };
-        self.audit(actor, "task.cancel", r.task_id, None, &cancelled).await;
+        let cancelled = async {
+            who.needs(Level::Write)?;
+            let id = self.visible_task(&who, task_id(&r.task_id)?).await?.task.id;
+            self.cancel(id, r.reason).await
+        }
+        .await
+        .map_err(Status::from);
+        self.audit(who.actor(), "task.cancel", r.task_id, None, &cancelled).await;
         Ok(Response::new(cancelled?))
     }
 
@@ -81,13 +92,16 @@ impl TaskService for Api {
         &self,
         request: Request<pb::ExecuteTaskRequest>,
     ) -> std::result::Result<Response<pb::ExecuteTaskResponse>, Status> {
-        let actor = actor(&request);
+        let who = Who::of(&request);
         let target = request.into_inner().task_id;
-        let executed = match task_id(&target) {
-            Ok(id) => self.execute(id).await.map_err(Status::from),
-            Err(e) => Err(Status::from(e)),
-        };
-        self.audit(actor, "task.execute", target, None, &executed).await;
+        let executed = async {
+            who.needs(Level::Write)?;
+            let id = self.visible_task(&who, task_id(&target)?).await?.task.id;
+            self.execute(id).await
+        }
+        .await
+        .map_err(Status::from);
+        self.audit(who.actor(), "task.execute", target, None, &executed).await;
         Ok(Response::new(executed?))
     }
 
@@ -97,11 +111,12 @@ impl TaskService for Api {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> std::result::Result<Response<EventStream>, Status> {
+        let who = Who::of(&request);
         let r = request.into_inner();
         let id = task_id(&r.task_id)?;
         // Subscribed before anything is read from the store, so no event falls in between.
         let live = self.recorder()?.subscribe();
-        self.task(id).await?;
+        self.visible_task(&who, id).await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let api = self.clone();
         tokio::spawn(async move {
@@ -121,6 +136,12 @@ fn task_id(text: &str) -> Result<TaskId> {
 impl Api {
     pub(super) async fn task(&self, id: TaskId) -> Result<StoredTask> {
         self.store.get_task(id).await?.ok_or(Error::UnknownTask(id))
+    }
+
+    /// [`Api::task`], if `who` may see its project ([`Error::UnknownTask`] otherwise).
+    async fn visible_task(&self, who: &Who, id: TaskId) -> Result<StoredTask> {
+        let task = self.task(id).await?;
+        if self.sees_project(who, task.task.project_id).await? { Ok(task) } else { Err(Error::UnknownTask(id)) }
     }
 
     /// The task's workspace must be a directory before anything runs in it.
@@ -152,11 +173,11 @@ impl Api {
         }
     }
 
-    async fn list(&self, r: pb::ListTasksRequest) -> Result<pb::ListTasksResponse> {
+    async fn list(&self, who: &Who, r: pb::ListTasksRequest) -> Result<pb::ListTasksResponse> {
         let project = match r.project_id.as_deref() {
             Some(text) => {
                 let id = id_from_proto("project_id", text)?;
-                self.live_project(id).await?;
+                self.visible_project(who, id).await?;
                 Some(id)
             }
             None => None,
@@ -169,10 +190,21 @@ impl Api {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let query = TaskQuery { project, statuses, limit: page_size(r.page_size), after: page_cursor(&r.page_token)? };
         let page = self.store.page_tasks(query).await?;
-        Ok(pb::ListTasksResponse {
-            tasks: page.items.into_iter().map(|t| t.task.into()).collect(),
-            next_page_token: next_token(page.next),
-        })
+        // Without a project filter, the tasks of projects the caller cannot see are left out
+        // (a page may then hold fewer than asked; the token still leads on).
+        let mut seen = std::collections::HashMap::new();
+        let mut tasks = Vec::with_capacity(page.items.len());
+        for t in page.items {
+            let project = t.task.project_id;
+            let visible = match seen.get(&project) {
+                Some(v) => *v,
+                None => *seen.entry(project).or_insert(self.sees_project(who, project).await?),
+            };
+            if visible {
+                tasks.push(t.task.into());
+            }
+        }
+        Ok(pb::ListTasksResponse { tasks, next_page_token: next_token(page.next) })
     }
 
     async fn cancel(&self, id: TaskId, reason: Option<String>) -> Result<pb::DevelopmentTask> {
