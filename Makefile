@@ -8,7 +8,7 @@ endif
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help setup build test lint fmt bench bench-knowledge cluster run-example clean-data
+.PHONY: help setup build test lint fmt bench bench-gateway bench-knowledge cluster run-example clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,9 +40,15 @@ cluster: ## run the cluster locally: nats-server, the orchestrator on Postgres, 
 
 bench: ## print every benchmark of docs/benchmarks.md (release build); BENCH_ARGS / KNOWLEDGE_BENCH_ARGS pass options
 	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-coder --bin turbo-coder \
-		-p turbo-knowledge --bin turbo-knowledge-bench
+		-p turbo-knowledge --bin turbo-knowledge-bench -p turbo-gateway --bin turbo-gateway \
+		-p turbo-orchestrator --bin turbo-orchestrator
 	$(CARGO_TARGET_DIR)/release/turbo-bench $(BENCH_ARGS)
 	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench $(KNOWLEDGE_BENCH_ARGS)
+
+bench-gateway: ## only the gateway benchmark (figure 9): GET /v1/tasks/{id} under wrk, 1,000 WebSocket sessions
+	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-gateway --bin turbo-gateway \
+		-p turbo-orchestrator --bin turbo-orchestrator
+	$(CARGO_TARGET_DIR)/release/turbo-bench --only-gateway
 
 bench-knowledge: ## only the knowledge benchmark: index throughput, retrieval quality, search at 10k/100k chunks
 	$(CARGO) build --locked --release -p turbo-knowledge --bin turbo-knowledge-bench

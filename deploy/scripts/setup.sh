@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
-# bubblewrap, nats-py, helm-python-sdk, schemathesis, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
+# bubblewrap, wrk, nats-py, helm-python-sdk, schemathesis, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
 
 # Another apt run (unattended upgrades, a parallel setup) holds the lock for a while: wait for it.
@@ -15,6 +15,8 @@ command -v psql >/dev/null || need+=(postgresql postgresql-client)
 # The tools' OS sandbox (crates/tools/src/sandbox.rs): bubblewrap, and prlimit for its rlimits.
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v prlimit >/dev/null || need+=(util-linux)
+# The gateway benchmark's load generator (make bench-gateway).
+command -v wrk >/dev/null || need+=(wrk)
 # Tests start their own nats-server (JetStream) on a free port.
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need+=(nats-server)
 if ((${#need[@]})); then

@@ -14,6 +14,8 @@
 //!    sandboxed jobs per second with several in flight.
 //! 8. Workspace checkpoints on a 10,000-file workspace: the first, the next ones, a rewind,
 //!    beside a walk that stats every file. (7 is the knowledge benchmark, its own binary.)
+//! 9. The gateway: authenticated `GET /v1/tasks/{id}` under wrk beside the HTTP floor, and
+//!    1,000 WebSocket sessions following a task: memory per session and event latency.
 //!
 //! docs/benchmarks.md says what each figure means and records the latest results.
 //!
@@ -25,12 +27,14 @@
 //! - `fleet`: figure 5.
 //! - `sandbox`: figure 6.
 //! - `checkpoint`: figure 8.
+//! - `gateway`: figure 9.
 //! - `stats`: percentiles and formatting.
 
 mod checkpoint;
 mod cluster;
 mod double;
 mod fleet;
+mod gateway;
 mod greet;
 mod overhead;
 mod sandbox;
@@ -48,7 +52,11 @@ const USAGE: &str = "usage: turbo-bench [--steps N] [--warmup N] [--skip-run] [-
   --skip-cluster  skip the cluster figures 4 and 5 (nats-server, Postgres, service processes)\n\
   --only-fleet    measure figure 5 only\n\
   --only-sandbox  measure figure 6 only\n\
-  --only-checkpoint  measure figure 8 only";
+  --only-checkpoint  measure figure 8 only\n\
+  --only-gateway  measure figure 9 only (needs the release turbo-gateway and turbo-orchestrator beside turbo-bench)";
+
+/// WebSocket sessions opened in section 9.
+const GATEWAY_SESSIONS: usize = 1000;
 
 /// Files of the workspace checkpointed in section 8, and checkpoints timed after the first.
 const CHECKPOINT_FILES: usize = 10_000;
@@ -83,6 +91,7 @@ struct Args {
     only_fleet: bool,
     only_sandbox: bool,
     only_checkpoint: bool,
+    only_gateway: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -94,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
         only_fleet: false,
         only_sandbox: false,
         only_checkpoint: false,
+        only_gateway: false,
     };
     let mut args = std::env::args().skip(1);
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
@@ -109,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
             "--only-fleet" => parsed.only_fleet = true,
             "--only-sandbox" => parsed.only_sandbox = true,
             "--only-checkpoint" => parsed.only_checkpoint = true,
+            "--only-gateway" => parsed.only_gateway = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -428,8 +439,55 @@ fn print_checkpoint(c: &checkpoint::CheckpointCost) {
     println!();
 }
 
+fn print_gateway(g: &gateway::GatewayFigures) {
+    println!(
+        "9. The gateway (release turbo-gateway + turbo-orchestrator processes, one SQLite store, instant scripted models; wrk -t2 -c{} -d{}s on the same 2 cores)",
+        gateway::WRK_CONNECTIONS,
+        gateway::WRK_SECONDS
+    );
+    println!("   {:<62} {:>11} {:>11} {:>11}", "", "req/s", "p50", "p99");
+    let row = |name: &str, l: &gateway::Load| {
+        println!("   {:<62} {:>11.0} {:>11} {:>11}", name, l.requests_per_s, fmt(l.p50), fmt(l.p99));
+        if l.errors > 0 {
+            println!("     ({} answers were not 2xx)", l.errors);
+        }
+    };
+    row("baseline: GET /v1/openapi.json (no token, store or orchestrator)", &g.floor);
+    row("GET /v1/tasks/{id} with a bearer token", &g.get_task);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / g.sessions as f64;
+    println!(
+        "   {} WebSocket sessions following one task, opened and connected in {}:",
+        g.sessions,
+        fmt(g.connect_wall)
+    );
+    println!(
+        "     gateway RSS {:.1} -> {:.1} MiB = {:.1} KiB per session; orchestrator RSS {:.1} -> {:.1} MiB = {:.1} KiB per session",
+        mib(g.gateway_rss_before_kib),
+        mib(g.gateway_rss_after_kib),
+        per(g.gateway_rss_before_kib, g.gateway_rss_after_kib),
+        mib(g.orchestrator_rss_before_kib),
+        mib(g.orchestrator_rss_after_kib),
+        per(g.orchestrator_rss_before_kib, g.orchestrator_rss_after_kib)
+    );
+    let l = &g.event_latency;
+    println!(
+        "     task event, recorded to read by the client ({} events x {} sessions): p50 {}, p99 {}, max {}",
+        g.events_per_session,
+        g.sessions,
+        fmt(l.p50),
+        fmt(l.p99),
+        fmt(l.max)
+    );
+    println!();
+}
+
 async fn bench(args: Args) -> anyhow::Result<()> {
     print_header();
+    if args.only_gateway {
+        print_gateway(&gateway::measure(GATEWAY_SESSIONS).await?);
+        return Ok(());
+    }
     if args.only_checkpoint {
         print_checkpoint(&checkpoint::measure(CHECKPOINT_FILES, CHECKPOINT_RUNS).await?);
         return Ok(());
@@ -460,6 +518,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     print_sandbox(&sandbox::measure(SANDBOX_RUNS).await?);
     print_checkpoint(&checkpoint::measure(CHECKPOINT_FILES, CHECKPOINT_RUNS).await?);
+    print_gateway(&gateway::measure(GATEWAY_SESSIONS).await?);
     println!("load average at end: {}", load_average());
     Ok(())
 }

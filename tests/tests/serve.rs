@@ -1176,6 +1176,16 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
     assert_eq!(ws_next(&mut ws).await.err(), Some(1000));
     assert_eq!(ws_connect(&gateway.addr, &ws_path, Some(&ana_token)).await.err(), Some(409));
 
+    // A session idle past its timeout ends by itself.
+    let (_, idle) = ana.post(&sessions, json!({"idle_timeout_seconds": 1})).await;
+    let idle_path = format!("/v1/sessions/{}", idle["session_id"].as_str().unwrap());
+    let ended = eventually("the idle session ends", || async {
+        let (_, s) = ana.get(&idle_path).await;
+        if s["status"] == "ended" { Ok(s) } else { Err(s.to_string()) }
+    })
+    .await;
+    assert_eq!(ended["end_reason"], "idle for 1 s", "{ended}");
+
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
 }

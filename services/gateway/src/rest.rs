@@ -851,8 +851,13 @@ impl utoipa::Modify for CommonAnswers {
 )]
 pub struct ApiDoc;
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document, generated once.
+async fn openapi() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    static DOC: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    let doc = DOC
+        .get_or_init(|| serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document always serializes").into());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ use crate::rest::{App, Caller, QUICK_TIMEOUT, body, path_id, request, rfc3339};
 
 /// Longest a client may take to accept one message before it is disconnected (code 1013).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The read and write buffers of a WebSocket connection.
+const WS_BUFFER: usize = 8 * 1024;
 /// Client messages queued for the orchestrator before the socket is no longer read.
 const TO_ORCHESTRATOR: usize = 8;
 /// The client message types, as the error for an unknown one lists them.
@@ -220,7 +222,11 @@ pub async fn websocket(
     })?;
     let max = app.ws_max_message_bytes;
     let user = caller.0.user.clone();
-    Ok(upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+    // Small buffers (the defaults are 128 KiB each, per connection): messages are small, a
+    // larger one grows the read buffer, and every send is flushed at once.
+    let upgrade =
+        upgrade.max_message_size(max).max_frame_size(max).read_buffer_size(WS_BUFFER).write_buffer_size(WS_BUFFER);
+    Ok(upgrade.on_upgrade(move |socket| async move {
         Bridge { app, user, session, after_seq: q.after_seq.unwrap_or(0), max }.run(socket).await
     }))
 }
