@@ -292,6 +292,12 @@ def test_gateway_gets_its_token_key_and_the_orchestrator():
     assert f"{FULLNAME}-gateway" not in by_kind(own, "Secret")
     gateway = by_kind(own, "Deployment")[f"{FULLNAME}-gateway"]
     assert env_value(gateway, "TURBO_CODER__GATEWAY__JWT_SECRET")["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    names = [e["name"] for e in env_of(gateway)]
+    assert "TURBO_CODER__GATEWAY__JWKS_URL" not in names, names
+    idp = objects(render({"gateway": {"jwksUrl": "https://idp.example/.well-known/jwks.json"}}))
+    gateway = by_kind(idp, "Deployment")[f"{FULLNAME}-gateway"]
+    assert env_value(gateway, "TURBO_CODER__GATEWAY__JWT_ALGORITHM")["value"] == "RS256"
+    assert env_value(gateway, "TURBO_CODER__GATEWAY__JWKS_URL")["value"] == "https://idp.example/.well-known/jwks.json"
 
 
 def test_tool_runners_behind_the_job_queue():

@@ -1274,3 +1274,94 @@ async fn registered_users_get_their_stored_roles_and_api_keys_work_until_revoked
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
 }
+
+/// A one-route HTTP server answering every request with the current `body` (JSON), as an
+/// identity provider publishes its keys. Returns its URL.
+async fn jwks_server(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rs256_gateway_fetches_its_keys_from_a_jwks_url_and_again_when_the_provider_rotates_them() {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/gateway/tests/keys");
+    let published =
+        std::sync::Arc::new(std::sync::Mutex::new(std::fs::read_to_string(keys.join("jwks.json")).unwrap()));
+    let url = jwks_server(published.clone()).await;
+    let env = |url: &str| {
+        [
+            ("TURBO_CODER__GATEWAY__JWT_ALGORITHM", "RS256".to_string()),
+            ("TURBO_CODER__GATEWAY__JWKS_URL", url.to_string()),
+            // Nothing listens there: a request that passes the token check ends in 503.
+            ("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", "http://127.0.0.1:9".to_string()),
+        ]
+    };
+    let gateway = Served::start_with(
+        &turbo_coder_bin(),
+        &["serve", "gateway", "--listen", "127.0.0.1:0"],
+        "turbo-gateway",
+        &env(&url),
+    )
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({"sub": "ana", "roles": ["developer"], "iss": "turbo-coder", "aud": "turbo-coder",
+                                    "exp": now + 600, "nbf": now, "iat": now});
+    let sign = |kid: &str, pem: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(keys.join(pem)).unwrap()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let base = format!("http://{}", gateway.addr);
+    let current = Rest::new(&base, Some(sign("idp-2026", "idp-2026.private.pem")));
+    let (status, body) = current.get("/v1/projects").await;
+    assert_eq!(status, 503, "the token passed, the orchestrator is absent: {body}");
+    let rotated = Rest::new(&base, Some(sign("other", "other.private.pem")));
+    let (status, body) = rotated.get("/v1/projects").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not among the identity provider's keys"), "{body}");
+
+    // The provider rotates: the new key is fetched when a token names it (at most every 5 s).
+    *published.lock().unwrap() = std::fs::read_to_string(keys.join("jwks-rotated.json")).unwrap();
+    eventually("a token of the new key is accepted", || async {
+        match rotated.get("/v1/projects").await {
+            (503, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    assert_eq!(current.get("/v1/projects").await.0, 503, "the old key still works");
+    assert_eq!(gateway.terminate().await, Some(0));
+
+    // Keys that cannot be fetched at start: the gateway says so and does not start.
+    let mut sandbox = Sandbox::new();
+    for (key, value) in env("http://127.0.0.1:9/jwks.json") {
+        sandbox.set(key, value);
+    }
+    let out = sandbox.run(&["serve", "gateway", "--listen", "127.0.0.1:0"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("cannot fetch gateway.jwks_url http://127.0.0.1:9/jwks.json"), "{}", out.stderr);
+}

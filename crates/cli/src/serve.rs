@@ -100,7 +100,15 @@ pub async fn serve(config: &Config, args: ServeArgs) -> Result<u8, Exit> {
     // Printed on stdout so scripts and the test harness can find a port chosen with :0.
     println!("turbo-{} listening on {local}", args.service.name());
     let served = match target {
-        Target::Gateway => turbo_gateway::run(config, listener, shutdown).await.map_err(|e| e.to_string()),
+        // No keys to check tokens with (the identity provider's JWKS URL cannot be fetched) is
+        // the configuration's or the environment's to fix: the usage code.
+        Target::Gateway => {
+            turbo_gateway::run(config, listener, shutdown).await.map_err(|e| match e {
+                turbo_gateway::Error::NoKey(_) => Exit::new(exit::USAGE, e.to_string()),
+                other => Exit::new(exit::INTERNAL, other.to_string()),
+            })?;
+            Ok(())
+        }
         // The orchestrator opens the store and connects the models: their errors keep their codes.
         Target::Orchestrator => {
             let knowledge = match config.cluster.nats_url {

@@ -255,6 +255,9 @@ pub struct GatewayConfig {
     /// RS256: a JWKS file (`{"keys": [{"kty": "RSA", "kid", "n", "e"}, ...]}`) with the identity
     /// provider's public keys; a token's `kid` picks its key.
     pub jwks_file: Option<PathBuf>,
+    /// RS256: the identity provider's JWKS URL, fetched at start and again on key rotation
+    /// (instead of `jwks_file`).
+    pub jwks_url: Option<String>,
     /// The `iss` every token must carry.
     pub jwt_issuer: String,
     /// The `aud` every token must carry.
@@ -276,6 +279,7 @@ impl Default for GatewayConfig {
             jwt_algorithm: JwtAlgorithm::Hs256,
             jwt_secret: None,
             jwks_file: None,
+            jwks_url: None,
             jwt_issuer: "turbo-coder".into(),
             jwt_audience: "turbo-coder".into(),
             max_body_bytes: 1 << 20,

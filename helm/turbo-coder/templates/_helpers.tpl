@@ -88,6 +88,12 @@ postgres-secret.yaml), so it needs no URL escaping.
       name: {{ include "turbo-coder.gatewaySecretName" . }}
       key: jwt-secret
 {{- end }}
+{{- if and .Values.gateway.enabled .Values.gateway.jwksUrl (not (has "TURBO_CODER__GATEWAY__JWKS_URL" $own)) }}
+- name: TURBO_CODER__GATEWAY__JWT_ALGORITHM
+  value: "RS256"
+- name: TURBO_CODER__GATEWAY__JWKS_URL
+  value: {{ .Values.gateway.jwksUrl | quote }}
+{{- end }}
 {{- if and .Values.gateway.enabled .Values.orchestrator.enabled (not (has "TURBO_CODER__GATEWAY__ORCHESTRATOR_URL" $own)) }}
 - name: TURBO_CODER__GATEWAY__ORCHESTRATOR_URL
   value: {{ printf "http://%s-orchestrator:%v" (include "turbo-coder.fullname" .) .Values.orchestrator.port | quote }}

@@ -1,7 +1,9 @@
 //! Bearer tokens: JWTs carrying the user (`sub`) and their roles, signed either with HS256 by
 //! the key in `gateway.jwt_secret` (`turbo-coder token` issues them) or with RS256 by an
-//! identity provider whose public keys are in `gateway.jwks_file` (a token's `kid` picks the
-//! key). A token is accepted only with the configured algorithm (`none`, and HS256 where RS256
+//! identity provider whose public keys are in `gateway.jwks_file` or published at
+//! `gateway.jwks_url` (a token's `kid` picks the key; the URL is fetched at start, every 10
+//! minutes, and again, at most every 5 s, when a token names a key not yet seen: the
+//! provider's key rotation). A token is accepted only with the configured algorithm (`none`, and HS256 where RS256
 //! is configured, the classic confusion of signing with the public key, are refused: a token
 //! cannot pick how it is checked), a valid signature, an `exp` in the future, an `nbf` in the
 //! past, and the configured `iss` and `aud`.
@@ -17,7 +19,8 @@
 //! team members (its creator first) and to admins.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -113,6 +116,10 @@ pub enum TokenError {
     Invalid(String),
     #[error("the token has no role: issue it with --role viewer, developer or admin")]
     NoRole,
+    #[error(
+        "the token is invalid: its key '{0}' is not among the identity provider's keys (gateway.jwks_file or gateway.jwks_url)"
+    )]
+    UnknownKey(String),
 }
 
 /// The token in an `Authorization: Bearer <token>` header value.
@@ -150,6 +157,12 @@ pub fn roles_of(names: &[String]) -> Vec<Role> {
     names.iter().filter_map(|n| Role::parse(n)).collect()
 }
 
+/// Fewest seconds between two fetches of `gateway.jwks_url` for a token with an unknown key,
+/// so that tokens with made-up key ids cannot make the gateway hammer the identity provider.
+const REFETCH_AFTER: Duration = Duration::from_secs(5);
+/// Longest a fetch of the key set may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The keys that check tokens (and, for HS256, sign them).
 #[derive(Clone)]
 enum Keys {
@@ -157,8 +170,35 @@ enum Keys {
         decoding: DecodingKey,
         encoding: EncodingKey,
     },
-    /// RS256 public keys by `kid`.
-    Rs256(HashMap<String, DecodingKey>),
+    /// An identity provider's RS256 public keys.
+    Rs256(Arc<Provider>),
+}
+
+/// An identity provider's public keys by `kid`, from a file or fetched from its JWKS URL
+/// (again when a token names a key not yet seen, and periodically: [`Tokens::refresh`]).
+struct Provider {
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    url: Option<String>,
+    fetched: Mutex<Option<Instant>>,
+}
+
+/// The RSA keys of a JWKS document, by `kid`.
+fn parse_jwks(jwks: &str) -> Result<HashMap<String, DecodingKey>, String> {
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(jwks).map_err(|e| format!("it is not a JWKS document ({e})"))?;
+    let mut keys = HashMap::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk.common.key_id.clone().ok_or_else(|| format!("keys[{i}] has no kid"))?;
+        if !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) {
+            return Err(format!("key {kid} is not an RSA key: only RS256 is supported"));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        keys.insert(kid, key);
+    }
+    if keys.is_empty() {
+        return Err("it holds no key".into());
+    }
+    Ok(keys)
 }
 
 /// Checks and issues tokens.
@@ -204,26 +244,55 @@ impl Tokens {
 
     /// Tokens signed with RS256 by the keys of the JWKS document `jwks` (JSON), by `kid`.
     pub fn rs256(jwks: &str, issuer: &str, audience: &str) -> Result<Self, String> {
-        let set: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_str(jwks).map_err(|e| format!("it is not a JWKS document ({e})"))?;
-        let mut keys = HashMap::new();
-        for (i, jwk) in set.keys.iter().enumerate() {
-            let kid = jwk.common.key_id.clone().ok_or_else(|| format!("keys[{i}] has no kid"))?;
-            if !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) {
-                return Err(format!("key {kid} is not an RSA key: only RS256 is supported"));
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
-            keys.insert(kid, key);
-        }
-        if keys.is_empty() {
-            return Err("it holds no key".into());
-        }
-        Ok(Self {
-            keys: Keys::Rs256(keys),
+        Ok(Self::rs256_from(parse_jwks(jwks)?, None, issuer, audience))
+    }
+
+    /// Tokens signed with RS256 by the keys published at `url` (a JWKS document); none are
+    /// known until [`Tokens::refresh`] has fetched them.
+    pub fn rs256_url(url: &str, issuer: &str, audience: &str) -> Self {
+        Self::rs256_from(HashMap::new(), Some(url.to_string()), issuer, audience)
+    }
+
+    fn rs256_from(keys: HashMap<String, DecodingKey>, url: Option<String>, issuer: &str, audience: &str) -> Self {
+        let provider = Provider { keys: RwLock::new(keys), url, fetched: Mutex::new(None) };
+        Self {
+            keys: Keys::Rs256(Arc::new(provider)),
             validation: validation(Algorithm::RS256, issuer, audience),
             issuer: issuer.to_string(),
             audience: audience.to_string(),
-        })
+        }
+    }
+
+    /// Fetches the identity provider's keys from `gateway.jwks_url` again and uses them from
+    /// now on. Ok(false) without a URL, or when `force` is false and the last fetch was less
+    /// than [`REFETCH_AFTER`] ago. On an error the keys already held stay.
+    pub async fn refresh(&self, force: bool) -> Result<bool, String> {
+        let Keys::Rs256(provider) = &self.keys else { return Ok(false) };
+        let Some(url) = &provider.url else { return Ok(false) };
+        {
+            let mut fetched = provider.fetched.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && fetched.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
+                return Ok(false);
+            }
+            *fetched = Some(Instant::now());
+        }
+        let fail = |e: String| format!("cannot fetch gateway.jwks_url {url}: {e}");
+        let response =
+            reqwest::Client::new().get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| fail(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fail(format!("it answered {status}")));
+        }
+        let keys = parse_jwks(&text).map_err(fail)?;
+        tracing::info!(url, keys = keys.len(), "fetched the identity provider's keys");
+        *provider.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(true)
+    }
+
+    /// Whether the keys come from `gateway.jwks_url` (and should be refreshed now and then).
+    pub fn fetches_keys(&self) -> bool {
+        matches!(&self.keys, Keys::Rs256(p) if p.url.is_some())
     }
 
     /// The tokens of the `[gateway]` settings, or what is missing.
@@ -237,16 +306,24 @@ impl Tokens {
                 })?;
                 Ok(Self::new(secret.as_bytes(), &config.jwt_issuer, &config.jwt_audience))
             }
-            turbo_config::JwtAlgorithm::Rs256 => {
-                let path = config.jwks_file.as_ref().ok_or_else(|| {
-                    "gateway.jwt_algorithm is RS256: set gateway.jwks_file to the identity provider's JWKS file"
-                        .to_string()
-                })?;
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read gateway.jwks_file {}: {e}", path.display()))?;
-                Self::rs256(&text, &config.jwt_issuer, &config.jwt_audience)
-                    .map_err(|e| format!("gateway.jwks_file {}: {e}", path.display()))
-            }
+            turbo_config::JwtAlgorithm::Rs256 => match (&config.jwks_file, &config.jwks_url) {
+                (Some(_), Some(_)) => Err("set one of gateway.jwks_file and gateway.jwks_url, not both".to_string()),
+                (None, Some(url)) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(format!("gateway.jwks_url '{url}' is not an http(s) URL"));
+                    }
+                    Ok(Self::rs256_url(url, &config.jwt_issuer, &config.jwt_audience))
+                }
+                (Some(path), None) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read gateway.jwks_file {}: {e}", path.display()))?;
+                    Self::rs256(&text, &config.jwt_issuer, &config.jwt_audience)
+                        .map_err(|e| format!("gateway.jwks_file {}: {e}", path.display()))
+                }
+                (None, None) => Err("gateway.jwt_algorithm is RS256: set gateway.jwks_url to the identity provider's \
+                     JWKS URL, or gateway.jwks_file to a copy of it"
+                    .to_string()),
+            },
         }
     }
 
@@ -281,17 +358,17 @@ impl Tokens {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(format!("it cannot be read ({e})")))?;
         let key = match &self.keys {
-            Keys::Hs256 { decoding, .. } => decoding,
-            Keys::Rs256(keys) => {
+            Keys::Hs256 { decoding, .. } => decoding.clone(),
+            Keys::Rs256(provider) => {
                 if header.alg != Algorithm::RS256 {
                     return Err(TokenError::Invalid("only RS256 tokens are accepted".into()));
                 }
                 let kid = header.kid.as_deref().ok_or_else(|| TokenError::Invalid("it names no key (kid)".into()))?;
-                keys.get(kid)
-                    .ok_or_else(|| TokenError::Invalid(format!("its key '{kid}' is not in gateway.jwks_file")))?
+                let keys = provider.keys.read().unwrap_or_else(|p| p.into_inner());
+                keys.get(kid).cloned().ok_or_else(|| TokenError::UnknownKey(kid.to_string()))?
             }
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             TokenError::Invalid(match e.kind() {
                 K::ExpiredSignature => "it has expired; get a new one".into(),

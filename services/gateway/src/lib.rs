@@ -52,6 +52,22 @@ async fn fallback(request: axum::extract::Request) -> axum::response::Response {
     problem::ApiError::not_found("no such route: see /v1/openapi.json").into_response()
 }
 
+/// How often the identity provider's keys are fetched again (besides on an unknown key id).
+const KEYS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Fetches `gateway.jwks_url` again every [`KEYS_REFRESH`], so withdrawn keys stop working.
+async fn refresh_keys(tokens: auth::Tokens, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(KEYS_REFRESH) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(error) = tokens.refresh(true).await {
+            tracing::warn!(%error, "cannot refresh the identity provider's keys; the ones held stay in use");
+        }
+    }
+}
+
 /// Fails when the gateway cannot start with `config`: no key to check tokens with.
 pub fn check(config: &turbo_config::Config) -> Result<auth::Tokens> {
     auth::Tokens::from_config(&config.gateway).map_err(Error::NoKey)
@@ -63,6 +79,11 @@ pub fn check(config: &turbo_config::Config) -> Result<auth::Tokens> {
 pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "an unknown address".into());
     let tokens = check(config)?;
+    // An identity provider's published keys: needed before any token can be checked.
+    if tokens.fetches_keys() {
+        tokens.refresh(true).await.map_err(Error::NoKey)?;
+        tokio::spawn(refresh_keys(tokens.clone(), shutdown.clone()));
+    }
     let url = &config.gateway.orchestrator_url;
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| Error::BadUrl { url: url.clone(), reason: e.to_string() })?

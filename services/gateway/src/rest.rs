@@ -163,7 +163,18 @@ impl App {
             }
             return Ok(Principal { user: user.name, roles });
         }
-        let mut who = self.tokens.check_jwt(token)?;
+        let mut who = match self.tokens.check_jwt(token) {
+            // The identity provider may have rotated its keys: fetch them again (rate-limited).
+            Err(TokenError::UnknownKey(kid)) => match self.tokens.refresh(false).await {
+                Ok(true) => self.tokens.check_jwt(token)?,
+                Ok(false) => return Err(ApiError::from(TokenError::UnknownKey(kid))),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fetch the identity provider's keys");
+                    return Err(ApiError::from(TokenError::UnknownKey(kid)));
+                }
+            },
+            checked => checked?,
+        };
         if let Some(edge) = &self.edge {
             match edge.store.get_user(&who.user).await {
                 Ok(Some(user)) if user.disabled_at.is_some() => {
