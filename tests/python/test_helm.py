@@ -300,6 +300,18 @@ def test_gateway_gets_its_token_key_and_the_orchestrator():
     assert env_value(gateway, "TURBO_CODER__GATEWAY__JWKS_URL")["value"] == "https://idp.example/.well-known/jwks.json"
 
 
+def test_only_the_release_reaches_its_internal_services():
+    objs = objects(render())
+    policies = by_kind(objs, "NetworkPolicy")
+    assert sorted(policies) == sorted(f"{FULLNAME}-{c}" for c in ["orchestrator", "tool-runner", "knowledge"]), policies
+    orchestrator = policies[f"{FULLNAME}-orchestrator"]["spec"]
+    assert orchestrator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "orchestrator"
+    allowed = orchestrator["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert allowed["app.kubernetes.io/instance"] == RELEASE and "app.kubernetes.io/component" not in allowed, allowed
+    assert f"{FULLNAME}-gateway" not in policies, "the gateway is the public door"
+    assert not by_kind(objects(render({"networkPolicy": {"enabled": False}})), "NetworkPolicy")
+
+
 def test_tool_runners_behind_the_job_queue():
     objs = objects(render({"toolRunner": {"route": "queue", "replicas": 3}}))
     deployments = by_kind(objs, "Deployment")
@@ -328,6 +340,7 @@ TESTS = [
     test_storage_class,
     test_tool_runner_with_user_namespaces,
     test_tool_runners_behind_the_job_queue,
+    test_only_the_release_reaches_its_internal_services,
     test_gateway_gets_its_token_key_and_the_orchestrator,
     test_postgres_user_must_be_url_safe,
 ]
