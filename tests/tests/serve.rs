@@ -435,8 +435,15 @@ async fn gateway_stack(
             .repeat(repeat)
             .model(ModelDef::new("planner:test", 131072))
             .model(ModelDef::new("coder:test", 32768))
+            .model(ModelDef::new("tester:test", 32768))
             .replies("planner:test", vec![Reply::Json(plan)])
-            .replies("coder:test", vec![Reply::text("nothing to do")]),
+            .replies("coder:test", vec![Reply::text("nothing to do")])
+            // Asked for a code suggestion in a session (the plans here have no tester phase).
+            .replies(
+                "tester:test",
+                vec![Reply::Json(json!({"replacement": "GOODBYE", "description": "shout it",
+                                        "confidence": 0.8, "reasoning": "asked to be louder"}))],
+            ),
     )
     .await
     .expect("the scripted model server starts");
@@ -449,6 +456,9 @@ async fn gateway_stack(
             ("TURBO_CODER__MODELS__PLANNER__MODEL", "planner:test".into()),
             ("TURBO_CODER__MODELS__CODER__BASE_URL", models.url()),
             ("TURBO_CODER__MODELS__CODER__MODEL", "coder:test".into()),
+            ("TURBO_CODER__MODELS__TESTER__PROVIDER", "ollama".into()),
+            ("TURBO_CODER__MODELS__TESTER__BASE_URL", models.url()),
+            ("TURBO_CODER__MODELS__TESTER__MODEL", "tester:test".into()),
         ],
     )
     .await;

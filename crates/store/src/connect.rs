@@ -107,18 +107,25 @@ impl Store {
                 opts.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
             }
         }
+        // Processes opening one file together (the embedded services) connect and migrate one
+        // at a time: an exclusive lock on a file beside it, held while they do. Connecting is
+        // inside it too: the first connection to a new file switches it to WAL, which needs the
+        // database to itself, and the busy timeout does not cover that switch.
+        let _migrating = match &file {
+            // A lock file that cannot be made means the database's place is not writable.
+            Some(path) => Some(
+                migration_lock(path)
+                    .await
+                    .map_err(|e| Error::Unwritable { path: path.clone(), reason: e.to_string() })?,
+            ),
+            None => None,
+        };
         let db = Database::connect(opts).await.map_err(|e| match &file {
             Some(path) => sqlite_file_error(path, e.to_string())
                 .unwrap_or_else(|| Error::Unwritable { path: path.clone(), reason: e.to_string() }),
             None => Error::Unreachable { url: url.to_string(), reason: e.to_string() },
         })?;
         let store = Store { db };
-        // Processes opening one file together (the embedded services) migrate one at a time:
-        // an exclusive lock on a file beside it, held while migrating.
-        let _migrating = match &file {
-            Some(path) => Some(migration_lock(path).await?),
-            None => None,
-        };
         store.migrate().await.map_err(|e| match (&file, &e) {
             (Some(path), Error::Db { source, .. }) => sqlite_file_error(path, source.to_string()).unwrap_or(e),
             _ => e,
