@@ -10,8 +10,8 @@
 //!    stores in Postgres.
 //! 5. A cluster of processes: tasks/s and events stored/s with 2 worker replicas per role, and
 //!    how long a killed worker's phase and a killed orchestrator take to be taken over.
-//! 6. The tool sandbox: `shell_run true` sandboxed, unconfined and as a plain fork+exec, and
-//!    sandboxed jobs per second with several in flight.
+//! 6. The tool sandbox: `shell_run true` sandboxed (started ahead, and started for the call),
+//!    unconfined and as a plain fork+exec, and sandboxed jobs per second with several in flight.
 //! 8. Workspace checkpoints on a 10,000-file workspace: the first, the next ones, a rewind,
 //!    beside a walk that stats every file. (7 is the knowledge benchmark, its own binary.)
 //! 9. The gateway: authenticated `GET /v1/tasks/{id}` under wrk beside the HTTP floor, and
@@ -396,7 +396,8 @@ fn print_sandbox(s: &sandbox::SandboxCost) {
     };
     row("baseline: fork+exec of /bin/true (tokio::process)", &s.fork_exec);
     row("baseline: shell_run true, unconfined (sh -c, same code path)", &s.unconfined);
-    row("shell_run true in the sandbox", &s.sandboxed);
+    row("shell_run true in the sandbox started ahead (default)", &s.sandboxed);
+    row("shell_run true in a sandbox started for the call (warm = 0)", &s.cold);
     println!(
         "   {:<62} {:>11} {:>11}",
         "  sandbox cost = sandboxed - unconfined",

@@ -410,6 +410,11 @@ pub struct SandboxConfig {
     pub path: String,
     /// The bubblewrap program: a name on PATH, or a path.
     pub bwrap: String,
+    /// Sandboxes started ahead of their call (one per workspace, the next call's), so a call
+    /// does not wait for its namespaces to be made; 0: each call starts its own when it comes.
+    pub warm: usize,
+    /// A sandbox started ahead and unused for this long is stopped.
+    pub warm_ttl_s: u64,
 }
 
 impl Default for SandboxConfig {
@@ -426,6 +431,8 @@ impl Default for SandboxConfig {
             read_only_paths: Vec::new(),
             path: "/usr/local/bin:/usr/bin:/bin".into(),
             bwrap: "bwrap".into(),
+            warm: 4,
+            warm_ttl_s: 60,
         }
     }
 }

@@ -8,14 +8,14 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
@@ -334,39 +334,13 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
         cwd: run.cwd,
         env: run.extra_env.iter().map(|(k, v)| (OsString::from(k), v.clone())).collect(),
     };
-    let sandboxed = run.sandbox.command(spec).await?;
     let output_limit = run.sandbox.policy().max_output_bytes;
-    let program_name = sandboxed.program.to_string_lossy().into_owned();
-    let mut command = tokio::process::Command::new(&sandboxed.program);
-    command
-        .args(&sandboxed.args)
-        .current_dir(run.cwd)
-        .env_clear()
-        .envs(sandboxed.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if run.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A group of its own so one signal reaches everything the command started (in the
-        // sandbox: the outer bwrap, whose death tears down the sandbox's pid namespace).
-        .process_group(0)
-        .kill_on_drop(true);
-
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::MissingProgram { program: program_name.clone(), hint: "it disappeared; install it again".to_owned() }
-        }
-        _ => Error::io(program_name.clone(), e),
-    })?;
+    let sandboxed = run.sandbox.start(spec, run.stdin).await?;
+    let mut child = sandboxed.child;
+    let program_name = run.program.to_owned();
     let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
 
-    if let (Some(data), Some(mut stdin)) = (run.stdin, child.stdin.take()) {
-        // Its own task so a child that reads slowly (or never) cannot block the output drains;
-        // a broken pipe just means the child stopped reading.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&data).await;
-        });
-    }
     let stdout = Arc::new(Mutex::new(Capture::new(run.cap)));
     let stderr = Arc::new(Mutex::new(Capture::new(run.cap)));
     let flooded = Arc::new((AtomicBool::new(false), Notify::new()));

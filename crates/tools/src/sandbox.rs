@@ -22,15 +22,36 @@
 //! [`SandboxMode::Unconfined`] in the configuration.
 //!
 //! The command line is `sh -c WRAPPER sh FILTER CGROUP.. -- prlimit LIMITS -- bwrap ARGS --
-//! PROGRAM ARGS`: the small shell wrapper moves itself into the call's cgroups, then `exec`s
-//! the rest with the seccomp program open on descriptor 3, which bwrap reads. No unsafe code
-//! and no helper binary of our own are needed.
+//! sh -c LAUNCHER`: the small shell wrapper moves itself into the call's cgroups, then `exec`s
+//! the rest with the seccomp program open on descriptor 3, which bwrap reads. Inside, the
+//! launcher reads the call from stdin (one line of script that changes to the call's
+//! directory, exports its variables and `exec`s its program, every word single-quoted) and
+//! runs it; what follows that line on stdin is the program's input. No unsafe code and no
+//! helper binary of our own are needed.
+//!
+//! Warm sandboxes: because the call comes on stdin, a sandbox can be started before its call
+//! is known. Making the namespaces is most of a sandbox's cost (some 15 ms here, against 1-3
+//! ms for the program itself), so after each call in a workspace the next sandbox for that
+//! workspace is started ahead ([`SandboxPolicy::warm`] of them, one per workspace, each
+//! stopped after [`SandboxPolicy::warm_ttl`] unused). Every call still gets a sandbox of its
+//! own, used once: nothing a call leaves behind (processes, /tmp) reaches the next. A warm
+//! sandbox is used only while its workspace is the same directory (device and inode) and it
+//! is still alive.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
@@ -72,6 +93,11 @@ pub struct SandboxPolicy {
     pub path: String,
     /// The bubblewrap program: a name looked up on this process's PATH, or a path.
     pub bwrap: String,
+    /// Sandboxes kept started ahead of their call, at most one per workspace; 0 starts each
+    /// sandbox when its call comes.
+    pub warm: usize,
+    /// A warm sandbox unused for this long is stopped.
+    pub warm_ttl: Duration,
 }
 
 impl Default for SandboxPolicy {
@@ -88,6 +114,8 @@ impl Default for SandboxPolicy {
             read_only_paths: Vec::new(),
             path: "/usr/local/bin:/usr/bin:/bin".to_owned(),
             bwrap: "bwrap".to_owned(),
+            warm: 4,
+            warm_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -105,6 +133,11 @@ done
 shift
 exec "$@" 3<"$f""#;
 
+/// Runs inside the sandbox: reads the call's script, one line (the shell's `read` takes no
+/// byte past it, so the rest of stdin is the program's), and evaluates it. A newline inside a
+/// word is written as `$nl`, outside the quotes.
+const LAUNCHER: &str = "nl='\n'; IFS= read -r s || exit 125; eval \"$s\"";
+
 /// Prefix of bubblewrap's own error messages (as opposed to the command's).
 const BWRAP_ERROR: &str = "bwrap: ";
 
@@ -119,11 +152,53 @@ const SYSTEM_DIRS: &[&str] = &["/usr", "/etc", "/opt"];
 pub struct Sandbox {
     policy: SandboxPolicy,
     ready: OnceCell<Arc<Prepared>>,
+    warm: Arc<Mutex<HashMap<PathBuf, Waiting>>>,
+    counts: Counts,
+}
+
+/// How calls found their sandbox.
+#[derive(Debug, Default)]
+struct Counts {
+    warm: AtomicU64,
+    cold: AtomicU64,
+}
+
+/// A sandbox started for a workspace, its launcher waiting on stdin for the call.
+struct Waiting {
+    child: tokio::process::Child,
+    job: Option<crate::cgroup::Job>,
+    /// The workspace directory's device and inode when the sandbox bound it.
+    identity: (u64, u64),
+    born: Instant,
+}
+
+impl Waiting {
+    /// Stops it: the outer bwrap's death tears the sandbox down (`--die-with-parent`).
+    fn discard(mut self) {
+        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.start_kill();
+        if let Some(job) = self.job.take() {
+            job.finish();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let pool = std::mem::take(&mut *self.warm.lock().unwrap_or_else(PoisonError::into_inner));
+        pool.into_values().for_each(Waiting::discard);
+    }
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("policy", &self.policy).field("ready", &self.ready.initialized()).finish()
+        f.debug_struct("Sandbox")
+            .field("policy", &self.policy)
+            .field("ready", &self.ready.initialized())
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,20 +227,17 @@ pub(crate) struct Spec<'a> {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// The command line to spawn for a [`Spec`], and the call's cgroup (removed by
-/// [`Job::finish`]).
-pub(crate) struct Command {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-    /// The whole environment of the spawned process.
-    pub env: Vec<(OsString, OsString)>,
+/// A call's process, started: its own process group, killed when dropped; the call's cgroup
+/// (removed by [`crate::cgroup::Job::finish`]); whether it is confined.
+pub(crate) struct Started {
+    pub child: tokio::process::Child,
     pub job: Option<crate::cgroup::Job>,
     pub confined: bool,
 }
 
 impl Sandbox {
     pub fn new(policy: SandboxPolicy) -> Self {
-        Self { policy, ready: OnceCell::new() }
+        Self { policy, ready: OnceCell::new(), warm: Arc::default(), counts: Counts::default() }
     }
 
     /// The process-wide sandbox with the default policy, shared by contexts that are not given
@@ -197,8 +269,14 @@ impl Sandbox {
         self.ready.get_or_try_init(|| prepare(&self.policy)).await.cloned()
     }
 
-    /// The command line that runs `spec` confined (or, unconfined, as itself).
-    pub(crate) async fn command(&self, spec: Spec<'_>) -> Result<Command> {
+    /// Calls served by a sandbox started ahead, and calls that started their own.
+    pub fn warm_and_cold_starts(&self) -> (u64, u64) {
+        (self.counts.warm.load(Ordering::Relaxed), self.counts.cold.load(Ordering::Relaxed))
+    }
+
+    /// Starts `spec` confined (or, unconfined, as itself), `stdin` written to its input and
+    /// then closed (no input: an empty one).
+    pub(crate) async fn start(&self, spec: Spec<'_>, stdin: Option<Vec<u8>>) -> Result<Started> {
         if self.policy.mode == SandboxMode::Unconfined {
             let mut env = process::scrubbed_env(std::env::vars_os());
             let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
@@ -206,19 +284,183 @@ impl Sandbox {
                 missing(spec.program, spec.hint, path.as_deref().map(|p| p.to_string_lossy().into_owned()))
             })?;
             env.extend(spec.env);
-            return Ok(Command { program, args: spec.args, env, job: None, confined: false });
+            let mut child = spawn(&program, &spec.args, &env, spec.cwd)?;
+            feed(&mut child, stdin.unwrap_or_default());
+            return Ok(Started { child, job: None, confined: false });
         }
         let prepared = self.prepared().await?;
-        confined(&self.policy, &prepared, spec)
+        let program = process::find_program(spec.program, Some(self.policy.path.as_ref()))
+            .ok_or_else(|| missing(spec.program, spec.hint, Some(self.policy.path.clone())))?;
+        let script = script(&spec, &program)?;
+        let waiting = match self.take_warm(spec.workspace) {
+            Some(w) => {
+                self.counts.warm.fetch_add(1, Ordering::Relaxed);
+                w
+            }
+            None => {
+                self.counts.cold.fetch_add(1, Ordering::Relaxed);
+                waiting(&self.policy, &prepared, spec.workspace)?
+            }
+        };
+        let Waiting { mut child, job, .. } = waiting;
+        feed(&mut child, launcher_input(script, stdin));
+        self.start_ahead(&prepared, spec.workspace);
+        Ok(Started { child, job, confined: true })
+    }
+
+    /// The sandbox started ahead for `workspace`, if it is still good for it.
+    fn take_warm(&self, workspace: &Path) -> Option<Waiting> {
+        let mut w = self.warm.lock().unwrap_or_else(PoisonError::into_inner).remove(workspace)?;
+        let fresh = w.born.elapsed() < self.policy.warm_ttl;
+        let same_dir = identity(workspace).is_some_and(|id| id == w.identity);
+        let alive = matches!(w.child.try_wait(), Ok(None));
+        if fresh && same_dir && alive {
+            return Some(w);
+        }
+        w.discard();
+        None
+    }
+
+    /// Starts the next sandbox for `workspace`, kept for its call (at most `warm` of them, the
+    /// oldest stopped first), and stops it after `warm_ttl` if no call comes.
+    fn start_ahead(&self, prepared: &Prepared, workspace: &Path) {
+        if self.policy.warm == 0 {
+            return;
+        }
+        let w = match waiting(&self.policy, prepared, workspace) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(workspace = %workspace.display(), error = %e, "no sandbox started ahead");
+                return;
+            }
+        };
+        let born = w.born;
+        let mut pool = self.warm.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = pool.insert(workspace.to_owned(), w) {
+            old.discard();
+        }
+        while pool.len() > self.policy.warm {
+            let oldest = pool.iter().min_by_key(|(_, w)| w.born).map(|(k, _)| k.clone());
+            match oldest.and_then(|k| pool.remove(&k)) {
+                Some(w) => w.discard(),
+                None => break,
+            }
+        }
+        drop(pool);
+        let (pool, ttl, workspace) = (Arc::downgrade(&self.warm), self.policy.warm_ttl, workspace.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            let Some(pool) = pool.upgrade() else { return };
+            let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.get(&workspace).is_some_and(|w| w.born == born)
+                && let Some(w) = pool.remove(&workspace)
+            {
+                w.discard();
+            }
+        });
     }
 }
 
-/// The sandboxed command line of `spec` on a prepared host.
-fn confined(policy: &SandboxPolicy, p: &Prepared, spec: Spec<'_>) -> Result<Command> {
-    let program = process::find_program(spec.program, Some(policy.path.as_ref()))
-        .ok_or_else(|| missing(spec.program, spec.hint, Some(policy.path.clone())))?;
-    let job = p.cgroups.job(policy)?;
+/// Spawns `program` in its own process group (killed when dropped), its stdio piped.
+fn spawn(program: &Path, args: &[OsString], env: &[(OsString, OsString)], cwd: &Path) -> Result<Child> {
+    tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A group of its own so one signal reaches everything the command started (in the
+        // sandbox: the outer bwrap, whose death tears down the sandbox's pid namespace).
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            let name = program.display().to_string();
+            match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::MissingProgram { program: name, hint: "it disappeared; install it again".to_owned() }
+                }
+                _ => Error::io(name, e),
+            }
+        })
+}
 
+/// Writes `input` to the child's stdin and closes it, on a task of its own so a child that
+/// reads slowly (or never) cannot block the caller; a broken pipe means it stopped reading.
+fn feed(child: &mut Child, input: Vec<u8>) {
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+    }
+}
+
+/// The call as the launcher's script: into its directory, its variables, its program; every
+/// word single-quoted, so nothing in them is interpreted.
+fn script(spec: &Spec<'_>, program: &Path) -> Result<Vec<u8>> {
+    let cwd = spec.cwd.as_os_str().as_bytes();
+    let mut s = b"cd -- ".to_vec();
+    quote(&mut s, cwd);
+    s.extend_from_slice(b" 2>/dev/null || { echo ");
+    quote(&mut s, &[b"turbo-sandbox: cannot enter the directory ", cwd].concat());
+    s.extend_from_slice(format!(" >&2; exit {WRAPPER_FAILED}; }}; ").as_bytes());
+    for (name, value) in &spec.env {
+        let name = name.as_bytes();
+        let valid = name.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+            && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        if !valid {
+            return Err(Error::Sandbox {
+                reason: format!("'{}' is not a valid environment variable name", String::from_utf8_lossy(name)),
+            });
+        }
+        s.extend_from_slice(b"export ");
+        s.extend_from_slice(name);
+        s.push(b'=');
+        quote(&mut s, value.as_bytes());
+        s.extend_from_slice(b"; ");
+    }
+    s.extend_from_slice(b"exec");
+    for word in std::iter::once(program.as_os_str()).chain(spec.args.iter().map(OsString::as_os_str)) {
+        s.push(b' ');
+        quote(&mut s, word.as_bytes());
+    }
+    Ok(s)
+}
+
+/// What the launcher reads: the script's line, then the program's input.
+fn launcher_input(mut script: Vec<u8>, stdin: Option<Vec<u8>>) -> Vec<u8> {
+    script.push(b'\n');
+    script.extend(stdin.unwrap_or_default());
+    script
+}
+
+/// `word` single-quoted for sh, on one line: a `'` ends the quote, is escaped, and a new
+/// quote begins; a newline is the launcher's `$nl` between quotes.
+fn quote(out: &mut Vec<u8>, word: &[u8]) {
+    out.push(b'\'');
+    for &b in word {
+        match b {
+            b'\'' => out.extend_from_slice(b"'\\''"),
+            b'\n' => out.extend_from_slice(b"'\"$nl\"'"),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\'');
+}
+
+/// A directory's device and inode.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
+}
+
+/// Starts a sandbox binding `workspace`, its launcher waiting on stdin for the call.
+fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path) -> Result<Waiting> {
+    let identity = identity(workspace).ok_or_else(|| Error::Sandbox {
+        reason: format!("the workspace {} is not a directory this process can see", workspace.display()),
+    })?;
+    let job = p.cgroups.job(policy)?;
     let mut args: Vec<OsString> = vec!["-c".into(), WRAPPER.into(), "sh".into()];
     args.push(p.seccomp.as_ref().map_or_else(|| OsString::from("/dev/null"), |f| f.as_os_str().to_owned()));
     if let Some(job) = &job {
@@ -230,15 +472,15 @@ fn confined(policy: &SandboxPolicy, p: &Prepared, spec: Spec<'_>) -> Result<Comm
     args.push("--".into());
     args.push(p.bwrap.as_os_str().to_owned());
     args.extend(p.base.iter().cloned());
-    args.extend(["--bind".into(), spec.workspace.as_os_str().to_owned(), spec.workspace.as_os_str().to_owned()]);
+    args.extend(["--bind".into(), workspace.as_os_str().to_owned(), workspace.as_os_str().to_owned()]);
     // Everything is mounted: the root (bwrap's tmpfs) becomes read-only too.
     args.extend(["--remount-ro".into(), "/".into()]);
-    args.extend(["--chdir".into(), spec.cwd.as_os_str().to_owned()]);
+    args.extend(["--chdir".into(), workspace.as_os_str().to_owned()]);
     if p.seccomp.is_some() {
         args.extend(["--seccomp".into(), "3".into()]);
     }
     // The sandbox's own environment: a PATH that exists inside, a HOME and TMPDIR that are
-    // writable, the locale the caller chose, and the tool's own variables; nothing else.
+    // writable, the locale the caller chose; the call adds its tool's variables, nothing else.
     let mut env: Vec<(OsString, OsString)> = vec![
         ("PATH".into(), policy.path.clone().into()),
         ("HOME".into(), "/tmp".into()),
@@ -246,15 +488,13 @@ fn confined(policy: &SandboxPolicy, p: &Prepared, spec: Spec<'_>) -> Result<Comm
     ];
     let scrubbed = process::scrubbed_env(std::env::vars_os());
     env.extend(scrubbed.into_iter().filter(|(k, _)| k == "LANG" || k == "LC_ALL" || k == "TERM"));
-    env.extend(spec.env);
     for (k, v) in env {
         args.extend(["--setenv".into(), k, v]);
     }
-    args.push("--".into());
-    args.push(program.into_os_string());
-    args.extend(spec.args);
-    let outer = vec![("PATH".into(), "/usr/bin:/bin".into())];
-    Ok(Command { program: p.sh.clone(), args, env: outer, job, confined: true })
+    args.extend(["--".into(), p.sh.as_os_str().to_owned(), "-c".into(), LAUNCHER.into()]);
+    let outer = [("PATH".into(), "/usr/bin:/bin".into())];
+    let child = spawn(&p.sh, &args, &outer, workspace)?;
+    Ok(Waiting { child, job, identity, born: Instant::now() })
 }
 
 fn missing(program: &str, hint: &str, path: Option<String>) -> Error {
@@ -383,13 +623,13 @@ async fn probe(prepared: &Prepared, policy: &SandboxPolicy) -> Result<()> {
         cwd: tmp.path(),
         env: Vec::new(),
     };
-    let cmd = confined(policy, prepared, spec)?;
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new(&cmd.program).args(&cmd.args).env_clear().envs(cmd.env.clone()).output(),
-    )
-    .await;
-    if let Some(job) = cmd.job {
+    let program = process::find_program(spec.program, Some(policy.path.as_ref()))
+        .ok_or_else(|| missing(spec.program, spec.hint, Some(policy.path.clone())))?;
+    let script = script(&spec, &program)?;
+    let Waiting { mut child, job, .. } = waiting(policy, prepared, tmp.path())?;
+    feed(&mut child, launcher_input(script, None));
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await;
+    if let Some(job) = job {
         job.finish();
     }
     let reason = match out {
@@ -416,5 +656,91 @@ pub(crate) fn setup_failure(code: Option<i32>, stderr: &str) -> Option<String> {
         Some(1) if first.starts_with(BWRAP_ERROR) => Some(first.to_owned()),
         Some(WRAPPER_FAILED) if first.starts_with("turbo-sandbox: ") => Some(first.to_owned()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+
+    /// Runs the launcher in a plain `sh` (the part of a call that happens inside the sandbox).
+    fn launch(spec: &Spec<'_>, program: &str, stdin: Option<Vec<u8>>) -> std::process::Output {
+        let script = script(spec, Path::new(program)).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", LAUNCHER])
+            .current_dir(spec.workspace)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = launcher_input(script, stdin);
+        let mut w = child.stdin.take().unwrap();
+        // Written while the output is read: a large input would fill both pipes otherwise.
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut w, &input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        out
+    }
+
+    fn spec<'a>(dir: &'a Path, cwd: &'a Path, args: Vec<OsString>, env: Vec<(OsString, OsString)>) -> Spec<'a> {
+        Spec { program: "unused", hint: "", args, workspace: dir, cwd, env }
+    }
+
+    #[test]
+    fn the_launcher_passes_every_word_and_the_input_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let words: Vec<OsString> = vec![
+            "%s|".into(),
+            "it's".into(),
+            "$(touch pwned)".into(),
+            "`touch pwned`".into(),
+            "a\nb\n".into(),
+            "back\\slash".into(),
+            "".into(),
+            "  spaced  ".into(),
+            "-n".into(),
+            "'".into(),
+            "\"$HOME\"".into(),
+            OsString::from_vec(vec![0xff, b'x', 0xfe]),
+        ];
+        let out = launch(&spec(dir.path(), dir.path(), words.clone(), vec![]), "/usr/bin/printf", None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut expected = Vec::new();
+        for w in &words[1..] {
+            expected.extend_from_slice(w.as_bytes());
+            expected.push(b'|');
+        }
+        assert_eq!(out.stdout, expected);
+        assert!(!dir.path().join("pwned").exists(), "nothing in a word was run");
+
+        // What follows the script is the program's input, to the byte.
+        let input: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+        let out = launch(&spec(dir.path(), dir.path(), vec![], vec![]), "/bin/cat", Some(input.clone()));
+        assert!(out.stdout == input, "cat read {} bytes of {}", out.stdout.len(), input.len());
+    }
+
+    #[test]
+    fn the_launcher_enters_the_directory_and_exports_the_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("it's a dir");
+        std::fs::create_dir(&sub).unwrap();
+        let env = vec![("GREETING".into(), "x'y\nz $HOME".into())];
+        let args = vec!["-c".into(), "pwd; printf %s \"$GREETING\"".into()];
+        let out = launch(&spec(dir.path(), &sub, args.clone(), env), "/bin/sh", None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, format!("{}\nx'y\nz $HOME", sub.display()));
+
+        let gone = dir.path().join("gone");
+        let out = launch(&spec(dir.path(), &gone, args.clone(), vec![]), "/bin/sh", None);
+        assert_eq!(out.status.code(), Some(WRAPPER_FAILED));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(setup_failure(out.status.code(), &err).is_some_and(|m| m.contains("gone")), "{err}");
+
+        let bad = vec![("A=B".into(), "x".into())];
+        let err = script(&spec(dir.path(), dir.path(), args, bad), Path::new("/bin/sh")).unwrap_err();
+        assert!(err.to_string().contains("'A=B' is not a valid environment variable name"), "{err}");
     }
 }

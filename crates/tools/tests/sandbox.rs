@@ -331,3 +331,93 @@ async fn unconfined_is_only_what_the_configuration_asks_for() {
     let described = confined.ctx.sandbox.check().await.unwrap();
     assert!(described.contains("bubblewrap") && described.contains("no network"), "{described}");
 }
+
+// ---- sandboxes started ahead ----
+
+/// The sandboxes this test process started that bind `ws`: their outer bwrap processes (the
+/// children of this process; each forks the sandbox's first process, which keeps its command
+/// line).
+fn sandboxes_binding(ws: &Path) -> Vec<String> {
+    let ws = ws.to_str().unwrap();
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)) == Some(me.as_str())
+        })
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("bwrap") && c.contains(&format!("--bind {ws} {ws}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_call_served_by_a_sandbox_started_ahead_still_gets_a_fresh_one() {
+    let c = case();
+    let first = c.sh("echo left-behind > /tmp/mark; sleep 300 & echo started").await;
+    assert!(first.success, "{}", first.content);
+    // The first call started its own sandbox, and the next one for this workspace.
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (0, 1));
+    assert_eq!(sandboxes_binding(c.ws()).len(), 1, "one sandbox waits for the next call");
+    let second =
+        c.sh("cat /tmp/mark 2>/dev/null || echo no-mark; for p in /proc/[0-9]*; do cat $p/comm; done; pwd").await;
+    assert!(second.success, "{}", second.content);
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (1, 1));
+    let seen = stdout(&second);
+    assert!(seen.contains("no-mark"), "the previous call's /tmp is gone: {seen}");
+    assert!(!seen.contains("sleep"), "the previous call's processes are gone: {seen}");
+    assert!(seen.trim_end().ends_with(c.ws().to_str().unwrap()), "it starts in the workspace: {seen}");
+    // A call with input: python_run sends its code on stdin, after the launcher's script.
+    let py = c.py("import os\nprint(os.getcwd())\nprint('it''s', \"$(x)\")").await;
+    assert!(py.success, "{}", py.content);
+    assert_eq!(stdout(&py).trim_end(), format!("{}\nits $(x)", c.ws().display()), "{}", py.content);
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (2, 1));
+}
+
+#[tokio::test]
+async fn a_workspace_replaced_at_the_same_path_is_not_served_by_the_old_sandbox() {
+    let c = case();
+    assert!(c.sh("echo one > f").await.success);
+    fs::rename(c.ws(), c.dir.path().join("old")).unwrap();
+    fs::create_dir(c.ws()).unwrap();
+    fs::write(c.ws().join("f"), "two\n").unwrap();
+    let out = c.sh("cat f").await;
+    assert_eq!(stdout(&out).trim(), "two", "{}", out.content);
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (0, 2), "the old directory's sandbox was dropped");
+}
+
+#[tokio::test]
+async fn sandboxes_started_ahead_expire_and_die_with_their_runner() {
+    let c = case_with(SandboxPolicy { warm_ttl: Duration::from_millis(300), ..policy() });
+    assert!(c.sh("true").await.success);
+    assert_eq!(sandboxes_binding(c.ws()).len(), 1);
+    eventually(|| sandboxes_binding(c.ws()).is_empty(), "the unused sandbox is stopped after its ttl").await;
+    assert!(c.sh("true").await.success);
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (0, 2));
+
+    // Dropping the sandbox stops what it started ahead.
+    assert_eq!(sandboxes_binding(c.ws()).len(), 1);
+    let ws = c.ws().to_owned();
+    drop(c.ctx);
+    eventually(|| sandboxes_binding(&ws).is_empty(), "a dropped runner leaves no sandbox behind").await;
+
+    // warm = 0: every call starts its own, none waits.
+    let off = case_with(SandboxPolicy { warm: 0, ..policy() });
+    assert!(off.sh("true").await.success && off.sh("true").await.success);
+    assert_eq!(off.ctx.sandbox.warm_and_cold_starts(), (0, 2));
+    assert!(sandboxes_binding(off.ws()).is_empty());
+}
+
+/// Polls `done` for up to 10 s.
+async fn eventually(done: impl Fn() -> bool, what: &str) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: still not true after 10 s");
+}

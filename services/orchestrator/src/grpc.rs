@@ -191,6 +191,16 @@ impl Who {
         }
     }
 
+    /// Whom a request acts for: the gateway's user, whatever the request says; else the user
+    /// the request names; else the caller itself.
+    pub fn on_behalf_of(&self, requested: &str) -> String {
+        match self.user() {
+            Some(name) => name.to_string(),
+            None if requested.trim().is_empty() => self.actor(),
+            None => requested.trim().to_string(),
+        }
+    }
+
     fn level(&self) -> Option<Level> {
         match self {
             Who::Internal { .. } => Some(Level::Admin),

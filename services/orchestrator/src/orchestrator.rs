@@ -206,13 +206,13 @@ impl Actor for Orchestrator {
         };
         let reason = format!("internal error while running the task: {err}");
         if let Ok(to) = task.status.transition(TaskStatus::Failed) {
-            state
-                .deps
-                .events
-                .emit(id, EventKind::StatusChanged { from: task.status, to, reason: Some(reason.clone()) });
+            let from = task.status;
             task.status = to;
             task.completed_at = Some(chrono::Utc::now());
-            if let Err(e) = state.deps.store.update_task(&task).await {
+            // Stored before it is told: a watcher that sees the change and reads the task finds it.
+            let stored = state.deps.store.update_task(&task).await;
+            state.deps.events.emit(id, EventKind::StatusChanged { from, to, reason: Some(reason.clone()) });
+            if let Err(e) = stored {
                 tracing::error!(task_id = %id, error = %e, "cannot record the failed task");
             }
         }
@@ -239,8 +239,8 @@ async fn cancel_task(state: &mut OrchestratorState, task_id: TaskId, reason: Opt
     task.completed_at = Some(chrono::Utc::now());
     task.current_phase = None;
     let reason = reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "cancelled on request".to_string());
-    state.deps.events.emit(task_id, EventKind::StatusChanged { from, to, reason: Some(reason) });
     state.deps.store.update_task(&task).await?;
+    state.deps.events.emit(task_id, EventKind::StatusChanged { from, to, reason: Some(reason) });
     // A kept result of the earlier (planning) run would answer waiters with the old status.
     state.finished.remove(&task_id);
     Ok(CancelOutcome::Cancelled(Box::new(task)))
@@ -305,10 +305,11 @@ async fn resume_interrupted(myself: ActorRef<OrchestratorMsg>, state: &mut Orche
             let mut task = stored.task;
             let reason = "the orchestrator stopped while planning the task; create it again".to_string();
             if let Ok(to) = task.status.transition(TaskStatus::Failed) {
-                state.deps.events.emit(id, EventKind::StatusChanged { from: task.status, to, reason: Some(reason) });
+                let from = task.status;
                 task.status = to;
                 task.completed_at = Some(chrono::Utc::now());
                 state.deps.store.update_task(&task).await?;
+                state.deps.events.emit(id, EventKind::StatusChanged { from, to, reason: Some(reason) });
             }
             tracing::warn!(task_id = %id, "failed a task left in planning by an earlier orchestrator");
             continue;

@@ -211,8 +211,10 @@ impl Run {
         if to.is_terminal() {
             self.task.completed_at = Some(Utc::now());
         }
+        // Stored first: a watcher that sees the status change and reads the task finds it.
+        self.save().await?;
         self.emit(EventKind::StatusChanged { from, to, reason });
-        self.save().await
+        Ok(())
     }
 
     async fn steps(&mut self) -> Step<()> {

@@ -193,6 +193,8 @@ pub fn sandbox_policy(c: &turbo_config::SandboxConfig) -> SandboxPolicy {
         read_only_paths: c.read_only_paths.clone(),
         path: c.path.clone(),
         bwrap: c.bwrap.clone(),
+        warm: c.warm,
+        warm_ttl: Duration::from_secs(c.warm_ttl_s),
     }
 }
 

@@ -191,11 +191,7 @@ impl SessionService for Api {
         let caller = Who::of(&request);
         let r = request.into_inner();
         let target = r.session_id;
-        let who = match caller.user() {
-            Some(name) => name.to_string(),
-            None if r.user.trim().is_empty() => caller.actor(),
-            None => r.user.trim().to_string(),
-        };
+        let who = caller.on_behalf_of(&r.user);
         let ended = async {
             let id = session_id(&target)?;
             self.own_session(&caller, id).await?;
@@ -233,7 +229,7 @@ impl SessionService for Api {
             api: self.clone(),
             id,
             project: Arc::new(project),
-            out: Outbox { id, tx, store: self.store.clone() },
+            out: Outbox::new(id, tx, self.store.clone(), session.idle_timeout),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         };
         tokio::spawn(interaction.run(first, inbound));
@@ -287,11 +283,7 @@ impl Api {
             }
         };
         // Through the gateway's edge the session is the caller's, whatever the request says.
-        let user = match who.user() {
-            Some(name) => name.to_string(),
-            None if r.user.trim().is_empty() => who.actor(),
-            None => r.user.trim().to_string(),
-        };
+        let user = who.on_behalf_of(&r.user);
         let now = Utc::now();
         let session = StoredSession {
             id: SessionId::new(),
@@ -315,9 +307,38 @@ struct Outbox {
     id: SessionId,
     tx: mpsc::Sender<std::result::Result<pb::ServerMessage, Status>>,
     store: Store,
+    /// When activity was last written, shared by the stream's handlers.
+    touched: Arc<Mutex<Option<Instant>>>,
+    /// Activity is written at most this often: a quarter of the idle timeout, at most 1 s, so
+    /// a busy session costs one write a second, not one per message, and is never swept.
+    touch_every: Duration,
 }
 
 impl Outbox {
+    fn new(
+        id: SessionId,
+        tx: mpsc::Sender<std::result::Result<pb::ServerMessage, Status>>,
+        store: Store,
+        idle_timeout: Duration,
+    ) -> Self {
+        let touch_every = (idle_timeout / 4).min(Duration::from_secs(1));
+        Self { id, tx, store, touched: Arc::default(), touch_every }
+    }
+
+    /// Records activity on the session, unless it was recorded less than `touch_every` ago.
+    async fn touch(&self) {
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if touched.is_some_and(|t| t.elapsed() < self.touch_every) {
+                return;
+            }
+            *touched = Some(Instant::now());
+        }
+        if let Err(error) = self.store.touch_session(self.id, Utc::now(), None).await {
+            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
+        }
+    }
+
     /// Sends `message` in reply to `reply_to`; false when the client has gone.
     async fn send(&self, reply_to: Option<&str>, message: pb::server_message::Message) -> bool {
         let sent = pb::ServerMessage {
@@ -326,9 +347,7 @@ impl Outbox {
             sent_at: Some(timestamp_to_proto(Utc::now())),
             message: Some(message),
         };
-        if let Err(error) = self.store.touch_session(self.id, Utc::now(), None).await {
-            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
-        }
+        self.touch().await;
         self.tx.send(Ok(sent)).await.is_ok()
     }
 
@@ -352,8 +371,8 @@ impl Interaction {
         let ended = self.api.sessions.attach(self.id);
         if first.message.is_some() {
             self.dispatch(first).await;
-        } else if let Err(error) = self.api.store.touch_session(self.id, Utc::now(), None).await {
-            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
+        } else {
+            self.out.touch().await;
         }
         loop {
             // A permit first: with IN_FLIGHT requests running, the next is not read.
@@ -415,9 +434,7 @@ impl Interaction {
     async fn dispatch(&self, message: pb::ClientMessage) {
         use pb::client_message::Message as M;
         let reply_to = message.message_id.clone();
-        if let Err(error) = self.api.store.touch_session(self.id, Utc::now(), None).await {
-            tracing::warn!(%error, session = %self.id, "cannot record the session's activity");
-        }
+        self.out.touch().await;
         let outcome = match message.message {
             Some(M::CodeEdit(edit)) => self.code_edit(edit).await,
             Some(M::ExecuteCode(run)) => self.execute_code(run).await,
