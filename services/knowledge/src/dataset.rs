@@ -10,9 +10,10 @@
 //!
 //! Searches are exact (a flat scan of the vectors) until the table passes the configured row
 //! count, then an IVF-HNSW-SQ index is built; rows added after an index is built are still
-//! found, by a flat search over them that LanceDB merges in. The full-text index uses Lance's
-//! code tokenizer with identifier splitting (`parse_config` and `parseConfig` also index
-//! `parse` and `config`), stemming and stop words.
+//! found, by a flat search over them that LanceDB merges in. Two full-text indexes, over the
+//! chunk's text and over its qualified name alone, use Lance's code tokenizer with identifier
+//! splitting (`parse_config` and `parseConfig` also index `parse` and `config`), stemming and
+//! stop words.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -69,6 +70,27 @@ pub struct Row {
     /// The API chunk's other fields as JSON; empty for file chunks.
     pub meta: String,
     pub vector: Vec<f32>,
+}
+
+/// The full-text indexes: both tokenized for code (identifiers split into their words,
+/// stemmed, stop words dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullText {
+    /// Where the chunk is, its qualified name, its signature and its lines.
+    Text,
+    /// Its qualified name alone (`WalkBuilder::hidden`): a name matching a query's words is
+    /// the strongest sign a unit is what was asked for, and in the long text it is one term
+    /// among hundreds.
+    Symbol,
+}
+
+impl FullText {
+    fn column(self) -> &'static str {
+        match self {
+            FullText::Text => "text",
+            FullText::Symbol => "symbol",
+        }
+    }
 }
 
 /// A row found by a search, with its rank score (`_distance` for vectors, `_score` for text).
@@ -131,14 +153,19 @@ impl Dataset {
         } else {
             conn.create_empty_table(TABLE, schema(model_id, dimension)).execute().await.map_err(dataset_error)?
         };
-        Ok(Self {
+        let dataset = Self {
             table,
             model_id: model_id.to_string(),
             dimension,
             ann_threshold,
             tuning: AnnTuning::default(),
             write: Mutex::new(()),
-        })
+        };
+        if dataset.table.count_rows(None).await.map_err(dataset_error)? > 0 {
+            let _w = dataset.write.lock().await;
+            dataset.build_full_text_indexes().await?;
+        }
+        Ok(dataset)
     }
 
     pub fn set_tuning(&mut self, tuning: AnnTuning) {
@@ -332,14 +359,26 @@ impl Dataset {
         found(&batches, "_distance", self.dimension)
     }
 
-    /// The `limit` best rows for `query` by BM25 over the full-text index (larger is better).
-    /// Empty until the first rows are written (the index is built with them).
+    /// The `limit` best rows for `query` by BM25 over the full-text index of the chunks' text
+    /// (larger is better). Empty until the first rows are written (the index is built with them).
     pub async fn full_text(&self, query: &str, limit: usize, filter: Option<String>) -> Result<Vec<Found>> {
-        if !self.has_index("text").await? {
+        self.full_text_in(FullText::Text, query, limit, filter).await
+    }
+
+    /// As [`Dataset::full_text`], over one of the full-text indexes.
+    pub async fn full_text_in(
+        &self,
+        column: FullText,
+        query: &str,
+        limit: usize,
+        filter: Option<String>,
+    ) -> Result<Vec<Found>> {
+        let column = column.column();
+        if !self.has_index(column).await? {
             return Ok(Vec::new());
         }
         let fts = lancedb::index::scalar::FullTextSearchQuery::new(query.to_string())
-            .with_column("text".to_string())
+            .with_column(column.to_string())
             .map_err(|e| Error::Search(e.to_string()))?;
         let mut q = self.table.query().full_text_search(fts).limit(limit).select(Select::columns(ROW_COLUMNS));
         if let Some(f) = filter {
@@ -359,13 +398,7 @@ impl Dataset {
         if rows == 0 {
             return Ok(());
         }
-        let mut built = false;
-        if !self.has_index("text").await? {
-            let params =
-                FtsIndexBuilder::code().split_identifiers(true).stem(true).remove_stop_words(true).lower_case(true);
-            self.table.create_index(&["text"], Index::FTS(params)).execute().await.map_err(lance_error)?;
-            built = true;
-        }
+        let mut built = self.build_full_text_indexes().await?;
         if rows > self.ann_threshold && !self.has_index("vector").await? {
             tracing::info!(rows, threshold = self.ann_threshold, "building the ANN index of the knowledge vectors");
             self.create_ann_index().await?;
@@ -377,6 +410,22 @@ impl Dataset {
             self.table.optimize(OptimizeAction::All).await.map_err(lance_error)?;
         }
         Ok(())
+    }
+
+    /// Builds the full-text indexes that are missing (a dataset written before one existed
+    /// gets it when opened); whether it built any. The writer lock must be held.
+    async fn build_full_text_indexes(&self) -> Result<bool> {
+        let mut built = false;
+        for column in [FullText::Text, FullText::Symbol] {
+            if !self.has_index(column.column()).await? {
+                let params =
+                    FtsIndexBuilder::code().split_identifiers(true).stem(true).remove_stop_words(true).lower_case(true);
+                let columns = [column.column()];
+                self.table.create_index(&columns, Index::FTS(params)).execute().await.map_err(lance_error)?;
+                built = true;
+            }
+        }
+        Ok(built)
     }
 
     /// Builds the IVF-HNSW-SQ index of the vectors (cosine), replacing any earlier one.

@@ -206,16 +206,47 @@ fn chunk_files(
     (out, skipped)
 }
 
-/// The text a chunk is embedded as: where it is and what it is, then its lines.
+/// The text a chunk is embedded as: what it is in words (its qualified name with identifiers
+/// split, `WalkBuilder::hidden` as "walk builder hidden"), its kind and file, then its lines.
+/// A sentence model reads words: split names match a query's wording where `WalkBuilder`
+/// would be word pieces. The lines begin with the signature, so it is not repeated.
 pub fn embedding_text(c: &Chunk) -> String {
-    let mut t = format!("{} {}", c.path, qualified_symbol(c));
-    if let Some(sig) = &c.signature {
-        t.push('\n');
-        t.push_str(sig);
+    let mut t = identifier_words(&qualified_symbol(c));
+    if !t.is_empty() {
+        t.push_str(" (");
+        t.push_str(c.kind.as_str());
+        t.push(')');
     }
+    t.push_str(" in ");
+    t.push_str(&c.path);
     t.push('\n');
     t.push_str(&c.content);
     t
+}
+
+/// Identifiers as lowercase words: `snake_case`, `camelCase`, `HTTPServer` and `a::b` apart.
+pub fn identifier_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &ch) in chars.iter().enumerate() {
+        if !ch.is_alphanumeric() {
+            if !out.ends_with(' ') && !out.is_empty() {
+                out.push(' ');
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1);
+        let boundary = ch.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase() || p.is_ascii_digit() || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
+            });
+        if boundary && !out.ends_with(' ') {
+            out.push(' ');
+        }
+        out.extend(ch.to_lowercase());
+    }
+    out.trim_end().to_string()
 }
 
 fn qualified_symbol(c: &Chunk) -> String {
@@ -282,4 +313,18 @@ pub(crate) fn check_project_id(project_id: &str) -> Result<()> {
 
 pub(crate) fn chrono_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identifier_words;
+
+    #[test]
+    fn identifiers_become_words() {
+        assert_eq!(identifier_words("WalkBuilder::hidden"), "walk builder hidden");
+        assert_eq!(identifier_words("parse_config"), "parse config");
+        assert_eq!(identifier_words("HTTPServer::get_URL2Path"), "http server get url2 path");
+        assert_eq!(identifier_words("impl fmt::Display for Point"), "impl fmt display for point");
+        assert_eq!(identifier_words(""), "");
+    }
 }

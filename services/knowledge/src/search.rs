@@ -1,18 +1,27 @@
-//! Hybrid retrieval: the query's vector against the chunk vectors, and BM25 over
-//! identifier-aware tokens, each over the same filter, fused by reciprocal rank (RRF): a
-//! chunk's score is the sum over the lists it appears in of `1 / (60 + rank)`, so agreement
-//! between the two retrievers counts more than either's raw score, whose scales differ.
+//! Hybrid retrieval: the query's vector against the chunk vectors, BM25 over the chunks'
+//! text and BM25 over their qualified names (both with identifier-aware tokens), each over the
+//! same filter, fused by reciprocal rank (RRF): a chunk's score is the sum over the lists it
+//! appears in of `1 / (60 + rank)`, so agreement between retrievers counts more than any one's
+//! raw score, whose scales differ. Then two priors of "where is X done": test code weighs
+//! [`TEST_WEIGHT`] unless the query is about tests, and a container (an impl block, a class)
+//! [`CONTAINER_WEIGHT`], below the methods it holds, the more precise answers. Measured by
+//! `turbo-knowledge-bench` (docs/benchmarks.md, section 7).
 
 use std::collections::HashMap;
 
 use turbo_core::knowledge::{SearchFilter, SearchHit, SearchMode, SearchRequest};
 
-use crate::dataset::{Dataset, Found, Row, sql_list, sql_str};
+use crate::dataset::{Dataset, Found, FullText, Row, sql_list, sql_str};
 use crate::embed::Embedder;
 use crate::{Error, Result};
 
 /// RRF's rank offset: the usual 60 keeps a single first place from outweighing agreement.
 pub const RRF_K: f32 = 60.0;
+
+/// A test chunk's share of its fused score, unless the query is about tests.
+pub const TEST_WEIGHT: f32 = 0.7;
+/// An impl block's or a class's share of its fused score.
+pub const CONTAINER_WEIGHT: f32 = 0.8;
 
 /// Candidates each retriever contributes to the fusion, per hit asked for.
 const CANDIDATES_PER_HIT: usize = 3;
@@ -33,8 +42,14 @@ pub async fn search(dataset: &Dataset, embedder: &dyn Embedder, req: &SearchRequ
             dataset.full_text(&req.query, k, filter.clone()).await?.into_iter().map(|f| (f.row, f.score)).collect()
         }
         SearchMode::Hybrid => {
-            let (v, t) = tokio::join!(vector(), dataset.full_text(&req.query, k, filter.clone()));
-            rrf(&[v?, t?])
+            let (v, t, s) = tokio::join!(
+                vector(),
+                dataset.full_text(&req.query, k, filter.clone()),
+                dataset.full_text_in(FullText::Symbol, &req.query, k, filter.clone())
+            );
+            let mut fused = rrf(&[v?, t?, s?]);
+            weigh(&req.query, &mut fused);
+            fused
         }
     };
     Ok(hits.into_iter().take(req.limit).map(|(row, score)| hit(row, score)).collect())
@@ -66,6 +81,42 @@ pub fn rrf(lists: &[Vec<Found>]) -> Vec<(Row, f32)> {
         .collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1));
     fused
+}
+
+/// Applies the priors to fused scores and sorts again, best first (ties keep their order).
+pub fn weigh(query: &str, fused: &mut [(Row, f32)]) {
+    let about_tests = query.split(|c: char| !c.is_alphanumeric()).any(|w| {
+        let w = w.to_lowercase();
+        w.starts_with("test") || w == "spec" || w == "specs"
+    });
+    for (row, score) in fused.iter_mut() {
+        if !about_tests && is_test(&row.path, &row.symbol) {
+            *score *= TEST_WEIGHT;
+        }
+        if matches!(row.chunk_type.as_str(), "impl" | "class") {
+            *score *= CONTAINER_WEIGHT;
+        }
+    }
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+}
+
+/// Whether a chunk is test code: under a `test(s)`, `__tests__` or `spec(s)` directory, in a
+/// test file by the usual names (`test_x.py`, `x_test.go`, `x.test.ts`, `x.spec.js`,
+/// `tests.rs`), or inside a `tests` module or a `test_` function.
+pub fn is_test(path: &str, symbol: &str) -> bool {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let file = parts.pop().unwrap_or_default();
+    let dir = parts.iter().any(|d| matches!(*d, "test" | "tests" | "__tests__" | "spec" | "specs"));
+    let stem = file.split('.').next().unwrap_or_default();
+    let named = stem.starts_with("test_")
+        || stem.ends_with("_test")
+        || matches!(stem, "test" | "tests")
+        || file.contains(".test.")
+        || file.contains(".spec.");
+    let mut names = symbol.split("::");
+    let last = symbol.rsplit("::").next().unwrap_or_default();
+    let scoped = names.any(|n| n == "tests" || n == "test") || last.starts_with("test_");
+    dir || named || scoped
 }
 
 /// The filter as a SQL predicate; `None` when it restricts nothing. A project filter also
@@ -166,6 +217,48 @@ mod tests {
         let b = 2.0 / 62.0;
         assert!((fused[0].1 - b).abs() < 1e-6, "{}", fused[0].1);
         assert!((fused[1].1 - 1.0 / 61.0).abs() < 1e-6, "{}", fused[1].1);
+    }
+
+    #[test]
+    fn tests_and_containers_weigh_less_unless_tests_are_asked_for() {
+        let row = |id: &str, path: &str, symbol: &str, kind: &str| Row {
+            path: path.into(),
+            symbol: symbol.into(),
+            chunk_type: kind.into(),
+            ..found(id).row
+        };
+        let fused = || {
+            vec![
+                (row("t", "src/lib.rs", "tests::parses_ports", "function"), 1.0),
+                (row("i", "src/lib.rs", "Url", "impl"), 0.9),
+                (row("m", "src/lib.rs", "Url::port", "method"), 0.8),
+            ]
+        };
+        let mut plain = fused();
+        weigh("the port of this URL", &mut plain);
+        // t: 0.7, i: 0.72, m: 0.8.
+        assert_eq!(ids(&plain), ["m", "i", "t"]);
+        let mut about_tests = fused();
+        weigh("the test of URL ports", &mut about_tests);
+        assert_eq!(ids(&about_tests), ["t", "m", "i"]);
+    }
+
+    #[test]
+    fn test_code_is_known_by_place_name_and_scope() {
+        for (path, symbol) in [
+            ("tests/walk.rs", "walks"),
+            ("pkg/server_test.go", "TestServe"),
+            ("app/test_views.py", "TestViews::setup"),
+            ("web/src/__tests__/a.js", "renders"),
+            ("web/src/button.spec.ts", "clicks"),
+            ("src/lib.rs", "tests::parses"),
+            ("src/walk.rs", "WalkTests::test_hidden"),
+        ] {
+            assert!(is_test(path, symbol), "{path} {symbol}");
+        }
+        for (path, symbol) in [("src/lib.rs", "Url::port"), ("src/testing.rs", "latest"), ("attest/x.py", "attest")] {
+            assert!(!is_test(path, symbol), "{path} {symbol}");
+        }
     }
 
     #[test]

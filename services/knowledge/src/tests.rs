@@ -13,6 +13,7 @@ use turbo_core::knowledge::{
     SearchRequest,
 };
 
+use crate::dataset::FullText;
 use crate::embed::{EmbedError, Embedder};
 use crate::{Chunker, Error, KnowledgeBase, Limits};
 
@@ -139,6 +140,12 @@ fn search(query: &str, mode: SearchMode, filter: SearchFilter) -> SearchRequest 
     SearchRequest { query: query.into(), limit: 5, filter, mode }
 }
 
+/// The symbols the names index finds for `q`, best first.
+async fn names(kb: &KnowledgeBase, q: &str) -> Vec<String> {
+    let found = kb.dataset().full_text_in(FullText::Symbol, q, 5, None).await.unwrap();
+    found.into_iter().map(|f| f.row.symbol).collect()
+}
+
 fn project(p: &str) -> SearchFilter {
     SearchFilter { project_id: Some(p.into()), ..SearchFilter::default() }
 }
@@ -171,6 +178,10 @@ async fn a_workspace_is_indexed_and_searched_by_vector_text_and_both() {
     // Identifier-aware full text: camelCase split into words.
     let hits = kb.search(search("send request", SearchMode::Text, project("p1"))).await.unwrap();
     assert_eq!(hits[0].symbol, "sendRequest", "{hits:#?}");
+    // The names index holds qualified names alone, stemmed and split.
+    assert_eq!(names(&kb, "verifying tokens").await, ["verify_token"]);
+    assert_eq!(names(&kb, "sending requests").await, ["sendRequest"]);
+    assert!(names(&kb, "JWT bearer settings").await.is_empty(), "the lines are not in it");
     // Methods keep their enclosing class.
     let hits = kb.search(search("close session", SearchMode::Hybrid, project("p1"))).await.unwrap();
     let top: Vec<&str> = hits.iter().take(2).map(|h| h.symbol.as_str()).collect();

@@ -5,7 +5,9 @@
 //!    (the evaluation's queries, see `turbo_knowledge::eval`).
 //! 2. Index throughput with all-MiniLM-L6-v2 in process: chunks/s of the whole incremental
 //!    index (walk, chunk, embed, commit), beside chunking alone and embedding alone.
-//! 3. Retrieval quality: MRR@10, recall@10 and top-1 of vector, BM25 and hybrid search.
+//! 3. Retrieval quality: MRR@10, recall@10 and top-1 of vector search, BM25 over the text,
+//!    BM25 over the qualified names, the RRF of vector and text, and the hybrid search (the
+//!    three fused, then weighed); each crate is a project of its own, as a repository is.
 //! 4. Scale: tables of 10k and 100k chunks made from the corpus's real vectors (each a copy
 //!    with Gaussian noise, renormalised, keeping its source's text): exact search, then the
 //!    IVF-HNSW-SQ index, its latency and its recall@10 against exact search on the same vectors,
@@ -17,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
-use turbo_knowledge::dataset::Row;
+use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchHit, SearchMode, SearchRequest};
+use turbo_knowledge::dataset::{FullText, Row};
 use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits};
@@ -38,6 +40,17 @@ struct Args {
     /// Queries timed per measurement.
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// Only the corpus, its index and the retrieval quality (no throughput sample, no scale).
+    #[arg(long)]
+    only_quality: bool,
+    /// Writes each query's vector and full-text candidates (30 of each) as JSON lines, for
+    /// studying the fusion.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// Keeps the corpus and its index in this directory, so a second run embeds nothing
+    /// (default: a temporary directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -52,18 +65,21 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 async fn run(args: Args) -> AnyResult<()> {
     let model_dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
-    let dir = tempfile::tempdir()?;
-    let ws = dir.path().join("ws");
+    let temp = tempfile::tempdir()?;
+    let dir = args.data.clone().unwrap_or_else(|| temp.path().to_owned());
+    let ws = dir.join("ws");
 
-    // 1. Corpus.
-    let mut pairs: Vec<Pair> = Vec::new();
+    // 1. Corpus: each crate a project of its own, as a repository is.
+    let mut projects: Vec<String> = Vec::new();
+    let mut pairs: Vec<(String, Pair)> = Vec::new();
     for name in &args.crates {
         let src =
             eval::registry_crate(name).ok_or_else(|| format!("crate {name} is not in the local cargo registry"))?;
         let crate_dir = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let found = eval::mine_rust_crate(&src, &ws.join(&crate_dir))?;
         println!("corpus: {crate_dir}: {} doc-comment queries", found.len());
-        pairs.extend(found.into_iter().map(|p| Pair { path: format!("{crate_dir}/{}", p.path), ..p }));
+        pairs.extend(found.into_iter().map(|p| (crate_dir.clone(), p)));
+        projects.push(crate_dir);
     }
 
     // 2. Index throughput.
@@ -71,59 +87,90 @@ async fn run(args: Args) -> AnyResult<()> {
     let minilm = Arc::new(MiniLm::load(&model_dir)?);
     println!("\nmodel: {} loaded in {:.2} s", minilm.model_id(), load.elapsed().as_secs_f64());
     let (texts, chunk_secs) = chunk_all(&ws)?;
-    println!(
-        "chunking alone: {} chunks in {:.2} s = {:.0} chunks/s",
-        texts.len(),
-        chunk_secs,
-        texts.len() as f64 / chunk_secs
-    );
-    let sample: Vec<String> = texts.iter().take(512).cloned().collect();
-    let t = Instant::now();
-    minilm.embed(&sample).await?;
-    let embed_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
-    println!("embedding alone (MiniLM, {} chunk texts): {embed_rate:.1} chunks/s", sample.len());
+    if !args.only_quality {
+        println!(
+            "chunking alone: {} chunks in {:.2} s = {:.0} chunks/s",
+            texts.len(),
+            chunk_secs,
+            texts.len() as f64 / chunk_secs
+        );
+        let sample: Vec<String> = texts.iter().take(512).cloned().collect();
+        let t = Instant::now();
+        minilm.embed(&sample).await?;
+        let embed_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
+        println!("embedding alone (MiniLM, {} chunk texts): {embed_rate:.1} chunks/s", sample.len());
+    }
 
     let kb = KnowledgeBase::with_embedder(
-        dir.path().join("kb").to_str().ok_or("temp dir is not UTF-8")?,
+        dir.join("kb").to_str().ok_or("the data directory is not UTF-8")?,
         minilm.clone(),
         usize::MAX,
         Limits::default(),
     )
     .await?;
-    let req = IndexRequest { project_id: "eval".into(), workspace: ws.display().to_string() };
-    let report = kb.index_workspace(req.clone()).await?;
-    let secs = report.duration_ms as f64 / 1000.0;
+    let index_all = || async {
+        let (mut files, mut chunks, mut embedded, mut ms) = (0, 0, 0, 0);
+        for project in &projects {
+            let workspace = ws.join(project).display().to_string();
+            let report = kb.index_workspace(IndexRequest { project_id: project.clone(), workspace }).await?;
+            files += report.files_changed;
+            chunks += report.chunks_added;
+            embedded += report.chunks_embedded;
+            ms += report.duration_ms;
+        }
+        Ok::<_, Box<dyn std::error::Error>>((files, chunks, embedded, ms as f64 / 1000.0))
+    };
+    let (files, chunks, _, secs) = index_all().await?;
     println!(
-        "index (walk + chunk + embed + commit): {} files, {} chunks in {secs:.1} s = {:.1} chunks/s",
-        report.files_changed,
-        report.chunks_added,
-        report.chunks_added as f64 / secs
+        "index (walk + chunk + embed + commit): {files} files, {chunks} chunks in {secs:.1} s = {:.1} chunks/s",
+        chunks as f64 / secs
     );
-    let again = kb.index_workspace(req).await?;
-    println!(
-        "re-index of the unchanged tree: {} ms, {} chunks embedded, version {} -> {}",
-        again.duration_ms, again.chunks_embedded, report.version, again.version
-    );
+    let (_, _, embedded, secs) = index_all().await?;
+    println!("re-index of the unchanged trees: {:.0} ms, {embedded} chunks embedded", secs * 1000.0);
 
-    // 3. Retrieval quality.
-    let filter = SearchFilter { project_id: Some("eval".into()), ..SearchFilter::default() };
+    // 3. Retrieval quality, each query searching its crate's project.
     println!("\nretrieval quality over {} queries (answer = the chunk holding the documented function):", pairs.len());
     println!("| retriever | MRR@10 | recall@10 | top-1 |\n|---|---|---|---|");
-    for mode in [SearchMode::Vector, SearchMode::Text, SearchMode::Hybrid] {
-        let mut ranks = Vec::with_capacity(pairs.len());
-        for p in &pairs {
-            let req = SearchRequest { query: p.query.clone(), limit: 10, filter: filter.clone(), mode };
-            let hits = kb.search(req).await?;
-            let spans: Vec<(String, u32, u32)> = hits.into_iter().map(|h| (h.path, h.start_line, h.end_line)).collect();
-            ranks.push(eval::rank_of(p, &spans, 10));
+    // Each retriever alone, the fusion of vector and BM25 as it was first built (RRF of the
+    // two), and the hybrid search as it is (RRF of three, then the priors).
+    let names = ["Vector", "Text (BM25)", "Names (BM25 over qualified names)", "Vector + text, RRF", "Hybrid"];
+    let mut ranks: Vec<Vec<Option<usize>>> = vec![Vec::with_capacity(pairs.len()); names.len()];
+    for (project, p) in &pairs {
+        let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
+        let search =
+            |mode, limit| kb.search(SearchRequest { query: p.query.clone(), limit, filter: filter.clone(), mode });
+        let (vector, text, hybrid) = (
+            search(SearchMode::Vector, 30).await?,
+            search(SearchMode::Text, 30).await?,
+            search(SearchMode::Hybrid, 10).await?,
+        );
+        let sql = turbo_knowledge::search::filter_sql(&filter)?;
+        let symbol = kb.dataset().full_text_in(FullText::Symbol, &p.query, 30, sql).await?;
+        let spans = |hits: &[SearchHit]| -> Vec<(String, u32, u32)> {
+            hits.iter().map(|h| (h.path.clone(), h.start_line, h.end_line)).collect()
+        };
+        let symbol_spans: Vec<(String, u32, u32)> =
+            symbol.iter().map(|f| (f.row.path.clone(), f.row.start_line, f.row.end_line)).collect();
+        let two = rrf_hits(&vector, &text);
+        for (i, list) in [spans(&vector), spans(&text), symbol_spans, spans(&two), spans(&hybrid)].iter().enumerate() {
+            ranks[i].push(eval::rank_of(p, list, 10));
         }
-        let s = eval::score(&ranks);
-        println!("| {mode:?} | {:.3} | {:.3} | {:.3} |", s.mrr_at_10, s.recall_at_10, s.top1);
+    }
+    for (name, ranks) in names.iter().zip(&ranks) {
+        let s = eval::score(ranks);
+        println!("| {name} | {:.3} | {:.3} | {:.3} |", s.mrr_at_10, s.recall_at_10, s.top1);
+    }
+
+    if let Some(path) = &args.dump {
+        dump(&kb, &pairs, path).await?;
+    }
+    if args.only_quality {
+        return Ok(());
     }
 
     // 4. Scale.
     let base_rows = kb.dataset().sample(usize::MAX).await?;
-    let queries: Vec<String> = pairs.iter().take(args.queries).map(|p| p.query.clone()).collect();
+    let queries: Vec<String> = pairs.iter().take(args.queries).map(|(_, p)| p.query.clone()).collect();
     let query_vectors = minilm.embed(&queries).await?;
     let fixed = Arc::new(Fixed {
         id: minilm.model_id().to_string(),
@@ -131,8 +178,54 @@ async fn run(args: Args) -> AnyResult<()> {
         vectors: queries.iter().cloned().zip(query_vectors.iter().cloned()).collect(),
     });
     for &n in &args.sizes {
-        scale(dir.path(), n, &base_rows, &queries, &query_vectors, fixed.clone()).await?;
+        scale(&dir, n, &base_rows, &queries, &query_vectors, fixed.clone()).await?;
     }
+    Ok(())
+}
+
+/// Reciprocal rank fusion (k = 60) of two hit lists, best first.
+fn rrf_hits(a: &[SearchHit], b: &[SearchHit]) -> Vec<SearchHit> {
+    let mut scores: HashMap<&str, (f32, &SearchHit)> = HashMap::new();
+    for list in [a, b] {
+        for (rank, hit) in list.iter().enumerate() {
+            scores.entry(hit.id.as_str()).or_insert((0.0, hit)).0 +=
+                1.0 / (turbo_knowledge::search::RRF_K + rank as f32 + 1.0);
+        }
+    }
+    let mut fused: Vec<(f32, &SearchHit)> = scores.into_values().collect();
+    fused.sort_by(|x, y| y.0.total_cmp(&x.0).then_with(|| x.1.id.cmp(&y.1.id)));
+    fused.into_iter().map(|(_, h)| h.clone()).collect()
+}
+
+/// One JSON line per query: the answer, and the candidates of each retriever, best first.
+async fn dump(kb: &KnowledgeBase, pairs: &[(String, Pair)], path: &std::path::Path) -> AnyResult<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (project, p) in pairs {
+        let mut line = serde_json::json!({
+            "project": project, "query": p.query, "path": p.path, "line": p.line, "function": p.function,
+        });
+        for (name, mode) in [("vector", SearchMode::Vector), ("text", SearchMode::Text)] {
+            let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
+            let req = SearchRequest { query: p.query.clone(), limit: 30, filter, mode };
+            let hits: Vec<serde_json::Value> = kb
+                .search(req)
+                .await?
+                .into_iter()
+                .map(|h| serde_json::json!([h.path, h.start_line, h.end_line, h.symbol, h.score, h.chunk_type]))
+                .collect();
+            line[name] = hits.into();
+        }
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    let mut chunks = std::io::BufWriter::new(std::fs::File::create(path.with_extension("chunks.jsonl"))?);
+    for r in kb.dataset().sample(usize::MAX).await? {
+        let row = serde_json::json!([r.project_id, r.path, r.start_line, r.end_line, r.symbol, r.chunk_type]);
+        writeln!(chunks, "{row}")?;
+    }
+    chunks.flush()?;
+    println!("candidates written to {} (and the chunks beside it)", path.display());
     Ok(())
 }
 
