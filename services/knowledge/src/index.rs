@@ -59,7 +59,8 @@ impl Indexer {
             .await
             .map_err(|e| Error::Search(format!("the workspace walk stopped: {e}")))??;
         let stored = self.dataset.file_hashes(project_id).await?;
-        let changes = crate::diff(&stored, &scan.hashes());
+        let current = scan.hashes().into_iter().map(|(path, hash)| (path, versioned(&hash))).collect();
+        let changes = crate::diff(&stored, &current);
         let mut report = IndexReport {
             files_seen: scan.files.len(),
             files_skipped: scan
@@ -79,7 +80,7 @@ impl Indexer {
             .files
             .iter()
             .filter(|f| changes.added.binary_search(&f.path).is_ok() || changes.changed.binary_search(&f.path).is_ok())
-            .map(|f| (f.path.clone(), f.bytes, f.hash.clone()))
+            .map(|f| (f.path.clone(), f.bytes, versioned(&f.hash)))
             .collect();
         let chunker = self.chunker.clone();
         let root_buf = root.to_path_buf();
@@ -204,6 +205,15 @@ fn chunk_files(
         }
     }
     (out, skipped)
+}
+
+/// The version of [`embedding_text`]'s format, kept in each file's stored hash: a file indexed
+/// with another format counts as changed, so its chunks are embedded again at the next index.
+pub const TEXT_FORMAT: &str = "t2";
+
+/// A file's content hash as stored: with the [`TEXT_FORMAT`] its vectors were made with.
+pub fn versioned(hash: &str) -> String {
+    format!("{TEXT_FORMAT}:{hash}")
 }
 
 /// The text a chunk is embedded as: what it is in words (its qualified name with identifiers

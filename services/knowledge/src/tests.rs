@@ -13,7 +13,7 @@ use turbo_core::knowledge::{
     SearchRequest,
 };
 
-use crate::dataset::FullText;
+use crate::dataset::{self, FullText};
 use crate::embed::{EmbedError, Embedder};
 use crate::{Chunker, Error, KnowledgeBase, Limits};
 
@@ -221,6 +221,21 @@ async fn re_indexing_touches_only_what_changed() {
     assert_eq!((again.files_changed, again.files_removed, again.chunks_embedded, again.chunks_added), (0, 0, 0, 0));
     assert_eq!(again.version, first.version);
     assert_eq!(emb.embedded(), embedded);
+
+    // Rows whose vectors were made with another text format (an older version's dataset)
+    // count as changed: that file's chunks are embedded again, the rest are left alone.
+    let rows = kb.dataset().sample(usize::MAX).await.unwrap();
+    assert!(rows.iter().all(|r| r.file_hash.starts_with(&format!("{}:", crate::index::TEXT_FORMAT))), "{rows:#?}");
+    let old: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.path == "web/client.js")
+        .map(|r| dataset::Row { file_hash: r.file_hash.split_once(':').unwrap().1.to_string(), ..r })
+        .collect();
+    let old_chunks = old.len();
+    kb.dataset().upsert(old).await.unwrap();
+    let refreshed = kb.index_workspace(index_req("p1", &ws)).await.unwrap();
+    assert_eq!((refreshed.files_changed, refreshed.chunks_embedded), (1, old_chunks), "{refreshed:?}");
+    let embedded = emb.embedded();
 
     // A chunk that is used keeps its history across an edit elsewhere in its file.
     let hit = kb.search(search("parse config", SearchMode::Text, project("p1"))).await.unwrap().remove(0);
