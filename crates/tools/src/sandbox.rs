@@ -44,7 +44,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,18 @@ struct Waiting {
     /// The workspace directory's device and inode when the sandbox bound it.
     identity: (u64, u64),
     born: Instant,
+    /// False once the runtime that started it has shut down: its pipes and exit status are
+    /// that runtime's to watch, so another runtime must not use it.
+    runtime_alive: Arc<AtomicBool>,
+}
+
+/// Held by a task on the runtime that started a sandbox ahead; dropped with that runtime.
+struct RuntimeAlive(Arc<AtomicBool>);
+
+impl Drop for RuntimeAlive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Waiting {
@@ -313,7 +325,7 @@ impl Sandbox {
         let mut w = self.warm.lock().unwrap_or_else(PoisonError::into_inner).remove(workspace)?;
         let fresh = w.born.elapsed() < self.policy.warm_ttl;
         let same_dir = identity(workspace).is_some_and(|id| id == w.identity);
-        let alive = matches!(w.child.try_wait(), Ok(None));
+        let alive = w.runtime_alive.load(Ordering::Relaxed) && matches!(w.child.try_wait(), Ok(None));
         if fresh && same_dir && alive {
             return Some(w);
         }
@@ -335,6 +347,7 @@ impl Sandbox {
             }
         };
         let born = w.born;
+        let runtime_alive = RuntimeAlive(w.runtime_alive.clone());
         let mut pool = self.warm.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(old) = pool.insert(workspace.to_owned(), w) {
             old.discard();
@@ -349,6 +362,7 @@ impl Sandbox {
         drop(pool);
         let (pool, ttl, workspace) = (Arc::downgrade(&self.warm), self.policy.warm_ttl, workspace.to_owned());
         tokio::spawn(async move {
+            let _runtime_alive = runtime_alive;
             tokio::time::sleep(ttl).await;
             let Some(pool) = pool.upgrade() else { return };
             let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
@@ -494,7 +508,7 @@ fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path) -> Result<Wai
     args.extend(["--".into(), p.sh.as_os_str().to_owned(), "-c".into(), LAUNCHER.into()]);
     let outer = [("PATH".into(), "/usr/bin:/bin".into())];
     let child = spawn(&p.sh, &args, &outer, workspace)?;
-    Ok(Waiting { child, job, identity, born: Instant::now() })
+    Ok(Waiting { child, job, identity, born: Instant::now(), runtime_alive: Arc::new(AtomicBool::new(true)) })
 }
 
 fn missing(program: &str, hint: &str, path: Option<String>) -> Error {

@@ -411,6 +411,22 @@ async fn sandboxes_started_ahead_expire_and_die_with_their_runner() {
     assert!(sandboxes_binding(off.ws()).is_empty());
 }
 
+#[test]
+fn a_sandbox_started_ahead_on_a_runtime_that_ended_is_not_used_by_another() {
+    let c = case();
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let first = runtime().block_on(c.sh("echo one"));
+    assert!(first.success, "{}", first.content);
+    // The first runtime is gone, and with it what watched the sandbox it started ahead.
+    let second = runtime().block_on(c.sh("echo two"));
+    assert_eq!(stdout(&second).trim(), "two", "{}", second.content);
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (0, 2));
+    // On one runtime the next call is served ahead.
+    let rt = runtime();
+    assert!(rt.block_on(c.sh("true")).success && rt.block_on(c.sh("true")).success);
+    assert_eq!(c.ctx.sandbox.warm_and_cold_starts(), (1, 3));
+}
+
 /// Polls `done` for up to 10 s.
 async fn eventually(done: impl Fn() -> bool, what: &str) {
     for _ in 0..200 {
