@@ -301,9 +301,7 @@ impl Sandbox {
             return Ok(Started { child, job: None, confined: false });
         }
         let prepared = self.prepared().await?;
-        let program = process::find_program(spec.program, Some(self.policy.path.as_ref()))
-            .ok_or_else(|| missing(spec.program, spec.hint, Some(self.policy.path.clone())))?;
-        let script = script(&spec, &program)?;
+        let script = script(&self.policy, &spec)?;
         let waiting = match self.take_warm(spec.workspace) {
             Some(w) => {
                 self.counts.warm.fetch_add(1, Ordering::Relaxed);
@@ -411,9 +409,11 @@ fn feed(child: &mut Child, input: Vec<u8>) {
     }
 }
 
-/// The call as the launcher's script: into its directory, its variables, its program; every
-/// word single-quoted, so nothing in them is interpreted.
-fn script(spec: &Spec<'_>, program: &Path) -> Result<Vec<u8>> {
+/// The call as the launcher's script: into its directory, its variables, its program (looked
+/// up on the sandbox's PATH); every word single-quoted, so nothing in them is interpreted.
+fn script(policy: &SandboxPolicy, spec: &Spec<'_>) -> Result<Vec<u8>> {
+    let program = process::find_program(spec.program, Some(policy.path.as_ref()))
+        .ok_or_else(|| missing(spec.program, spec.hint, Some(policy.path.clone())))?;
     let cwd = spec.cwd.as_os_str().as_bytes();
     let mut s = b"cd -- ".to_vec();
     quote(&mut s, cwd);
@@ -637,9 +637,7 @@ async fn probe(prepared: &Prepared, policy: &SandboxPolicy) -> Result<()> {
         cwd: tmp.path(),
         env: Vec::new(),
     };
-    let program = process::find_program(spec.program, Some(policy.path.as_ref()))
-        .ok_or_else(|| missing(spec.program, spec.hint, Some(policy.path.clone())))?;
-    let script = script(&spec, &program)?;
+    let script = script(policy, &spec)?;
     let Waiting { mut child, job, .. } = waiting(policy, prepared, tmp.path())?;
     feed(&mut child, launcher_input(script, None));
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await;
@@ -680,8 +678,8 @@ mod tests {
     use super::*;
 
     /// Runs the launcher in a plain `sh` (the part of a call that happens inside the sandbox).
-    fn launch(spec: &Spec<'_>, program: &str, stdin: Option<Vec<u8>>) -> std::process::Output {
-        let script = script(spec, Path::new(program)).unwrap();
+    fn launch(spec: &Spec<'_>, stdin: Option<Vec<u8>>) -> std::process::Output {
+        let script = script(&SandboxPolicy::default(), spec).unwrap();
         let mut child = std::process::Command::new("sh")
             .args(["-c", LAUNCHER])
             .current_dir(spec.workspace)
@@ -699,8 +697,14 @@ mod tests {
         out
     }
 
-    fn spec<'a>(dir: &'a Path, cwd: &'a Path, args: Vec<OsString>, env: Vec<(OsString, OsString)>) -> Spec<'a> {
-        Spec { program: "unused", hint: "", args, workspace: dir, cwd, env }
+    fn spec<'a>(
+        program: &'a str,
+        dir: &'a Path,
+        cwd: &'a Path,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+    ) -> Spec<'a> {
+        Spec { program, hint: "", args, workspace: dir, cwd, env }
     }
 
     #[test]
@@ -720,7 +724,7 @@ mod tests {
             "\"$HOME\"".into(),
             OsString::from_vec(vec![0xff, b'x', 0xfe]),
         ];
-        let out = launch(&spec(dir.path(), dir.path(), words.clone(), vec![]), "/usr/bin/printf", None);
+        let out = launch(&spec("printf", dir.path(), dir.path(), words.clone(), vec![]), None);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let mut expected = Vec::new();
         for w in &words[1..] {
@@ -732,7 +736,7 @@ mod tests {
 
         // What follows the script is the program's input, to the byte.
         let input: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
-        let out = launch(&spec(dir.path(), dir.path(), vec![], vec![]), "/bin/cat", Some(input.clone()));
+        let out = launch(&spec("cat", dir.path(), dir.path(), vec![], vec![]), Some(input.clone()));
         assert!(out.stdout == input, "cat read {} bytes of {}", out.stdout.len(), input.len());
     }
 
@@ -743,18 +747,18 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         let env = vec![("GREETING".into(), "x'y\nz $HOME".into())];
         let args = vec!["-c".into(), "pwd; printf %s \"$GREETING\"".into()];
-        let out = launch(&spec(dir.path(), &sub, args.clone(), env), "/bin/sh", None);
+        let out = launch(&spec("sh", dir.path(), &sub, args.clone(), env), None);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(text, format!("{}\nx'y\nz $HOME", sub.display()));
 
         let gone = dir.path().join("gone");
-        let out = launch(&spec(dir.path(), &gone, args.clone(), vec![]), "/bin/sh", None);
+        let out = launch(&spec("sh", dir.path(), &gone, args.clone(), vec![]), None);
         assert_eq!(out.status.code(), Some(WRAPPER_FAILED));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(setup_failure(out.status.code(), &err).is_some_and(|m| m.contains("gone")), "{err}");
 
         let bad = vec![("A=B".into(), "x".into())];
-        let err = script(&spec(dir.path(), dir.path(), args, bad), Path::new("/bin/sh")).unwrap_err();
+        let err = script(&SandboxPolicy::default(), &spec("sh", dir.path(), dir.path(), args, bad)).unwrap_err();
         assert!(err.to_string().contains("'A=B' is not a valid environment variable name"), "{err}");
     }
 }

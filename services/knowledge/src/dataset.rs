@@ -415,9 +415,10 @@ impl Dataset {
     /// Builds the full-text indexes that are missing (a dataset written before one existed
     /// gets it when opened); whether it built any. The writer lock must be held.
     async fn build_full_text_indexes(&self) -> Result<bool> {
+        let indices = self.table.list_indices().await.map_err(lance_error)?;
         let mut built = false;
         for column in [FullText::Text, FullText::Symbol] {
-            if !self.has_index(column.column()).await? {
+            if !indices.iter().any(|i| i.columns.iter().any(|c| c == column.column())) {
                 let params =
                     FtsIndexBuilder::code().split_identifiers(true).stem(true).remove_stop_words(true).lower_case(true);
                 let columns = [column.column()];

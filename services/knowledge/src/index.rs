@@ -223,11 +223,8 @@ pub fn versioned(hash: &str) -> String {
 pub fn embedding_text(c: &Chunk) -> String {
     let mut t = identifier_words(&qualified_symbol(c));
     if !t.is_empty() {
-        t.push_str(" (");
-        t.push_str(c.kind.as_str());
-        t.push(')');
+        t.push_str(&format!(" ({}) in ", c.kind.as_str()));
     }
-    t.push_str(" in ");
     t.push_str(&c.path);
     t.push('\n');
     t.push_str(&c.content);

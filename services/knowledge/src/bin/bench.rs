@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchHit, SearchMode, SearchRequest};
-use turbo_knowledge::dataset::{FullText, Row};
+use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
+use turbo_knowledge::dataset::{Found, FullText, Row};
 use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits};
@@ -137,22 +137,26 @@ async fn run(args: Args) -> AnyResult<()> {
     let mut ranks: Vec<Vec<Option<usize>>> = vec![Vec::with_capacity(pairs.len()); names.len()];
     for (project, p) in &pairs {
         let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
-        let search =
-            |mode, limit| kb.search(SearchRequest { query: p.query.clone(), limit, filter: filter.clone(), mode });
-        let (vector, text, hybrid) = (
-            search(SearchMode::Vector, 30).await?,
-            search(SearchMode::Text, 30).await?,
-            search(SearchMode::Hybrid, 10).await?,
-        );
+        let ds = kb.dataset();
         let sql = turbo_knowledge::search::filter_sql(&filter)?;
-        let symbol = kb.dataset().full_text_in(FullText::Symbol, &p.query, 30, sql).await?;
-        let spans = |hits: &[SearchHit]| -> Vec<(String, u32, u32)> {
-            hits.iter().map(|h| (h.path.clone(), h.start_line, h.end_line)).collect()
-        };
-        let symbol_spans: Vec<(String, u32, u32)> =
-            symbol.iter().map(|f| (f.row.path.clone(), f.row.start_line, f.row.end_line)).collect();
-        let two = rrf_hits(&vector, &text);
-        for (i, list) in [spans(&vector), spans(&text), symbol_spans, spans(&two), spans(&hybrid)].iter().enumerate() {
+        let query_vector =
+            minilm.embed(std::slice::from_ref(&p.query)).await?.into_iter().next().ok_or("the model gave no vector")?;
+        let vector = ds.nearest(&query_vector, 30, sql.clone()).await?;
+        let text = ds.full_text(&p.query, 30, sql.clone()).await?;
+        let symbol = ds.full_text_in(FullText::Symbol, &p.query, 30, sql).await?;
+        let two = turbo_knowledge::search::rrf(&[vector.clone(), text.clone()]);
+        let hybrid =
+            kb.search(SearchRequest { query: p.query.clone(), limit: 10, filter, mode: SearchMode::Hybrid }).await?;
+        let span = |r: &Row| (r.path.clone(), r.start_line, r.end_line);
+        let found = |list: &[Found]| list.iter().map(|f| span(&f.row)).collect::<Vec<_>>();
+        let lists = [
+            found(&vector),
+            found(&text),
+            found(&symbol),
+            two.iter().map(|(r, _)| span(r)).collect(),
+            hybrid.iter().map(|h| (h.path.clone(), h.start_line, h.end_line)).collect(),
+        ];
+        for (i, list) in lists.iter().enumerate() {
             ranks[i].push(eval::rank_of(p, list, 10));
         }
     }
@@ -181,20 +185,6 @@ async fn run(args: Args) -> AnyResult<()> {
         scale(&dir, n, &base_rows, &queries, &query_vectors, fixed.clone()).await?;
     }
     Ok(())
-}
-
-/// Reciprocal rank fusion (k = 60) of two hit lists, best first.
-fn rrf_hits(a: &[SearchHit], b: &[SearchHit]) -> Vec<SearchHit> {
-    let mut scores: HashMap<&str, (f32, &SearchHit)> = HashMap::new();
-    for list in [a, b] {
-        for (rank, hit) in list.iter().enumerate() {
-            scores.entry(hit.id.as_str()).or_insert((0.0, hit)).0 +=
-                1.0 / (turbo_knowledge::search::RRF_K + rank as f32 + 1.0);
-        }
-    }
-    let mut fused: Vec<(f32, &SearchHit)> = scores.into_values().collect();
-    fused.sort_by(|x, y| y.0.total_cmp(&x.0).then_with(|| x.1.id.cmp(&y.1.id)));
-    fused.into_iter().map(|(_, h)| h.clone()).collect()
 }
 
 /// One JSON line per query: the answer, and the candidates of each retriever, best first.
