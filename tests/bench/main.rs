@@ -398,6 +398,8 @@ fn print_sandbox(s: &sandbox::SandboxCost) {
     row("baseline: shell_run true, unconfined (sh -c, same code path)", &s.unconfined);
     row("shell_run true in the sandbox started ahead (default)", &s.sandboxed);
     row("shell_run true in a sandbox started for the call (warm = 0)", &s.cold);
+    row("baseline: fs_read of a 360-byte file, in this process", &s.read_here);
+    row("fs_read of it in the sandbox started ahead (turbo-tool-exec)", &s.read_sandboxed);
     println!(
         "   {:<62} {:>11} {:>11}",
         "  sandbox cost = sandboxed - unconfined",

@@ -2,8 +2,9 @@
 //! (bubblewrap, seccomp, prlimit, a cgroup per call) with the workspace's next sandbox started
 //! ahead (the default) and with each sandbox started when its call comes, and unconfined (the
 //! same code path without the sandbox), beside a plain fork+exec of `/bin/true`, each timed
-//! start to exit in the same run; and how many small sandboxed jobs run per second when many
-//! are in flight.
+//! start to exit in the same run; `fs_read` of a small file in the sandbox (the file tools run
+//! there as turbo-tool-exec) beside the same code in this process; and how many small
+//! sandboxed jobs run per second when many are in flight.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ pub struct SandboxCost {
     pub sandboxed: Stats,
     /// `warm = 0`: each call starts its sandbox.
     pub cold: Stats,
+    /// fs_read of a small file, the tool's code in this process (unconfined).
+    pub read_here: Stats,
+    /// fs_read of the same file in the sandbox started ahead (turbo-tool-exec).
+    pub read_sandboxed: Stats,
     /// What the sandbox found on this host (`Sandbox::check`).
     pub layers: String,
     /// (jobs in flight, jobs, wall time)
@@ -40,11 +45,15 @@ pub async fn measure(runs: usize) -> anyhow::Result<SandboxCost> {
     let ctx = |sandbox: &Arc<Sandbox>| ToolContext::new(ws.clone()).with_sandbox(sandbox.clone());
     let (confined_ctx, unconfined_ctx, cold_ctx) = (ctx(&confined), ctx(&unconfined), ctx(&cold));
     let args = json!({"command": "true"});
+    std::fs::write(dir.path().join("small.txt"), "one line\n".repeat(40))?;
+    let read = json!({"path": "small.txt"});
 
     let mut fork_exec = Vec::with_capacity(runs);
     let mut plain = Vec::with_capacity(runs);
     let mut sandboxed = Vec::with_capacity(runs);
     let mut started_cold = Vec::with_capacity(runs);
+    let mut read_here = Vec::with_capacity(runs);
+    let mut read_sandboxed = Vec::with_capacity(runs);
     // Interleaved, so a burst of load on the machine hits all three alike.
     for i in 0..runs + runs / 10 {
         let t = Instant::now();
@@ -65,12 +74,25 @@ pub async fn measure(runs: usize) -> anyhow::Result<SandboxCost> {
         let out = toolbox.call("shell_run", &args, &cold_ctx).await?;
         let co = t.elapsed();
         ensure!(out.success, "sandboxed (cold) true failed: {}", out.content);
+        let t = Instant::now();
+        let out = toolbox.call("fs_read", &read, &unconfined_ctx).await?;
+        let rh = t.elapsed();
+        ensure!(out.success, "fs_read failed: {}", out.content);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let t = Instant::now();
+        let out = toolbox.call("fs_read", &read, &confined_ctx).await?;
+        let rs = t.elapsed();
+        ensure!(out.success && out.content.contains("one line"), "sandboxed fs_read failed: {}", out.content);
+        // The next iteration's shell_run is again a new turn of the model.
+        tokio::time::sleep(Duration::from_millis(40)).await;
         // The first tenth warms up (page cache, the sandbox's first-use checks).
         if i >= runs / 10 {
             fork_exec.push(fe);
             plain.push(un);
             sandboxed.push(sb);
             started_cold.push(co);
+            read_here.push(rh);
+            read_sandboxed.push(rs);
         }
     }
 
@@ -99,6 +121,8 @@ pub async fn measure(runs: usize) -> anyhow::Result<SandboxCost> {
         unconfined: Stats::of(plain),
         sandboxed: Stats::of(sandboxed),
         cold: Stats::of(started_cold),
+        read_here: Stats::of(read_here),
+        read_sandboxed: Stats::of(read_sandboxed),
         layers,
         throughput,
     })

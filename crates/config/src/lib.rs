@@ -415,6 +415,9 @@ pub struct SandboxConfig {
     pub warm: usize,
     /// A sandbox started ahead and unused for this long is stopped.
     pub warm_ttl_s: u64,
+    /// The program that runs the file tools inside the sandbox (turbo-tool-exec); unset: the
+    /// one beside this binary.
+    pub tool_exec: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -433,6 +436,7 @@ impl Default for SandboxConfig {
             bwrap: "bwrap".into(),
             warm: 4,
             warm_ttl_s: 60,
+            tool_exec: None,
         }
     }
 }

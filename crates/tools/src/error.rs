@@ -4,9 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+/// Serializable so that a call run in the sandbox by `turbo-tool-exec` comes back as the same
+/// error, variant and message, as had it run here.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Error {
     #[error("unknown tool '{name}': the available tools are {}", available.join(", "))]
     UnknownTool { name: String, available: Vec<String> },
@@ -46,6 +51,7 @@ pub enum Error {
     Io {
         path: String,
         #[source]
+        #[serde(with = "io_message")]
         source: std::io::Error,
     },
 
@@ -99,6 +105,38 @@ impl Error {
 
     pub(crate) fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+}
+
+/// An i/o error crosses the sandbox as its message and kind.
+mod io_message {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        kind: String,
+        message: String,
+    }
+
+    pub fn serialize<S: Serializer>(e: &std::io::Error, s: S) -> Result<S::Ok, S::Error> {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => "not_found",
+            std::io::ErrorKind::PermissionDenied => "permission_denied",
+            std::io::ErrorKind::AlreadyExists => "already_exists",
+            _ => "other",
+        };
+        Wire { kind: kind.to_owned(), message: e.to_string() }.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::io::Error, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let kind = match w.kind.as_str() {
+            "not_found" => std::io::ErrorKind::NotFound,
+            "permission_denied" => std::io::ErrorKind::PermissionDenied,
+            "already_exists" => std::io::ErrorKind::AlreadyExists,
+            _ => std::io::ErrorKind::Other,
+        };
+        Ok(std::io::Error::new(kind, w.message))
     }
 }
 

@@ -520,9 +520,15 @@ impl ResolveConflicts {
             let mut text = format!("{} conflicted file(s):\n", files.len());
             for file in &files {
                 let abs = ctx.workspace.resolve(file)?;
-                let conflicts = std::fs::read_to_string(&abs)
-                    .map(|t| t.lines().filter(|l| l.starts_with("<<<<<<<")).count())
-                    .unwrap_or(0);
+                // Opened beneath the root: the file may have become a symlink since git listed it.
+                let mut content = String::new();
+                let conflicts = ctx
+                    .workspace
+                    .open_file(&abs, nix::fcntl::OFlag::O_RDONLY)
+                    .and_then(|mut f| {
+                        std::io::Read::read_to_string(&mut f, &mut content).map_err(|e| Error::io(file, e))
+                    })
+                    .map_or(0, |_| content.lines().filter(|l| l.starts_with("<<<<<<<")).count());
                 text.push_str(&format!("{file}: {conflicts} conflict(s)\n"));
             }
             text.push_str("resolve each with path and side (ours or theirs), or edit the file and add it; then commit");

@@ -11,11 +11,13 @@
 //! The tools: `fs_read`, `fs_write`, `fs_list`, `fs_search`, `shell_run`, `python_run`,
 //! `git_status`, `git_diff` (names kept from the original Python tool).
 //!
-//! Confinement: every path goes through [`Workspace::resolve`], which refuses paths and
-//! symlinks leading outside the root. Every process a tool starts (shell, Python, git) runs in
-//! the OS [`Sandbox`] of its [`ToolContext`] (bubblewrap: the workspace the only writable
-//! place, no network, seccomp, rlimits and a cgroup), in its own process group killed whole
-//! on timeout; when the sandbox cannot run, those tools are refused ([`Error::Sandbox`]). The
+//! Confinement: every call runs in the OS [`Sandbox`] of its [`ToolContext`] (bubblewrap: the
+//! workspace the only writable place, no network, seccomp, rlimits and a cgroup), in its own
+//! process group killed whole on timeout; when the sandbox cannot run, calls are refused
+//! ([`Error::Sandbox`]). Process tools (shell, Python, git) run their program there; the file
+//! tools run there as [`TOOL_EXEC`], the same code in a process of its own
+//! ([`tool_exec_main`]). Inside, every path still goes through [`Workspace::resolve`], which
+//! refuses paths and symlinks leading outside the root. The
 //! shell deny-list ([`shell::deny`]) is a seatbelt against destructive commands, not a
 //! security boundary.
 //!
@@ -29,6 +31,8 @@
 //!   so tools and the toolbox report bad arguments the same way.
 //! - `process`: running child processes (PATH lookup, environment scrubbing, process groups,
 //!   capped concurrent capture), shared by the shell, Python and git tools.
+//! - `confined`: the file tools' calls sent to [`TOOL_EXEC`] in the sandbox, and that
+//!   program's side.
 //! - `sandbox`: [`Sandbox`], the bubblewrap command line every process goes through, its
 //!   host check, and the refusal when it cannot run; `seccomp` builds its filter, `cgroup`
 //!   its per-call cgroup.
@@ -42,6 +46,7 @@ mod advanced_fs;
 mod catalogue;
 mod cgroup;
 mod cloud_services;
+mod confined;
 mod error;
 mod fs;
 mod git;
@@ -60,6 +65,7 @@ mod workspace;
 pub use advanced_fs::{BACKUP_DIR, advanced_fs};
 pub use catalogue::Catalogued;
 pub use cloud_services::CloudServices;
+pub use confined::tool_exec_main;
 pub use error::{Error, Result};
 pub use fs::{FsList, FsRead, FsSearch, FsWrite};
 pub use git::{GitDiff, GitStatus};
@@ -67,7 +73,7 @@ pub use git_ops::git_ops;
 pub use package_manager::PackageManager;
 pub use process::ENV_ALLOW_LIST;
 pub use python::PythonRun;
-pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};
+pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy, TOOL_EXEC};
 pub use shell::ShellRun;
 pub use tool::{OutputSink, OutputStream, ResourceEstimate, Tool, ToolContext, ToolOutput};
 pub use toolbox::{READ_ONLY_TOOLS, ToolMetrics, Toolbox};

@@ -193,6 +193,11 @@ impl Capture {
         }
     }
 
+    /// The whole stream, when it fit in the cap (nothing was left out).
+    pub(crate) fn whole(&self) -> Option<&[u8]> {
+        (self.total == self.head.len() as u64).then_some(&self.head[..])
+    }
+
     /// Everything kept, as text (the middle of a long stream is missing).
     pub(crate) fn text(&self) -> String {
         let mut kept = self.head.clone();

@@ -3,8 +3,8 @@
 //! Inside, a process sees a read-only system (`/usr`, `/etc` with its secrets masked, `/opt`,
 //! and the configured `read_only_paths`, each at its own path), the workspace as the only
 //! writable bind (at its real path, so paths mean the same inside and out), a private `/tmp`
-//! of bounded size, a private `/proc` with `/proc/sys` read-only, and no `/sys`, `/run`,
-//! `/home` or `/root`. It runs in new user, pid, ipc, uts, cgroup and mount namespaces and,
+//! of bounded size, a private `/proc` with `/proc/sys` read-only, no `/sys`, `/home` or
+//! `/root`, and in `/run` only the file tools' program ([`TOOL_EXEC`]). It runs in new user, pid, ipc, uts, cgroup and mount namespaces and,
 //! unless the policy allows the network, a network namespace with only loopback; with no
 //! capabilities, no new privileges (setuid binaries do not elevate), no nested user
 //! namespaces, and a seccomp filter that refuses ptrace, mounts, module and kexec calls, BPF,
@@ -98,6 +98,9 @@ pub struct SandboxPolicy {
     pub warm: usize,
     /// A warm sandbox unused for this long is stopped.
     pub warm_ttl: Duration,
+    /// The program that runs the file tools inside the sandbox ([`TOOL_EXEC`]); None looks for
+    /// it beside this process's executable (or one directory up, where test binaries live).
+    pub tool_exec: Option<PathBuf>,
 }
 
 impl Default for SandboxPolicy {
@@ -116,9 +119,17 @@ impl Default for SandboxPolicy {
             bwrap: "bwrap".to_owned(),
             warm: 4,
             warm_ttl: Duration::from_secs(60),
+            tool_exec: None,
         }
     }
 }
+
+/// The file tools' program, run inside the sandbox like any other (see `crate::confined`).
+pub const TOOL_EXEC: &str = "turbo-tool-exec";
+
+/// Where [`TOOL_EXEC`] is inside every sandbox (bound read-only): a place of its own, so that
+/// none of the host directories above the program's real path appear inside.
+pub(crate) const TOOL_EXEC_INSIDE: &str = "/run/turbo-tool-exec";
 
 /// Exit code of the wrapper when it cannot join the call's cgroup.
 const WRAPPER_FAILED: i32 = 125;
@@ -225,6 +236,9 @@ struct Prepared {
     /// bwrap's arguments up to the per-call ones.
     base: Vec<OsString>,
     root: bool,
+    /// [`TOOL_EXEC`], bound read-only at [`TOOL_EXEC_INSIDE`] in every sandbox; None when not
+    /// found.
+    tool_exec: Option<PathBuf>,
 }
 
 /// A process to start in the sandbox: the program (a name looked up on the sandbox's PATH, or
@@ -274,11 +288,27 @@ impl Sandbox {
         layers.push(if p.seccomp.is_some() { "seccomp filter" } else { "no seccomp filter (not x86_64)" }.to_owned());
         layers.push(p.cgroups.describe());
         layers.push(if self.policy.network { "host network" } else { "no network" }.to_owned());
+        layers.push(match &p.tool_exec {
+            Some(program) => format!("file tools through {} (at {TOOL_EXEC_INSIDE})", program.display()),
+            None => format!("file tools refused ({TOOL_EXEC} not found; set sandbox.tool_exec)"),
+        });
         Ok(layers.join(", "))
     }
 
     async fn prepared(&self) -> Result<Arc<Prepared>> {
         self.ready.get_or_try_init(|| prepare(&self.policy)).await.cloned()
+    }
+
+    /// Checks that the file tools' program is bound in the sandboxes ([`TOOL_EXEC_INSIDE`]), or
+    /// refuses saying where it was looked for.
+    pub(crate) async fn tool_exec(&self) -> Result<()> {
+        self.prepared().await?.tool_exec.as_ref().map(|_| ()).ok_or_else(|| Error::Sandbox {
+            reason: format!(
+                "the file tools run inside the sandbox through {TOOL_EXEC}, which is not installed: put it beside \
+                 this program ({}) or set sandbox.tool_exec to its path",
+                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string())
+            ),
+        })
     }
 
     /// Calls served by a sandbox started ahead, and calls that started their own.
@@ -412,8 +442,13 @@ fn feed(child: &mut Child, input: Vec<u8>) {
 /// The call as the launcher's script: into its directory, its variables, its program (looked
 /// up on the sandbox's PATH); every word single-quoted, so nothing in them is interpreted.
 fn script(policy: &SandboxPolicy, spec: &Spec<'_>) -> Result<Vec<u8>> {
-    let program = process::find_program(spec.program, Some(policy.path.as_ref()))
-        .ok_or_else(|| missing(spec.program, spec.hint, Some(policy.path.clone())))?;
+    // The file tools' program is only inside (and was checked when the sandbox was prepared).
+    let program = if spec.program == TOOL_EXEC_INSIDE {
+        PathBuf::from(TOOL_EXEC_INSIDE)
+    } else {
+        process::find_program(spec.program, Some(policy.path.as_ref()))
+            .ok_or_else(|| missing(spec.program, spec.hint, Some(policy.path.clone())))?
+    };
     let cwd = spec.cwd.as_os_str().as_bytes();
     let mut s = b"cd -- ".to_vec();
     quote(&mut s, cwd);
@@ -570,7 +605,12 @@ async fn prepare(policy: &SandboxPolicy) -> Result<Arc<Prepared>> {
              run the tool-runner as another user, or give it a cgroup it may write"
         );
     }
-    let prepared = Arc::new(Prepared { sh, prlimit, bwrap, seccomp, cgroups, base: base_args(policy), root });
+    let tool_exec = find_tool_exec(policy);
+    if tool_exec.is_none() {
+        tracing::warn!("{TOOL_EXEC} not found: file tool calls are refused (set sandbox.tool_exec)");
+    }
+    let base = base_args(policy, tool_exec.as_deref());
+    let prepared = Arc::new(Prepared { sh, prlimit, bwrap, seccomp, cgroups, base, root, tool_exec });
     probe(&prepared, policy).await?;
     tracing::info!(
         bwrap = %prepared.bwrap.display(), seccomp = prepared.seccomp.is_some(), cgroups = %prepared.cgroups.describe(),
@@ -579,8 +619,24 @@ async fn prepare(policy: &SandboxPolicy) -> Result<Arc<Prepared>> {
     Ok(prepared)
 }
 
+/// [`TOOL_EXEC`]: the configured path, else beside this executable, else one directory up
+/// (a test binary in `target/debug/deps` finds the one in `target/debug`); canonical, so
+/// bwrap binds the file itself.
+fn find_tool_exec(policy: &SandboxPolicy) -> Option<PathBuf> {
+    let executable = |p: &Path| process::find_program(&p.to_string_lossy(), None);
+    if let Some(configured) = &policy.tool_exec {
+        return executable(configured).and_then(|p| std::fs::canonicalize(p).ok());
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .find_map(|dir| executable(&dir.join(TOOL_EXEC)))
+        .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
 /// bwrap's arguments that are the same for every call.
-fn base_args(policy: &SandboxPolicy) -> Vec<OsString> {
+fn base_args(policy: &SandboxPolicy, tool_exec: Option<&Path>) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     push(&["--unshare-all", "--unshare-user", "--disable-userns"]);
@@ -622,6 +678,9 @@ fn base_args(policy: &SandboxPolicy) -> Vec<OsString> {
     // bwrap protects only parts of /proc; the kernel settings must not be writable.
     a.extend(["--ro-bind".into(), "/proc/sys".into(), "/proc/sys".into()]);
     a.extend(["--size".into(), policy.tmp_bytes.to_string().into(), "--tmpfs".into(), "/tmp".into()]);
+    if let Some(program) = tool_exec {
+        a.extend(["--ro-bind".into(), program.as_os_str().to_owned(), TOOL_EXEC_INSIDE.into()]);
+    }
     a
 }
 

@@ -9,6 +9,7 @@ use turbo_core::tool::ToolSpec;
 
 use crate::advanced_fs::advanced_fs;
 use crate::cloud_services::CloudServices;
+use crate::confined::InSandbox;
 use crate::error::{Error, Result};
 use crate::fs::{FsList, FsRead, FsSearch, FsWrite};
 use crate::git::{GitDiff, GitStatus};
@@ -74,21 +75,35 @@ impl Toolbox {
     }
 
     /// The standard tools: the foundation's eight and the catalogue's `advanced_fs`,
-    /// `git_ops`, `package_manager` and `cloud_services`.
+    /// `git_ops`, `package_manager` and `cloud_services`. The file tools run inside the
+    /// sandbox like the rest ([`crate::confined`]).
     pub fn standard() -> Self {
+        fn confined(tool: impl Tool + 'static) -> Arc<dyn Tool> {
+            Arc::new(InSandbox(Arc::new(tool)))
+        }
+        Self::new()
+            .with(confined(FsRead))
+            .with(confined(FsWrite))
+            .with(confined(FsList))
+            .with(confined(FsSearch))
+            .with(Arc::new(ShellRun))
+            .with(Arc::new(PythonRun))
+            .with(Arc::new(GitStatus))
+            .with(Arc::new(GitDiff))
+            .with(confined(advanced_fs()))
+            .with(Arc::new(git_ops()))
+            .with(Arc::new(PackageManager))
+            .with(Arc::new(CloudServices))
+    }
+
+    /// The file tools as code of this process: what `turbo-tool-exec` runs inside the sandbox.
+    pub(crate) fn in_process_file_tools() -> Self {
         Self::new()
             .with(Arc::new(FsRead))
             .with(Arc::new(FsWrite))
             .with(Arc::new(FsList))
             .with(Arc::new(FsSearch))
-            .with(Arc::new(ShellRun))
-            .with(Arc::new(PythonRun))
-            .with(Arc::new(GitStatus))
-            .with(Arc::new(GitDiff))
             .with(Arc::new(advanced_fs()))
-            .with(Arc::new(git_ops()))
-            .with(Arc::new(PackageManager))
-            .with(Arc::new(CloudServices))
     }
 
     /// The standard tools for looking only: [`READ_ONLY_TOOLS`], with every call that would

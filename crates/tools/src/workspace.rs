@@ -119,6 +119,23 @@ impl Workspace {
         }
     }
 
+    /// Whether the symlink `link` in the directory `dir` names a place under the root, read as
+    /// written (`..` taken lexically): for links whose target does not exist.
+    fn lexically_inside(&self, dir: &Path, link: &Path) -> bool {
+        let Ok(target) = fs::read_link(link) else { return false };
+        let mut place = if target.is_absolute() { PathBuf::from("/") } else { dir.to_path_buf() };
+        for component in target.components() {
+            match component {
+                Component::ParentDir => {
+                    place.pop();
+                }
+                Component::Normal(name) => place.push(name),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+        place.starts_with(&self.root)
+    }
+
     /// A path for messages and listings: relative to the root, `.` for the root itself.
     pub fn relative(&self, abs: &Path) -> String {
         match abs.strip_prefix(&self.root) {
@@ -176,9 +193,24 @@ impl Workspace {
                     }
                     match fs::symlink_metadata(&candidate) {
                         Ok(meta) if meta.file_type().is_symlink() => {
-                            let target = fs::canonicalize(&candidate).map_err(|_| {
-                                invalid(&format!("it goes through the broken symlink '{}'", self.relative(&candidate)))
-                            })?;
+                            let target = match fs::canonicalize(&candidate) {
+                                Ok(target) => target,
+                                // Broken here; outside, it may lead somewhere (the file tools run
+                                // in a sandbox that sees only the workspace of the host): say
+                                // where it points if that is outside.
+                                Err(_) if inside && !self.lexically_inside(&current, &candidate) => {
+                                    return Err(outside(format!(
+                                        "it goes through the symlink '{}' which points outside the workspace",
+                                        self.relative(&candidate)
+                                    )));
+                                }
+                                Err(_) => {
+                                    return Err(invalid(&format!(
+                                        "it goes through the broken symlink '{}'",
+                                        self.relative(&candidate)
+                                    )));
+                                }
+                            };
                             if inside && !target.starts_with(&self.root) {
                                 return Err(outside(format!(
                                     "it goes through the symlink '{}' which points outside the workspace",

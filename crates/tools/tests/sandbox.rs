@@ -319,6 +319,53 @@ async fn without_bubblewrap_process_tools_are_refused_not_run_unconfined() {
 }
 
 #[tokio::test]
+async fn file_tools_run_in_the_sandbox_and_are_refused_without_it() {
+    // Through the sandbox: each call is served by a sandbox of its own, and answers as in
+    // process (output, files changed, the same errors).
+    let c = case();
+    let out = c.call("fs_write", json!({"path": "a/b.txt", "content": "hello\n"})).await.unwrap();
+    assert_eq!(out.files_changed, ["a/b.txt"]);
+    assert_eq!(fs::read_to_string(c.ws().join("a/b.txt")).unwrap(), "hello\n");
+    let read = c.call("fs_read", json!({"path": "a/b.txt"})).await.unwrap();
+    assert!(read.success && read.content.contains("hello"), "{}", read.content);
+    let op = json!({"operation": "analyze_file", "parameters": {"path": "a/b.txt"}});
+    assert!(c.call("advanced_fs", op).await.unwrap().success);
+    let (warm, cold) = c.ctx.sandbox.warm_and_cold_starts();
+    assert_eq!(warm + cold, 3, "one sandbox per file tool call");
+    let err = c.call("fs_read", json!({"path": "../secret.txt"})).await.unwrap_err();
+    assert!(matches!(err, Error::OutsideWorkspace { .. }) && err.is_model_correctable(), "{err}");
+    let err = c.call("fs_read", json!({"path": "missing.txt"})).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { ref path } if path == "missing.txt"), "{err}");
+
+    // Without bubblewrap, the file tools are refused like the rest: they no longer run in the
+    // runner's own process.
+    let none = case_with(SandboxPolicy { bwrap: "/nonexistent/bwrap".into(), ..policy() });
+    fs::write(none.ws().join("here.txt"), "x").unwrap();
+    for (tool, args) in [
+        ("fs_read", json!({"path": "here.txt"})),
+        ("fs_list", json!({"path": "."})),
+        ("fs_write", json!({"path": "new.txt", "content": "x"})),
+        ("advanced_fs", json!({"operation": "backup_files", "parameters": {"paths": ["here.txt"]}})),
+    ] {
+        let err = none.call(tool, args).await.unwrap_err();
+        assert!(matches!(err, Error::Sandbox { .. }) && err.to_string().contains("bubblewrap"), "{tool}: {err}");
+    }
+    assert!(!none.ws().join("new.txt").exists());
+
+    // Without its program, the file tools are refused with where to put it; the rest run.
+    let lost = case_with(SandboxPolicy { tool_exec: Some("/nonexistent/turbo-tool-exec".into()), ..policy() });
+    let err = lost.call("fs_list", json!({"path": "."})).await.unwrap_err();
+    assert!(err.to_string().contains("turbo-tool-exec") && err.to_string().contains("sandbox.tool_exec"), "{err}");
+    assert!(lost.sh("true").await.success);
+    assert!(lost.ctx.sandbox.check().await.unwrap().contains("file tools refused"));
+
+    // Unconfined (by configuration only), they run in this process.
+    let open = case_with(SandboxPolicy { mode: SandboxMode::Unconfined, ..policy() });
+    open.call("fs_write", json!({"path": "n.txt", "content": "x"})).await.unwrap();
+    assert_eq!(open.ctx.sandbox.warm_and_cold_starts(), (0, 0));
+}
+
+#[tokio::test]
 async fn unconfined_is_only_what_the_configuration_asks_for() {
     let c = case_with(SandboxPolicy { mode: SandboxMode::Unconfined, ..policy() });
     let out = c.sh("cat ../secret.txt").await;

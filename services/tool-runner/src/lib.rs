@@ -195,6 +195,7 @@ pub fn sandbox_policy(c: &turbo_config::SandboxConfig) -> SandboxPolicy {
         bwrap: c.bwrap.clone(),
         warm: c.warm,
         warm_ttl: Duration::from_secs(c.warm_ttl_s),
+        tool_exec: c.tool_exec.clone(),
     }
 }
 
