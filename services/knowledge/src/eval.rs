@@ -133,6 +133,23 @@ pub fn rank_of(pair: &Pair, hits: &[(String, u32, u32)], k: usize) -> Option<usi
     hits.iter().take(k).position(|(path, start, end)| *path == pair.path && *start <= pair.line && pair.line <= *end)
 }
 
+/// Where the first of several equally right answers came in a ranked list, if in the first
+/// `k`: a query whose sentence documents several functions of the project (two `is_match`
+/// methods with the same doc) is answered by any of them.
+pub fn rank_of_any(answers: &[&Pair], hits: &[(String, u32, u32)], k: usize) -> Option<usize> {
+    answers.iter().filter_map(|p| rank_of(p, hits, k)).min()
+}
+
+/// For each pair of `pairs` (project, pair), every pair of the same project with the same
+/// query: its equally right answers (itself included).
+pub fn same_query(pairs: &[(String, Pair)]) -> Vec<Vec<&Pair>> {
+    let mut by_query: std::collections::HashMap<(&str, &str), Vec<&Pair>> = std::collections::HashMap::new();
+    for (project, p) in pairs {
+        by_query.entry((project, &p.query)).or_default().push(p);
+    }
+    pairs.iter().map(|(project, p)| by_query[&(project.as_str(), p.query.as_str())].clone()).collect()
+}
+
 /// Quality of one retriever over a set of queries.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Scores {
@@ -224,6 +241,30 @@ pub async fn skipped() {}
         assert!(!out.contains("Parses the version"), "the query's doc is gone: {out}");
         // Docs that are no query stay, as in any real repository.
         assert!(out.contains("/// Short.") && out.contains("/// code only"), "{out}");
+    }
+
+    #[test]
+    fn a_query_documenting_several_functions_is_answered_by_any() {
+        let pair = |line, function: &str| Pair {
+            query: "Returns true if any glob matches".into(),
+            path: "src/lib.rs".into(),
+            line,
+            function: function.into(),
+        };
+        let (a, b) = (pair(10, "is_match"), pair(40, "is_match_candidate"));
+        let other = Pair { query: "Builds the set".into(), ..pair(70, "build") };
+        let pairs =
+            vec![("p".to_string(), a.clone()), ("p".into(), b.clone()), ("q".into(), a.clone()), ("p".into(), other)];
+        let same = same_query(&pairs);
+        assert_eq!(same[0], [&a, &b]);
+        assert_eq!(same[2], [&a], "another project's function is not an answer");
+        assert_eq!(same[3].len(), 1);
+        let hits = vec![("src/lib.rs".to_string(), 35, 50), ("src/lib.rs".to_string(), 5, 20)];
+        assert_eq!(rank_of(&a, &hits, 10), Some(1));
+        assert_eq!(rank_of_any(&same[0], &hits, 10), Some(0));
+        assert_eq!(rank_of_any(&same[2], &hits, 10), Some(1));
+        assert_eq!(rank_of_any(&same[0], &hits, 1), Some(0));
+        assert_eq!(rank_of_any(&same[2], &hits, 1), None);
     }
 
     #[test]
