@@ -38,7 +38,7 @@ REPORT_KEYS = {
     "chunks_removed", "chunks_embedded", "version", "duration_ms",
 }
 STATS_KEYS = {"chunks", "files", "projects", "embedding_model", "dimension", "version", "ann_index"}
-CONTEXT_KEYS = {"text", "chunk_ids", "sources"}
+CONTEXT_KEYS = {"text", "chunk_ids", "sources", "excerpts"}
 ERROR_CODES = {"invalid_argument", "failed_precondition", "not_found", "unavailable", "internal"}
 
 
@@ -147,6 +147,7 @@ async def main(url):
         }, "context")
         check(set(context) == CONTEXT_KEYS, f"a context has exactly {sorted(CONTEXT_KEYS)}", context)
         check(len(context["chunk_ids"]) == len(context["sources"]), "one source per packed chunk", context)
+        check(len(context["chunk_ids"]) == len(context["excerpts"]), "one excerpt per packed chunk", context)
         passed += 1
 
         message = await refused(nc, SEARCH, b'{"query": ')

@@ -1155,6 +1155,15 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
     let answer = ws_answer(&mut ws, "a1", "ai_response", &mut new_events).await;
     assert!(answer["response"].as_str().unwrap().contains(&new_task), "{answer}");
     assert_eq!(answer["agent"], "reviewer", "the plan's last phase: {answer}");
+    // The agents' prompts carried context retrieved from the workspace (the file the edits
+    // above made): the answer lists it, each chunk where it is and how it begins.
+    let used = answer["context_used"].as_array().expect("context_used is a list");
+    assert!(
+        used.iter().any(|c| c["title"].as_str().is_some_and(|t| t.starts_with("notes.txt:"))
+            && c["content"].as_str().is_some_and(|t| !t.is_empty())
+            && c["id"].as_str().is_some_and(|t| !t.is_empty())),
+        "{answer}"
+    );
     assert!(!new_events.is_empty() && new_events.iter().all(|e| e["task_id"] == new_task.as_str()), "{new_events:?}");
     let (_, now) = ana.get(&format!("/v1/sessions/{session_id}")).await;
     assert_eq!(now["task_id"], new_task.as_str(), "the session follows the new task: {now}");

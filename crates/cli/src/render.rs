@@ -147,6 +147,15 @@ impl Renderer {
                 if *approved { "approved" } else { "denied" },
                 note.as_deref().map(|n| format!(": {}", first_line(n, 160))).unwrap_or_default()
             )),
+            EventKind::ContextRetrieved { role, chunks, .. } => {
+                let sources: Vec<&str> = chunks.iter().take(3).map(|c| c.source.as_str()).collect();
+                let more = chunks.len().saturating_sub(sources.len());
+                self.line(format!(
+                    "  {role} context: {}{}",
+                    sources.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                ))
+            }
         }
         self.status();
     }

@@ -129,6 +129,26 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// An agent's prompt was given context retrieved from the project's code and knowledge.
+    ContextRetrieved {
+        role: AgentRole,
+        /// None while planning.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<String>,
+        /// The chunks packed into the prompt, best first.
+        chunks: Vec<UsedChunk>,
+    },
+}
+
+/// One chunk of context an agent's prompt was given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsedChunk {
+    /// The knowledge chunk's id.
+    pub id: String,
+    /// `path:start-end (symbol)`, or `knowledge: title`.
+    pub source: String,
+    /// The start of its text.
+    pub excerpt: String,
 }
 
 impl EventKind {
@@ -149,6 +169,7 @@ impl EventKind {
             EventKind::AgentMessage { .. } => "agent_message",
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::ApprovalDecided { .. } => "approval_decided",
+            EventKind::ContextRetrieved { .. } => "context_retrieved",
         }
     }
 }

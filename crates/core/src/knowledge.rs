@@ -277,7 +277,13 @@ pub struct RetrievedContext {
     pub chunk_ids: Vec<String>,
     /// `path:start-end` of each packed chunk, in order.
     pub sources: Vec<String>,
+    /// The start of each packed chunk's text ([`EXCERPT_CHARS`] at most), in order.
+    #[serde(default)]
+    pub excerpts: Vec<String>,
 }
+
+/// Characters of a chunk kept as its excerpt in a [`RetrievedContext`].
+pub const EXCERPT_CHARS: usize = 400;
 
 #[cfg(test)]
 mod tests {

@@ -464,6 +464,16 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                 note
             }
         ),
+        (role(), option::of(text(10)), proptest::collection::vec((text(20), text(30), text(80)), 0..4)).prop_map(
+            |(role, phase, chunks)| EventKind::ContextRetrieved {
+                role,
+                phase,
+                chunks: chunks
+                    .into_iter()
+                    .map(|(id, source, excerpt)| turbo_core::event::UsedChunk { id, source, excerpt })
+                    .collect()
+            }
+        ),
     ]
 }
 
@@ -1003,7 +1013,7 @@ fn event_strategy_covers_every_variant() {
     for _ in 0..1000 {
         seen.insert(strategy.new_tree(&mut runner).expect("value").current().name());
     }
-    assert_eq!(seen.len(), 14, "{seen:?}");
+    assert_eq!(seen.len(), 15, "{seen:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1266,6 +1276,7 @@ proptest! {
             Kind::ModelCall(k) => { k.role = n; Some("model_call.role") }
             Kind::Review(k) => { k.verdict = n; Some("review.verdict") }
             Kind::AgentMessage(k) => { k.role = n; Some("agent_message.role") }
+            Kind::ContextRetrieved(k) => { k.role = n; Some("context_retrieved.role") }
             Kind::ApprovalRequested(k) => { k.risk_level = n; Some("approval_requested.risk_level") }
             _ => None,
         };

@@ -903,7 +903,8 @@ impl Projection {
                 | EventKind::Progress { .. }
                 | EventKind::AgentMessage { .. }
                 | EventKind::ApprovalRequested { .. }
-                | EventKind::ApprovalDecided { .. } => {}
+                | EventKind::ApprovalDecided { .. }
+                | EventKind::ContextRetrieved { .. } => {}
             }
         }
         Ok(out)

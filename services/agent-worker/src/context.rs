@@ -9,7 +9,7 @@ use futures::FutureExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use turbo_core::agent::AgentRole;
-use turbo_core::event::{EventKind, EventSink};
+use turbo_core::event::{EventKind, EventSink, UsedChunk};
 use turbo_core::ids::{ProjectId, TaskId};
 use turbo_core::knowledge::{ContextRequest, Knowledge, MAX_QUERY_BYTES, RetrievedContext};
 use turbo_core::tool::ToolCall;
@@ -178,6 +178,11 @@ pub(crate) async fn retrieve(
                 task_id = %rep.task_id, role = %rep.role, phase, chunks = context.chunk_ids.len(),
                 chars = context.text.chars().count(), "context retrieved"
             );
+            rep.emit(EventKind::ContextRetrieved {
+                role: rep.role,
+                phase: rep.phase.clone(),
+                chunks: used_chunks(&context),
+            });
             Some(context)
         }
         Ok(Err(error)) => {
@@ -195,6 +200,21 @@ pub(crate) async fn retrieve(
             None
         }
     }
+}
+
+/// The chunks of `context`, as its event tells them (an excerpt missing from an older
+/// knowledge service is empty).
+fn used_chunks(context: &RetrievedContext) -> Vec<UsedChunk> {
+    context
+        .chunk_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| UsedChunk {
+            id: id.clone(),
+            source: context.sources.get(i).cloned().unwrap_or_default(),
+            excerpt: context.excerpts.get(i).cloned().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Tells the knowledge service how the work shown `context` ended, so the usage counts and

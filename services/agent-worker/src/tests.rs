@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use turbo_core::agent::AgentRole;
-use turbo_core::event::NullSink;
+use turbo_core::event::{EventKind, NullSink};
 use turbo_core::ids::{PlanId, ProjectId, TaskId};
 use turbo_core::knowledge::{
     ContextRequest, IndexReport, IndexRequest, Knowledge, KnowledgeChunk, KnowledgeError, KnowledgeStats,
@@ -179,6 +179,7 @@ const WINDOW: u32 = 16384;
 const CONTEXT_TEXT: &str = "<repository-content source=\"src/greet.py:1-3 (greet)\" trust=\"untrusted\">\n\
 def greet(): return 'hello from the knowledge double'\n</repository-content>";
 const SOURCE: &str = "src/greet.py:1-3";
+const EXCERPT: &str = "def greet(): return 'hello from the knowledge double'";
 
 fn chunk_ids() -> Vec<String> {
     vec!["chunk-greet".to_string(), "chunk-readme".to_string()]
@@ -202,6 +203,7 @@ impl KnowledgeDouble {
             text: CONTEXT_TEXT.to_string(),
             chunk_ids: chunk_ids(),
             sources: vec![SOURCE.to_string()],
+            excerpts: vec![EXCERPT.to_string()],
         }))
     }
 
@@ -251,6 +253,7 @@ struct Rig {
     worker: AgentWorker,
     tools: ToolRunnerClient,
     dir: tempfile::TempDir,
+    events: Arc<Collected>,
 }
 
 impl Rig {
@@ -261,10 +264,11 @@ impl Rig {
                 .unwrap();
         let model = turbo_llm::connect(&ModelSettings::new(Provider::Ollama, server.url(), MODEL)).unwrap();
         let tools = ToolRunnerClient::local(RunnerLimits::default());
+        let events = Arc::new(Collected::default());
         let deps = AgentDeps {
             model,
             tools: tools.clone(),
-            events: Arc::new(NullSink),
+            events: events.clone(),
             settings: AgentSettings::default(),
             knowledge: Some(knowledge),
         };
@@ -277,7 +281,12 @@ impl Rig {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("README.md"), "# greeter\n").unwrap();
-        Rig { server, worker, tools, dir }
+        Rig { server, worker, tools, dir, events }
+    }
+
+    /// The events emitted so far.
+    fn events(&self) -> Vec<EventKind> {
+        self.events.0.lock().unwrap().clone()
     }
 
     fn workspace(&self) -> String {
@@ -397,6 +406,17 @@ async fn coder_prompt_carries_retrieved_context_for_the_phase() {
 
     assert!(outcome.success);
     assert_eq!(outcome.summary, "added greet");
+    // The context is told as an event: which chunks, from where, and how they begin.
+    let told: Vec<EventKind> =
+        rig.events().into_iter().filter(|k| matches!(k, EventKind::ContextRetrieved { .. })).collect();
+    let [EventKind::ContextRetrieved { role, phase, chunks }] = &told[..] else {
+        panic!("one context event: {told:?}")
+    };
+    assert_eq!((*role, phase.as_deref()), (AgentRole::Coder, Some("implement")));
+    assert_eq!(chunks.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), chunk_ids());
+    assert_eq!((chunks[0].source.as_str(), chunks[0].excerpt.as_str()), (SOURCE, EXCERPT));
+    // A service that sent fewer sources or excerpts than ids: those are empty, not shifted.
+    assert_eq!((chunks[1].source.as_str(), chunks[1].excerpt.as_str()), ("", ""));
     let requests = knowledge.requests();
     assert_eq!(requests.len(), 1);
     let query = ["greeting", "implement", "write greet()", "a greet function", "src/greet.py", "src/app.py"];

@@ -205,6 +205,7 @@ fn context() -> RetrievedContext {
         text: "<retrieved untrusted=\"true\" source=\"src/config.rs:10-24\">...</retrieved>".into(),
         chunk_ids: vec!["h1".into(), "h3".into()],
         sources: vec!["src/config.rs:10-24".into(), "README.md:1-12".into()],
+        excerpts: vec!["pub struct Config {".into(), "# Settings".into()],
     }
 }
 

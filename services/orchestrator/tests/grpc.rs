@@ -197,6 +197,7 @@ fn kind(e: &tasks::TaskEvent) -> &'static str {
         Kind::Review(_) => "review",
         Kind::Progress(_) => "progress",
         Kind::AgentMessage(_) => "agent_message",
+        Kind::ContextRetrieved(_) => "context_retrieved",
         Kind::ApprovalRequested(_) => "approval_requested",
         Kind::ApprovalDecided(_) => "approval_decided",
     }

@@ -1,6 +1,6 @@
 //! `TaskEvent` and every `EventKind` variant.
 
-use turbo_core::event::{EventKind, TaskEvent};
+use turbo_core::event::{EventKind, TaskEvent, UsedChunk};
 
 use super::{
     ProtoEnum, id_from_proto, json_value_from_proto, json_value_to_proto, req_timestamp, required, timestamp_to_proto,
@@ -107,6 +107,14 @@ impl From<EventKind> for Kind {
                     note,
                 })
             }
+            EventKind::ContextRetrieved { role, phase, chunks } => Kind::ContextRetrieved(te::ContextRetrieved {
+                role: role.to_proto(),
+                phase,
+                chunks: chunks
+                    .into_iter()
+                    .map(|c| te::UsedChunk { id: c.id, source: c.source, excerpt: c.excerpt })
+                    .collect(),
+            }),
         }
     }
 }
@@ -203,6 +211,14 @@ impl TryFrom<Kind> for EventKind {
                 decided_by,
                 note,
             }) => EventKind::ApprovalDecided { phase, step, tool, approval_id, approved, decided_by, note },
+            Kind::ContextRetrieved(te::ContextRetrieved { role, phase, chunks }) => EventKind::ContextRetrieved {
+                role: ProtoEnum::from_proto("context_retrieved.role", role)?,
+                phase,
+                chunks: chunks
+                    .into_iter()
+                    .map(|c| UsedChunk { id: c.id, source: c.source, excerpt: c.excerpt })
+                    .collect(),
+            },
         })
     }
 }

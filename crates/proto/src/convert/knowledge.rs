@@ -340,13 +340,13 @@ impl From<pb::BuildContextRequest> for ContextRequest {
 
 impl From<RetrievedContext> for pb::BuildContextResponse {
     fn from(c: RetrievedContext) -> Self {
-        pb::BuildContextResponse { text: c.text, chunk_ids: c.chunk_ids, sources: c.sources }
+        pb::BuildContextResponse { text: c.text, chunk_ids: c.chunk_ids, sources: c.sources, excerpts: c.excerpts }
     }
 }
 
 impl From<pb::BuildContextResponse> for RetrievedContext {
     fn from(c: pb::BuildContextResponse) -> Self {
-        RetrievedContext { text: c.text, chunk_ids: c.chunk_ids, sources: c.sources }
+        RetrievedContext { text: c.text, chunk_ids: c.chunk_ids, sources: c.sources, excerpts: c.excerpts }
     }
 }
 

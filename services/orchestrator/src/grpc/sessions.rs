@@ -40,6 +40,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use turbo_core::agent::AgentRole;
+use turbo_core::event::{EventKind, TaskEvent};
 use turbo_core::ids::{SessionId, TaskId};
 use turbo_core::project::ProjectMetadata;
 use turbo_core::tool::ToolCall;
@@ -587,6 +588,18 @@ impl Interaction {
         Ok(self.call(name, arguments).await?.into_result())
     }
 
+    /// The context the task's agents were given, from its stored events; none when they cannot
+    /// be read (the answer goes out without it, and the failure is logged).
+    async fn context_used(&self, task_id: TaskId) -> Vec<turbo_proto::knowledge::v1::KnowledgeChunk> {
+        match self.api.store.events(task_id, 0).await {
+            Ok(events) => context_used(&events),
+            Err(error) => {
+                tracing::warn!(%task_id, %error, "cannot read the task's events for the context it used");
+                Vec::new()
+            }
+        }
+    }
+
     async fn ai_request(
         &self,
         reply_to: &str,
@@ -637,7 +650,7 @@ impl Interaction {
             .map_err(|e| Refused::from(Error::from(e)))?;
         if planned.status != common::TaskStatus::Planned as i32 {
             let result = self.api.orchestrator().map_err(Refused::from)?.wait(task_id).await.map_err(Refused::from)?;
-            return Ok(ai_response(&result, preferred));
+            return Ok(ai_response(&result, preferred, self.context_used(task_id).await));
         }
         self.api.execute(task_id).await.map_err(Refused::from)?;
         let watch = pb::Action {
@@ -653,7 +666,7 @@ impl Interaction {
         };
         self.out.send(Some(reply_to), pb::server_message::Message::SystemNotification(started)).await;
         let result = self.api.orchestrator().map_err(Refused::from)?.wait(task_id).await.map_err(Refused::from)?;
-        Ok(ai_response(&result, preferred))
+        Ok(ai_response(&result, preferred, self.context_used(task_id).await))
     }
 }
 
@@ -817,8 +830,47 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// The chunks of retrieved context the task's agents were given (its `context_retrieved`
+/// events), each once, in the order first used, at most [`CONTEXT_USED_MAX`]; as knowledge
+/// chunks whose title is where the chunk is and whose content is how it begins.
+fn context_used(events: &[TaskEvent]) -> Vec<turbo_proto::knowledge::v1::KnowledgeChunk> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let used = events.iter().filter_map(|e| match &e.kind {
+        EventKind::ContextRetrieved { chunks, .. } => Some(chunks),
+        _ => None,
+    });
+    for chunk in used.flatten() {
+        if out.len() == CONTEXT_USED_MAX || !seen.insert(chunk.id.as_str()) {
+            continue;
+        }
+        let from_api = chunk.source.strip_prefix("knowledge: ");
+        out.push(turbo_proto::knowledge::v1::KnowledgeChunk {
+            id: chunk.id.clone(),
+            title: chunk.source.clone(),
+            content: chunk.excerpt.clone(),
+            chunk_type: if from_api.is_some() { "knowledge" } else { "code" }.into(),
+            category: "retrieved".into(),
+            // `path:lines (symbol)` -> path.
+            source: from_api.map_or_else(
+                || chunk.source.split(':').next().unwrap_or_default().to_string(),
+                |_| "knowledge base".to_string(),
+            ),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+/// Chunks listed in an ai_response's `context_used`.
+const CONTEXT_USED_MAX: usize = 20;
+
 /// The answer to an ai_request once its task has ended.
-fn ai_response(result: &RunResult, preferred: Option<AgentRole>) -> pb::server_message::Message {
+fn ai_response(
+    result: &RunResult,
+    preferred: Option<AgentRole>,
+    context_used: Vec<turbo_proto::knowledge::v1::KnowledgeChunk>,
+) -> pb::server_message::Message {
     let task = &result.task;
     let mut response = match &result.failure {
         Some(failure) => format!("Task {} ({}) did not complete: {}", task.id, task.status, failure.message),
@@ -863,7 +915,7 @@ fn ai_response(result: &RunResult, preferred: Option<AgentRole>) -> pb::server_m
     pb::server_message::Message::AiResponse(pb::AiResponse {
         response,
         agent: last_agent.to_proto(),
-        context_used: Vec::new(),
+        context_used,
         follow_up_actions: follow_up,
     })
 }
