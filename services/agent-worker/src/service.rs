@@ -112,8 +112,11 @@ pub async fn run(config: &Config, role: AgentRole, listener: TcpListener, shutdo
     let run = &config.run;
     let tools = ToolRunnerClient::for_cluster(config, RunnerLimits::from_config(config))?;
     // Calls waiting for approval in this process (no tool-runner service): operators decide
-    // them over NATS.
+    // them over NATS, and the decisions go to the audit log of the configured store.
     let approvals = tools.approvals();
+    if let Some(approvals) = &approvals {
+        approvals.audit_in_configured_store(config).await;
+    }
     let deps = AgentDeps {
         model,
         tools,

@@ -199,7 +199,9 @@ struct Waiting {
 pub struct Approvals {
     policy: ApprovalPolicy,
     waiting: Mutex<HashMap<String, Waiting>>,
-    audit: Option<Store>,
+    /// Set once, before or after the approvals are shared (a worker opens its store after
+    /// its tool-runner is made).
+    audit: std::sync::OnceLock<Store>,
 }
 
 impl std::fmt::Debug for Approvals {
@@ -210,13 +212,40 @@ impl std::fmt::Debug for Approvals {
 
 impl Approvals {
     pub fn new(policy: ApprovalPolicy) -> Self {
-        Self { policy, waiting: Mutex::new(HashMap::new()), audit: None }
+        Self { policy, waiting: Mutex::new(HashMap::new()), audit: std::sync::OnceLock::new() }
     }
 
     /// Decisions are also written to `store`'s audit log.
-    pub fn with_audit(mut self, store: Store) -> Self {
-        self.audit = Some(store);
+    pub fn with_audit(self, store: Store) -> Self {
+        self.audit_to(store);
         self
+    }
+
+    /// From now on, decisions are also written to `store`'s audit log; false when they already
+    /// go to one (which stays).
+    pub fn audit_to(&self, store: Store) -> bool {
+        self.audit.set(store).is_ok()
+    }
+
+    /// Sends the decisions to the audit log of `config`'s store (`store.url`): for a process
+    /// whose tool-runner is its own (an agent worker running tools itself). Without a store
+    /// URL, or when it cannot be opened, decisions are told in the tasks' events only, and this
+    /// says so in the log. True when they now go to an audit log.
+    pub async fn audit_in_configured_store(&self, config: &turbo_config::Config) -> bool {
+        let Some(url) = config.store.url.as_deref() else {
+            tracing::warn!(
+                "store.url is not set: approval decisions made in this process are in the tasks' events, not in the \
+                 audit log"
+            );
+            return false;
+        };
+        match Store::open(Some(url), &config.store.data_dir()).await {
+            Ok(store) => self.audit_to(store) || self.audit.get().is_some(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot open the store: approval decisions made here are in the tasks' events only");
+                false
+            }
+        }
     }
 
     pub fn policy(&self) -> &ApprovalPolicy {
@@ -380,7 +409,7 @@ impl Approvals {
     }
 
     async fn audit(&self, request: &PendingApproval, outcome: &ApprovalOutcome, action: &str) -> Result<()> {
-        let Some(store) = &self.audit else { return Ok(()) };
+        let Some(store) = self.audit.get() else { return Ok(()) };
         let entry = NewAuditEntry {
             at: Utc::now(),
             actor: outcome.decided_by.clone(),
@@ -454,6 +483,30 @@ mod tests {
             Some(ApprovalUpdate::Requested(r)) => r,
             other => panic!("expected a request, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_process_with_its_own_runner_audits_in_the_configured_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = turbo_config::Config::default();
+        let approvals =
+            Arc::new(Approvals::new(ApprovalPolicy::allow_all().with(RiskLevel::High, ApprovalAction::Ask)));
+        assert!(!approvals.audit_in_configured_store(&config).await, "no store.url: nothing to audit in");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("audit.db").display());
+        config.store.url = Some(url.clone());
+        assert!(approvals.audit_in_configured_store(&config).await);
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let scope = CallScope { updates: Some(tx), ..CallScope::default() };
+        let gate = spawn_gate(&approvals, scope, json!({"command": "make deploy"}));
+        let request = next_request(&mut rx).await;
+        approvals.decide(&request.approval_id, false, "ops", Some("not today".into())).await.unwrap();
+        gate.await.unwrap();
+        let stored = Store::open(Some(&url), dir.path()).await.unwrap();
+        let entries = stored.list_audit(turbo_store::AuditFilter::default()).await.unwrap();
+        let seen: Vec<(&str, &str, &str)> =
+            entries.iter().map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str())).collect();
+        assert_eq!(seen, [("ops", "tool.deny", request.approval_id.as_str())]);
     }
 
     #[test]
@@ -562,14 +615,14 @@ mod tests {
     #[tokio::test]
     async fn decisions_are_audited_with_names_not_arguments() {
         let store = Store::connect("sqlite::memory:").await.unwrap();
-        let approvals = Arc::new(
-            Approvals::new(
-                ApprovalPolicy::allow_all()
-                    .with(RiskLevel::High, ApprovalAction::Ask)
-                    .with(RiskLevel::Critical, ApprovalAction::Deny),
-            )
-            .with_audit(store.clone()),
-        );
+        // Shared first, given its audit log after (as an agent worker does).
+        let approvals = Arc::new(Approvals::new(
+            ApprovalPolicy::allow_all()
+                .with(RiskLevel::High, ApprovalAction::Ask)
+                .with(RiskLevel::Critical, ApprovalAction::Deny),
+        ));
+        assert!(approvals.audit_to(store.clone()));
+        assert!(!approvals.audit_to(Store::connect("sqlite::memory:").await.unwrap()), "the first log stays");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let scope = CallScope { updates: Some(tx), ..CallScope::default() };
         let gate = spawn_gate(&approvals, scope.clone(), json!({"command": "echo s3cr3t"}));
