@@ -979,6 +979,54 @@ fn offset(text: &str, (line, column): (u32, u32)) -> std::result::Result<usize, 
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_busy_stream_writes_its_activity_once_per_period_not_per_message() {
+        use chrono::SubsecRound;
+        use turbo_core::project::{Language, ProjectType};
+
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let project =
+            ProjectMetadata::new("Busy", "busy", ProjectType::ApiService, vec![Language::Python], "/srv/busy");
+        store.create_project(&project).await.unwrap();
+        let long_ago = (Utc::now() - chrono::TimeDelta::hours(1)).trunc_subsecs(6);
+        let session = StoredSession {
+            id: SessionId::new(),
+            project_id: project.id,
+            task_id: None,
+            user: "ana".into(),
+            started_at: long_ago,
+            last_active_at: long_ago,
+            ended_at: None,
+            end_reason: None,
+            idle_timeout: Duration::from_secs(3600),
+        };
+        store.insert_session(&session).await.unwrap();
+        let last_active = || async { store.get_session(session.id).await.unwrap().unwrap().last_active_at };
+        let (tx, _rx) = mpsc::channel(16);
+        // A period no test run comes near, so the second send is inside it whatever the load.
+        let outbox = Outbox {
+            touch_every: Duration::from_secs(3600),
+            ..Outbox::new(session.id, tx, store.clone(), session.idle_timeout)
+        };
+
+        let note = || pb::server_message::Message::SystemNotification(pb::SystemNotification::default());
+        assert!(outbox.send(None, note()).await);
+        let first = last_active().await;
+        assert!(first > long_ago, "the first message is activity");
+        store.touch_session(session.id, long_ago, None).await.unwrap();
+        assert!(outbox.clone().send(None, note()).await);
+        assert_eq!(last_active().await, long_ago, "within the period (and across clones of the outbox): not written");
+
+        // With no period, every message is written.
+        let (tx, _rx2) = mpsc::channel(16);
+        let eager =
+            Outbox { touch_every: Duration::ZERO, ..Outbox::new(session.id, tx, store.clone(), session.idle_timeout) };
+        assert!(eager.send(None, note()).await);
+        store.touch_session(session.id, long_ago, None).await.unwrap();
+        assert!(eager.send(None, note()).await);
+        assert!(last_active().await > long_ago);
+    }
+
     fn change(start: (u32, u32), end: (u32, u32), text: &str) -> Change {
         Change { start, end, text: text.into() }
     }
