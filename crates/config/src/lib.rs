@@ -418,7 +418,22 @@ pub struct SandboxConfig {
     /// The program that runs the file tools inside the sandbox (turbo-tool-exec); unset: the
     /// one beside this binary.
     pub tool_exec: Option<PathBuf>,
+    /// Credentials of the cloud CLIs, per provider (`kubernetes`, `aws`, `gcp`, `azure`):
+    /// given to that provider's `cloud_services` calls only, never to any other call.
+    pub cloud: BTreeMap<String, CloudCredentials>,
 }
+
+/// What one provider's CLI is given: its variables (e.g. `KUBECONFIG`, `AWS_PROFILE`) and its
+/// credential files, bound read-only at their own paths in that call's sandbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudCredentials {
+    pub env: BTreeMap<String, String>,
+    pub files: Vec<PathBuf>,
+}
+
+/// The providers of `cloud_services`, the keys of `[sandbox.cloud]`.
+pub const CLOUD_PROVIDERS: &[&str] = &["kubernetes", "aws", "gcp", "azure"];
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -437,6 +452,7 @@ impl Default for SandboxConfig {
             warm: 4,
             warm_ttl_s: 60,
             tool_exec: None,
+            cloud: BTreeMap::new(),
         }
     }
 }
@@ -564,6 +580,32 @@ impl Config {
 
     /// Checks what serde cannot: URLs, ranges, non-empty names.
     pub fn validate(&self) -> Result<()> {
+        for (provider, credentials) in &self.sandbox.cloud {
+            if !CLOUD_PROVIDERS.contains(&provider.as_str()) {
+                return Err(invalid(
+                    format!("sandbox.cloud.{provider}"),
+                    format!("is not a provider: use one of {}", CLOUD_PROVIDERS.join(", ")),
+                ));
+            }
+            for file in &credentials.files {
+                if !file.is_absolute() {
+                    return Err(invalid(
+                        format!("sandbox.cloud.{provider}.files"),
+                        format!("'{}' must be an absolute path", file.display()),
+                    ));
+                }
+            }
+            for name in credentials.env.keys() {
+                let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(invalid(
+                        format!("sandbox.cloud.{provider}.env"),
+                        format!("'{name}' is not a variable name"),
+                    ));
+                }
+            }
+        }
         let roles = [
             ("models.planner", Some(&self.models.planner)),
             ("models.coder", Some(&self.models.coder)),
@@ -892,6 +934,28 @@ mod tests {
         assert!(err.contains("run.max_steps"), "{err}");
         let err = Config::load(Some(Path::new("/nonexistent/turbo.toml")), &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/turbo.toml"), "{err}");
+    }
+
+    #[test]
+    fn cloud_credentials_are_per_known_provider_with_absolute_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), &BTreeMap::new())
+        };
+        let c = load(
+            "[sandbox.cloud.kubernetes]\nenv = { KUBECONFIG = \"/srv/kube/config\" }\nfiles = [\"/srv/kube/config\"]\n",
+        )
+        .unwrap();
+        let kube = &c.sandbox.cloud["kubernetes"];
+        assert_eq!((kube.env["KUBECONFIG"].as_str(), kube.files.len()), ("/srv/kube/config", 1));
+        let err = load("[sandbox.cloud.kubernetis]\nfiles = [\"/srv/k\"]\n").unwrap_err().to_string();
+        assert!(err.contains("sandbox.cloud.kubernetis") && err.contains("kubernetes, aws, gcp, azure"), "{err}");
+        let err = load("[sandbox.cloud.aws]\nfiles = [\"aws/credentials\"]\n").unwrap_err().to_string();
+        assert!(err.contains("sandbox.cloud.aws.files") && err.contains("absolute"), "{err}");
+        let err = load("[sandbox.cloud.gcp]\nenv = { \"BAD-NAME\" = \"x\" }\n").unwrap_err().to_string();
+        assert!(err.contains("BAD-NAME"), "{err}");
     }
 
     #[test]

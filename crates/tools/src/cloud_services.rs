@@ -4,8 +4,10 @@
 //! person before the critical ones.
 //!
 //! The sandbox has no network and none of the host's credentials unless a person provides them
-//! (`[sandbox] network = true`, the CLI's config under `[sandbox] read_only_paths`); without
-//! them a call fails and the model is told why. `backup`, `restore`, `migrate` and `optimize`
+//! (`[sandbox] network = true`; per provider, `[sandbox.cloud.<provider>]` variables and
+//! credential files, which only that provider's calls get: the files are bound into their
+//! sandbox alone, so no shell or file tool call can read them); without them a call fails and
+//! the model is told why. `backup`, `restore`, `migrate` and `optimize`
 //! are named by the spec but not mapped onto any CLI here: they say so.
 
 use std::ffi::OsString;
@@ -369,6 +371,8 @@ impl Tool for CloudServices {
         let args = cli_args.iter().map(OsString::from).collect();
         let finished = process::run(Run {
             extra_env: vec![("AWS_PAGER", "".into()), ("CLOUDSDK_CORE_DISABLE_PROMPTS", "1".into())],
+            // The provider's credentials, configured by a person, for this call's sandbox alone.
+            access: ctx.sandbox.policy().cloud.get(provider),
             ..Run::in_workspace(ctx, NAME, program, hint, args)
         })
         .await?;
@@ -376,7 +380,7 @@ impl Tool for CloudServices {
         out.content = format!("$ {program} {}\n{}", cli_args.join(" "), out.content);
         if !out.success {
             out.content.push_str(
-                "\nthe tool sandbox has no network and none of the host's cloud credentials unless a person provides them ([sandbox] network, read_only_paths)",
+                "\nthe tool sandbox has no network and none of the host's cloud credentials unless a person provides them ([sandbox] network, [sandbox.cloud.<provider>] env and files)",
             );
         }
         Ok(out)

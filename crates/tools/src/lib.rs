@@ -73,7 +73,7 @@ pub use git_ops::git_ops;
 pub use package_manager::PackageManager;
 pub use process::ENV_ALLOW_LIST;
 pub use python::PythonRun;
-pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy, TOOL_EXEC};
+pub use sandbox::{CloudAccess, Sandbox, SandboxMode, SandboxPolicy, TOOL_EXEC};
 pub use shell::ShellRun;
 pub use tool::{OutputSink, OutputStream, ResourceEstimate, Tool, ToolContext, ToolOutput};
 pub use toolbox::{READ_ONLY_TOOLS, ToolMetrics, Toolbox};

@@ -89,6 +89,8 @@ pub(crate) struct Run<'a> {
     pub cap: usize,
     /// Where the output also goes as it is printed.
     pub output: Option<OutputSink>,
+    /// A cloud CLI's credentials: its variables and files, for this call alone.
+    pub access: Option<&'a crate::sandbox::CloudAccess>,
 }
 
 /// A process that exited (by itself or by a signal) within its timeout.
@@ -323,6 +325,7 @@ impl<'a> Run<'a> {
             timeout: ctx.timeout,
             cap: ctx.output_cap,
             output: ctx.output.clone(),
+            access: None,
         }
     }
 }
@@ -337,7 +340,13 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
         args: run.args,
         workspace: run.workspace,
         cwd: run.cwd,
-        env: run.extra_env.iter().map(|(k, v)| (OsString::from(k), v.clone())).collect(),
+        env: run
+            .extra_env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), v.clone()))
+            .chain(run.access.iter().flat_map(|a| a.env.iter().map(|(k, v)| (k.into(), v.into()))))
+            .collect(),
+        binds: run.access.map_or(&[][..], |a| &a.files[..]),
     };
     let output_limit = run.sandbox.policy().max_output_bytes;
     let started = Instant::now();

@@ -101,6 +101,18 @@ pub struct SandboxPolicy {
     /// The program that runs the file tools inside the sandbox ([`TOOL_EXEC`]); None looks for
     /// it beside this process's executable (or one directory up, where test binaries live).
     pub tool_exec: Option<PathBuf>,
+    /// Per cloud provider (`kubernetes`, `aws`, `gcp`, `azure`), what its CLI's calls are
+    /// given and no other call is.
+    pub cloud: std::collections::BTreeMap<String, CloudAccess>,
+}
+
+/// A cloud CLI's credentials: variables, and files bound read-only at their own paths in the
+/// sandbox of its calls only (which is then started for the call, not ahead: a sandbox made
+/// ahead does not know whose call it will get).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloudAccess {
+    pub env: Vec<(String, String)>,
+    pub files: Vec<PathBuf>,
 }
 
 impl Default for SandboxPolicy {
@@ -120,6 +132,7 @@ impl Default for SandboxPolicy {
             warm: 4,
             warm_ttl: Duration::from_secs(60),
             tool_exec: None,
+            cloud: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -251,6 +264,8 @@ pub(crate) struct Spec<'a> {
     pub workspace: &'a Path,
     pub cwd: &'a Path,
     pub env: Vec<(OsString, OsString)>,
+    /// Host files bound read-only at their own paths in this call's sandbox alone.
+    pub binds: &'a [PathBuf],
 }
 
 /// A call's process, started: its own process group, killed when dropped; the call's cgroup
@@ -332,14 +347,15 @@ impl Sandbox {
         }
         let prepared = self.prepared().await?;
         let script = script(&self.policy, &spec)?;
-        let waiting = match self.take_warm(spec.workspace) {
+        let warm = if spec.binds.is_empty() { self.take_warm(spec.workspace) } else { None };
+        let waiting = match warm {
             Some(w) => {
                 self.counts.warm.fetch_add(1, Ordering::Relaxed);
                 w
             }
             None => {
                 self.counts.cold.fetch_add(1, Ordering::Relaxed);
-                waiting(&self.policy, &prepared, spec.workspace)?
+                waiting(&self.policy, &prepared, spec.workspace, spec.binds)?
             }
         };
         let Waiting { mut child, job, .. } = waiting;
@@ -367,7 +383,7 @@ impl Sandbox {
         if self.policy.warm == 0 {
             return;
         }
-        let w = match waiting(&self.policy, prepared, workspace) {
+        let w = match waiting(&self.policy, prepared, workspace, &[]) {
             Ok(w) => w,
             Err(e) => {
                 tracing::debug!(workspace = %workspace.display(), error = %e, "no sandbox started ahead");
@@ -504,11 +520,20 @@ fn identity(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
 }
 
-/// Starts a sandbox binding `workspace`, its launcher waiting on stdin for the call.
-fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path) -> Result<Waiting> {
+/// Starts a sandbox binding `workspace` (and `binds`, read-only), its launcher waiting on
+/// stdin for the call.
+fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path, binds: &[PathBuf]) -> Result<Waiting> {
     let identity = identity(workspace).ok_or_else(|| Error::Sandbox {
         reason: format!("the workspace {} is not a directory this process can see", workspace.display()),
     })?;
+    if let Some(missing) = binds.iter().find(|b| !b.is_absolute() || !b.exists()) {
+        return Err(Error::Sandbox {
+            reason: format!(
+                "the credential file {} of [sandbox.cloud] does not exist here (or is not an absolute path)",
+                missing.display()
+            ),
+        });
+    }
     let job = p.cgroups.job(policy)?;
     let mut args: Vec<OsString> = vec!["-c".into(), WRAPPER.into(), "sh".into()];
     args.push(p.seccomp.as_ref().map_or_else(|| OsString::from("/dev/null"), |f| f.as_os_str().to_owned()));
@@ -522,6 +547,9 @@ fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path) -> Result<Wai
     args.push(p.bwrap.as_os_str().to_owned());
     args.extend(p.base.iter().cloned());
     args.extend(["--bind".into(), workspace.as_os_str().to_owned(), workspace.as_os_str().to_owned()]);
+    for file in binds {
+        args.extend(["--ro-bind".into(), file.as_os_str().to_owned(), file.as_os_str().to_owned()]);
+    }
     // Everything is mounted: the root (bwrap's tmpfs) becomes read-only too.
     args.extend(["--remount-ro".into(), "/".into()]);
     args.extend(["--chdir".into(), workspace.as_os_str().to_owned()]);
@@ -695,9 +723,10 @@ async fn probe(prepared: &Prepared, policy: &SandboxPolicy) -> Result<()> {
         workspace: tmp.path(),
         cwd: tmp.path(),
         env: Vec::new(),
+        binds: &[],
     };
     let script = script(policy, &spec)?;
-    let Waiting { mut child, job, .. } = waiting(policy, prepared, tmp.path())?;
+    let Waiting { mut child, job, .. } = waiting(policy, prepared, tmp.path(), &[])?;
     feed(&mut child, launcher_input(script, None));
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await;
     if let Some(job) = job {
@@ -763,7 +792,7 @@ mod tests {
         args: Vec<OsString>,
         env: Vec<(OsString, OsString)>,
     ) -> Spec<'a> {
-        Spec { program, hint: "", args, workspace: dir, cwd, env }
+        Spec { program, hint: "", args, workspace: dir, cwd, env, binds: &[] }
     }
 
     #[test]

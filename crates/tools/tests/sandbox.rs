@@ -366,6 +366,58 @@ async fn file_tools_run_in_the_sandbox_and_are_refused_without_it() {
 }
 
 #[tokio::test]
+async fn a_cloud_clis_credentials_reach_its_calls_and_no_other() {
+    // A stand-in kubectl in the workspace (the host has none) that shows what it was given.
+    let dir = TempDir::new().unwrap();
+    let ws = dir.path().canonicalize().unwrap().join("ws");
+    fs::create_dir_all(ws.join("bin")).unwrap();
+    let kubectl = ws.join("bin/kubectl");
+    fs::write(&kubectl, "#!/bin/sh\necho \"kubeconfig=$KUBECONFIG\"\ncat \"$KUBECONFIG\"\n").unwrap();
+    fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let secrets = TempDir::new().unwrap();
+    let config = secrets.path().canonicalize().unwrap().join("kubeconfig");
+    fs::write(&config, "token: KUBE-SECRET-TOKEN\n").unwrap();
+    let access = turbo_tools::CloudAccess {
+        env: vec![("KUBECONFIG".into(), config.display().to_string())],
+        files: vec![config.clone()],
+    };
+    let sandbox = SandboxPolicy {
+        path: format!("{}:/usr/bin:/bin", ws.join("bin").display()),
+        cloud: [("kubernetes".to_string(), access)].into(),
+        ..policy()
+    };
+    let c = Case {
+        ctx: ToolContext::new(Workspace::open(&ws).unwrap())
+            .with_timeout(Duration::from_secs(30))
+            .with_sandbox(Arc::new(Sandbox::new(sandbox))),
+        dir,
+    };
+    let monitor = json!({"provider": "kubernetes", "service": "deployments", "operation": "monitor"});
+    let out = c.call("cloud_services", monitor.clone()).await.unwrap();
+    assert!(out.success && out.content.contains("KUBE-SECRET-TOKEN"), "{}", out.content);
+    assert!(out.content.contains(&format!("kubeconfig={}", config.display())), "{}", out.content);
+
+    // No other call sees the file or the variable, whatever it asks for.
+    let sh = c.sh(&format!("echo \"kc=$KUBECONFIG\"; cat {}", config.display())).await;
+    assert!(!sh.content.contains("KUBE-SECRET") && stdout(&sh).trim() == "kc=", "{}", sh.content);
+    let py = c.py(&format!("print(open('{}').read())", config.display())).await;
+    assert!(!py.success && !py.content.contains("KUBE-SECRET"), "{}", py.content);
+    let err = c.call("fs_read", json!({"path": config.display().to_string()})).await.unwrap_err();
+    assert!(matches!(err, Error::OutsideWorkspace { .. }), "{err}");
+    // Another provider's call is not given them either.
+    fs::copy(&kubectl, ws.join("bin/aws")).unwrap();
+    let aws =
+        json!({"provider": "aws", "service": "lambda", "operation": "monitor", "parameters": {"function": "web"}});
+    let other = c.call("cloud_services", aws).await.unwrap();
+    assert!(!other.content.contains("KUBE-SECRET"), "{}", other.content);
+
+    // A credential file that is gone is refused, saying which.
+    fs::remove_file(&config).unwrap();
+    let err = c.call("cloud_services", monitor).await.unwrap_err();
+    assert!(matches!(err, Error::Sandbox { .. }) && err.to_string().contains("kubeconfig"), "{err}");
+}
+
+#[tokio::test]
 async fn unconfined_is_only_what_the_configuration_asks_for() {
     let c = case_with(SandboxPolicy { mode: SandboxMode::Unconfined, ..policy() });
     let out = c.sh("cat ../secret.txt").await;

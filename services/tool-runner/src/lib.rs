@@ -196,6 +196,14 @@ pub fn sandbox_policy(c: &turbo_config::SandboxConfig) -> SandboxPolicy {
         warm: c.warm,
         warm_ttl: Duration::from_secs(c.warm_ttl_s),
         tool_exec: c.tool_exec.clone(),
+        cloud: c
+            .cloud
+            .iter()
+            .map(|(provider, c)| {
+                let env = c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                (provider.clone(), turbo_tools::CloudAccess { env, files: c.files.clone() })
+            })
+            .collect(),
     }
 }
 
