@@ -3,9 +3,10 @@
 //! The file tools (`fs_*`, `advanced_fs`) are Rust code, not programs; run in the tool-runner,
 //! only the path checks of [`crate::Workspace`] would stand between a model and the host, and
 //! a flaw in them would be an escape. So each call of one goes to [`TOOL_EXEC`], a small
-//! program started in the call's sandbox (bound read-only at `/run/turbo-tool-exec`): it reads the call
-//! as JSON on stdin, runs the same tool code there against the workspace (the only writable
-//! place it can see, with the same path checks), and prints the result or the error as JSON.
+//! program started in the call's sandbox (bound read-only at `/run/turbo-tool-exec`): it
+//! reads the call as JSON on stdin, runs the same tool code there against the workspace (the
+//! only host directory it can write, with the same path checks), and prints the result or the
+//! error as JSON.
 //! [`InSandbox`] is the tool-runner's side; [`tool_exec_main`] the program's.
 //!
 //! With `sandbox.mode = "unconfined"` the tools run in this process, as everything else does

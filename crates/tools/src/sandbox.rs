@@ -4,8 +4,9 @@
 //! and the configured `read_only_paths`, each at its own path), the workspace as the only
 //! writable bind (at its real path, so paths mean the same inside and out), a private `/tmp`
 //! of bounded size, a private `/proc` with `/proc/sys` read-only, no `/sys`, `/home` or
-//! `/root`, and in `/run` only the file tools' program ([`TOOL_EXEC`]). It runs in new user, pid, ipc, uts, cgroup and mount namespaces and,
-//! unless the policy allows the network, a network namespace with only loopback; with no
+//! `/root`, and in `/run` only the file tools' program ([`TOOL_EXEC`]). It runs in new user,
+//! pid, ipc, uts, cgroup and mount namespaces and, unless the policy allows the network, a
+//! network namespace with only loopback; with no
 //! capabilities, no new privileges (setuid binaries do not elevate), no nested user
 //! namespaces, and a seccomp filter that refuses ptrace, mounts, module and kexec calls, BPF,
 //! perf, keyrings, io_uring, namespace creation and other kernel attack surface.
@@ -360,7 +361,10 @@ impl Sandbox {
         };
         let Waiting { mut child, job, .. } = waiting;
         feed(&mut child, launcher_input(script, stdin));
-        self.start_ahead(&prepared, spec.workspace);
+        // A call with binds of its own left the workspace's sandbox started ahead where it was.
+        if spec.binds.is_empty() {
+            self.start_ahead(&prepared, spec.workspace);
+        }
         Ok(Started { child, job, confined: true })
     }
 

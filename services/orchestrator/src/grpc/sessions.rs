@@ -840,10 +840,7 @@ fn context_used(events: &[TaskEvent]) -> Vec<turbo_proto::knowledge::v1::Knowled
         EventKind::ContextRetrieved { chunks, .. } => Some(chunks),
         _ => None,
     });
-    for chunk in used.flatten() {
-        if out.len() == CONTEXT_USED_MAX || !seen.insert(chunk.id.as_str()) {
-            continue;
-        }
+    for chunk in used.flatten().filter(|c| seen.insert(c.id.as_str())).take(CONTEXT_USED_MAX) {
         let from_api = chunk.source.strip_prefix("knowledge: ");
         out.push(turbo_proto::knowledge::v1::KnowledgeChunk {
             id: chunk.id.clone(),
