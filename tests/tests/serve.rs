@@ -369,11 +369,17 @@ struct Rest {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// The `Location` header of the last answer.
+    location: std::sync::Mutex<Option<String>>,
 }
 
 impl Rest {
     fn new(base: &str, token: Option<String>) -> Self {
-        Rest { http: reqwest::Client::new(), base: base.to_string(), token }
+        Rest { http: reqwest::Client::new(), base: base.to_string(), token, location: Default::default() }
+    }
+
+    fn location(&self) -> Option<String> {
+        self.location.lock().unwrap().clone()
     }
 
     async fn send(
@@ -391,6 +397,8 @@ impl Rest {
         }
         let response = request.send().await.expect("the gateway answers");
         let status = response.status().as_u16();
+        *self.location.lock().unwrap() =
+            response.headers().get("location").map(|l| l.to_str().expect("an ASCII Location").to_string());
         let text = response.text().await.expect("a body");
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
     }
@@ -504,6 +512,7 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["status"], "created");
     let id = created["project_id"].as_str().expect("a project id").to_string();
+    assert_eq!(ana.location(), Some(format!("/v1/projects/{id}")), "201 says where the project is");
     assert_eq!(created["project"]["team_members"], json!(["ana"]));
     assert_eq!(created["project"]["frameworks"], json!(["fastapi"]));
     assert_eq!(created["project"]["ai_context"]["technologies"], json!(["postgresql"]));
@@ -580,6 +589,7 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!(task["execution_plan"]["risk_factors"], json!(["greeting etiquette varies"]));
     assert!(task["resource_requirements"]["cpu_cores"].as_u64().is_some(), "{task}");
     let task_id = task["task_id"].as_str().unwrap().to_string();
+    assert_eq!(ana.location(), Some(format!("/v1/tasks/{task_id}")));
     let (status, body) = ana.post(&format!("/v1/projects/{id}/tasks"), json!({"description": "short"})).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["fields"][0]["field"], "description", "{body}");
@@ -997,6 +1007,7 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
     assert_eq!((session["status"].as_str(), session["user"].as_str()), (Some("active"), Some("ana")));
     assert_eq!(session["idle_timeout_seconds"], 1800);
     let session_id = session["session_id"].as_str().unwrap().to_string();
+    assert_eq!(ana.location(), Some(format!("/v1/sessions/{session_id}")));
     let ws_path = session["websocket_url"].as_str().unwrap().to_string();
     assert_eq!(ws_path, format!("/v1/sessions/{session_id}/ws"));
     assert_eq!(bob.get(&format!("/v1/sessions/{session_id}")).await.0, 404, "another user's session");

@@ -421,6 +421,31 @@ pub struct SandboxConfig {
     /// Credentials of the cloud CLIs, per provider (`kubernetes`, `aws`, `gcp`, `azure`):
     /// given to that provider's `cloud_services` calls only, never to any other call.
     pub cloud: BTreeMap<String, CloudCredentials>,
+    /// The registry proxy: without `network`, the calls of its `tools` reach its `allow`ed
+    /// hosts, and nothing else.
+    pub proxy: ProxyConfig,
+}
+
+/// `[sandbox.proxy]`: which tools' calls may reach which hosts (HTTP and HTTPS, through a
+/// proxy in the tool-runner), while their sandbox has no network of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Hosts (`pypi.org`), subdomains (`*.pythonhosted.org`) or `host:port`; without a port,
+    /// 443 and 80. Empty (the default): no proxy, those calls have no network.
+    pub allow: Vec<String>,
+    /// Tools whose calls use it: any of `package_manager` (the default), `git_ops`,
+    /// `cloud_services`, `shell_run`, `python_run`.
+    pub tools: Vec<String>,
+}
+
+/// The tools that may use the registry proxy: those that run processes.
+pub const PROXY_TOOLS: &[&str] = &["package_manager", "git_ops", "cloud_services", "shell_run", "python_run"];
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self { allow: Vec::new(), tools: vec!["package_manager".into()] }
+    }
 }
 
 /// What one provider's CLI is given: its variables (e.g. `KUBECONFIG`, `AWS_PROFILE`) and its
@@ -453,6 +478,7 @@ impl Default for SandboxConfig {
             warm_ttl_s: 60,
             tool_exec: None,
             cloud: BTreeMap::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -580,6 +606,29 @@ impl Config {
 
     /// Checks what serde cannot: URLs, ranges, non-empty names.
     pub fn validate(&self) -> Result<()> {
+        for tool in &self.sandbox.proxy.tools {
+            if !PROXY_TOOLS.contains(&tool.as_str()) {
+                return Err(invalid(
+                    "sandbox.proxy.tools",
+                    format!("'{tool}' cannot use the proxy: use any of {}", PROXY_TOOLS.join(", ")),
+                ));
+            }
+        }
+        for host in &self.sandbox.proxy.allow {
+            let (name, port) = match host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host.as_str(), None),
+            };
+            let name = name.strip_prefix("*.").unwrap_or(name);
+            let valid_name =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if !valid_name || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+                return Err(invalid(
+                    "sandbox.proxy.allow",
+                    format!("'{host}' is not a host, *.domain or host:port (e.g. pypi.org, *.pythonhosted.org)"),
+                ));
+            }
+        }
         for (provider, credentials) in &self.sandbox.cloud {
             if !CLOUD_PROVIDERS.contains(&provider.as_str()) {
                 return Err(invalid(
@@ -956,6 +1005,28 @@ mod tests {
         assert!(err.contains("sandbox.cloud.aws.files") && err.contains("absolute"), "{err}");
         let err = load("[sandbox.cloud.gcp]\nenv = { \"BAD-NAME\" = \"x\" }\n").unwrap_err().to_string();
         assert!(err.contains("BAD-NAME"), "{err}");
+    }
+
+    #[test]
+    fn the_registry_proxy_names_hosts_and_tools_that_run_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), &BTreeMap::new())
+        };
+        let c = load("").unwrap();
+        assert!(c.sandbox.proxy.allow.is_empty(), "no proxy unless asked for");
+        assert_eq!(c.sandbox.proxy.tools, ["package_manager"]);
+        let c =
+            load("[sandbox.proxy]\nallow = [\"pypi.org\", \"*.pythonhosted.org\", \"registry.local:8080\"]\n").unwrap();
+        assert_eq!(c.sandbox.proxy.allow.len(), 3);
+        let err = load("[sandbox.proxy]\nallow = [\"https://pypi.org\"]\n").unwrap_err().to_string();
+        assert!(err.contains("sandbox.proxy.allow") && err.contains("https://pypi.org"), "{err}");
+        let err = load("[sandbox.proxy]\nallow = [\"pypi.org:http\"]\n").unwrap_err().to_string();
+        assert!(err.contains("host:port"), "{err}");
+        let err = load("[sandbox.proxy]\ntools = [\"fs_read\"]\n").unwrap_err().to_string();
+        assert!(err.contains("sandbox.proxy.tools") && err.contains("package_manager, git_ops"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::Store;
 use crate::codec::col;
 use crate::error::{Result, db};
 
-/// What [`Store::count_request`] saw: the subject's requests in the current window (this one
+/// What [`Store::count_requests`] saw: the subject's requests in the current window (these ones
 /// included) and in the window before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowCounts {
@@ -18,11 +18,12 @@ pub struct WindowCounts {
 }
 
 impl Store {
-    /// Counts one request of `subject` in the window of `window_s` seconds that holds the unix
-    /// time `now_s`, and returns the counts of this window and the one before. Windows older
-    /// than that are deleted when a new window begins for the subject.
-    pub async fn count_request(&self, subject: &str, window_s: u64, now_s: u64) -> Result<WindowCounts> {
+    /// Counts `n` requests of `subject` (at least one) in the window of `window_s` seconds that
+    /// holds the unix time `now_s`, and returns the counts of this window and the one before.
+    /// Windows older than that are deleted when a new window begins for the subject.
+    pub async fn count_requests(&self, subject: &str, n: u64, window_s: u64, now_s: u64) -> Result<WindowCounts> {
         let window_s = Ord::max(window_s, 1);
+        let n = i64::try_from(Ord::max(n, 1)).unwrap_or(i64::MAX);
         let start = i64::try_from(now_s - now_s % window_s).unwrap_or(i64::MAX);
         let previous_start = start - i64::try_from(window_s).unwrap_or(i64::MAX);
         let table = Alias::new("rate_limits");
@@ -32,10 +33,10 @@ impl Store {
         upsert
             .into_table(table.clone())
             .columns([subject_c.clone(), start_c.clone(), count_c.clone()])
-            .values_panic([subject.into(), start.into(), 1i64.into()])
+            .values_panic([subject.into(), start.into(), n.into()])
             .on_conflict(
                 OnConflict::columns([subject_c.clone(), start_c.clone()])
-                    .value(count_c.clone(), Expr::col((table.clone(), count_c.clone())).add(1))
+                    .value(count_c.clone(), Expr::col((table.clone(), count_c.clone())).add(n))
                     .to_owned(),
             )
             .returning(Query::returning().column(count_c.clone()));
@@ -43,7 +44,7 @@ impl Store {
         let row = txn.query_one(&upsert).await.map_err(db("count a request"))?;
         let current: i64 = match &row {
             Some(row) => col(row, "count", what)?,
-            None => 1,
+            None => n,
         };
         let mut before = Query::select();
         before
@@ -55,7 +56,7 @@ impl Store {
             Some(row) => col(&row, "count", what)?,
             None => 0,
         };
-        if current == 1 {
+        if current == n {
             let mut old = Query::delete();
             old.from_table(table)
                 .and_where(Expr::col(subject_c).eq(subject))

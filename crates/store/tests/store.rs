@@ -1431,7 +1431,7 @@ async fn services_starting_together_migrate_once(url: String) {
         .collect();
     for connect in connects {
         let store = connect.await.unwrap().unwrap_or_else(|e| panic!("a concurrent start failed: {e}"));
-        assert_eq!(store.count_request("probe", 60, 0).await.unwrap().previous, 0);
+        assert_eq!(store.count_requests("probe", 1, 60, 0).await.unwrap().previous, 0);
     }
 }
 
@@ -1443,7 +1443,7 @@ async fn request_counts_are_shared_by_connections_and_windowed(url: String) {
     let hits: Vec<_> = (0..20)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { store.count_request("ana", 3600, now).await.unwrap() })
+            tokio::spawn(async move { store.count_requests("ana", 1, 3600, now).await.unwrap() })
         })
         .collect();
     let mut seen: Vec<u64> = Vec::new();
@@ -1452,14 +1452,16 @@ async fn request_counts_are_shared_by_connections_and_windowed(url: String) {
     }
     seen.sort();
     assert_eq!(seen, (1..=20).collect::<Vec<u64>>(), "each hit saw its own count");
-    assert_eq!(b.count_request("bob", 3600, now).await.unwrap().current, 1, "per subject");
+    assert_eq!(b.count_requests("bob", 1, 3600, now).await.unwrap().current, 1, "per subject");
+    // A replica claims several at once (a budget it serves from memory): one upsert adds them all.
+    assert_eq!(b.count_requests("bob", 7, 3600, now).await.unwrap().current, 8);
 
     // The next window starts at 1 and sees the last one's total; two windows on, it is gone.
-    let next = a.count_request("ana", 3600, now + 3600).await.unwrap();
+    let next = a.count_requests("ana", 1, 3600, now + 3600).await.unwrap();
     assert_eq!(next, turbo_store::WindowCounts { current: 1, previous: 21 - 1 });
-    let later = a.count_request("ana", 3600, now + 3 * 3600).await.unwrap();
+    let later = a.count_requests("ana", 1, 3600, now + 3 * 3600).await.unwrap();
     assert_eq!(later, turbo_store::WindowCounts { current: 1, previous: 0 });
-    let back = a.count_request("ana", 3600, now + 3600).await.unwrap();
+    let back = a.count_requests("ana", 1, 3600, now + 3600).await.unwrap();
     assert_eq!(back.current, 1, "the windows before the previous one were deleted");
 }
 

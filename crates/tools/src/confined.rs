@@ -134,6 +134,10 @@ impl Tool for InSandbox {
 /// this process (already in the sandbox), prints the [`Answer`]. The exit code is 0 when an
 /// answer was printed, whatever it says.
 pub fn tool_exec_main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--proxy") {
+        return crate::proxy::forward_main(&args[1..]);
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
         eprintln!("{TOOL_EXEC}: cannot read the call: {e}");

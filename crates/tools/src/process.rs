@@ -347,6 +347,7 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
             .chain(run.access.iter().flat_map(|a| a.env.iter().map(|(k, v)| (k.into(), v.into()))))
             .collect(),
         binds: run.access.map_or(&[][..], |a| &a.files[..]),
+        proxy: run.sandbox.policy().proxy.applies_to(run.tool),
     };
     let output_limit = run.sandbox.policy().max_output_bytes;
     let started = Instant::now();

@@ -17,6 +17,9 @@
 //! caller's wall-clock timeout kills the outer `bwrap`, which tears the pid namespace down
 //! with everything in it; output past [`SandboxPolicy::max_output_bytes`] stops the call too.
 //!
+//! Network: none, or the host's for every call (`network`), or for the calls of the tools of
+//! `[sandbox.proxy]` only the registries it allows, through [`crate::proxy`].
+//!
 //! Refusal, not fallback: when bubblewrap is missing or cannot create its namespaces (user
 //! namespaces disabled, a container's seccomp profile), every process tool is refused with
 //! [`Error::Sandbox`] saying why and how to fix it. Running unconfined takes an explicit
@@ -105,6 +108,8 @@ pub struct SandboxPolicy {
     /// Per cloud provider (`kubernetes`, `aws`, `gcp`, `azure`), what its CLI's calls are
     /// given and no other call is.
     pub cloud: std::collections::BTreeMap<String, CloudAccess>,
+    /// The registry proxy: the tools whose calls may reach the hosts it allows.
+    pub proxy: crate::proxy::ProxyPolicy,
 }
 
 /// A cloud CLI's credentials: variables, and files bound read-only at their own paths in the
@@ -134,6 +139,7 @@ impl Default for SandboxPolicy {
             warm_ttl: Duration::from_secs(60),
             tool_exec: None,
             cloud: std::collections::BTreeMap::new(),
+            proxy: crate::proxy::ProxyPolicy::default(),
         }
     }
 }
@@ -179,6 +185,8 @@ pub struct Sandbox {
     ready: OnceCell<Arc<Prepared>>,
     warm: Arc<Mutex<HashMap<PathBuf, Waiting>>>,
     counts: Counts,
+    /// The registry proxy, started at the first call that uses it.
+    proxy: Mutex<Option<Arc<crate::proxy::RegistryProxy>>>,
 }
 
 /// How calls found their sandbox.
@@ -267,6 +275,8 @@ pub(crate) struct Spec<'a> {
     pub env: Vec<(OsString, OsString)>,
     /// Host files bound read-only at their own paths in this call's sandbox alone.
     pub binds: &'a [PathBuf],
+    /// The call reaches the network through the registry proxy ([`crate::proxy`]).
+    pub proxy: bool,
 }
 
 /// A call's process, started: its own process group, killed when dropped; the call's cgroup
@@ -279,7 +289,13 @@ pub(crate) struct Started {
 
 impl Sandbox {
     pub fn new(policy: SandboxPolicy) -> Self {
-        Self { policy, ready: OnceCell::new(), warm: Arc::default(), counts: Counts::default() }
+        Self {
+            policy,
+            ready: OnceCell::new(),
+            warm: Arc::default(),
+            counts: Counts::default(),
+            proxy: Mutex::default(),
+        }
     }
 
     /// The process-wide sandbox with the default policy, shared by contexts that are not given
@@ -303,7 +319,15 @@ impl Sandbox {
         let mut layers = vec!["bubblewrap namespaces".to_owned()];
         layers.push(if p.seccomp.is_some() { "seccomp filter" } else { "no seccomp filter (not x86_64)" }.to_owned());
         layers.push(p.cgroups.describe());
-        layers.push(if self.policy.network { "host network" } else { "no network" }.to_owned());
+        layers.push(match (self.policy.network, self.policy.proxy.allow.is_empty()) {
+            (true, _) => "host network".to_owned(),
+            (false, true) => "no network".to_owned(),
+            (false, false) => format!(
+                "no network but the registry proxy for {} (to {})",
+                self.policy.proxy.tools.join(", "),
+                self.policy.proxy.allow.join(", ")
+            ),
+        });
         layers.push(match &p.tool_exec {
             Some(program) => format!("file tools through {} (at {TOOL_EXEC_INSIDE})", program.display()),
             None => format!("file tools refused ({TOOL_EXEC} not found; set sandbox.tool_exec)"),
@@ -347,8 +371,16 @@ impl Sandbox {
             return Ok(Started { child, job: None, confined: false });
         }
         let prepared = self.prepared().await?;
-        let script = script(&self.policy, &spec)?;
-        let warm = if spec.binds.is_empty() { self.take_warm(spec.workspace) } else { None };
+        let proxy = if spec.proxy && !self.policy.network {
+            self.tool_exec().await?;
+            Some(self.registry_proxy()?)
+        } else {
+            None
+        };
+        let script = script(&self.policy, &spec, proxy.is_some())?;
+        // A sandbox started ahead has neither the call's own files nor the proxy's socket.
+        let own = !spec.binds.is_empty() || proxy.is_some();
+        let warm = if own { None } else { self.take_warm(spec.workspace) };
         let waiting = match warm {
             Some(w) => {
                 self.counts.warm.fetch_add(1, Ordering::Relaxed);
@@ -356,16 +388,29 @@ impl Sandbox {
             }
             None => {
                 self.counts.cold.fetch_add(1, Ordering::Relaxed);
-                waiting(&self.policy, &prepared, spec.workspace, spec.binds)?
+                let proxy = proxy.as_ref().map(|p| p.socket());
+                waiting(&self.policy, &prepared, spec.workspace, spec.binds, proxy)?
             }
         };
         let Waiting { mut child, job, .. } = waiting;
         feed(&mut child, launcher_input(script, stdin));
-        // A call with binds of its own left the workspace's sandbox started ahead where it was.
-        if spec.binds.is_empty() {
+        // A call with a sandbox of its own left the workspace's sandbox started ahead where it was.
+        if !own {
             self.start_ahead(&prepared, spec.workspace);
         }
         Ok(Started { child, job, confined: true })
+    }
+
+    /// The registry proxy, started now if it is not running.
+    fn registry_proxy(&self) -> Result<Arc<crate::proxy::RegistryProxy>> {
+        let mut proxy = self.proxy.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = &*proxy {
+            return Ok(p.clone());
+        }
+        let started = Arc::new(crate::proxy::RegistryProxy::start(self.policy.proxy.clone())?);
+        tracing::info!(allow = ?self.policy.proxy.allow, tools = ?self.policy.proxy.tools, "registry proxy started");
+        *proxy = Some(started.clone());
+        Ok(started)
     }
 
     /// The sandbox started ahead for `workspace`, if it is still good for it.
@@ -387,7 +432,7 @@ impl Sandbox {
         if self.policy.warm == 0 {
             return;
         }
-        let w = match waiting(&self.policy, prepared, workspace, &[]) {
+        let w = match waiting(&self.policy, prepared, workspace, &[], None) {
             Ok(w) => w,
             Err(e) => {
                 tracing::debug!(workspace = %workspace.display(), error = %e, "no sandbox started ahead");
@@ -461,7 +506,9 @@ fn feed(child: &mut Child, input: Vec<u8>) {
 
 /// The call as the launcher's script: into its directory, its variables, its program (looked
 /// up on the sandbox's PATH); every word single-quoted, so nothing in them is interpreted.
-fn script(policy: &SandboxPolicy, spec: &Spec<'_>) -> Result<Vec<u8>> {
+/// `proxied`: run by [`TOOL_EXEC`] forwarding the registry proxy's port to its socket, with
+/// the proxy variables that package managers read.
+fn script(policy: &SandboxPolicy, spec: &Spec<'_>, proxied: bool) -> Result<Vec<u8>> {
     // The file tools' program is only inside (and was checked when the sandbox was prepared).
     let program = if spec.program == TOOL_EXEC_INSIDE {
         PathBuf::from(TOOL_EXEC_INSIDE)
@@ -490,8 +537,27 @@ fn script(policy: &SandboxPolicy, spec: &Spec<'_>) -> Result<Vec<u8>> {
         quote(&mut s, value.as_bytes());
         s.extend_from_slice(b"; ");
     }
+    let mut words: Vec<OsString> = Vec::new();
+    if proxied {
+        let (port, url) = (crate::proxy::PROXY_PORT, format!("http://127.0.0.1:{}", crate::proxy::PROXY_PORT));
+        for name in
+            ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "npm_config_proxy", "npm_config_https_proxy"]
+        {
+            s.extend_from_slice(format!("export {name}='{url}'; ").as_bytes());
+        }
+        s.extend_from_slice(
+            format!(
+                "export MAVEN_OPTS='-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={port} -Dhttps.proxyHost=127.0.0.1 \
+                 -Dhttps.proxyPort={port}'; "
+            )
+            .as_bytes(),
+        );
+        words.extend([TOOL_EXEC_INSIDE, "--proxy", crate::proxy::PROXY_INSIDE, "--"].map(OsString::from));
+    }
+    words.push(program.into_os_string());
+    words.extend(spec.args.iter().cloned());
     s.extend_from_slice(b"exec");
-    for word in std::iter::once(program.as_os_str()).chain(spec.args.iter().map(OsString::as_os_str)) {
+    for word in &words {
         s.push(b' ');
         quote(&mut s, word.as_bytes());
     }
@@ -524,9 +590,15 @@ fn identity(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
 }
 
-/// Starts a sandbox binding `workspace` (and `binds`, read-only), its launcher waiting on
-/// stdin for the call.
-fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path, binds: &[PathBuf]) -> Result<Waiting> {
+/// Starts a sandbox binding `workspace` (and `binds`, read-only, and the registry proxy's
+/// socket at [`crate::proxy::PROXY_INSIDE`]), its launcher waiting on stdin for the call.
+fn waiting(
+    policy: &SandboxPolicy,
+    p: &Prepared,
+    workspace: &Path,
+    binds: &[PathBuf],
+    proxy: Option<&Path>,
+) -> Result<Waiting> {
     let identity = identity(workspace).ok_or_else(|| Error::Sandbox {
         reason: format!("the workspace {} is not a directory this process can see", workspace.display()),
     })?;
@@ -553,6 +625,9 @@ fn waiting(policy: &SandboxPolicy, p: &Prepared, workspace: &Path, binds: &[Path
     args.extend(["--bind".into(), workspace.as_os_str().to_owned(), workspace.as_os_str().to_owned()]);
     for file in binds {
         args.extend(["--ro-bind".into(), file.as_os_str().to_owned(), file.as_os_str().to_owned()]);
+    }
+    if let Some(socket) = proxy {
+        args.extend(["--ro-bind".into(), socket.as_os_str().to_owned(), crate::proxy::PROXY_INSIDE.into()]);
     }
     // Everything is mounted: the root (bwrap's tmpfs) becomes read-only too.
     args.extend(["--remount-ro".into(), "/".into()]);
@@ -728,9 +803,10 @@ async fn probe(prepared: &Prepared, policy: &SandboxPolicy) -> Result<()> {
         cwd: tmp.path(),
         env: Vec::new(),
         binds: &[],
+        proxy: false,
     };
-    let script = script(policy, &spec)?;
-    let Waiting { mut child, job, .. } = waiting(policy, prepared, tmp.path(), &[])?;
+    let script = script(policy, &spec, false)?;
+    let Waiting { mut child, job, .. } = waiting(policy, prepared, tmp.path(), &[], None)?;
     feed(&mut child, launcher_input(script, None));
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await;
     if let Some(job) = job {
@@ -771,7 +847,7 @@ mod tests {
 
     /// Runs the launcher in a plain `sh` (the part of a call that happens inside the sandbox).
     fn launch(spec: &Spec<'_>, stdin: Option<Vec<u8>>) -> std::process::Output {
-        let script = script(&SandboxPolicy::default(), spec).unwrap();
+        let script = script(&SandboxPolicy::default(), spec, false).unwrap();
         let mut child = std::process::Command::new("sh")
             .args(["-c", LAUNCHER])
             .current_dir(spec.workspace)
@@ -796,7 +872,7 @@ mod tests {
         args: Vec<OsString>,
         env: Vec<(OsString, OsString)>,
     ) -> Spec<'a> {
-        Spec { program, hint: "", args, workspace: dir, cwd, env, binds: &[] }
+        Spec { program, hint: "", args, workspace: dir, cwd, env, binds: &[], proxy: false }
     }
 
     #[test]
@@ -850,7 +926,7 @@ mod tests {
         assert!(setup_failure(out.status.code(), &err).is_some_and(|m| m.contains("gone")), "{err}");
 
         let bad = vec![("A=B".into(), "x".into())];
-        let err = script(&SandboxPolicy::default(), &spec("sh", dir.path(), dir.path(), args, bad)).unwrap_err();
+        let err = script(&SandboxPolicy::default(), &spec("sh", dir.path(), dir.path(), args, bad), false).unwrap_err();
         assert!(err.to_string().contains("'A=B' is not a valid environment variable name"), "{err}");
     }
 }

@@ -189,6 +189,92 @@ async fn no_network_unless_the_policy_allows_it() {
     assert!(out.content.contains("127.0.0.1 CONNECTED"), "network = true shares the host's: {}", out.content);
 }
 
+/// A plain HTTP server on the host's loopback, as a package registry: answers every request
+/// with `REGISTRY-OK` and the request's first line. Returns its port.
+fn registry() -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let body = format!("REGISTRY-OK {}\n", first.trim());
+                let mut stream = stream;
+                let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_registry_proxy_lets_its_tools_reach_the_allowed_hosts_and_nothing_else() {
+    let port = registry();
+    let proxy = turbo_tools::ProxyPolicy { allow: vec![format!("127.0.0.1:{port}")], tools: vec!["python_run".into()] };
+    let c = case_with(SandboxPolicy { proxy, ..policy() });
+    assert!(c.ctx.sandbox.check().await.unwrap().contains("registry proxy for python_run"));
+    let proxy_port = turbo_tools::PROXY_PORT;
+    let code = format!(
+        r#"
+import os, socket, urllib.request, urllib.error
+print("env", os.environ.get("HTTPS_PROXY"))
+# Through the proxy (HTTP_PROXY), as pip and npm go: the allowed host answers.
+print(urllib.request.urlopen("http://127.0.0.1:{port}/simple/", timeout=10).read().decode().strip())
+# Another host, or another port of the same one: 403 naming the setting.
+for url in ["http://example.invalid/", "http://127.0.0.1:1/"]:
+    try:
+        urllib.request.urlopen(url, timeout=10)
+        print("REACHED", url)
+    except urllib.error.HTTPError as e:
+        print("refused", e.code, e.read().decode().strip())
+# HTTPS goes as CONNECT: a tunnel to the allowed host, refused to others.
+s = socket.create_connection(("127.0.0.1", {proxy_port}), timeout=10)
+s.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+print("connect", s.recv(1024).decode().splitlines()[0])
+s.sendall(b"GET /tunnelled HTTP/1.0\r\n\r\n")
+data = b""
+while chunk := s.recv(1024):
+    data += chunk
+print(data.decode().splitlines()[-1])
+s = socket.create_connection(("127.0.0.1", {proxy_port}), timeout=10)
+s.sendall(b"CONNECT 1.1.1.1:443 HTTP/1.1\r\n\r\n")
+print("connect", s.recv(1024).decode().splitlines()[0])
+# Past the proxy, no network: the host's loopback is not the sandbox's.
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2)
+    print("DIRECT CONNECTED")
+except OSError as e:
+    print("direct refused", e.errno)
+"#
+    );
+    let out = c.py(&code).await;
+    let text = stdout(&out);
+    assert!(out.success, "{}", out.content);
+    assert!(text.contains(&format!("env http://127.0.0.1:{proxy_port}")), "{text}");
+    assert!(text.contains(&format!("REGISTRY-OK GET http://127.0.0.1:{port}/simple/")), "{text}");
+    assert!(text.contains("refused 403 turbo-coder registry proxy: example.invalid:80 is not allowed"), "{text}");
+    assert!(text.contains("refused 403 turbo-coder registry proxy: 127.0.0.1:1 is not allowed"), "{text}");
+    assert!(text.contains("[sandbox.proxy] allow"), "the refusal says what to change: {text}");
+    assert!(text.contains("connect HTTP/1.1 200 Connection established"), "{text}");
+    assert!(text.contains("REGISTRY-OK GET /tunnelled HTTP/1.0"), "{text}");
+    assert!(text.contains("connect HTTP/1.1 403 Forbidden"), "{text}");
+    assert!(text.contains("direct refused") && !text.contains("CONNECTED") && !text.contains("REACHED"), "{text}");
+
+    // A tool that is not the proxy's gets neither its socket nor its variables.
+    let out = c.sh("test -e /run/turbo-proxy.sock && echo SOCKET; echo \"proxy=$HTTPS_PROXY\"").await;
+    assert_eq!(stdout(&out).trim(), "proxy=", "{}", out.content);
+    // The exit code of the program comes through the forwarder.
+    let out = c.py("import sys; sys.exit(7)").await;
+    assert!(!out.success && out.content.contains('7'), "{}", out.content);
+}
+
 // ---- resources ----
 
 #[tokio::test]

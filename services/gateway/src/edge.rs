@@ -2,11 +2,18 @@
 //! limit, and the audit of every request that changes something.
 //!
 //! - **Rate limit**, per user, `gateway.rate_limit_per_hour` (1000 by default, as the spec
-//!   says), counted in the store's `rate_limits` table that every replica shares (one atomic
-//!   upsert per request; `turbo_store::Store::count_request`). The estimate slides: the
+//!   says), counted in the store's `rate_limits` table that every replica shares
+//!   (`turbo_store::Store::count_requests`, one atomic upsert). The estimate slides: the
 //!   previous hour's count weighs as much as is left of it. Answers carry `X-RateLimit-Limit`,
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds); past the limit the answer is 429
 //!   with `Retry-After`. Requests without a valid token are not counted (they end in 401).
+//!
+//!   A replica does not write once per request: it claims a [`Budget`] of requests in the
+//!   store and serves them from memory. The first claim of a user is one request; each later
+//!   one is a sixteenth of what the user has left (at most [`CLAIM_MAX`]), so a user far from
+//!   the limit costs one write per 32 requests and a user near it one per request: the limit
+//!   is never exceeded across replicas. What a replica claimed and did not serve still counts
+//!   (at most a sixteenth of the remainder per replica a user used), as a refused request does.
 //! - **Audit**: every POST, PATCH, PUT and DELETE is recorded in the store's audit log: who
 //!   (`user:<name>`, or `anonymous`), what (`project.create`, `task.execute`, ...), the id in its
 //!   path, and the outcome (`ok`, or `error: <status>`), with the route and status as detail;
@@ -15,6 +22,8 @@
 //! When the store cannot be reached, a request is let through (and the failure logged):
 //! availability over counting.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -32,11 +41,64 @@ use crate::rest::{App, Caller};
 /// The rate limit's window.
 const WINDOW_S: u64 = 3600;
 
+/// A claim is at most this many requests.
+const CLAIM_MAX: u64 = 32;
+/// A claim is this fraction of what the user has left.
+const CLAIM_SHARE: u64 = 16;
+/// Past this many users in memory, budgets of past windows are dropped.
+const BUDGETS_KEPT: usize = 10_000;
+
 /// The store and the limit, shared by the middleware.
 #[derive(Clone)]
 pub struct Edge {
     pub store: Store,
     pub per_hour: u64,
+    budgets: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Budget>>>>>,
+}
+
+/// Requests of one user this replica has counted in the store and not served yet.
+#[derive(Debug, Default)]
+struct Budget {
+    /// The window the claim was counted in; a budget does not outlive its window.
+    window: u64,
+    left: u64,
+    /// The user's estimated use when the budget was claimed, the claim included.
+    used: u64,
+    /// The size of the next claim.
+    next: u64,
+}
+
+/// What the limit says of one request.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Served { remaining: u64, reset: u64 },
+    Refused { reset: u64 },
+}
+
+impl Budget {
+    /// Serves one request from the budget, when it has one left in this window.
+    fn take(&mut self, per_hour: u64, window: u64, reset: u64) -> Option<Verdict> {
+        if self.window != window || self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(Verdict::Served { remaining: per_hour.saturating_sub(self.used - self.left), reset })
+    }
+
+    /// Takes in the counts the store returned for a claim of `claimed` requests, and serves
+    /// one request from it when it fits under the limit.
+    fn claimed(&mut self, claimed: u64, used: u64, per_hour: u64, window: u64, reset: u64) -> Verdict {
+        // Of the claim, what fits under the limit (the claim may overshoot: others used it too).
+        let fits = per_hour.saturating_sub(used.saturating_sub(claimed)).min(claimed);
+        self.next = (per_hour.saturating_sub(used) / CLAIM_SHARE).clamp(1, CLAIM_MAX);
+        if fits == 0 {
+            self.left = 0;
+            return Verdict::Refused { reset: reset.max(1) };
+        }
+        // What does not fit counts as used, as a refused request does.
+        *self = Budget { window, left: fits - 1, used: used - (claimed - fits), next: self.next };
+        Verdict::Served { remaining: per_hour.saturating_sub(self.used - self.left), reset }
+    }
 }
 
 fn now_s() -> u64 {
@@ -67,24 +129,20 @@ pub async fn edge(State(app): State<App>, mut request: Request, next: Next) -> R
 
     let mut limit_headers = None;
     if let (Some(edge), Some(who)) = (&app.edge, &caller) {
-        let now = now_s();
-        match edge.store.count_request(&format!("user:{}", who.user), WINDOW_S, now).await {
-            Ok(counts) => {
-                let (used, reset) = estimate(counts, now);
-                if used > edge.per_hour {
-                    let mut response = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        format!("more than {} requests in an hour: wait {reset} s", edge.per_hour),
-                    )
-                    .into_response();
-                    set_limit_headers(&mut response, edge.per_hour, 0, reset);
-                    response.headers_mut().insert("retry-after", HeaderValue::from(reset.max(1)));
-                    audit(edge, who, &method, &route, &target, response.status()).await;
-                    return response;
-                }
-                limit_headers = Some((edge.per_hour, edge.per_hour - used, reset));
+        match edge.admit(&who.user).await {
+            Some(Verdict::Served { remaining, reset }) => limit_headers = Some((edge.per_hour, remaining, reset)),
+            Some(Verdict::Refused { reset }) => {
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("more than {} requests in an hour: wait {reset} s", edge.per_hour),
+                )
+                .into_response();
+                set_limit_headers(&mut response, edge.per_hour, 0, reset);
+                response.headers_mut().insert("retry-after", HeaderValue::from(reset));
+                audit(edge, who, &method, &route, &target, response.status()).await;
+                return response;
             }
-            Err(error) => tracing::warn!(%error, "cannot count the request for its rate limit; it is let through"),
+            None => {}
         }
     }
 
@@ -100,18 +158,46 @@ pub async fn edge(State(app): State<App>, mut request: Request, next: Next) -> R
 }
 
 impl Edge {
+    pub fn new(store: Store, per_hour: u64) -> Edge {
+        Edge { store, per_hour, budgets: Arc::default() }
+    }
+
     /// Counts one request of `user` (a WebSocket message) against the rate limit; Err with the
     /// seconds until the window ends when over it. A store that cannot count lets it through.
     pub(crate) async fn count(&self, user: &str) -> Result<(), u64> {
+        match self.admit(user).await {
+            Some(Verdict::Refused { reset }) => Err(reset),
+            Some(Verdict::Served { .. }) | None => Ok(()),
+        }
+    }
+
+    /// The limit's verdict on one request of `user`: from the replica's budget when it has one,
+    /// else from a claim in the store. None when the store cannot count (logged).
+    async fn admit(&self, user: &str) -> Option<Verdict> {
+        let budget = {
+            let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+            if budgets.len() > BUDGETS_KEPT {
+                let window = now_s() / WINDOW_S * WINDOW_S;
+                budgets.retain(|_, b| b.try_lock().map_or(true, |b| b.window == window));
+            }
+            budgets.entry(user.to_string()).or_default().clone()
+        };
+        // Requests of one user wait for each other's claim instead of each making one.
+        let mut budget = budget.lock().await;
         let now = now_s();
-        match self.store.count_request(&format!("user:{user}"), WINDOW_S, now).await {
+        let (window, reset) = (now / WINDOW_S * WINDOW_S, WINDOW_S - now % WINDOW_S);
+        if let Some(verdict) = budget.take(self.per_hour, window, reset) {
+            return Some(verdict);
+        }
+        let claim = budget.next.max(1);
+        match self.store.count_requests(&format!("user:{user}"), claim, WINDOW_S, now).await {
             Ok(counts) => {
                 let (used, reset) = estimate(counts, now);
-                if used > self.per_hour { Err(reset.max(1)) } else { Ok(()) }
+                Some(budget.claimed(claim, used, self.per_hour, window, reset))
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot count the message for its rate limit; it is let through");
-                Ok(())
+                tracing::warn!(%error, "cannot count the request for its rate limit; it is let through");
+                None
             }
         }
     }
@@ -258,6 +344,34 @@ mod tests {
         // A quarter into the window: three quarters of the previous hour still count.
         assert_eq!(estimate(counts, 7200 + 900), (10 + 75, 2700));
         assert_eq!(estimate(counts, 7200), (110, 3600));
+    }
+
+    #[test]
+    fn a_budget_is_claimed_small_near_the_limit_and_never_serves_past_it() {
+        let (limit, window, reset) = (1000, 7200, 600);
+        let mut budget = Budget::default();
+        assert_eq!(budget.take(limit, window, reset), None, "nothing claimed yet");
+        // A first claim is one request; the user had used 10 before (another replica).
+        assert_eq!(budget.claimed(1, 11, limit, window, reset), Verdict::Served { remaining: 989, reset });
+        assert_eq!(budget.next, CLAIM_MAX, "far from the limit: the largest claim");
+        assert_eq!(budget.take(limit, window, reset), None);
+        assert_eq!(budget.claimed(32, 43, limit, window, reset), Verdict::Served { remaining: 988, reset });
+        for remaining in (957..988).rev() {
+            assert_eq!(budget.take(limit, window, reset), Some(Verdict::Served { remaining, reset }));
+        }
+        assert_eq!(budget.take(limit, window, reset), None, "all 32 served");
+        assert_eq!(budget.take(limit, window + 3600, reset), None, "a budget ends with its window");
+
+        // Near the limit claims shrink to one request; an overshooting claim serves what fits.
+        let mut near = Budget::default();
+        assert_eq!(near.claimed(1, 990, limit, window, reset), Verdict::Served { remaining: 10, reset });
+        assert_eq!(near.next, 1);
+        let mut raced = Budget::default();
+        assert_eq!(raced.claimed(4, 1002, limit, window, reset), Verdict::Served { remaining: 1, reset });
+        assert_eq!(raced.take(limit, window, reset), Some(Verdict::Served { remaining: 0, reset }));
+        assert_eq!(raced.take(limit, window, reset), None, "two of the four fit");
+        assert_eq!(raced.claimed(1, 1003, limit, window, reset), Verdict::Refused { reset });
+        assert_eq!(raced.claimed(1, 1004, limit, window, 0), Verdict::Refused { reset: 1 }, "Retry-After >= 1");
     }
 
     #[test]

@@ -98,13 +98,15 @@ pub async fn search(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddKnowledgeBody {
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = "\\S")]
     pub title: String,
     /// At least 10 characters.
     #[schema(min_length = 10)]
     pub content: String,
     /// code, documentation, pattern or example.
+    #[schema(pattern = "\\S")]
     pub chunk_type: String,
+    #[schema(pattern = "\\S")]
     pub category: String,
     pub subcategory: Option<String>,
     #[serde(default)]

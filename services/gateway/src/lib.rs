@@ -92,7 +92,7 @@ pub async fn run(config: &turbo_config::Config, listener: TcpListener, shutdown:
     let store = turbo_store::Store::open(config.store.url.as_deref(), &config.store.data_dir())
         .await
         .map_err(|e| Error::Serve { addr: addr.clone(), reason: format!("cannot open the store: {e}") })?;
-    let edge = edge::Edge { store, per_hour: config.gateway.rate_limit_per_hour };
+    let edge = edge::Edge::new(store, config.gateway.rate_limit_per_hour);
     let knowledge = match &config.knowledge.url {
         Some(url) => Some(
             turbo_proto::knowledge_client::RemoteKnowledge::connect(url)

@@ -212,6 +212,13 @@ pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
+/// A 201 answer: the new resource's address in `Location`, and its body.
+pub(crate) type Created<T> = (StatusCode, [(axum::http::HeaderName, String); 1], Json<T>);
+
+pub(crate) fn created<T>(location: String, body: T) -> Created<T> {
+    (StatusCode::CREATED, [(axum::http::header::LOCATION, location)], Json(body))
+}
+
 /// A JSON body, or the error saying what is wrong with it.
 pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(ApiError::from)
@@ -296,7 +303,9 @@ pub struct CreateProjectBody {
     pub technologies: Vec<String>,
     pub repository_url: Option<String>,
     /// Absolute path of an existing project root; a fresh workspace when absent.
+    #[schema(pattern = "^/")]
     pub root_path: Option<String>,
+    #[schema(pattern = "\\S")]
     pub main_branch: Option<String>,
     /// Extra settings for the agents (python_version, framework, database, ...).
     #[serde(default)]
@@ -339,14 +348,14 @@ fn minutes(d: Option<prost_types::Duration>) -> String {
 }
 
 #[utoipa::path(post, path = "/v1/projects", request_body = CreateProjectBody,
-    responses((status = 201, body = CreateProjectResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 201, body = CreateProjectResponse, headers(("Location" = String, description = "/v1/projects/{project_id}"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_project(
     State(app): State<App>,
     caller: Caller,
     payload: Result<Json<CreateProjectBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<CreateProjectResponse>), ApiError> {
+) -> Result<Created<CreateProjectResponse>, ApiError> {
     caller.needs(Permission::Write)?;
     let b = body(payload)?;
     let mut errors = ValidationErrors::default();
@@ -401,9 +410,9 @@ async fn create_project(
     let complexity = Complexity::from_proto("analysis.estimated_complexity", analysis.estimated_complexity)
         .map(|c| c.to_string())
         .unwrap_or_else(|_| "medium".into());
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateProjectResponse {
+    Ok(created(
+        format!("/v1/projects/{}", project.id),
+        CreateProjectResponse {
             project_id: project.id.to_string(),
             status: "created",
             analysis: ProjectAnalysis {
@@ -414,7 +423,7 @@ async fn create_project(
             },
             next_steps: answer.next_steps,
             project,
-        }),
+        },
     ))
 }
 
@@ -668,7 +677,7 @@ fn spoken(d: Duration) -> String {
 }
 
 #[utoipa::path(post, path = "/v1/projects/{project_id}/tasks", params(("project_id" = String, Path)), request_body = CreateTaskBody,
-    responses((status = 201, body = CreateTaskResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 201, body = CreateTaskResponse, headers(("Location" = String, description = "/v1/tasks/{task_id}"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_task(
@@ -676,7 +685,7 @@ async fn create_task(
     caller: Caller,
     Path(project_id): Path<String>,
     payload: Result<Json<CreateTaskBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<CreateTaskResponse>), ApiError> {
+) -> Result<Created<CreateTaskResponse>, ApiError> {
     caller.needs(Permission::Write)?;
     let b = body(payload)?;
     let project = app.visible_project(&caller, &project_id).await?;
@@ -717,15 +726,15 @@ async fn create_task(
         risk_factors: plan.risk_factors.clone(),
     };
     let resources = serde_json::to_value(&plan.resource_requirements).unwrap_or(Value::Null);
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateTaskResponse {
+    Ok(created(
+        format!("/v1/tasks/{}", task.id),
+        CreateTaskResponse {
             task_id: task.id.to_string(),
             status: task.status.to_string(),
             execution_plan: summary,
             resource_requirements: resources,
             task,
-        }),
+        },
     ))
 }
 
@@ -893,6 +902,11 @@ mod tests {
         }
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
         assert!(doc["paths"]["/v1/projects"]["post"]["responses"]["409"].is_object());
+
+        for path in ["/v1/projects", "/v1/projects/{project_id}/tasks", "/v1/projects/{project_id}/sessions"] {
+            let created = &doc["paths"][path]["post"]["responses"]["201"];
+            assert!(created["headers"]["Location"].is_object(), "{path} says where it created");
+        }
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl App {
 
 #[utoipa::path(post, path = "/v1/projects/{project_id}/sessions", params(("project_id" = String, Path)),
     request_body = StartSessionBody,
-    responses((status = 201, body = SessionView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 201, body = SessionView, headers(("Location" = String, description = "/v1/sessions/{session_id}"))), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn start(
@@ -133,7 +133,7 @@ pub async fn start(
     caller: Caller,
     Path(project_id): Path<String>,
     payload: Result<Json<StartSessionBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+) -> Result<crate::rest::Created<SessionView>, ApiError> {
     caller.needs(Permission::Write)?;
     let b = body(payload)?;
     let project = app.visible_project(&caller, &project_id).await?;
@@ -159,7 +159,8 @@ pub async fn start(
         user: caller.0.user.clone(),
     };
     let session = app.sessions.clone().start_session(request(message, QUICK_TIMEOUT)).await?.into_inner();
-    Ok((StatusCode::CREATED, Json(view(session))))
+    let view = view(session);
+    Ok(crate::rest::created(format!("/v1/sessions/{}", view.session_id), view))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{session_id}", params(("session_id" = String, Path)),
@@ -197,7 +198,8 @@ pub struct WsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/ws", params(("session_id" = String, Path), WsQuery),
-    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 404, body = ErrorBody),
+    responses((status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket handshake (Upgrade: websocket)"), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "The session has ended")),
     security(("bearer" = [])))]
 pub async fn websocket(

@@ -204,6 +204,7 @@ pub fn sandbox_policy(c: &turbo_config::SandboxConfig) -> SandboxPolicy {
                 (provider.clone(), turbo_tools::CloudAccess { env, files: c.files.clone() })
             })
             .collect(),
+        proxy: turbo_tools::ProxyPolicy { allow: c.proxy.allow.clone(), tools: c.proxy.tools.clone() },
     }
 }
 
