@@ -53,7 +53,14 @@ const BUDGETS_KEPT: usize = 10_000;
 pub struct Edge {
     pub store: Store,
     pub per_hour: u64,
-    budgets: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Budget>>>>>,
+    budgets: Arc<Mutex<Budgets>>,
+}
+
+/// Each user's budget, and the window budgets were last dropped in.
+#[derive(Default)]
+struct Budgets {
+    by_user: HashMap<String, Arc<tokio::sync::Mutex<Budget>>>,
+    swept: u64,
 }
 
 /// Requests of one user this replica has counted in the store and not served yet.
@@ -176,11 +183,14 @@ impl Edge {
     async fn admit(&self, user: &str) -> Option<Verdict> {
         let budget = {
             let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-            if budgets.len() > BUDGETS_KEPT {
-                let window = now_s() / WINDOW_S * WINDOW_S;
-                budgets.retain(|_, b| b.try_lock().map_or(true, |b| b.window == window));
+            let window = now_s() / WINDOW_S * WINDOW_S;
+            // At most once a window: more users than kept, all active now, would sweep at
+            // every request and drop nothing.
+            if budgets.by_user.len() > BUDGETS_KEPT && budgets.swept != window {
+                budgets.swept = window;
+                budgets.by_user.retain(|_, b| b.try_lock().map_or(true, |b| b.window == window));
             }
-            budgets.entry(user.to_string()).or_default().clone()
+            budgets.by_user.entry(user.to_string()).or_default().clone()
         };
         // Requests of one user wait for each other's claim instead of each making one.
         let mut budget = budget.lock().await;

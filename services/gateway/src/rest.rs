@@ -302,7 +302,9 @@ pub struct CreateProjectBody {
     #[serde(default)]
     pub technologies: Vec<String>,
     pub repository_url: Option<String>,
-    /// Absolute path of an existing project root; a fresh workspace when absent.
+    /// Absolute path of an existing directory of the project's own, at least two levels below
+    /// `/` and outside the system's directories (/etc, /usr, /proc, ...); a fresh workspace
+    /// when absent.
     #[schema(pattern = "^/")]
     pub root_path: Option<String>,
     #[schema(pattern = "\\S")]

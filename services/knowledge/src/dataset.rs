@@ -345,7 +345,7 @@ impl Dataset {
             .map_err(lance_error)?
             .distance_type(DistanceType::Cosine)
             .limit(limit)
-            .select(Select::columns(ROW_COLUMNS));
+            .select(Select::columns(&with_column(ROW_COLUMNS, "_distance")));
         q = if exact {
             q.bypass_vector_index()
         } else {
@@ -380,7 +380,12 @@ impl Dataset {
         let fts = lancedb::index::scalar::FullTextSearchQuery::new(query.to_string())
             .with_column(column.to_string())
             .map_err(|e| Error::Search(e.to_string()))?;
-        let mut q = self.table.query().full_text_search(fts).limit(limit).select(Select::columns(ROW_COLUMNS));
+        let mut q = self
+            .table
+            .query()
+            .full_text_search(fts)
+            .limit(limit)
+            .select(Select::columns(&with_column(ROW_COLUMNS, "_score")));
         if let Some(f) = filter {
             q = q.only_if(f);
         }
@@ -500,6 +505,12 @@ impl Dataset {
 }
 
 /// Every stored column but the full-text one, in schema order.
+/// `columns` and a search's scoring column, named so that lance does not add it on its own
+/// (which it warns about at every search).
+fn with_column<'a>(columns: &[&'a str], scoring: &'a str) -> Vec<&'a str> {
+    columns.iter().copied().chain([scoring]).collect()
+}
+
 const ROW_COLUMNS: &[&str] = &[
     "id",
     "project_id",

@@ -640,6 +640,22 @@ async fn projects_are_created_read_listed_updated_deleted_and_restored() {
         &["/no/such/dir", "not a directory"],
     );
     assert_eq!(detail_field(&s), "root_path");
+    // Nor the host itself: not `/`, a top-level or system directory, however it is spelled.
+    let outside = tempfile::tempdir().unwrap();
+    let to_root = outside.path().join("to-root");
+    std::os::unix::fs::symlink("/", &to_root).unwrap();
+    let depth = outside.path().components().count() - 1;
+    let dotted = format!("{}{}", outside.path().display(), "/..".repeat(depth));
+    for root in ["/", "/proc", "/etc/ssl", "/usr/lib", "/tmp", &dotted, &to_root.display().to_string()] {
+        let s = assert_status(
+            client
+                .create_project(projects::CreateProjectRequest { root_path: Some(root.into()), ..dup("Host", None) })
+                .await,
+            Code::InvalidArgument,
+            &[root, "cannot be a project's root"],
+        );
+        assert_eq!(detail_field(&s), "root_path");
+    }
 
     // Get and list (newest first, a page at a time).
     let get = |id: &str| projects::GetProjectRequest { project_id: id.into() };
@@ -688,6 +704,13 @@ async fn projects_are_created_read_listed_updated_deleted_and_restored() {
         &["project.slug"],
     );
     assert_eq!(detail_field(&s), "project.slug");
+    let to_etc = projects::ProjectMetadata { root_path: "/etc".into(), ..Default::default() };
+    let s = assert_status(
+        client.update_project(update(&["root_path"], to_etc)).await,
+        Code::InvalidArgument,
+        &["/etc", "cannot be a project's root"],
+    );
+    assert_eq!(detail_field(&s), "project.root_path");
     let s = assert_status(
         client.update_project(update(&["created_at"], projects::ProjectMetadata::default())).await,
         Code::InvalidArgument,
@@ -772,9 +795,17 @@ async fn projects_are_created_read_listed_updated_deleted_and_restored() {
             ("project.create", "", false), // no type
             ("project.create", "", false), // no language
             ("project.create", "", false), // no such root
+            ("project.create", "", false), // the host's roots, seven of them
+            ("project.create", "", false),
+            ("project.create", "", false),
+            ("project.create", "", false),
+            ("project.create", "", false),
+            ("project.create", "", false),
+            ("project.create", "", false),
             ("project.update", shop_id, true),
             ("project.update", shop_id, false), // the name is taken
             ("project.update", shop_id, false), // a bad slug
+            ("project.update", shop_id, false), // /etc
             ("project.update", shop_id, false), // created_at is fixed
             ("project.delete", shop_id, true),
             ("task.create", "", false), // the project is deleted

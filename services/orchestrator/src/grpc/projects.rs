@@ -193,13 +193,39 @@ fn enums<E: ProtoEnum>(field: &str, values: &[i32]) -> Result<Vec<E>> {
     values.iter().enumerate().map(|(i, v)| E::from_proto(&format!("{field}[{i}]"), *v).map_err(Error::from)).collect()
 }
 
-fn not_a_directory(field: &str, path: &str) -> Error {
-    Error::invalid(
-        field,
-        format!(
-            "'{path}' is not a directory on the orchestrator's host: create it first, or leave root_path out for a fresh workspace"
-        ),
-    )
+/// Top-level directories that belong to the system: a project root in one of them would have
+/// its agents read, index and write the host itself.
+const SYSTEM_DIRS: &[&str] =
+    &["bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin", "sys", "usr"];
+
+/// Checks that `path` names a directory a project may own on the orchestrator's host: one that
+/// exists, and, once `..` and symbolic links are resolved, lies at least two levels below `/`
+/// and outside the system's directories.
+fn check_root(field: &str, path: &str) -> Result<()> {
+    if !Path::new(path).is_absolute() {
+        return Err(Error::invalid(field, format!("'{path}' must be an absolute path")));
+    }
+    let Some(real) = Path::new(path).canonicalize().ok().filter(|real| real.is_dir()) else {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{path}' is not a directory on the orchestrator's host: create it first, or leave root_path out for a fresh workspace"
+            ),
+        ));
+    };
+    let parts: Vec<_> = real.components().skip(1).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let system = parts.first().is_some_and(|top| SYSTEM_DIRS.contains(&top.as_str()));
+    if parts.len() < 2 || system {
+        let shown = if real.as_os_str() == path { String::new() } else { format!(" (that is {})", real.display()) };
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{path}'{shown} cannot be a project's root: name a directory of the project's own, such as /srv/app or /home/ana/app, not / or a top-level or system directory ({})",
+                SYSTEM_DIRS.iter().map(|d| format!("/{d}")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Api {
@@ -225,16 +251,15 @@ impl Api {
         }
         p.ai_context.extend(configuration);
 
+        if !fresh {
+            check_root("root_path", &p.root_path)?;
+        }
         let root = Path::new(&p.root_path);
-        let existing = !fresh && root.is_absolute() && root.is_dir();
-        let analysis = if existing { analyze(root) } else { Analysis { empty: true, ..Analysis::default() } };
+        let analysis = if fresh { Analysis { empty: true, ..Analysis::default() } } else { analyze(root) };
         if p.languages.is_empty() {
             p.languages = analysis.languages.clone();
         }
         p.validate().map_err(|e| Error::Request(e.into()))?;
-        if !fresh && !existing {
-            return Err(not_a_directory("root_path", &p.root_path));
-        }
         p.dependency_files = analysis.dependency_files.clone();
         p.build_system = analysis.build_system.clone();
         p.test_directories = analysis.test_directories.clone();
@@ -282,8 +307,8 @@ impl Api {
             nested.nest("project", errs);
             return Err(Error::Request(nested.into()));
         }
-        if p.root_path != old_root && !Path::new(&p.root_path).is_dir() {
-            return Err(not_a_directory("project.root_path", &p.root_path));
+        if p.root_path != old_root {
+            check_root("project.root_path", &p.root_path)?;
         }
         self.store.update_project(&p).await.map_err(|e| unknown(id, e))?;
         Ok(p.into())
