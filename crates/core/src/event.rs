@@ -110,7 +110,8 @@ pub enum EventKind {
         phase: String,
         step: u32,
         tool: String,
-        /// Pass to `turbo-coder approve` / `deny` (or gRPC Approve/Deny, NATS turbo.tools.approve/deny).
+        /// Pass to `turbo-coder approvals approve` / `deny` (or gRPC Approve/Deny, NATS
+        /// turbo.tools.approve/deny).
         approval_id: String,
         risk: RiskLevel,
         reason: String,

@@ -21,6 +21,8 @@ use crate::rows::{Cursor, Page, PhaseStatus, StoredTask, TaskFilter, TaskQuery, 
 
 /// Hex digits a task id prefix needs, so a prefix rarely matches more than one task.
 const MIN_PREFIX: usize = 4;
+/// Reads and conditional writes [`Store::swap_task_status`] makes before it gives up.
+const SWAP_ATTEMPTS: u32 = 5;
 /// How many matches an ambiguous prefix lists.
 const MAX_LISTED_MATCHES: u64 = 10;
 
@@ -67,6 +69,41 @@ impl Store {
             return Err(Error::NotFound { what: "task", id: t.id.to_string() });
         }
         Ok(())
+    }
+
+    /// Moves a task from status `from` to `to` when it is in `from`, leaving the rest of it as
+    /// stored; returns the status it was in (`from` when it moved), None when it is not stored.
+    /// A write made between the read and this one is never overwritten: the update holds only
+    /// while `updated_at` is unchanged, and is tried again on a fresh read otherwise.
+    pub async fn swap_task_status(&self, id: TaskId, from: TaskStatus, to: TaskStatus) -> Result<Option<TaskStatus>> {
+        use task::Column as C;
+        for _ in 0..SWAP_ATTEMPTS {
+            let q = task::Entity::find().select_only().columns([C::Body, C::UpdatedAt]).filter(C::Id.eq(id.0));
+            let Some(row) = self.rows(q).await.map_err(db(format!("read task {id}")))?.into_iter().next() else {
+                return Ok(None);
+            };
+            let what = || format!("task {id}");
+            let mut t: DevelopmentTask = body(col(&row, "body", what)?, what)?;
+            let read_at: DateTime<Utc> = col(&row, "updated_at", what)?;
+            if t.status != from {
+                return Ok(Some(t.status));
+            }
+            t.status = from.transition(to).map_err(|e| Error::Conflict { what: what(), reason: e.to_string() })?;
+            let changed = task::Entity::update_many()
+                .set(task_columns(&t, Utc::now())?)
+                .filter(C::Id.eq(id.0))
+                .filter(C::UpdatedAt.eq(read_at))
+                .exec(&self.db)
+                .await
+                .map_err(db(format!("update the status of task {id}")))?;
+            if changed.rows_affected == 1 {
+                return Ok(Some(from));
+            }
+        }
+        Err(Error::Conflict {
+            what: format!("task {id}"),
+            reason: format!("it changed {SWAP_ATTEMPTS} times while its status was being set to {}", to.as_str()),
+        })
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<Option<StoredTask>> {

@@ -108,6 +108,7 @@ macro_rules! on_both {
 on_both!(
     migrations_are_idempotent,
     task_round_trip,
+    a_task_status_swaps_only_from_the_status_named,
     find_task_by_id_or_prefix,
     list_tasks_orders_filters_and_limits,
     plan_round_trip,
@@ -355,6 +356,30 @@ async fn task_round_trip(url: String) {
     clash.id = ProjectId::new();
     let e = store.upsert_project(&clash).await.unwrap_err();
     assert!(matches!(&e, Error::Conflict { .. }) && e.to_string().contains("slug 'my-app'"), "{e}");
+}
+
+async fn a_task_status_swaps_only_from_the_status_named(url: String) {
+    let (store, _, mut t) = store_with_task(&url).await;
+    t.status = TaskStatus::InProgress;
+    t.progress_percentage = 40.0;
+    store.update_task(&t).await.unwrap();
+
+    let had = store.swap_task_status(t.id, TaskStatus::InProgress, TaskStatus::Blocked).await.unwrap();
+    assert_eq!(had, Some(TaskStatus::InProgress));
+    let got = store.get_task(t.id).await.unwrap().unwrap().task;
+    assert_eq!(got, DevelopmentTask { status: TaskStatus::Blocked, ..t.clone() }, "only the status changed");
+    let listed = &store.list_tasks(TaskFilter::default()).await.unwrap()[0];
+    assert_eq!((listed.status, listed.progress), (TaskStatus::Blocked, 40.0), "the listing column too");
+    let had = store.swap_task_status(t.id, TaskStatus::InProgress, TaskStatus::Blocked).await.unwrap();
+    assert_eq!(had, Some(TaskStatus::Blocked), "not in it");
+
+    // A task that ended meanwhile stays ended.
+    t.status = TaskStatus::Cancelled;
+    store.update_task(&t).await.unwrap();
+    let had = store.swap_task_status(t.id, TaskStatus::Blocked, TaskStatus::InProgress).await.unwrap();
+    assert_eq!(had, Some(TaskStatus::Cancelled));
+    assert_eq!(store.get_task(t.id).await.unwrap().unwrap().task.status, TaskStatus::Cancelled);
+    assert_eq!(store.swap_task_status(TaskId::new(), TaskStatus::InProgress, TaskStatus::Blocked).await.unwrap(), None);
 }
 
 async fn find_task_by_id_or_prefix(url: String) {

@@ -367,7 +367,7 @@ pub async fn publish_backlog(js: &Context, store: &Store) {
     loop {
         let query = turbo_store::TaskQuery {
             project: None,
-            statuses: vec![turbo_core::task::TaskStatus::InProgress],
+            statuses: vec![turbo_core::task::TaskStatus::InProgress, turbo_core::task::TaskStatus::Blocked],
             limit: 200,
             after,
         };

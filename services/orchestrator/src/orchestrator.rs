@@ -285,7 +285,8 @@ async fn resume_interrupted(myself: ActorRef<OrchestratorMsg>, state: &mut Orche
     loop {
         let query = turbo_store::TaskQuery {
             project: None,
-            statuses: vec![TaskStatus::InProgress, TaskStatus::Created],
+            // A blocked task waited for an approval that died with the earlier orchestrator.
+            statuses: vec![TaskStatus::InProgress, TaskStatus::Blocked, TaskStatus::Created],
             limit: RESUME_PAGE,
             after,
         };

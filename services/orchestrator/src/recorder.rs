@@ -1,6 +1,8 @@
 //! The recorder: the single writer of task events. It numbers each task's events, stores them
 //! (the store projects phases, steps, tool calls and token usage from them) and only then
-//! broadcasts them, so a watcher never sees an event the store does not have.
+//! broadcasts them, so a watcher never sees an event the store does not have. It also keeps a
+//! task `blocked` while one of its calls waits for approval: an approval request moves the
+//! task from `in_progress` to `blocked`, its decision back, each with a status change event.
 //!
 //! Events come from this process's sink ([`Recorder::sink`], fire and forget) or, in the
 //! cluster, from the workers through [`Recorder::record`], which answers once the events are
@@ -8,7 +10,7 @@
 //! ([`Recorder::start_with_outbox`]) every stored event is also handed on, numbered, to be
 //! published (`turbo.events.task.<task_id>` in the cluster).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use turbo_core::event::{EventKind, EventSink, TaskEvent};
 use turbo_core::ids::TaskId;
+use turbo_core::task::TaskStatus;
 use turbo_store::Store;
 
 /// Events written per transaction at most; batching keeps per-event cost low under load.
@@ -122,6 +125,14 @@ async fn append_with_retry(store: &Store, events: &[TaskEvent]) -> Result<(), St
 }
 
 /// The seq the next event of `task_id` gets.
+/// The recorder's memory of tasks: the seq each one's next event gets, and which ones it
+/// marked blocked for an approval.
+#[derive(Default)]
+struct Numbering {
+    next_seq: HashMap<TaskId, u64>,
+    blocked: HashSet<TaskId>,
+}
+
 async fn take_seq(store: &Store, next_seq: &mut HashMap<TaskId, u64>, task_id: TaskId) -> u64 {
     let seq = match next_seq.get(&task_id) {
         Some(s) => *s,
@@ -132,6 +143,120 @@ async fn take_seq(store: &Store, next_seq: &mut HashMap<TaskId, u64>, task_id: T
     seq
 }
 
+/// Where stored events go.
+struct Out {
+    broadcast: broadcast::Sender<TaskEvent>,
+    outbox: Option<mpsc::Sender<TaskEvent>>,
+    outbox_full: u64,
+}
+
+impl Out {
+    fn send(&mut self, event: TaskEvent) {
+        if let Some(outbox) = &self.outbox
+            && let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(event.clone())
+        {
+            self.outbox_full += 1;
+            if self.outbox_full.is_power_of_two() {
+                tracing::warn!(dropped = self.outbox_full, "the event outbox is full; stored events not handed on");
+            }
+        }
+        let _ = self.broadcast.send(event);
+    }
+}
+
+/// Stores `batch` (emptying it) and hands its events on.
+async fn write(
+    store: &Store,
+    batch: &mut Vec<TaskEvent>,
+    state: &mut Numbering,
+    failed: &AtomicU64,
+    out: &mut Out,
+) -> Result<(), String> {
+    let events = std::mem::take(batch);
+    let stored = append_with_retry(store, &events).await;
+    if let Err(error) = &stored {
+        failed.fetch_add(events.len() as u64, Ordering::Relaxed);
+        tracing::error!(%error, events = events.len(), "cannot store task events");
+        // Number the affected tasks' next events from what the store really has, so events
+        // sent again leave no gap. Never broadcast what the store lacks: a watcher must be
+        // able to re-read every event it saw. Recorded events come again (their sender was
+        // told).
+        for event in &events {
+            state.next_seq.remove(&event.task_id);
+        }
+        return stored;
+    }
+    for event in events {
+        out.send(event);
+    }
+    Ok(())
+}
+
+/// Numbers an event into `batch`. An approval event is followed by the status change it
+/// makes (a task waits `blocked` from a call's approval request to its decision), stored
+/// before the batch is: a watcher that sees the change finds the task so.
+async fn enqueue(
+    store: &Store,
+    state: &mut Numbering,
+    batch: &mut Vec<TaskEvent>,
+    (task_id, kind, at): (TaskId, EventKind, DateTime<Utc>),
+) {
+    let change = approval_status(&kind);
+    if let EventKind::StatusChanged { to, .. } = &kind
+        && to.is_terminal()
+    {
+        state.blocked.remove(&task_id);
+    }
+    let seq = take_seq(store, &mut state.next_seq, task_id).await;
+    batch.push(TaskEvent { task_id, seq, at, kind });
+    let Some((from, to, reason)) = change else { return };
+    let changed = match store.swap_task_status(task_id, from, to).await {
+        Ok(Some(had)) if had == from => {
+            if to == TaskStatus::Blocked {
+                state.blocked.insert(task_id);
+            }
+            true
+        }
+        // The run went on after the decision reached it, before the decision's event reached
+        // this recorder, and stored the task since (in progress, or ended): the change is
+        // told all the same, in its place after the decision (the run's own later changes
+        // come after it). Not after the run's end, which forgets the task here.
+        Ok(Some(_)) => to == TaskStatus::InProgress && state.blocked.contains(&task_id),
+        // It is gone, it ended meanwhile, or this is a repeat.
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, %task_id, to = to.as_str(), "cannot record the task's approval status");
+            false
+        }
+    };
+    if to == TaskStatus::InProgress {
+        state.blocked.remove(&task_id);
+    }
+    if changed {
+        let seq = take_seq(store, &mut state.next_seq, task_id).await;
+        batch.push(TaskEvent { task_id, seq, at, kind: EventKind::StatusChanged { from, to, reason } });
+    }
+}
+
+/// The status change an approval event makes, with its reason.
+fn approval_status(kind: &EventKind) -> Option<(TaskStatus, TaskStatus, Option<String>)> {
+    match kind {
+        EventKind::ApprovalRequested { tool, approval_id, .. } => Some((
+            TaskStatus::InProgress,
+            TaskStatus::Blocked,
+            Some(format!(
+                "{tool} call {approval_id} waits for approval: `turbo-coder approvals approve|deny {approval_id}`"
+            )),
+        )),
+        EventKind::ApprovalDecided { tool, approved, decided_by, .. } => Some((
+            TaskStatus::Blocked,
+            TaskStatus::InProgress,
+            Some(format!("{tool} call {} by {decided_by}", if *approved { "approved" } else { "denied" })),
+        )),
+        _ => None,
+    }
+}
+
 async fn run(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
@@ -139,25 +264,20 @@ async fn run(
     failed: Arc<AtomicU64>,
     outbox: Option<mpsc::Sender<TaskEvent>>,
 ) {
-    let mut next_seq: HashMap<TaskId, u64> = HashMap::new();
-    // Each event with whether it came through `record` (its sender retries what fails).
-    let mut batch: Vec<(TaskEvent, bool)> = Vec::new();
+    let mut state = Numbering::default();
+    let mut batch: Vec<TaskEvent> = Vec::new();
     let mut flushes = Vec::new();
     let mut recorded = Vec::new();
-    let mut outbox_full = 0u64;
+    let mut out = Out { broadcast, outbox, outbox_full: 0 };
     while let Some(first) = rx.recv().await {
         let mut cmd = Some(first);
         while let Some(c) = cmd.take() {
             match c {
                 Cmd::Flush(done) => flushes.push(done),
-                Cmd::Event(task_id, kind, at) => {
-                    let seq = take_seq(&store, &mut next_seq, task_id).await;
-                    batch.push((TaskEvent { task_id, seq, at, kind }, false));
-                }
+                Cmd::Event(task_id, kind, at) => enqueue(&store, &mut state, &mut batch, (task_id, kind, at)).await,
                 Cmd::Record(events, done) => {
-                    for (task_id, kind, at) in events {
-                        let seq = take_seq(&store, &mut next_seq, task_id).await;
-                        batch.push((TaskEvent { task_id, seq, at, kind }, true));
+                    for event in events {
+                        enqueue(&store, &mut state, &mut batch, event).await;
                     }
                     recorded.push(done);
                 }
@@ -167,33 +287,7 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            let events: Vec<TaskEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
-            let stored = append_with_retry(&store, &events).await;
-            if let Err(error) = &stored {
-                failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::error!(%error, events = batch.len(), "cannot store task events");
-                // Number the affected tasks' next events from what the store really has, so
-                // events sent again leave no gap.
-                for (event, _) in &batch {
-                    next_seq.remove(&event.task_id);
-                }
-            }
-            for (event, _) in batch.drain(..) {
-                if stored.is_err() {
-                    // Never broadcast what the store lacks: a watcher must be able to re-read
-                    // every event it saw. Recorded events come again (their sender was told).
-                    continue;
-                }
-                if let Some(outbox) = &outbox
-                    && let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(event.clone())
-                {
-                    outbox_full += 1;
-                    if outbox_full.is_power_of_two() {
-                        tracing::warn!(dropped = outbox_full, "the event outbox is full; stored events not handed on");
-                    }
-                }
-                let _ = broadcast.send(event);
-            }
+            let stored = write(&store, &mut batch, &mut state, &failed, &mut out).await;
             for done in recorded.drain(..) {
                 let _ = done.send(stored.clone());
             }

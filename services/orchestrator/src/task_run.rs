@@ -2,7 +2,7 @@
 //! phases in dependency order, with test-fix and review-fix rounds, status transitions,
 //! progress, cancellation and the task's deadline.
 //!
-//! A run can also resume a task an earlier orchestrator left `in_progress` (it died): the
+//! A run can also resume a task an earlier orchestrator left `in_progress` or `blocked` (it died): the
 //! stored plan runs again from the first phase, in execution order, that has not succeeded
 //! (the store's phase rows say which), keeping the task's baseline for its diff and counting
 //! attempts on from the stored ones. A task whose workspace is gone fails with the reason.
@@ -68,7 +68,7 @@ pub(crate) struct TaskRunArgs {
     pub task: DevelopmentTask,
     pub workspace: String,
     pub execute: bool,
-    /// Continue an interrupted run of this `in_progress` task instead of starting it.
+    /// Continue an interrupted run of this `in_progress` (or `blocked`) task instead of starting it.
     pub resume: bool,
     pub cancel: CancellationToken,
     pub deps: RunDeps,
@@ -220,7 +220,8 @@ impl Run {
     async fn steps(&mut self) -> Step<()> {
         // A task planned earlier (a dry run the user reviewed, or a run being resumed) runs
         // that very plan.
-        let stored_plan = matches!(self.task.status, TaskStatus::Planned | TaskStatus::InProgress);
+        let stored_plan =
+            matches!(self.task.status, TaskStatus::Planned | TaskStatus::InProgress | TaskStatus::Blocked);
         let plan = match self.task.execution_plan.clone().filter(|_| stored_plan) {
             Some(plan) => {
                 self.outline = outline(&plan);
@@ -251,8 +252,10 @@ impl Run {
             .begin_task(self.task.id, &self.workspace)
             .await
             .map_err(|e| AgentFailure::new(FailureKind::Tool, e.to_string()))?;
-        if self.task.status != TaskStatus::InProgress {
+        if self.task.status == TaskStatus::Planned {
             self.task.started_at = Some(Utc::now());
+        }
+        if self.task.status != TaskStatus::InProgress {
             self.set_status(TaskStatus::InProgress, None).await?;
         }
         let order: Vec<ExecutionPhase> = plan

@@ -28,6 +28,8 @@ enum Behaviour {
     /// Block until cancelled.
     Hang,
     Panic,
+    /// The second phase's agent asks a person before one call, and goes on once told.
+    AskFirst,
 }
 
 struct Agents {
@@ -36,6 +38,9 @@ struct Agents {
     plans: Mutex<u32>,
     started: Notify,
     saw_cancel: Mutex<bool>,
+    /// Where AskFirst tells of its approval request and decision.
+    events: std::sync::OnceLock<Arc<dyn turbo_core::event::EventSink>>,
+    decided: Notify,
 }
 
 fn phase(name: &str, agent: &str, deps: &[&str]) -> ExecutionPhase {
@@ -99,6 +104,47 @@ impl AgentService for Agents {
                 Err(AgentFailure::new(FailureKind::Cancelled, "cancelled"))
             }
             Behaviour::Panic => panic!("agent double told to panic"),
+            Behaviour::AskFirst => {
+                let events = self.events.get().expect("the fixture sets the sink");
+                let tool = "shell_run".to_string();
+                let approval_id = format!("apr_{}", a.phase.name);
+                if a.phase.name == "second" {
+                    events.emit(
+                        a.task_id,
+                        EventKind::ApprovalRequested {
+                            phase: a.phase.name.clone(),
+                            step: 1,
+                            tool: tool.clone(),
+                            approval_id: approval_id.clone(),
+                            risk: turbo_core::tool::RiskLevel::High,
+                            reason: "the policy asks".into(),
+                            expires_at: Utc::now() + chrono::Duration::minutes(5),
+                        },
+                    );
+                    self.decided.notified().await;
+                    events.emit(
+                        a.task_id,
+                        EventKind::ApprovalDecided {
+                            phase: a.phase.name.clone(),
+                            step: 1,
+                            tool,
+                            approval_id,
+                            approved: true,
+                            decided_by: "ana".into(),
+                            note: None,
+                        },
+                    );
+                }
+                Ok(PhaseOutcome {
+                    success: true,
+                    summary: format!("did {}", a.phase.name),
+                    files_changed: vec![],
+                    usage: TokenUsage::default(),
+                    steps: 1,
+                    test: None,
+                    review: None,
+                })
+            }
         }
     }
 }
@@ -127,8 +173,11 @@ async fn fixture(behaviour: Behaviour, timeout: Duration) -> Fixture {
         plans: Mutex::new(0),
         started: Notify::new(),
         saw_cancel: Mutex::new(false),
+        events: std::sync::OnceLock::new(),
+        decided: Notify::new(),
     });
     let (recorder, _) = Recorder::start(store.clone());
+    let _ = agents.events.set(recorder.sink());
     let deps = RunDeps {
         agents: AgentClient::from_service(agents.clone()),
         tools: ToolRunnerClient::local(RunnerLimits::default()),
@@ -174,6 +223,50 @@ async fn phases_run_in_dependency_order_with_progress_and_usage() {
     let stored = f.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(stored.task.status, TaskStatus::Completed);
     assert!(stored.task.completed_at.is_some() && stored.task.started_at.is_some());
+}
+
+#[tokio::test]
+async fn a_task_is_blocked_while_a_call_waits_for_approval_and_goes_on_once_decided() {
+    let f = fixture(Behaviour::AskFirst, Duration::from_secs(30)).await;
+    let task = f.task();
+    let id = f.service.handle.submit(task.clone(), f.workspace.clone(), true).await.unwrap();
+    let mut status = TaskStatus::Created;
+    for _ in 0..500 {
+        status = f.store.get_task(id).await.unwrap().unwrap().task.status;
+        if status == TaskStatus::Blocked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, TaskStatus::Blocked, "stored as blocked while the call waits");
+    let listed = f.store.list_tasks(turbo_store::TaskFilter::default()).await.unwrap();
+    assert_eq!(listed[0].status, TaskStatus::Blocked);
+    f.agents.decided.notify_one();
+    let result = f.service.handle.wait(id).await.unwrap();
+    assert!(result.failure.is_none(), "{:?}", result.failure);
+    assert_eq!(f.store.get_task(id).await.unwrap().unwrap().task.status, TaskStatus::Completed);
+
+    let events = f.events(&task).await;
+    let changes: Vec<(TaskStatus, TaskStatus, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StatusChanged { from, to, reason } => Some((*from, *to, reason.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .collect();
+    let statuses: Vec<TaskStatus> = changes.iter().map(|c| c.1).collect();
+    use TaskStatus::*;
+    assert_eq!(statuses, [Planned, InProgress, Blocked, InProgress, Completed], "{changes:?}");
+    assert_eq!(changes[2].0, InProgress);
+    assert!(changes[2].2.contains("apr_second") && changes[2].2.contains("turbo-coder approvals"), "{changes:?}");
+    assert_eq!(changes[3].0, Blocked);
+    assert!(changes[3].2.contains("approved by ana"), "{changes:?}");
+    // Each change follows the approval event that made it.
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    let requested = names.iter().position(|n| *n == "approval_requested").unwrap();
+    let decided = names.iter().position(|n| *n == "approval_decided").unwrap();
+    assert_eq!(names[requested + 1], "status_changed");
+    assert_eq!(names[decided + 1], "status_changed");
 }
 
 #[tokio::test]

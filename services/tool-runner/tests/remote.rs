@@ -413,16 +413,19 @@ async fn a_call_the_policy_asks_about_waits_for_approve_over_grpc_and_is_audited
     let out = out.unwrap();
     assert!(!out.success && out.content.contains("denies medium-risk calls"), "{}", out.content);
     assert!(!ws.path().join("b.py").exists());
-    // Safe calls never wait.
+    // Safe calls never wait, nor do low ones under this policy; those are audited.
     assert!(
         tools.call_in(path(ws.path()), &call("fs_read", json!({"path": "app.py"})), &denied).await.unwrap().success
     );
+    let backup = call("advanced_fs", json!({"operation": "backup_files", "parameters": {"paths": ["app.py"]}}));
+    let out = tools.call_in(path(ws.path()), &backup, &denied).await.unwrap();
+    assert!(out.success, "{}", out.content);
 
     let store = turbo_store::Store::open_sqlite(&runner._data.path().join("turbo.db")).await.unwrap();
     let audit = store.list_audit(turbo_store::AuditFilter::default()).await.unwrap();
     let mut actions: Vec<(&str, &str)> = audit.iter().map(|e| (e.actor.as_str(), e.action.as_str())).collect();
     actions.sort();
-    assert_eq!(actions, [("ana", "tool.approve"), ("policy", "tool.deny")]);
+    assert_eq!(actions, [("ana", "tool.approve"), ("policy", "tool.auto_approve"), ("policy", "tool.deny")]);
     runner.stop().await;
 }
 
