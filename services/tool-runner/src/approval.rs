@@ -326,25 +326,11 @@ impl Approvals {
             // Safe calls (reads) are many and change nothing; the task's tool calls list them.
             ApprovalAction::Auto if risk == RiskLevel::Safe || self.audit.get().is_none() => Gate::Run,
             ApprovalAction::Auto => {
-                let request = self.pending(scope, tool, arguments, risk, format!("{level} calls run at once"));
-                let outcome = ApprovalOutcome {
-                    approval_id: request.approval_id.clone(),
-                    approved: true,
-                    decided_by: "policy".into(),
-                    note: None,
-                };
-                self.audit_logged(&request, &outcome, "tool.auto_approve").await;
+                self.policy_decided(scope, tool, arguments, risk, true).await;
                 Gate::Run
             }
             ApprovalAction::Deny => {
-                let request = self.pending(scope, tool, arguments, risk, format!("{level} calls are denied"));
-                let outcome = ApprovalOutcome {
-                    approval_id: request.approval_id.clone(),
-                    approved: false,
-                    decided_by: "policy".into(),
-                    note: None,
-                };
-                self.audit_logged(&request, &outcome, "tool.deny").await;
+                self.policy_decided(scope, tool, arguments, risk, false).await;
                 Gate::Refused(format!(
                     "not run: the approval policy of this project denies {level}-risk calls, and {tool} is one. Do not retry it: take another approach, or finish and say what a person must do."
                 ))
@@ -355,6 +341,31 @@ impl Approvals {
                 self.wait(scope, request).await
             }
         }
+    }
+
+    /// Audits the policy's own decision on a call.
+    async fn policy_decided(
+        &self,
+        scope: &CallScope,
+        tool: &str,
+        arguments: &serde_json::Value,
+        risk: RiskLevel,
+        approved: bool,
+    ) {
+        let level = risk_name(risk);
+        let (reason, action) = if approved {
+            (format!("{level} calls run at once"), "tool.auto_approve")
+        } else {
+            (format!("{level} calls are denied"), "tool.deny")
+        };
+        let request = self.pending(scope, tool, arguments, risk, reason);
+        let outcome = ApprovalOutcome {
+            approval_id: request.approval_id.clone(),
+            approved,
+            decided_by: "policy".into(),
+            note: None,
+        };
+        self.audit_logged(&request, &outcome, action).await;
     }
 
     fn pending(
