@@ -517,19 +517,21 @@ impl ResolveConflicts {
             if files.is_empty() {
                 return Ok(ToolOutput::ok("no conflicted files"));
             }
+            // Counted by git in the sandbox, as every read of the workspace is.
+            let mut argv = vec!["grep", "--no-index", "-c", "-e", "^<<<<<<<", "--"];
+            argv.extend(files.iter().map(String::as_str));
+            let counted = git(Self::NAME, &argv, ctx).await?.stdout.text();
+            let count = |file: &str| {
+                counted
+                    .lines()
+                    .filter_map(|l| l.rsplit_once(':'))
+                    .find(|(path, _)| *path == file)
+                    .and_then(|(_, n)| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
             let mut text = format!("{} conflicted file(s):\n", files.len());
             for file in &files {
-                let abs = ctx.workspace.resolve(file)?;
-                // Opened beneath the root: the file may have become a symlink since git listed it.
-                let mut content = String::new();
-                let conflicts = ctx
-                    .workspace
-                    .open_file(&abs, nix::fcntl::OFlag::O_RDONLY)
-                    .and_then(|mut f| {
-                        std::io::Read::read_to_string(&mut f, &mut content).map_err(|e| Error::io(file, e))
-                    })
-                    .map_or(0, |_| content.lines().filter(|l| l.starts_with("<<<<<<<")).count());
-                text.push_str(&format!("{file}: {conflicts} conflict(s)\n"));
+                text.push_str(&format!("{file}: {} conflict(s)\n", count(file)));
             }
             text.push_str("resolve each with path and side (ours or theirs), or edit the file and add it; then commit");
             return Ok(ToolOutput::ok(text));

@@ -553,7 +553,9 @@ async fn git_ops_records_branches_merges_and_resolves_a_conflict() {
     let r = root(&ctx);
     git(r, &["init", "-q"]);
     fs::write(r.join("app.py"), "print('v1')\n").unwrap();
-    git_op(&ctx, "add", json!({"paths": ["app.py"]})).await;
+    let lines = |first: &str, last: &str| format!("{first}\n2\n3\n4\n5\n6\n7\n8\n{last}\n");
+    fs::write(r.join("lib.py"), lines("1", "9")).unwrap();
+    git_op(&ctx, "add", json!({"paths": ["app.py", "lib.py"]})).await;
     let first = git_op(&ctx, "commit", json!({"message": "add app"})).await;
     assert!(first.content.contains("add app"), "{}", first.content);
     let empty = ok(&ctx, "git_ops", json!({"operation": "commit", "parameters": {"message": "again"}})).await;
@@ -562,15 +564,21 @@ async fn git_ops_records_branches_merges_and_resolves_a_conflict() {
     git_op(&ctx, "create_branch", json!({"name": "feature/shout"})).await;
     git_op(&ctx, "switch_branch", json!({"name": "feature/shout"})).await;
     fs::write(r.join("app.py"), "print('V1!')\n").unwrap();
+    fs::write(r.join("lib.py"), lines("one", "nine")).unwrap();
     git_op(&ctx, "commit", json!({"message": "shout", "all": true})).await;
     git_op(&ctx, "switch_branch", json!({"name": "main"})).await;
     fs::write(r.join("app.py"), "print('v2')\n").unwrap();
+    fs::write(r.join("lib.py"), lines("uno", "nueve")).unwrap();
     git_op(&ctx, "commit", json!({"message": "v2", "all": true})).await;
 
     let merged = ok(&ctx, "git_ops", json!({"operation": "merge", "parameters": {"branch": "feature/shout"}})).await;
     assert!(!merged.success && merged.content.contains("resolve_conflicts"), "{}", merged.content);
     let listed = git_op(&ctx, "resolve_conflicts", json!({})).await;
+    assert!(listed.content.contains("2 conflicted file(s)"), "{}", listed.content);
     assert!(listed.content.contains("app.py: 1 conflict(s)"), "{}", listed.content);
+    assert!(listed.content.contains("lib.py: 2 conflict(s)"), "{}", listed.content);
+    git_op(&ctx, "resolve_conflicts", json!({"path": "lib.py", "side": "ours"})).await;
+    assert_eq!(fs::read_to_string(r.join("lib.py")).unwrap(), lines("uno", "nueve"));
     let resolved = git_op(&ctx, "resolve_conflicts", json!({"path": "app.py", "side": "theirs"})).await;
     assert_eq!(resolved.files_changed, ["app.py"]);
     assert_eq!(fs::read_to_string(r.join("app.py")).unwrap(), "print('V1!')\n");

@@ -351,10 +351,14 @@ impl LocalToolRunner {
                 (Some(phase), None) => format!("{phase}: {}", call.name),
                 _ => call.name.clone(),
             };
-            // A call is not refused for a missing checkpoint: the task goes on, and a rewind
-            // cannot stop just before this call.
+            // No change the task could not be rewound past: without its checkpoint the call
+            // does not run, and the task fails saying why.
             if let Err(error) = checkpoints.take(ctx.workspace.root(), task, &label).await {
-                tracing::warn!(%task, tool = %call.name, %error, "no checkpoint before this call");
+                tracing::error!(%task, tool = %call.name, %error, "no checkpoint before this call; it is not run");
+                return Err(Error::Checkpoint(format!(
+                    "{} was not run: the workspace could not be checkpointed before it ({error}); free space or fix the permissions of the checkpoint directory (<store.data_dir>/checkpoints)",
+                    call.name
+                )));
             }
         }
         Ok(self.toolbox.call(&call.name, &call.arguments, &ctx).await?)
@@ -544,6 +548,28 @@ mod tests {
         assert!(diff.unified.contains("+print(1)"));
         runner.end_task(task).await;
         assert!(matches!(runner.task_diff(task, ws).await, Err(Error::NoBaseline(_))));
+    }
+
+    #[tokio::test]
+    async fn a_mutating_call_that_cannot_be_checkpointed_does_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        // The checkpoint directory cannot be made: a file is where its parent should be.
+        std::fs::write(dir.path().join("data"), "").unwrap();
+        let runner = ToolRunnerClient::from_local(
+            LocalToolRunner::new(RunnerLimits::default())
+                .with_checkpoints(Checkpoints::new(dir.path().join("data/checkpoints"))),
+        );
+        let scope = CallScope { task_id: Some(TaskId::new()), ..CallScope::default() };
+        let ws = ws.to_str().unwrap();
+        let write = call("fs_write", json!({"path": "app.py", "content": "print(1)\n"}));
+        let err = runner.call_in(ws, &write, &scope).await.unwrap_err();
+        assert!(matches!(&err, Error::Checkpoint(m) if m.contains("fs_write was not run")), "{err}");
+        assert!(!dir.path().join("ws/app.py").exists(), "nothing was written");
+        // Reads need no checkpoint; calls outside a task take none.
+        assert!(runner.call_in(ws, &call("fs_list", json!({"path": "."})), &scope).await.unwrap().success);
+        assert!(runner.call_in(ws, &write, &CallScope::default()).await.unwrap().success);
     }
 
     #[tokio::test]
