@@ -11,6 +11,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v mold >/dev/null || need+=(mold)
 command -v git >/dev/null || need+=(git)
 command -v python3 >/dev/null || need+=(python3)
+# The sandbox runs the system python; package_manager makes its venvs with it.
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3 python3-venv)
 command -v psql >/dev/null || need+=(postgresql postgresql-client)
 # The tools' OS sandbox (crates/tools/src/sandbox.rs): bubblewrap, and prlimit for its rlimits.
 command -v bwrap >/dev/null || need+=(bubblewrap)

@@ -903,6 +903,101 @@ async fn package_manager_runs_each_ecosystems_own_tool_or_says_why_not() {
     assert!(matches!(op, Error::UnknownOperation { .. }), "{op}");
 }
 
+/// A package "installed" in the workspace's virtual environment by hand (as pip leaves one),
+/// so uninstalling and analysing need no network.
+fn fake_installed(site: &Path, requires: &str) {
+    fs::create_dir_all(site.join("turbo_demo")).unwrap();
+    fs::write(site.join("turbo_demo/__init__.py"), "").unwrap();
+    let info = site.join("turbo_demo-1.0.dist-info");
+    fs::create_dir_all(&info).unwrap();
+    fs::write(
+        info.join("METADATA"),
+        format!("Metadata-Version: 2.1\nName: turbo-demo\nVersion: 1.0\nRequires-Dist: {requires}\n"),
+    )
+    .unwrap();
+    fs::write(info.join("INSTALLER"), "pip\n").unwrap();
+    fs::write(
+        info.join("RECORD"),
+        "turbo_demo/__init__.py,,\nturbo_demo-1.0.dist-info/METADATA,,\nturbo_demo-1.0.dist-info/INSTALLER,,\nturbo_demo-1.0.dist-info/RECORD,,\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn package_manager_analyses_and_uninstalls_python_packages_in_the_workspaces_venv() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    // The system python the sandbox runs (setup.sh installs python3-venv).
+    let made = std::process::Command::new("/usr/bin/python3").args(["-m", "venv", ".venv"]).current_dir(r).status();
+    assert!(made.is_ok_and(|s| s.success()), "/usr/bin/python3 -m venv failed: run deploy/scripts/setup.sh");
+    let lib = fs::read_dir(r.join(".venv/lib")).unwrap().next().unwrap().unwrap().path();
+    let site = lib.join("site-packages");
+    fake_installed(&site, "turbo-missing");
+    let pm = |operation: &str, parameters: Value| json!({"ecosystem": "python", "operation": operation, "parameters": parameters});
+
+    let analysed = ok(&ctx, "package_manager", pm("analyze_dependencies", json!({}))).await;
+    assert!(analysed.content.contains("turbo-demo==1.0"), "{}", analysed.content);
+    assert!(
+        !analysed.success && analysed.content.contains("turbo-demo 1.0 requires turbo-missing, which is not installed"),
+        "pip check found the missing requirement: {}",
+        analysed.content
+    );
+    let frozen = ok(&ctx, "package_manager", pm("generate_lockfile", json!({}))).await;
+    assert!(frozen.success && frozen.content.contains("turbo-demo==1.0"), "{}", frozen.content);
+
+    // No network in the sandbox: an update fails, and says so; nothing changed.
+    let updated = ok(&ctx, "package_manager", pm("update", json!({"packages": ["turbo-demo"]}))).await;
+    assert!(!updated.success, "{}", updated.content);
+    assert!(site.join("turbo_demo-1.0.dist-info").exists());
+
+    let removed = ok(&ctx, "package_manager", pm("uninstall", json!({"packages": ["turbo-demo"]}))).await;
+    assert!(
+        removed.success && removed.content.contains("Successfully uninstalled turbo-demo-1.0"),
+        "{}",
+        removed.content
+    );
+    assert!(!site.join("turbo_demo").exists() && !site.join("turbo_demo-1.0.dist-info").exists());
+    let listed = ok(&ctx, "package_manager", pm("list", json!({}))).await;
+    assert!(listed.success && !listed.content.contains("turbo-demo"), "{}", listed.content);
+    let clean = ok(&ctx, "package_manager", pm("analyze_dependencies", json!({}))).await;
+    assert!(clean.success && clean.content.contains("No broken requirements"), "{}", clean.content);
+
+    if let Some(audit) =
+        run_or_missing(&ctx, "package_manager", pm("check_vulnerabilities", json!({})), "pip-audit").await
+    {
+        assert!(audit.content.contains("$ pip-audit"), "{}", audit.content);
+    }
+}
+
+#[tokio::test]
+async fn package_manager_runs_cargo_for_rust_or_names_it_missing() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    fs::write(r.join("Cargo.toml"), "[package]\nname = \"demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n").unwrap();
+    fs::create_dir(r.join("src")).unwrap();
+    fs::write(r.join("src/lib.rs"), "").unwrap();
+    for (operation, shown) in [
+        ("list", "$ cargo tree --depth 1"),
+        ("analyze_dependencies", "$ cargo tree --duplicates"),
+        ("generate_lockfile", "$ cargo generate-lockfile"),
+    ] {
+        let args = json!({"ecosystem": "rust", "operation": operation});
+        if let Some(out) = run_or_missing(&ctx, "package_manager", args, "cargo").await {
+            assert!(out.content.contains(shown), "{operation}: {}", out.content);
+        }
+    }
+    let remove = json!({"ecosystem": "rust", "operation": "uninstall", "parameters": {"packages": ["serde"]}});
+    if let Some(out) = run_or_missing(&ctx, "package_manager", remove, "cargo").await {
+        assert!(!out.success && out.content.contains("$ cargo remove serde"), "not a dependency: {}", out.content);
+    }
+    let audit = json!({"ecosystem": "rust", "operation": "check_vulnerabilities"});
+    if let Some(out) = run_or_missing(&ctx, "package_manager", audit, "cargo").await {
+        assert!(out.content.contains("$ cargo audit"), "{}", out.content);
+    }
+    let nothing = call(&ctx, "package_manager", json!({"ecosystem": "rust", "operation": "uninstall"})).await;
+    assert!(bad_args_reason(nothing).contains("give packages"));
+}
+
 #[tokio::test]
 async fn cloud_services_run_the_providers_cli_in_the_sandbox_or_say_why_not() {
     let (_dir, ctx) = setup();
@@ -912,6 +1007,24 @@ async fn cloud_services_run_the_providers_cli_in_the_sandbox_or_say_why_not() {
         // No cluster, no network, no credentials in the sandbox: it fails, and says why.
         assert!(!out.success && out.content.contains("$ kubectl get deployments,pods"), "{}", out.content);
         assert!(out.content.contains("no network"), "{}", out.content);
+    }
+    let scale = json!({"provider": "kubernetes", "service": "deployments", "operation": "scale", "parameters": {"name": "web", "replicas": 3}});
+    if let Some(out) = run_or_missing(&ctx, "cloud_services", scale, "kubectl").await {
+        assert!(!out.success && out.content.contains("$ kubectl scale"), "{}", out.content);
+    }
+    let configure = json!({"provider": "kubernetes", "service": "deployments", "operation": "configure", "parameters": {"name": "web", "env": {"LOG_LEVEL": "debug"}}});
+    if let Some(out) = run_or_missing(&ctx, "cloud_services", configure, "kubectl").await {
+        assert!(
+            !out.success && out.content.contains("$ kubectl set env deployment/web LOG_LEVEL=debug"),
+            "{}",
+            out.content
+        );
+    }
+    let bad_env = json!({"provider": "kubernetes", "service": "deployments", "operation": "configure", "parameters": {"name": "web", "env": {"A;rm": "x"}}});
+    assert!(bad_args_reason(call(&ctx, "cloud_services", bad_env).await).contains("not a variable name"));
+    let aws = json!({"provider": "aws", "service": "ecs", "operation": "scale", "parameters": {"cluster": "prod", "service_name": "web", "count": 2}});
+    if let Some(out) = run_or_missing(&ctx, "cloud_services", aws, "aws").await {
+        assert!(!out.success && out.content.contains("$ aws ecs update-service"), "{}", out.content);
     }
     let chart = json!({"provider": "kubernetes", "service": "helm", "operation": "deploy", "parameters": {"release": "web", "chart": "deploy.yaml"}});
     if let Some(out) = run_or_missing(&ctx, "cloud_services", chart, "helm").await {
