@@ -1,6 +1,8 @@
 //! A cgroup per sandboxed call, where this process may make one: it bounds the memory and the
 //! number of processes of the whole process tree (an rlimit bounds each process only, and the
-//! process count not at all for host root), and tells afterwards whether a bound was hit.
+//! process count not at all for host root), tells afterwards whether a bound was hit, and
+//! counts the CPU time of the whole tree, which the caller holds to the CPU limit (the kernel
+//! has no such bound for a group).
 //!
 //! Found at start from `/proc/self/cgroup`: a controller mounted on its own (cgroup v1,
 //! `/sys/fs/cgroup/<controller>/<our path>`) is preferred, else the unified hierarchy (v2)
@@ -22,6 +24,8 @@ const PARENT: &str = "turbo-sandbox";
 enum Controller {
     Pids,
     Memory,
+    /// CPU time accounting: v1 `cpuacct`; on v2 every cgroup's `cpu.stat` has it.
+    CpuAcct,
 }
 
 impl Controller {
@@ -29,6 +33,7 @@ impl Controller {
         match self {
             Controller::Pids => "pids",
             Controller::Memory => "memory",
+            Controller::CpuAcct => "cpuacct",
         }
     }
 }
@@ -46,6 +51,8 @@ struct Base {
 pub(crate) struct Cgroups {
     pids: Option<Base>,
     memory: Option<Base>,
+    /// A v1 `cpuacct` hierarchy; v2 jobs count CPU time in their own directory.
+    cpuacct: Option<Base>,
 }
 
 impl Cgroups {
@@ -62,7 +69,15 @@ impl Cgroups {
                 }
             }
         };
-        Self { pids: find(Controller::Pids), memory: find(Controller::Memory) }
+        let cpuacct =
+            v1_base(&membership, Controller::CpuAcct).filter(|base| match prepare_base(base, Controller::CpuAcct) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::debug!(dir = %base.dir.display(), %reason, "cpuacct cgroup not usable");
+                    false
+                }
+            });
+        Self { pids: find(Controller::Pids), memory: find(Controller::Memory), cpuacct }
     }
 
     pub(crate) fn bounds_processes(&self) -> bool {
@@ -74,21 +89,29 @@ impl Cgroups {
             Some(b) => format!("{} cgroup ({})", c.name(), if b.v2 { "v2" } else { "v1" }),
             None => format!("no {} cgroup (rlimits instead)", c.name()),
         };
-        format!("{}, {}", one(&self.memory, Controller::Memory), one(&self.pids, Controller::Pids))
+        let v2 = [&self.memory, &self.pids].into_iter().flatten().any(|b| b.v2);
+        let cpu = if self.cpuacct.is_some() || v2 {
+            "CPU time of the whole tree counted"
+        } else {
+            "CPU time per process only (rlimit)"
+        };
+        format!("{}, {}, {cpu}", one(&self.memory, Controller::Memory), one(&self.pids, Controller::Pids))
     }
 
     /// A fresh cgroup for one call, with the policy's bounds; None without controllers.
     pub(crate) fn job(&self, policy: &SandboxPolicy) -> Result<Option<Job>> {
-        if self.pids.is_none() && self.memory.is_none() {
+        if self.pids.is_none() && self.memory.is_none() && self.cpuacct.is_none() {
             return Ok(None);
         }
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!("job-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut job = Job { dirs: Vec::new(), memory: None, pids: None };
+        let mut job = Job { dirs: Vec::new(), memory: None, pids: None, cpu: None };
         let fail = |dir: &Path, e: std::io::Error| Error::Sandbox {
             reason: format!("cannot set up the call's cgroup {}: {e}", dir.display()),
         };
-        for (base, c) in [(&self.memory, Controller::Memory), (&self.pids, Controller::Pids)] {
+        for (base, c) in
+            [(&self.memory, Controller::Memory), (&self.pids, Controller::Pids), (&self.cpuacct, Controller::CpuAcct)]
+        {
             let Some(base) = base else { continue };
             let dir = base.dir.join(&name);
             // v2 has one hierarchy: both controllers share the job's directory.
@@ -97,6 +120,7 @@ impl Cgroups {
                 job.dirs.push((dir.clone(), base.v2));
             }
             let limits: Vec<(&str, String)> = match (c, base.v2) {
+                (Controller::CpuAcct, _) => vec![],
                 (Controller::Pids, _) => vec![("pids.max", policy.max_processes.to_string())],
                 (Controller::Memory, true) => {
                     vec![("memory.max", policy.memory_bytes.to_string()), ("memory.swap.max", "0".into())]
@@ -116,7 +140,11 @@ impl Cgroups {
             match c {
                 Controller::Pids => job.pids = Some((dir, base.v2)),
                 Controller::Memory => job.memory = Some((dir, base.v2)),
+                Controller::CpuAcct => job.cpu = Some((dir, false)),
             }
+        }
+        if job.cpu.is_none() {
+            job.cpu = job.dirs.iter().find(|(_, v2)| *v2).cloned();
         }
         Ok(Some(job))
     }
@@ -184,12 +212,15 @@ fn prepare_base(base: &Base, c: Controller) -> std::result::Result<(), String> {
     }
     let probe = base.dir.join(format!("probe-{}", std::process::id()));
     std::fs::create_dir(&probe).map_err(|e| format!("{}: {e}", probe.display()))?;
-    let limit = if c == Controller::Pids {
-        "pids.max"
-    } else if base.v2 {
-        "memory.max"
-    } else {
-        "memory.limit_in_bytes"
+    let limit = match c {
+        Controller::Pids => "pids.max",
+        Controller::Memory if base.v2 => "memory.max",
+        Controller::Memory => "memory.limit_in_bytes",
+        Controller::CpuAcct => {
+            let counted = probe.join("cpuacct.usage").is_file();
+            let _ = std::fs::remove_dir(&probe);
+            return if counted { Ok(()) } else { Err(format!("{}: no cpuacct.usage", probe.display())) };
+        }
     };
     let written = std::fs::write(probe.join(limit), "max").or_else(|_| std::fs::write(probe.join(limit), "-1"));
     let _ = std::fs::remove_dir(&probe);
@@ -203,6 +234,8 @@ pub(crate) struct Job {
     dirs: Vec<(PathBuf, bool)>,
     memory: Option<(PathBuf, bool)>,
     pids: Option<(PathBuf, bool)>,
+    /// Where the tree's CPU time is counted, with whether it is v2.
+    cpu: Option<(PathBuf, bool)>,
 }
 
 /// Which bounds a call ran into.
@@ -224,6 +257,20 @@ impl Job {
 
     pub(crate) fn bounds_processes(&self) -> bool {
         self.pids.is_some()
+    }
+
+    /// The CPU time the call's processes have used so far, all of them together; None when
+    /// this cgroup does not count it.
+    pub(crate) fn cpu_used(&self) -> Option<Duration> {
+        let (dir, v2) = self.cpu.as_ref()?;
+        if *v2 {
+            let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+            let usec = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())?;
+            Some(Duration::from_micros(usec))
+        } else {
+            let nanos = std::fs::read_to_string(dir.join("cpuacct.usage")).ok()?.trim().parse::<u64>().ok()?;
+            Some(Duration::from_nanos(nanos))
+        }
     }
 
     /// Reads which bounds were hit, then removes the cgroup once its processes are gone, off

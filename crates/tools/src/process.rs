@@ -35,6 +35,8 @@ const SIGXCPU: i32 = 24;
 /// How long to keep reading after the group was killed: only a process that left the group
 /// (setsid) can still hold the pipes open, and we will not wait for it.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How often a call's CPU time is read from its cgroup.
+const CPU_POLL: Duration = Duration::from_millis(50);
 
 /// The allow-listed subset of `parent`, the environment given to every child.
 pub(crate) fn scrubbed_env(parent: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
@@ -368,9 +370,29 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
         drains.spawn(drain(err, stderr.clone(), output_limit, flooded.clone(), live(OutputStream::Stderr)));
     }
 
+    // The tree's CPU time, where its cgroup counts it: an rlimit holds each process to the
+    // limit, this holds all of them together.
+    let cpu_limit = Duration::from_secs(run.sandbox.policy().cpu_seconds);
+    let mut over_cpu = false;
+    let cpu_spent = async {
+        match sandboxed.job.as_ref() {
+            Some(job) if job.cpu_used().is_some() => loop {
+                tokio::time::sleep(CPU_POLL).await;
+                if job.cpu_used().is_some_and(|used| used > cpu_limit) {
+                    break;
+                }
+            },
+            _ => std::future::pending().await,
+        }
+    };
     let waited = tokio::select! {
         waited = tokio::time::timeout(run.timeout, child.wait()) => waited,
         () = flooded.1.notified() => {
+            group.kill();
+            Ok(child.wait().await)
+        }
+        () = cpu_spent => {
+            over_cpu = true;
             group.kill();
             Ok(child.wait().await)
         }
@@ -414,6 +436,11 @@ pub(crate) async fn run(run: Run<'_>) -> Result<Finished> {
         Some(format!(
             "it printed more than {} bytes on one stream; print less (pipe through tail, or write to a file)",
             output_limit
+        ))
+    } else if over_cpu {
+        Some(format!(
+            "its processes together used more than the CPU time limit of {} s and were killed",
+            policy.cpu_seconds
         ))
     } else if hit.out_of_memory {
         Some(format!("it used more than the memory limit of {} MiB and was killed", policy.memory_bytes >> 20))

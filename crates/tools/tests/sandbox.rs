@@ -318,6 +318,18 @@ async fn an_infinite_loop_is_killed_at_the_timeout_and_at_the_cpu_limit() {
 }
 
 #[tokio::test]
+async fn the_cpu_limit_holds_for_all_of_a_calls_processes_together() {
+    let cpu = case_with(SandboxPolicy { cpu_seconds: 1, ..policy() });
+    // Eight processes of 0.4 s each, one after the other: each stays under its own rlimit,
+    // together they take 3.2 s.
+    let spin = "python3 -c 'import time\nwhile time.process_time() < 0.4: pass'";
+    let out = cpu.sh(&format!("for i in 1 2 3 4 5 6 7 8; do {spin}; echo spun $i; done")).await;
+    assert!(!out.success, "{}", out.content);
+    assert!(out.content.contains("processes together used more than the CPU time limit of 1 s"), "{}", out.content);
+    assert!(out.content.contains("spun 1") && !out.content.contains("spun 8"), "{}", out.content);
+}
+
+#[tokio::test]
 async fn endless_output_is_stopped_without_reading_it_all() {
     let c = case();
     let out = c.sh("head -c 10G /dev/zero").await;
