@@ -132,6 +132,13 @@ pub struct ResourceEstimate {
     pub disk_mb: u64,
 }
 
+impl std::fmt::Display for ResourceEstimate {
+    /// `about 0.5 s of CPU, 32 MB of memory, 1 MB of disk`, for the person asked to approve.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "about {} s of CPU, {} MB of memory, {} MB of disk", self.cpu_seconds, self.memory_mb, self.disk_mb)
+    }
+}
+
 impl Default for ResourceEstimate {
     /// The spec's default: a second of CPU, 10 MB, no disk.
     fn default() -> Self {

@@ -22,6 +22,7 @@ use turbo_core::event::clip;
 use turbo_core::ids::{ProjectId, TaskId};
 use turbo_core::tool::RiskLevel;
 use turbo_store::{NewAuditEntry, Store};
+use turbo_tools::ResourceEstimate;
 
 use crate::error::{Error, Result};
 
@@ -320,6 +321,7 @@ impl Approvals {
         tool: &str,
         arguments: &serde_json::Value,
         risk: RiskLevel,
+        estimate: Option<ResourceEstimate>,
     ) -> Gate {
         let level = risk_name(risk);
         match self.policy.action(scope.project_id, risk) {
@@ -336,7 +338,10 @@ impl Approvals {
                 ))
             }
             ApprovalAction::Ask => {
-                let reason = format!("the approval policy asks a person before {level}-risk calls");
+                let mut reason = format!("the approval policy asks a person before {level}-risk calls");
+                if let Some(estimate) = estimate {
+                    reason.push_str(&format!("; the call is expected to take {estimate}"));
+                }
                 let request = self.pending(scope, tool, arguments, risk, reason);
                 self.wait(scope, request).await
             }
@@ -498,7 +503,7 @@ mod tests {
         args: serde_json::Value,
     ) -> tokio::task::JoinHandle<Gate> {
         let approvals = approvals.clone();
-        tokio::spawn(async move { approvals.gate(&scope, "shell_run", &args, RiskLevel::High).await })
+        tokio::spawn(async move { approvals.gate(&scope, "shell_run", &args, RiskLevel::High, None).await })
     }
 
     async fn next_request(rx: &mut mpsc::UnboundedReceiver<ApprovalUpdate>) -> PendingApproval {
@@ -599,7 +604,7 @@ mod tests {
         );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let scope = CallScope { updates: Some(tx), ..CallScope::default() };
-        match approvals.gate(&scope, "shell_run", &json!({}), RiskLevel::High).await {
+        match approvals.gate(&scope, "shell_run", &json!({}), RiskLevel::High, None).await {
             Gate::Refused(text) => assert!(text.contains("within 5 s"), "{text}"),
             Gate::Run => panic!("an undecided call ran"),
         }
@@ -614,8 +619,8 @@ mod tests {
     async fn denied_levels_never_run_and_auto_levels_never_wait() {
         let approvals = Approvals::new(ApprovalPolicy::allow_all().with(RiskLevel::Critical, ApprovalAction::Deny));
         let scope = CallScope::default();
-        assert!(matches!(approvals.gate(&scope, "fs_read", &json!({}), RiskLevel::Safe).await, Gate::Run));
-        match approvals.gate(&scope, "deploy", &json!({}), RiskLevel::Critical).await {
+        assert!(matches!(approvals.gate(&scope, "fs_read", &json!({}), RiskLevel::Safe, None).await, Gate::Run));
+        match approvals.gate(&scope, "deploy", &json!({}), RiskLevel::Critical, None).await {
             Gate::Refused(text) => assert!(text.contains("denies critical-risk calls"), "{text}"),
             Gate::Run => panic!("a denied level ran"),
         }
@@ -652,10 +657,10 @@ mod tests {
         let request = next_request(&mut rx).await;
         approvals.decide(&request.approval_id, true, "ana", None).await.unwrap();
         gate.await.unwrap();
-        approvals.gate(&scope, "deploy", &json!({}), RiskLevel::Critical).await;
+        approvals.gate(&scope, "deploy", &json!({}), RiskLevel::Critical, None).await;
         // What the policy lets run at once is audited too, but for safe calls (reads).
-        assert!(matches!(approvals.gate(&scope, "fs_write", &json!({}), RiskLevel::Medium).await, Gate::Run));
-        assert!(matches!(approvals.gate(&scope, "fs_read", &json!({}), RiskLevel::Safe).await, Gate::Run));
+        assert!(matches!(approvals.gate(&scope, "fs_write", &json!({}), RiskLevel::Medium, None).await, Gate::Run));
+        assert!(matches!(approvals.gate(&scope, "fs_read", &json!({}), RiskLevel::Safe, None).await, Gate::Run));
 
         let entries = store.list_audit(turbo_store::AuditFilter::default()).await.unwrap();
         let mut seen: Vec<(String, String)> = entries.iter().map(|e| (e.actor.clone(), e.action.clone())).collect();

@@ -337,8 +337,16 @@ impl LocalToolRunner {
     ) -> Result<ToolOutput> {
         let ctx = self.context(workspace, limits, scope)?;
         let tool = self.toolbox.checked(&call.name, &call.arguments)?;
-        if let approval::Gate::Refused(content) =
-            self.approvals.gate(scope, &call.name, &call.arguments, tool.risk_of(&call.arguments)).await
+        if let approval::Gate::Refused(content) = self
+            .approvals
+            .gate(
+                scope,
+                &call.name,
+                &call.arguments,
+                tool.risk_of(&call.arguments),
+                Some(tool.estimate(&call.arguments)),
+            )
+            .await
         {
             return Ok(ToolOutput { content, success: false, ..ToolOutput::default() });
         }

@@ -138,7 +138,7 @@ mod tests {
         let scope = CallScope { updates: Some(tx), ..CallScope::default() };
         let gate = {
             let approvals = approvals.clone();
-            tokio::spawn(async move { approvals.gate(&scope, "shell_run", &json!({}), RiskLevel::High).await })
+            tokio::spawn(async move { approvals.gate(&scope, "shell_run", &json!({}), RiskLevel::High, None).await })
         };
         let Some(ApprovalUpdate::Requested(request)) = rx.recv().await else { panic!("no request") };
 

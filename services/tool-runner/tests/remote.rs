@@ -391,6 +391,12 @@ async fn a_call_the_policy_asks_about_waits_for_approve_over_grpc_and_is_audited
     };
     let ApprovalUpdate::Requested(request) = next_update(&mut updates).await else { panic!("a request first") };
     assert_eq!((request.tool.as_str(), request.task_id), ("fs_write", Some(task)));
+    // The person asked sees what the call is expected to take (fs_write: the default estimate).
+    assert!(
+        request.reason.ends_with("expected to take about 1 s of CPU, 10 MB of memory, 0 MB of disk"),
+        "{}",
+        request.reason
+    );
     assert!(!ws.path().join("app.py").exists(), "nothing runs before the decision");
     assert_eq!(admin.list_approvals(Some(task)).await.unwrap(), std::slice::from_ref(&request));
     let listed = tools.specs(None).await.unwrap();
