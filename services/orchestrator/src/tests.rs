@@ -270,6 +270,40 @@ async fn a_task_is_blocked_while_a_call_waits_for_approval_and_goes_on_once_deci
 }
 
 #[tokio::test]
+async fn a_watcher_that_sees_a_status_change_finds_the_task_stored_so() {
+    let f = fixture(Behaviour::AskFirst, Duration::from_secs(30)).await;
+    let mut events = f.recorder.subscribe();
+    let id = f.service.handle.submit(f.task(), f.workspace.clone(), true).await.unwrap();
+    use TaskStatus::*;
+    // The run moves on at once, so the stored status may be ahead of the event, never behind.
+    let rank = |s: TaskStatus| match s {
+        Created => 0,
+        Planned => 1,
+        InProgress | Blocked => 2,
+        _ => 3,
+    };
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+        let EventKind::StatusChanged { to, .. } = event.kind else { continue };
+        assert_eq!(event.task_id, id);
+        let stored = f.store.get_task(id).await.unwrap().unwrap().task.status;
+        if to == Blocked {
+            // The call waits for the decision: nothing can have moved the task on.
+            assert_eq!(stored, Blocked);
+            f.agents.decided.notify_one();
+        } else {
+            assert!(rank(stored) >= rank(to), "told {to:?}, stored {stored:?}");
+        }
+        seen.push(to);
+        if to.is_terminal() {
+            break;
+        }
+    }
+    assert_eq!(seen, [Planned, InProgress, Blocked, InProgress, Completed]);
+}
+
+#[tokio::test]
 async fn a_dry_run_stops_at_planned() {
     let f = fixture(Behaviour::Succeed, Duration::from_secs(30)).await;
     let id = f.service.handle.submit(f.task(), f.workspace.clone(), false).await.unwrap();
