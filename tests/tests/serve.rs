@@ -785,7 +785,9 @@ async fn the_rate_limit_holds_across_two_gateway_replicas_and_answers_429_with_r
 
 /// schemathesis (PyPI; `make setup` installs it) generates requests from the gateway's OpenAPI
 /// document, valid and not, and checks every answer: no 5xx, only documented status codes and
-/// content types, bodies that match their schemas. Fails, never skips, without it.
+/// content types, bodies that match their schemas; then it follows the document's links
+/// (create a project, then read, change, delete it, give it tasks and sessions, ...). Fails,
+/// never skips, without it.
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_and_no_answer_off_the_openapi_document() {
     let knowledge =
@@ -825,6 +827,13 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_openapi_docume
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{said}");
     assert!(said.contains("passed") && !said.contains("No module named"), "{said}");
+    // The stateful phase follows the document's links from what POSTs create: "API Links:
+    // N covered / M selected". Without usable links it covers none.
+    let covered = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("API Links:")?.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no stateful phase: {said}"));
+    assert!(covered >= 8, "only {covered} links followed: {said}");
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
     assert_eq!(knowledge.terminate().await, Some(0));

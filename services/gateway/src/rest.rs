@@ -297,8 +297,9 @@ pub struct CreateProjectBody {
         pattern = "^(web_application|api_service|mobile_app|desktop_app|data_science|machine_learning|blockchain|game_development|embedded_system|devops_infrastructure)$"
     )]
     pub project_type: String,
-    /// Languages and frameworks (e.g. python, fastapi); others (e.g. postgresql) are kept in
-    /// the configuration under "technologies".
+    /// Languages and frameworks (e.g. python, fastapi), at least one language (a fresh
+    /// workspace has no code to tell it from); others (e.g. postgresql) are kept in the
+    /// configuration under "technologies".
     #[serde(default)]
     pub technologies: Vec<String>,
     pub repository_url: Option<String>,
@@ -873,12 +874,74 @@ impl utoipa::Modify for CommonAnswers {
 )]
 pub struct ApiDoc;
 
+/// What each 201 answer's id leads to: (created by, the id in its body, then the operations
+/// that take it, by path and method, and the path parameter it fills).
+const LINKS: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    (
+        "/v1/projects",
+        "/project_id",
+        &[
+            ("/v1/projects/{project_id}", "get"),
+            ("/v1/projects/{project_id}", "patch"),
+            ("/v1/projects/{project_id}", "delete"),
+            ("/v1/projects/{project_id}/restore", "post"),
+            ("/v1/projects/{project_id}/tasks", "post"),
+            ("/v1/projects/{project_id}/sessions", "post"),
+        ],
+        "project_id",
+    ),
+    (
+        "/v1/projects/{project_id}/tasks",
+        "/task_id",
+        &[("/v1/tasks/{task_id}", "get"), ("/v1/tasks/{task_id}/execute", "post")],
+        "task_id",
+    ),
+    (
+        "/v1/projects/{project_id}/sessions",
+        "/session_id",
+        &[
+            ("/v1/sessions/{session_id}", "get"),
+            ("/v1/sessions/{session_id}", "delete"),
+            ("/v1/sessions/{session_id}/ws", "get"),
+        ],
+        "session_id",
+    ),
+];
+
+/// The OpenAPI document with its links: how the id a POST answers with is used next (clients
+/// and stateful testers such as schemathesis follow them).
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document always serializes");
+    for (created_by, id, uses, parameter) in LINKS {
+        let mut links = serde_json::Map::new();
+        for (path, method) in *uses {
+            let operation = doc["paths"][*path][*method]["operationId"].as_str().unwrap_or_default().to_string();
+            assert!(!operation.is_empty(), "no operation {method} {path} to link to");
+            links.insert(
+                operation.clone(),
+                serde_json::json!({"operationId": operation, "parameters": {*parameter: format!("$response.body#{id}")}}),
+            );
+        }
+        doc["paths"][*created_by]["post"]["responses"]["201"]["links"] = Value::Object(links);
+    }
+    // A project needs a language among its technologies: a constraint the derive cannot say.
+    let languages: Vec<&str> = Language::ALL.iter().map(|l| l.as_str()).collect();
+    let body = &mut doc["components"]["schemas"]["CreateProjectBody"];
+    body["properties"]["technologies"]["minItems"] = 1.into();
+    body["properties"]["technologies"]["items"]["pattern"] = "\\S".into();
+    body["properties"]["technologies"]["contains"] = serde_json::json!({"type": "string", "enum": languages});
+    if let Some(required) = body["required"].as_array_mut() {
+        required.push("technologies".into());
+    }
+    doc
+}
+
 /// The OpenAPI document, generated once.
 async fn openapi() -> axum::response::Response {
     use axum::response::IntoResponse;
     static DOC: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
-    let doc = DOC
-        .get_or_init(|| serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document always serializes").into());
+    let doc =
+        DOC.get_or_init(|| serde_json::to_vec(&document()).expect("the OpenAPI document always serializes").into());
     ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
 }
 
@@ -888,7 +951,7 @@ mod tests {
 
     #[test]
     fn the_openapi_document_lists_every_route_with_bearer_auth() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = document();
         for path in [
             "/v1/projects",
             "/v1/projects/{project_id}",
@@ -909,6 +972,16 @@ mod tests {
             let created = &doc["paths"][path]["post"]["responses"]["201"];
             assert!(created["headers"]["Location"].is_object(), "{path} says where it created");
         }
+        let links = doc["paths"]["/v1/projects"]["post"]["responses"]["201"]["links"].as_object().unwrap();
+        assert_eq!(links.len(), 6);
+        let get = &links[doc["paths"]["/v1/projects/{project_id}"]["get"]["operationId"].as_str().unwrap()];
+        assert_eq!(get["parameters"]["project_id"], "$response.body#/project_id");
+        let task_links = &doc["paths"]["/v1/projects/{project_id}/tasks"]["post"]["responses"]["201"]["links"];
+        assert!(
+            task_links.as_object().unwrap().values().all(|l| l["parameters"]["task_id"] == "$response.body#/task_id")
+        );
+        let technologies = &doc["components"]["schemas"]["CreateProjectBody"]["properties"]["technologies"];
+        assert!(technologies["contains"]["enum"].as_array().unwrap().contains(&"python".into()), "{technologies}");
     }
 
     #[test]
