@@ -874,13 +874,23 @@ impl utoipa::Modify for CommonAnswers {
 )]
 pub struct ApiDoc;
 
-/// What each 201 answer's id leads to: (created by, the id in its body, then the operations
-/// that take it, by path and method, and the path parameter it fills).
-const LINKS: &[(&str, &str, &[(&str, &str)], &str)] = &[
-    (
-        "/v1/projects",
-        "/project_id",
-        &[
+/// What a 201 answer's id leads to.
+struct Links {
+    /// The path whose POST creates.
+    created_by: &'static str,
+    /// The id in its body, as a JSON pointer.
+    id: &'static str,
+    /// The operations that take it, by path and method.
+    uses: &'static [(&'static str, &'static str)],
+    /// The path parameter it fills.
+    parameter: &'static str,
+}
+
+const LINKS: &[Links] = &[
+    Links {
+        created_by: "/v1/projects",
+        id: "/project_id",
+        uses: &[
             ("/v1/projects/{project_id}", "get"),
             ("/v1/projects/{project_id}", "patch"),
             ("/v1/projects/{project_id}", "delete"),
@@ -888,31 +898,31 @@ const LINKS: &[(&str, &str, &[(&str, &str)], &str)] = &[
             ("/v1/projects/{project_id}/tasks", "post"),
             ("/v1/projects/{project_id}/sessions", "post"),
         ],
-        "project_id",
-    ),
-    (
-        "/v1/projects/{project_id}/tasks",
-        "/task_id",
-        &[("/v1/tasks/{task_id}", "get"), ("/v1/tasks/{task_id}/execute", "post")],
-        "task_id",
-    ),
-    (
-        "/v1/projects/{project_id}/sessions",
-        "/session_id",
-        &[
+        parameter: "project_id",
+    },
+    Links {
+        created_by: "/v1/projects/{project_id}/tasks",
+        id: "/task_id",
+        uses: &[("/v1/tasks/{task_id}", "get"), ("/v1/tasks/{task_id}/execute", "post")],
+        parameter: "task_id",
+    },
+    Links {
+        created_by: "/v1/projects/{project_id}/sessions",
+        id: "/session_id",
+        uses: &[
             ("/v1/sessions/{session_id}", "get"),
             ("/v1/sessions/{session_id}", "delete"),
             ("/v1/sessions/{session_id}/ws", "get"),
         ],
-        "session_id",
-    ),
+        parameter: "session_id",
+    },
 ];
 
 /// The OpenAPI document with its links: how the id a POST answers with is used next (clients
 /// and stateful testers such as schemathesis follow them).
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document always serializes");
-    for (created_by, id, uses, parameter) in LINKS {
+    for Links { created_by, id, uses, parameter } in LINKS {
         let mut links = serde_json::Map::new();
         for (path, method) in *uses {
             let operation = doc["paths"][*path][*method]["operationId"].as_str().unwrap_or_default().to_string();
