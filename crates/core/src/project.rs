@@ -182,6 +182,27 @@ pub fn slugify(name: &str) -> String {
     if trimmed.is_empty() { "project".to_string() } else { trimmed.to_string() }
 }
 
+/// Top-level directories that belong to the system: a project rooted in one of them would have
+/// its agents read, index and write the host itself.
+pub const SYSTEM_DIRS: &[&str] =
+    &["bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin", "sys", "usr"];
+
+/// Top-level directories that hold many users' or programs' files: a project lies below one.
+pub const SHARED_DIRS: &[&str] = &["home", "media", "mnt", "nix", "opt", "root", "snap", "srv", "tmp", "var"];
+
+/// Whether `real`, an absolute path with `..` and symbolic links resolved, may be a project's
+/// root (or a workspace to index): not `/`, not one of [`SHARED_DIRS`] itself, not in one of
+/// [`SYSTEM_DIRS`]. (`/app` or `/workspace` in a container is fine.)
+pub fn fit_for_root(real: &std::path::Path) -> bool {
+    let parts: Vec<_> = real.components().skip(1).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    match parts.as_slice() {
+        _ if !real.is_absolute() => false,
+        [] => false,
+        [top] => !SHARED_DIRS.contains(&top.as_str()) && !SYSTEM_DIRS.contains(&top.as_str()),
+        [top, ..] => !SYSTEM_DIRS.contains(&top.as_str()),
+    }
+}
+
 impl Validate for ProjectMetadata {
     fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::default();
@@ -233,6 +254,17 @@ mod tests {
         let errs = p.validate().unwrap_err();
         let fields: Vec<_> = errs.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "slug", "languages", "root_path", "test_coverage", "complexity_score"]);
+    }
+
+    #[test]
+    fn a_root_is_a_projects_own_directory_not_a_shared_or_system_one() {
+        use std::path::Path;
+        for fit in ["/srv/app", "/home/ana/app", "/tmp/.tmpAbc/ws", "/var/lib/turbo-coder/workspaces", "/app"] {
+            assert!(fit_for_root(Path::new(fit)), "{fit}");
+        }
+        for unfit in ["/", "/srv", "/tmp", "/home", "/etc", "/etc/ssl", "/usr/lib/python3", "/proc/1", "relative/dir"] {
+            assert!(!fit_for_root(Path::new(unfit)), "{unfit}");
+        }
     }
 
     #[test]

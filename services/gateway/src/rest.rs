@@ -303,8 +303,8 @@ pub struct CreateProjectBody {
     #[serde(default)]
     pub technologies: Vec<String>,
     pub repository_url: Option<String>,
-    /// Absolute path of an existing directory of the project's own, at least two levels below
-    /// `/` and outside the system's directories (/etc, /usr, /proc, ...); a fresh workspace
+    /// Absolute path of an existing directory of the project's own: not /, a shared directory
+    /// (/home, /tmp, /srv, ...) or in a system one (/etc, /usr, /proc, ...); a fresh workspace
     /// when absent.
     #[schema(pattern = "^/")]
     pub root_path: Option<String>,

@@ -57,6 +57,13 @@ pub fn scan(root: &Path) -> Result<Scan> {
     if !metadata.is_dir() {
         return Err(workspace_error("it is not a directory".into()));
     }
+    let real = root.canonicalize().map_err(|e| workspace_error(e.to_string()))?;
+    if !turbo_core::project::fit_for_root(&real) {
+        return Err(workspace_error(format!(
+            "{} is /, a shared directory or a system directory, not a project's own: index the project's directory",
+            real.display()
+        )));
+    }
     let mut scan = Scan::default();
     for entry in walker(root).build() {
         let entry = match entry {
@@ -264,6 +271,11 @@ mod tests {
         write(dir.path(), "file", "x");
         let err = scan(&dir.path().join("file")).unwrap_err().to_string();
         assert!(err.contains("not a directory"), "{err}");
+        // Never the host: it would walk every file of it.
+        for host in ["/", "/etc", "/usr/lib"] {
+            let err = scan(Path::new(host)).unwrap_err().to_string();
+            assert!(err.contains("a system directory, not a project's own"), "{host}: {err}");
+        }
     }
 
     #[cfg(unix)]

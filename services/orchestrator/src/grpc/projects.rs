@@ -7,7 +7,7 @@ use chrono::Utc;
 use tonic::{Request, Response, Status};
 use turbo_core::ValidationErrors;
 use turbo_core::ids::ProjectId;
-use turbo_core::project::{ProjectMetadata, ProjectType, slugify};
+use turbo_core::project::{ProjectMetadata, ProjectType, SHARED_DIRS, SYSTEM_DIRS, fit_for_root, slugify};
 use turbo_core::validate::Validate;
 use turbo_proto::convert::{
     ProtoEnum, duration_to_proto, id_from_proto, json_map_from_proto, timestamp_from_proto, timestamp_to_proto,
@@ -193,14 +193,13 @@ fn enums<E: ProtoEnum>(field: &str, values: &[i32]) -> Result<Vec<E>> {
     values.iter().enumerate().map(|(i, v)| E::from_proto(&format!("{field}[{i}]"), *v).map_err(Error::from)).collect()
 }
 
-/// Top-level directories that belong to the system: a project root in one of them would have
-/// its agents read, index and write the host itself.
-const SYSTEM_DIRS: &[&str] =
-    &["bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin", "sys", "usr"];
+fn dirs(names: &[&str]) -> String {
+    names.iter().map(|d| format!("/{d}")).collect::<Vec<_>>().join(", ")
+}
 
 /// Checks that `path` names a directory a project may own on the orchestrator's host: one that
-/// exists, and, once `..` and symbolic links are resolved, lies at least two levels below `/`
-/// and outside the system's directories.
+/// exists and, once `..` and symbolic links are resolved, is fit to be a root
+/// ([`fit_for_root`]: not `/`, a shared top-level directory or in a system one).
 fn check_root(field: &str, path: &str) -> Result<()> {
     if !Path::new(path).is_absolute() {
         return Err(Error::invalid(field, format!("'{path}' must be an absolute path")));
@@ -213,15 +212,14 @@ fn check_root(field: &str, path: &str) -> Result<()> {
             ),
         ));
     };
-    let parts: Vec<_> = real.components().skip(1).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    let system = parts.first().is_some_and(|top| SYSTEM_DIRS.contains(&top.as_str()));
-    if parts.len() < 2 || system {
+    if !fit_for_root(&real) {
         let shown = if real.as_os_str() == path { String::new() } else { format!(" (that is {})", real.display()) };
         return Err(Error::invalid(
             field,
             format!(
-                "'{path}'{shown} cannot be a project's root: name a directory of the project's own, such as /srv/app or /home/ana/app, not / or a top-level or system directory ({})",
-                SYSTEM_DIRS.iter().map(|d| format!("/{d}")).collect::<Vec<_>>().join(", ")
+                "'{path}'{shown} cannot be a project's root: name a directory of the project's own, such as /srv/app or /home/ana/app, not /, a shared directory ({}) or a system one ({})",
+                dirs(SHARED_DIRS),
+                dirs(SYSTEM_DIRS)
             ),
         ));
     }
