@@ -985,14 +985,17 @@ mod tests {
         assert!(err.contains("/nonexistent/turbo.toml"), "{err}");
     }
 
-    #[test]
-    fn cloud_credentials_are_per_known_provider_with_absolute_files() {
+    /// The configuration of a file holding `text`, without environment.
+    fn from_toml(text: &str) -> Result<Config> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            Config::load(Some(&path), &BTreeMap::new())
-        };
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &BTreeMap::new())
+    }
+
+    #[test]
+    fn cloud_credentials_are_per_known_provider_with_absolute_files() {
+        let load = from_toml;
         let c = load(
             "[sandbox.cloud.kubernetes]\nenv = { KUBECONFIG = \"/srv/kube/config\" }\nfiles = [\"/srv/kube/config\"]\n",
         )
@@ -1009,12 +1012,7 @@ mod tests {
 
     #[test]
     fn the_registry_proxy_names_hosts_and_tools_that_run_processes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            Config::load(Some(&path), &BTreeMap::new())
-        };
+        let load = from_toml;
         let c = load("").unwrap();
         assert!(c.sandbox.proxy.allow.is_empty(), "no proxy unless asked for");
         assert_eq!(c.sandbox.proxy.tools, ["package_manager"]);

@@ -124,15 +124,15 @@ async fn append_with_retry(store: &Store, events: &[TaskEvent]) -> Result<(), St
     }
 }
 
-/// The seq the next event of `task_id` gets.
 /// The recorder's memory of tasks: the seq each one's next event gets, and which ones it
 /// marked blocked for an approval.
 #[derive(Default)]
-struct Numbering {
+struct Tasks {
     next_seq: HashMap<TaskId, u64>,
     blocked: HashSet<TaskId>,
 }
 
+/// The seq the next event of `task_id` gets.
 async fn take_seq(store: &Store, next_seq: &mut HashMap<TaskId, u64>, task_id: TaskId) -> u64 {
     let seq = match next_seq.get(&task_id) {
         Some(s) => *s,
@@ -168,7 +168,7 @@ impl Out {
 async fn write(
     store: &Store,
     batch: &mut Vec<TaskEvent>,
-    state: &mut Numbering,
+    state: &mut Tasks,
     failed: &AtomicU64,
     out: &mut Out,
 ) -> Result<(), String> {
@@ -197,7 +197,7 @@ async fn write(
 /// before the batch is: a watcher that sees the change finds the task so.
 async fn enqueue(
     store: &Store,
-    state: &mut Numbering,
+    state: &mut Tasks,
     batch: &mut Vec<TaskEvent>,
     (task_id, kind, at): (TaskId, EventKind, DateTime<Utc>),
 ) {
@@ -264,7 +264,7 @@ async fn run(
     failed: Arc<AtomicU64>,
     outbox: Option<mpsc::Sender<TaskEvent>>,
 ) {
-    let mut state = Numbering::default();
+    let mut state = Tasks::default();
     let mut batch: Vec<TaskEvent> = Vec::new();
     let mut flushes = Vec::new();
     let mut recorded = Vec::new();

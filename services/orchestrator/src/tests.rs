@@ -228,16 +228,16 @@ async fn phases_run_in_dependency_order_with_progress_and_usage() {
 #[tokio::test]
 async fn a_task_is_blocked_while_a_call_waits_for_approval_and_goes_on_once_decided() {
     let f = fixture(Behaviour::AskFirst, Duration::from_secs(30)).await;
+    let mut events = f.recorder.subscribe();
     let task = f.task();
     let id = f.service.handle.submit(task.clone(), f.workspace.clone(), true).await.unwrap();
-    let mut status = TaskStatus::Created;
-    for _ in 0..500 {
-        status = f.store.get_task(id).await.unwrap().unwrap().task.status;
-        if status == TaskStatus::Blocked {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+        if matches!(event.kind, EventKind::StatusChanged { to: TaskStatus::Blocked, .. }) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let status = f.store.get_task(id).await.unwrap().unwrap().task.status;
     assert_eq!(status, TaskStatus::Blocked, "stored as blocked while the call waits");
     let listed = f.store.list_tasks(turbo_store::TaskFilter::default()).await.unwrap();
     assert_eq!(listed[0].status, TaskStatus::Blocked);
