@@ -17,6 +17,8 @@ command -v psql >/dev/null || need+=(postgresql postgresql-client)
 # The tools' OS sandbox (crates/tools/src/sandbox.rs): bubblewrap, and prlimit for its rlimits.
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v prlimit >/dev/null || need+=(util-linux)
+# The kernel's system call tables, which the seccomp filter's numbers are checked against.
+[[ -f /usr/include/asm-generic/unistd.h ]] || need+=(linux-libc-dev)
 # The gateway benchmark's load generator (make bench-gateway).
 command -v wrk >/dev/null || need+=(wrk)
 # Tests start their own nats-server (JetStream) on a free port.

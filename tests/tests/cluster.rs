@@ -17,6 +17,8 @@ use turbo_core::ids::TaskId;
 use turbo_core::task::TaskStatus;
 use turbo_proto::common::v1::{Language, ProjectType};
 use turbo_proto::projects::v1 as projects;
+use turbo_proto::sessions::v1 as sessions;
+use turbo_proto::sessions::v1::session_service_client::SessionServiceClient;
 use turbo_proto::tasks::v1 as tasks;
 use turbo_proto::tasks::v1::task_service_client::TaskServiceClient;
 use turbo_store::PhaseStatus;
@@ -58,12 +60,22 @@ fn greet_cluster() -> turbo_tests::cluster::ClusterBuilder {
     Cluster::builder().planner(vec![Reply::Json(plan())]).coder(implement()).reviewer(vec![approve()])
 }
 
+/// A cluster whose coder's first write of the greet task waits 3 s (long enough to kill the
+/// orchestrator while the phase is under way), and whose coder then answers a second run of
+/// the implement phase.
+fn interrupted_implement_cluster() -> turbo_tests::cluster::ClusterBuilder {
+    let mut coder = implement();
+    coder[0] = write("greet.py", GREET).delayed(Duration::from_secs(3));
+    coder.extend(implement());
+    Cluster::builder().planner(vec![Reply::Json(plan())]).coder(coder).reviewer(vec![approve()])
+}
+
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, fut).await.unwrap_or_else(|_| panic!("{what}: nothing within {PATIENCE:?}"))
 }
 
-/// A project rooted at a fresh directory, and a task of it planned by the planner worker.
-async fn planned_task(cluster: &Cluster, name: &str) -> (std::path::PathBuf, TaskId) {
+/// A Python project rooted at a fresh directory.
+async fn python_project(cluster: &Cluster, name: &str) -> (std::path::PathBuf, projects::ProjectMetadata) {
     let root = cluster.project_dir(name);
     let project = cluster
         .projects()
@@ -80,6 +92,12 @@ async fn planned_task(cluster: &Cluster, name: &str) -> (std::path::PathBuf, Tas
         .into_inner()
         .project
         .expect("the created project");
+    (root, project)
+}
+
+/// A project rooted at a fresh directory, and a task of it planned by the planner worker.
+async fn planned_task(cluster: &Cluster, name: &str) -> (std::path::PathBuf, TaskId) {
+    let (root, project) = python_project(cluster, name).await;
     let request = tasks::CreateTaskRequest {
         project_id: project.id,
         description: "add a greet(name) function in greet.py with a unit test".into(),
@@ -320,11 +338,7 @@ async fn a_phase_is_taken_over_when_its_coder_worker_is_killed() {
 async fn a_standby_orchestrator_takes_over_and_resumes_the_task_when_the_leader_is_killed() {
     // The implement phase runs twice: the killed orchestrator's call still finishes on the
     // worker (nobody waits for it), then the new orchestrator's run of the phase.
-    let mut coder = implement();
-    coder[0] = write("greet.py", GREET).delayed(Duration::from_secs(3));
-    coder.extend(implement());
-    let mut cluster =
-        Cluster::builder().planner(vec![Reply::Json(plan())]).coder(coder).reviewer(vec![approve()]).start().await;
+    let mut cluster = interrupted_implement_cluster().start().await;
     // A second orchestrator on the same store stands by: alive, its services not serving, and
     // the calls that run or watch tasks refused with a reason (the lease is the running
     // orchestrator's); reads are answered from the store.
@@ -378,6 +392,75 @@ async fn a_standby_orchestrator_takes_over_and_resumes_the_task_when_the_leader_
     let implement_starts: Vec<u32> =
         starts.iter().filter(|(p, r, _)| p == "implement" && *r == AgentRole::Coder).map(|(_, _, a)| *a).collect();
     assert_eq!(implement_starts, [1, 2], "the interrupted phase ran again, as attempt 2: {starts:?}");
+}
+
+/// An Interact stream of `session` on the orchestrator at `addr`, attached, then sent `then`.
+async fn interact(
+    addr: &str,
+    session: &str,
+    then: Vec<sessions::ClientMessage>,
+) -> (tokio::sync::mpsc::Sender<sessions::ClientMessage>, Streaming<sessions::ServerMessage>) {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let attach = sessions::ClientMessage { session_id: session.to_string(), ..Default::default() };
+    tx.send(attach).await.unwrap();
+    for message in then {
+        tx.send(message).await.unwrap();
+    }
+    let mut client = SessionServiceClient::new(channel);
+    let stream =
+        within("attach to the session", client.interact(tokio_stream::wrappers::ReceiverStream::new(rx))).await;
+    (tx, stream.expect("attached").into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_gets_the_answer_to_its_request_from_the_orchestrator_that_took_over() {
+    use sessions::server_message::Message as M;
+    // The request's implement phase is under way when the leader dies (its first write waits
+    // 3 s); the standby resumes the task and runs the phase again.
+    let mut cluster = interrupted_implement_cluster().start().await;
+    cluster.start_standby().await;
+    let (root, project) = python_project(&cluster, "owed").await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cluster.orchestrator_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let start = sessions::StartSessionRequest { project_id: project.id, user: "ana".into(), ..Default::default() };
+    let session = SessionServiceClient::new(channel).start_session(start).await.unwrap().into_inner().session_id;
+
+    let ask = sessions::ClientMessage {
+        message_id: "ask-1".into(),
+        message: Some(sessions::client_message::Message::AiRequest(sessions::AiRequest {
+            query: "add a greet(name) function in greet.py with a unit test".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let (_tx, mut replies) = interact(cluster.orchestrator_addr(), &session, vec![ask]).await;
+    let started = within("the task to start", replies.message()).await.expect("a message").expect("not the end");
+    assert_eq!(started.reply_to.as_deref(), Some("ask-1"), "{started:?}");
+    let Some(M::SystemNotification(note)) = &started.message else { panic!("{started:?}") };
+    assert_eq!(note.actions[0].kind, "watch_task", "{note:?}");
+    eventually("the coder's model call", PATIENCE, || async {
+        if coder_calls(&cluster) >= 1 { Ok(()) } else { Err("no call yet".to_string()) }
+    })
+    .await;
+
+    cluster.kill_orchestrator().await;
+    let broken = within("the stream to break", replies.message()).await;
+    assert!(!matches!(broken, Ok(Some(_))), "nothing more from a killed orchestrator: {broken:?}");
+    cluster.await_takeover().await;
+
+    // Attached again, to the orchestrator that took over: the answer comes when the task ends.
+    let (_tx, mut replies) = interact(cluster.orchestrator_addr(), &session, Vec::new()).await;
+    let answer = within("the answer", replies.message()).await.expect("a message").expect("not the end");
+    assert_eq!(answer.reply_to.as_deref(), Some("ask-1"), "{answer:?}");
+    let Some(M::AiResponse(response)) = &answer.message else { panic!("an ai_response: {answer:?}") };
+    assert!(response.response.contains("completed"), "{response:?}");
+    assert_eq!(std::fs::read_to_string(root.join("greet.py")).unwrap(), GREET);
+    let stored = cluster.store().await.get_session(session.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.pending_reply, None, "delivered, so no longer owed");
 }
 
 /// Polls GetTask until the task reaches a terminal status; returns it.

@@ -61,7 +61,8 @@ struct Served {
     addr: String,
     // Kept open: a service that writes to a closed stdout would fail.
     _stdout: Lines<BufReader<ChildStdout>>,
-    _sandbox: Sandbox,
+    /// Its home, working directory and environment, removed when it is dropped.
+    sandbox: Sandbox,
 }
 
 impl Served {
@@ -101,7 +102,7 @@ impl Served {
             .strip_prefix(&format!("{name} listening on "))
             .unwrap_or_else(|| panic!("unexpected first line from {name}: {line}"))
             .to_string();
-        Served { child, addr, _stdout: stdout, _sandbox: sandbox }
+        Served { child, addr, _stdout: stdout, sandbox }
     }
 
     async fn channel(&self) -> Channel {
@@ -1227,6 +1228,66 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
 
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(orchestrator.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_edits_outside_a_task_are_checkpointed_and_rewound_by_its_id() {
+    use serde_json::json;
+
+    let (_models, orchestrator, gateway) = gateway_stack(true, &[]).await;
+    let token = token("ana", &["developer"]).await;
+    let ana = Rest::new(&format!("http://{}", gateway.addr), Some(token.clone()));
+    let (status, created) = ana
+        .post("/v1/projects", json!({"name": "edits", "project_type": "api_service", "technologies": ["python"]}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let project_id = created["project_id"].as_str().unwrap().to_string();
+    let root = PathBuf::from(created["project"]["root_path"].as_str().expect("a workspace"));
+    let (status, session) = ana.post(&format!("/v1/projects/{project_id}/sessions"), json!({})).await;
+    assert_eq!(
+        (status, &session["task_id"]),
+        (201, &serde_json::Value::Null),
+        "a session following no task: {session}"
+    );
+    let session_id = session["session_id"].as_str().unwrap().to_string();
+    let mut ws = ws_connect(&gateway.addr, session["websocket_url"].as_str().unwrap(), Some(&token)).await.unwrap();
+    let mut events = Vec::new();
+    let at = |line: u32, column: u32| json!({"line": line, "column": column});
+    for (id, text) in [("e1", "one\n"), ("e2", "two\n")] {
+        let edit = json!({"message_type": "code_edit", "message_id": id, "file_path": "notes.txt",
+                          "changes": [{"range": {"start": at(0, 0), "end": at(0, 0)}, "text": text}]});
+        ws_send(&mut ws, edit).await;
+        assert_eq!(ws_answer(&mut ws, id, "execution_result", &mut events).await["success"], true);
+    }
+    assert_eq!(std::fs::read_to_string(root.join("notes.txt")).unwrap(), "two\none\n");
+    assert!(events.is_empty(), "no task, no task events: {events:?}");
+
+    // `turbo-coder rewind SESSION` where the tools ran: the orchestrator's home and data.
+    let rewind = |args: &[&str]| {
+        let sandbox = &orchestrator.sandbox;
+        Command::new(turbo_coder_bin())
+            .arg("rewind")
+            .args(args)
+            .current_dir(&sandbox.workdir)
+            .env_clear()
+            .envs(&sandbox.env)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let listed = rewind(&[&session_id, "--list", "--json"]).await.unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let labels: Vec<&str> = listed.as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    let label = format!("session {session_id}: fs_write");
+    assert_eq!(labels, [label.as_str(), label.as_str()], "one checkpoint before each edit's write");
+    let back = rewind(&[&session_id, "--step", "2"]).await.unwrap();
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
+    assert_eq!(std::fs::read_to_string(root.join("notes.txt")).unwrap(), "one\n", "before the second edit");
+    assert!(rewind(&[&session_id]).await.unwrap().status.success());
+    assert!(!root.join("notes.txt").exists(), "before the first edit");
+    let unknown = rewind(&[&uuid::Uuid::new_v4().to_string()]).await.unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no task or session"), "{unknown:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

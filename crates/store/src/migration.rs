@@ -10,6 +10,7 @@ mod m20261125_000004_step_attempts;
 mod m20261202_000005_rate_limits;
 mod m20261202_000006_sessions;
 mod m20261202_000007_users;
+mod m20261203_000008_session_answers;
 
 pub(crate) struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_rate_limits::Migration),
             Box::new(m20261202_000006_sessions::Migration),
             Box::new(m20261202_000007_users::Migration),
+            Box::new(m20261203_000008_session_answers::Migration),
         ]
     }
 }

@@ -30,6 +30,10 @@ pub struct StoredSession {
     pub end_reason: Option<String>,
     /// Ended after this long without messages.
     pub idle_timeout: Duration,
+    /// The `message_id` of the `ai_request` whose answer the session is owed: set while its
+    /// task (`task_id`) runs, cleared by the stream that delivers the answer ("" for a request
+    /// that had no message id).
+    pub pending_reply: Option<String>,
 }
 
 impl StoredSession {
@@ -50,6 +54,7 @@ fn from_row(r: session::Model) -> StoredSession {
         ended_at: r.ended_at,
         end_reason: r.end_reason,
         idle_timeout: Duration::from_secs(u64::try_from(r.idle_timeout_s).unwrap_or(0)),
+        pending_reply: r.pending_reply,
     }
 }
 
@@ -66,6 +71,7 @@ impl Store {
             ended_at: Set(s.ended_at.map(|t| t.trunc_subsecs(6))),
             end_reason: Set(s.end_reason.clone()),
             idle_timeout_s: Set(i64::try_from(s.idle_timeout.as_secs()).unwrap_or(i64::MAX)),
+            pending_reply: Set(s.pending_reply.clone()),
         };
         session::Entity::insert(row).exec(&self.db).await.map_err(db(format!("insert session {}", s.id)))?;
         Ok(())
@@ -92,6 +98,62 @@ impl Store {
         }
         update.filter(C::EndedAt.is_null()).exec(&self.db).await.map_err(db(format!("touch session {id}")))?;
         self.get_session(id).await?.ok_or(Error::NotFound { what: "session", id: id.to_string() })
+    }
+
+    /// Makes an open session follow `task`, started by its `ai_request` `reply_to`, whose
+    /// answer it is now owed. Returns the session as stored; [`Error::NotFound`] when unknown.
+    pub async fn follow_task(
+        &self,
+        id: SessionId,
+        at: DateTime<Utc>,
+        task: TaskId,
+        reply_to: &str,
+    ) -> Result<StoredSession> {
+        use session::Column as C;
+        session::Entity::update_many()
+            .col_expr(C::LastActiveAt, at.trunc_subsecs(6).into())
+            .col_expr(C::TaskId, task.0.into())
+            .col_expr(C::PendingReply, Some(reply_to.to_string()).into())
+            .filter(C::Id.eq(id.0))
+            .filter(C::EndedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(db(format!("make session {id} follow task {task}")))?;
+        self.get_session(id).await?.ok_or(Error::NotFound { what: "session", id: id.to_string() })
+    }
+
+    /// Takes the answer owed for `task` off the session: the `reply_to` to answer it with, or
+    /// None when none is owed (or another stream took it first: the update is conditional).
+    pub async fn claim_answer(&self, id: SessionId, task: TaskId) -> Result<Option<String>> {
+        use session::Column as C;
+        let Some(session) = self.get_session(id).await? else { return Ok(None) };
+        let Some(reply_to) = session.pending_reply.filter(|_| session.task_id == Some(task)) else {
+            return Ok(None);
+        };
+        let taken = session::Entity::update_many()
+            .col_expr(C::PendingReply, Option::<String>::None.into())
+            .filter(C::Id.eq(id.0))
+            .filter(C::TaskId.eq(task.0))
+            .filter(C::PendingReply.eq(reply_to.clone()))
+            .exec(&self.db)
+            .await
+            .map_err(db(format!("claim the answer of session {id}")))?;
+        Ok((taken.rows_affected == 1).then_some(reply_to))
+    }
+
+    /// Owes `reply_to` again (an answer claimed but not sent), unless the session has moved on
+    /// to another task or owes another answer.
+    pub async fn owe_answer(&self, id: SessionId, task: TaskId, reply_to: &str) -> Result<()> {
+        use session::Column as C;
+        session::Entity::update_many()
+            .col_expr(C::PendingReply, Some(reply_to.to_string()).into())
+            .filter(C::Id.eq(id.0))
+            .filter(C::TaskId.eq(task.0))
+            .filter(C::PendingReply.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(db(format!("owe the answer of session {id} again")))?;
+        Ok(())
     }
 
     /// Ends a session for `reason` unless it has ended already (then it is returned as it

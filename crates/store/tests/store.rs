@@ -288,7 +288,8 @@ async fn migrations_are_idempotent(url: String) {
             "m20261125_000004_step_attempts",
             "m20261202_000005_rate_limits",
             "m20261202_000006_sessions",
-            "m20261202_000007_users"
+            "m20261202_000007_users",
+            "m20261203_000008_session_answers"
         ],
         "each migration is recorded once"
     );
@@ -1367,6 +1368,7 @@ async fn sessions_follow_tasks_and_end_by_hand_or_when_idle(url: String) {
         ended_at: None,
         end_reason: None,
         idle_timeout: Duration::from_secs(idle_s),
+        pending_reply: None,
     };
     let (a, b) = (open(60), open(3600));
     store.insert_session(&a).await.unwrap();
@@ -1378,6 +1380,23 @@ async fn sessions_follow_tasks_and_end_by_hand_or_when_idle(url: String) {
     let touched = store.touch_session(a.id, at(40), Some(t.id)).await.unwrap();
     assert_eq!((touched.task_id, touched.last_active_at), (Some(t.id), at(40)));
     assert_eq!(store.touch_session(a.id, at(50), None).await.unwrap().task_id, Some(t.id), "kept");
+
+    // An ai_request's answer is owed until one stream claims it: the claim is conditional, so
+    // of two streams racing for it one gets it; a claim for another task gets nothing; an
+    // answer that could not be sent is owed again.
+    let owed = store.follow_task(b.id, at(20), t.id, "ask-1").await.unwrap();
+    assert_eq!((owed.task_id, owed.pending_reply.as_deref()), (Some(t.id), Some("ask-1")));
+    assert_eq!(store.claim_answer(b.id, TaskId::new()).await.unwrap(), None, "another task's");
+    let (first, second) = tokio::join!(store.claim_answer(b.id, t.id), store.claim_answer(b.id, t.id));
+    let mut claims = [first.unwrap(), second.unwrap()];
+    claims.sort();
+    assert_eq!(claims, [None, Some("ask-1".to_string())], "claimed once");
+    assert_eq!(store.get_session(b.id).await.unwrap().unwrap().pending_reply, None);
+    store.owe_answer(b.id, t.id, "ask-1").await.unwrap();
+    assert_eq!(store.claim_answer(b.id, t.id).await.unwrap().as_deref(), Some("ask-1"), "owed again");
+    // An ai_request without a message id is owed an answer too.
+    store.follow_task(b.id, at(21), t.id, "").await.unwrap();
+    assert_eq!(store.claim_answer(b.id, t.id).await.unwrap().as_deref(), Some(""));
 
     // 60 s after its last message `a` is idle; `b` is not.
     assert!(store.end_idle_sessions(at(100)).await.unwrap().is_empty(), "50 s idle is not 60");

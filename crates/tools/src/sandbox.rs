@@ -252,7 +252,7 @@ struct Prepared {
     sh: PathBuf,
     prlimit: PathBuf,
     bwrap: PathBuf,
-    /// The seccomp program bwrap reads from descriptor 3; None where none is built (not x86_64).
+    /// The seccomp program bwrap reads from descriptor 3; None where none is built (neither x86_64 nor aarch64).
     seccomp: Option<tempfile::TempPath>,
     cgroups: crate::cgroup::Cgroups,
     /// bwrap's arguments up to the per-call ones.
@@ -317,7 +317,14 @@ impl Sandbox {
         }
         let p = self.prepared().await?;
         let mut layers = vec!["bubblewrap namespaces".to_owned()];
-        layers.push(if p.seccomp.is_some() { "seccomp filter" } else { "no seccomp filter (not x86_64)" }.to_owned());
+        layers.push(
+            if p.seccomp.is_some() {
+                "seccomp filter"
+            } else {
+                "no seccomp filter (built for x86_64 and aarch64 only)"
+            }
+            .to_owned(),
+        );
         layers.push(p.cgroups.describe());
         layers.push(match (self.policy.network, self.policy.proxy.allow.is_empty()) {
             (true, _) => "host network".to_owned(),

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use turbo_config::{ApprovalAction, ApprovalConfig, ApprovalOverride};
 use turbo_core::event::clip;
-use turbo_core::ids::{ProjectId, TaskId};
+use turbo_core::ids::{ProjectId, SessionId, TaskId};
 use turbo_core::tool::RiskLevel;
 use turbo_store::{NewAuditEntry, Store};
 use turbo_tools::ResourceEstimate;
@@ -163,6 +163,9 @@ pub enum ApprovalUpdate {
 #[derive(Clone, Debug, Default)]
 pub struct CallScope {
     pub task_id: Option<TaskId>,
+    /// The interactive session the call comes from; its mutating calls are checkpointed under
+    /// the session when no task is set.
+    pub session_id: Option<SessionId>,
     /// The project whose approval policy applies (the defaults when None).
     pub project_id: Option<ProjectId>,
     /// The phase and tool-loop step the call belongs to, for checkpoint labels.
@@ -175,6 +178,11 @@ pub struct CallScope {
 }
 
 impl CallScope {
+    /// Whose checkpoints a mutating call adds to: the task's, else the session's.
+    pub(crate) fn checkpoint_owner(&self) -> Option<crate::checkpoint::Owner> {
+        self.task_id.map(Into::into).or(self.session_id.map(Into::into))
+    }
+
     pub(crate) fn tell(&self, update: ApprovalUpdate) {
         if let Some(updates) = &self.updates {
             // A caller that stopped listening still gets the call's result.

@@ -1,13 +1,15 @@
 //! Workspace checkpoints: before each mutating tool call of a task, the workspace as it is is
 //! committed to a private git repository, so the task (or everything from one call on) can be
-//! rewound: `turbo-coder rewind TASK [--step N]`.
+//! rewound: `turbo-coder rewind TASK [--step N]`. A call of an interactive session that follows
+//! no task (a `code_edit` over the WebSocket) is checkpointed the same way under the session:
+//! `turbo-coder rewind SESSION`.
 //!
 //! The repository is the runner's, not the project's: `<data_dir>/checkpoints/<key>.git`, one
 //! per workspace (the key hashes its path), used with the workspace as its work tree. The
 //! project's own `.git`, branches and index are never touched, and a workspace that is not a
 //! git repository is checkpointed the same way. The workspace's `.gitignore` applies (build
 //! outputs are not kept), and so nothing ignored is ever deleted by a rewind. Each checkpoint
-//! is a commit under `refs/turbo/<task_id>/<n>`, numbered from 1 in the order taken, its
+//! is a commit under `refs/turbo/<task_id or session_id>/<n>`, numbered from 1 in the order taken, its
 //! message the label of the call it came before. Taking one is `git add -A` (which hashes only
 //! files whose stat changed since the last one), `write-tree`, `commit-tree` and `update-ref`.
 //!
@@ -23,9 +25,47 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use turbo_core::ids::TaskId;
+use turbo_core::ids::{SessionId, TaskId};
 
 use crate::error::{Error, Result};
+
+/// Whose checkpoints: a task's, or those of a session's calls made outside any task. Both
+/// are UUIDs, so they share the repository's `refs/turbo/` without colliding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Task(TaskId),
+    Session(SessionId),
+}
+
+impl Owner {
+    fn id(self) -> uuid::Uuid {
+        match self {
+            Owner::Task(t) => t.0,
+            Owner::Session(s) => s.0,
+        }
+    }
+}
+
+impl From<TaskId> for Owner {
+    fn from(task: TaskId) -> Self {
+        Owner::Task(task)
+    }
+}
+
+impl From<SessionId> for Owner {
+    fn from(session: SessionId) -> Self {
+        Owner::Session(session)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Task(t) => write!(f, "task {t}"),
+            Owner::Session(s) => write!(f, "session {s}"),
+        }
+    }
+}
 
 /// One checkpoint: the workspace before a mutating call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -74,38 +114,41 @@ impl Checkpoints {
         self.dir.join(format!("{key}.git"))
     }
 
-    /// Commits the workspace as it is now as the task's next checkpoint.
-    pub async fn take(&self, workspace: &Path, task: TaskId, label: &str) -> Result<Checkpoint> {
+    /// Commits the workspace as it is now as the owner's next checkpoint.
+    pub async fn take(&self, workspace: &Path, owner: impl Into<Owner>, label: &str) -> Result<Checkpoint> {
+        let owner = owner.into();
         let lock = self.lock(workspace);
         let _held = lock.lock().await;
         let git = Git::new(self.repo(workspace), workspace.to_path_buf());
         let label = label.to_string();
-        blocking(move || git.take(task, &label)).await
+        blocking(move || git.take(owner, &label)).await
     }
 
-    /// The task's checkpoints, oldest first.
-    pub async fn list(&self, workspace: &Path, task: TaskId) -> Result<Vec<Checkpoint>> {
+    /// The owner's checkpoints, oldest first.
+    pub async fn list(&self, workspace: &Path, owner: impl Into<Owner>) -> Result<Vec<Checkpoint>> {
+        let owner = owner.into();
         let git = Git::new(self.repo(workspace), workspace.to_path_buf());
         if !git.repo.exists() {
             return Ok(Vec::new());
         }
-        blocking(move || git.list(task)).await
+        blocking(move || git.list(owner)).await
     }
 
-    /// Puts the workspace back as it was at the task's checkpoint `n` (1, before its first
+    /// Puts the workspace back as it was at the owner's checkpoint `n` (1, before its first
     /// change, when None), after checkpointing the state it leaves. Files the workspace ignores
     /// are left alone.
-    pub async fn rewind(&self, workspace: &Path, task: TaskId, n: Option<u32>) -> Result<Rewound> {
+    pub async fn rewind(&self, workspace: &Path, owner: impl Into<Owner>, n: Option<u32>) -> Result<Rewound> {
+        let owner = owner.into();
         let lock = self.lock(workspace);
         let _held = lock.lock().await;
         let git = Git::new(self.repo(workspace), workspace.to_path_buf());
         if !git.repo.exists() {
             return Err(Error::Checkpoint(format!(
-                "task {task} has no checkpoints of {}: it made no change there through its tools",
+                "{owner} has no checkpoints of {}: it made no change there through its tools",
                 workspace.display()
             )));
         }
-        blocking(move || git.rewind(task, n)).await
+        blocking(move || git.rewind(owner, n)).await
     }
 }
 
@@ -187,24 +230,24 @@ impl Git {
         Ok(())
     }
 
-    fn take(&self, task: TaskId, label: &str) -> Result<Checkpoint> {
+    fn take(&self, owner: Owner, label: &str) -> Result<Checkpoint> {
         self.init()?;
         self.run(&["add", "-A", "--ignore-errors", "."])?;
         let tree = self.run(&["write-tree"])?;
-        let taken = self.list(task)?;
+        let taken = self.list(owner)?;
         let n = taken.last().map_or(1, |c| c.n + 1);
         let mut args = vec!["commit-tree", tree.as_str(), "-m", label];
         if let Some(last) = taken.last() {
             args.extend(["-p", last.commit.as_str()]);
         }
         let commit = self.run(&args)?;
-        self.run(&["update-ref", &reference(task, n), &commit])?;
+        self.run(&["update-ref", &reference(owner, n), &commit])?;
         Ok(Checkpoint { n, commit, label: label.to_string(), at: Utc::now() })
     }
 
-    fn list(&self, task: TaskId) -> Result<Vec<Checkpoint>> {
+    fn list(&self, owner: Owner) -> Result<Vec<Checkpoint>> {
         let format = "--format=%(refname)%09%(objectname)%09%(creatordate:iso-strict)%09%(subject)";
-        let out = self.run(&["for-each-ref", format, &format!("refs/turbo/{task}/")])?;
+        let out = self.run(&["for-each-ref", format, &format!("refs/turbo/{}/", owner.id())])?;
         let mut list: Vec<Checkpoint> = out
             .lines()
             .filter_map(|line| {
@@ -220,8 +263,8 @@ impl Git {
         Ok(list)
     }
 
-    fn rewind(&self, task: TaskId, n: Option<u32>) -> Result<Rewound> {
-        let taken = self.list(task)?;
+    fn rewind(&self, owner: Owner, n: Option<u32>) -> Result<Rewound> {
+        let taken = self.list(owner)?;
         let want = n.unwrap_or(1);
         let Some(to) = taken.iter().find(|c| c.n == want).cloned() else {
             let have = match (taken.first(), taken.last()) {
@@ -229,19 +272,20 @@ impl Git {
                 _ => "it has none".to_string(),
             };
             return Err(Error::Checkpoint(format!(
-                "task {task} has no checkpoint {want} ({have}); `turbo-coder rewind {task} --list` shows them"
+                "{owner} has no checkpoint {want} ({have}); `turbo-coder rewind {} --list` shows them",
+                owner.id()
             )));
         };
         // The index now matches the work tree, so the read-tree below removes exactly the
         // files that came after the checkpoint and rewrites the ones that changed.
-        let saved_as = self.take(task, &format!("before rewinding to checkpoint {want}"))?;
+        let saved_as = self.take(owner, &format!("before rewinding to checkpoint {want}"))?;
         self.run(&["read-tree", "-u", "--reset", &to.commit])?;
         Ok(Rewound { to, saved_as })
     }
 }
 
-fn reference(task: TaskId, n: u32) -> String {
-    format!("refs/turbo/{task}/{n:06}")
+fn reference(owner: Owner, n: u32) -> String {
+    format!("refs/turbo/{}/{n:06}", owner.id())
 }
 
 #[cfg(test)]
@@ -326,5 +370,28 @@ mod tests {
         assert_eq!(read(ws, "a.txt").as_deref(), Some("a\n"));
         assert_eq!(git(&["status", "--porcelain"]), "", "the project's index and history are as they were");
         assert_eq!(git(&["log", "--format=%s"]).trim(), "one");
+    }
+
+    #[tokio::test]
+    async fn a_sessions_checkpoints_are_its_own_beside_a_tasks_in_the_same_workspace() {
+        let data = tempfile::tempdir().unwrap();
+        let ws = tempfile::tempdir().unwrap();
+        let ws = ws.path();
+        let checkpoints = Checkpoints::new(data.path());
+        let (task, session) = (TaskId::new(), SessionId::new());
+        write(ws, "a.txt", "task\n");
+        checkpoints.take(ws, task, "implement step 1: fs_write").await.unwrap();
+        write(ws, "a.txt", "session\n");
+        let first = checkpoints.take(ws, session, "session: fs_write").await.unwrap();
+        assert_eq!(first.n, 1, "numbered per owner");
+        write(ws, "a.txt", "edited\n");
+        assert_eq!(checkpoints.list(ws, task).await.unwrap().len(), 1);
+        assert_eq!(checkpoints.list(ws, session).await.unwrap().len(), 1);
+
+        checkpoints.rewind(ws, session, None).await.unwrap();
+        assert_eq!(read(ws, "a.txt").as_deref(), Some("session\n"), "back before the session's edit only");
+        assert_eq!(checkpoints.list(ws, task).await.unwrap().len(), 1, "the task's list is untouched");
+        let err = checkpoints.rewind(ws, SessionId::new(), Some(3)).await.unwrap_err().to_string();
+        assert!(err.starts_with("session ") && err.contains("no checkpoint 3"), "{err}");
     }
 }

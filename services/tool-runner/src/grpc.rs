@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use turbo_config::ApprovalAction;
 use turbo_core::ValidationErrors;
-use turbo_core::ids::{ProjectId, TaskId};
+use turbo_core::ids::{ProjectId, SessionId, TaskId};
 use turbo_core::tool::ToolCall;
 use turbo_proto::convert::{ProtoEnum, id_from_proto, json_value_from_proto, opt_id_from_proto};
 use turbo_proto::server::Routes;
@@ -49,6 +49,7 @@ pub(crate) struct Prepared {
     call: ToolCall,
     limits: RunnerLimits,
     task_id: Option<TaskId>,
+    session_id: Option<SessionId>,
     project_id: Option<ProjectId>,
     phase: Option<String>,
     step: Option<u32>,
@@ -112,6 +113,7 @@ impl ToolGrpc {
     /// Checks a call request before anything runs.
     pub(crate) fn prepare(&self, req: pb::ToolCallRequest) -> Result<Prepared> {
         let task_id = opt_id_from_proto("task_id", &req.task_id)?;
+        let session_id = opt_id_from_proto("session_id", &req.session_id)?;
         let project_id = opt_id_from_proto("project_id", &req.project_id)?;
         let workspace = workspace("workspace", &req.workspace)?.to_string();
         let call = ToolCall {
@@ -122,7 +124,7 @@ impl ToolGrpc {
         let limits = self.limits(req.timeout_ms, req.output_cap_bytes);
         let phase = Some(req.phase).filter(|p| !p.is_empty());
         let step = Some(req.step).filter(|s| *s > 0);
-        Ok(Prepared { workspace, call, limits, task_id, project_id, phase, step })
+        Ok(Prepared { workspace, call, limits, task_id, session_id, project_id, phase, step })
     }
 
     /// Runs a checked call; a call the model made wrongly is an unsuccessful result.
@@ -149,6 +151,7 @@ impl ToolGrpc {
         let (output, mut printed) = mpsc::channel(OUTPUT_BUFFER);
         let scope = CallScope {
             task_id: p.task_id,
+            session_id: p.session_id,
             project_id: p.project_id,
             phase: p.phase.clone(),
             step: p.step,

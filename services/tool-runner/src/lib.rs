@@ -53,7 +53,7 @@ pub use approval::{
     ApprovalOutcome, ApprovalPolicy, ApprovalUpdate, Approvals, CallScope, PendingApproval, SharedApprovals,
 };
 pub use baseline::TaskDiff;
-pub use checkpoint::{Checkpoint, Checkpoints, Rewound};
+pub use checkpoint::{Checkpoint, Checkpoints, Owner, Rewound};
 pub use error::{Error, Result};
 pub use grpc::ToolGrpc;
 pub use queue::{JobQueue, header as job_headers, serve_jobs, workspace_key};
@@ -260,8 +260,8 @@ impl LocalToolRunner {
         self
     }
 
-    /// The same runner checkpointing each task's workspace before every mutating call of the
-    /// task (a call with a task id in its scope) into `checkpoints`.
+    /// The same runner checkpointing the workspace into `checkpoints` before every mutating
+    /// call of a task or of a session (a call with a task or session id in its scope).
     pub fn with_checkpoints(mut self, checkpoints: Checkpoints) -> Self {
         self.checkpoints = Some(checkpoints);
         self
@@ -351,7 +351,7 @@ impl LocalToolRunner {
             return Ok(ToolOutput { content, success: false, ..ToolOutput::default() });
         }
         if tool.mutating_of(&call.arguments)
-            && let (Some(checkpoints), Some(task)) = (&self.checkpoints, scope.task_id)
+            && let (Some(checkpoints), Some(owner)) = (&self.checkpoints, scope.checkpoint_owner())
         {
             let label = match (&scope.phase, scope.step) {
                 (Some(phase), Some(step)) => format!("{phase} step {step}: {}", call.name),
@@ -361,8 +361,8 @@ impl LocalToolRunner {
             };
             // No change the task could not be rewound past: without its checkpoint the call
             // does not run, and the task fails saying why.
-            if let Err(error) = checkpoints.take(ctx.workspace.root(), task, &label).await {
-                tracing::error!(%task, tool = %call.name, %error, "no checkpoint before this call; it is not run");
+            if let Err(error) = checkpoints.take(ctx.workspace.root(), owner, &label).await {
+                tracing::error!(%owner, tool = %call.name, %error, "no checkpoint before this call; it is not run");
                 return Err(Error::Checkpoint(format!(
                     "{} was not run: the workspace could not be checkpointed before it ({error}); free space or fix the permissions of the checkpoint directory (<store.data_dir>/checkpoints)",
                     call.name
@@ -575,7 +575,11 @@ mod tests {
         let err = runner.call_in(ws, &write, &scope).await.unwrap_err();
         assert!(matches!(&err, Error::Checkpoint(m) if m.contains("fs_write was not run")), "{err}");
         assert!(!dir.path().join("ws/app.py").exists(), "nothing was written");
-        // Reads need no checkpoint; calls outside a task take none.
+        // A session's call outside any task is checkpointed too, so it is refused the same way.
+        let in_session = CallScope { session_id: Some(turbo_core::ids::SessionId::new()), ..CallScope::default() };
+        let err = runner.call_in(ws, &write, &in_session).await.unwrap_err();
+        assert!(matches!(&err, Error::Checkpoint(m) if m.contains("fs_write was not run")), "{err}");
+        // Reads need no checkpoint; calls outside a task and a session take none.
         assert!(runner.call_in(ws, &call("fs_list", json!({"path": "."})), &scope).await.unwrap().success);
         assert!(runner.call_in(ws, &write, &CallScope::default()).await.unwrap().success);
     }

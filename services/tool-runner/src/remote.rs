@@ -158,6 +158,7 @@ pub(crate) fn call_request(
 ) -> pb::ToolCallRequest {
     pb::ToolCallRequest {
         task_id: scope.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        session_id: scope.session_id.map(|s| s.to_string()).unwrap_or_default(),
         workspace: absolute(workspace),
         tool: call.name.clone(),
         arguments_json: json_value_to_proto(&call.arguments),

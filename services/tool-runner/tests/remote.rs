@@ -22,13 +22,13 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use turbo_bus::async_nats;
-use turbo_core::ids::TaskId;
+use turbo_core::ids::{SessionId, TaskId};
 use turbo_core::tool::ToolCall;
 use turbo_proto::tools::v1 as pb;
 use turbo_proto::tools::v1::tool_service_client::ToolServiceClient;
 use turbo_tool_runner::{
-    ApprovalUpdate, CallScope, Error, JobQueue, RemoteToolRunner, RunnerLimits, ToolRunnerClient, job_headers,
-    workspace_key,
+    ApprovalUpdate, CallScope, Checkpoints, Error, JobQueue, RemoteToolRunner, RunnerLimits, ToolRunnerClient,
+    job_headers, workspace_key,
 };
 
 /// A tool-runner service on a free port, with its data directory; stopped on drop.
@@ -195,6 +195,25 @@ async fn a_task_baseline_is_shared_by_every_client_of_the_service() {
 
     orchestrator.end_task(task).await;
     assert!(matches!(reviewer.task_diff(task, path(ws.path())).await, Err(Error::NoBaseline(t)) if t == task));
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_sessions_write_outside_a_task_is_checkpointed_under_the_session_over_grpc() {
+    let runner = Runner::start().await;
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("app.py"), "print(0)\n").unwrap();
+    let session = SessionId::new();
+    let scope = CallScope { session_id: Some(session), phase: Some("session".into()), ..CallScope::default() };
+    let write = call("fs_write", json!({"path": "app.py", "content": "print(1)\n"}));
+    assert!(runner.client().call_in(path(ws.path()), &write, &scope).await.unwrap().success);
+
+    // The runner's repository holds the checkpoint under the session, taken before the write.
+    let checkpoints = Checkpoints::new(runner._data.path().join("checkpoints"));
+    let taken = checkpoints.list(ws.path(), session).await.unwrap();
+    assert_eq!(taken.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["session: fs_write"]);
+    checkpoints.rewind(ws.path(), session, None).await.unwrap();
+    assert_eq!(std::fs::read_to_string(ws.path().join("app.py")).unwrap(), "print(0)\n");
     runner.stop().await;
 }
 

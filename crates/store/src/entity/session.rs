@@ -14,6 +14,7 @@ pub struct Model {
     pub ended_at: Option<DateTimeUtc>,
     pub end_reason: Option<String>,
     pub idle_timeout_s: i64,
+    pub pending_reply: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

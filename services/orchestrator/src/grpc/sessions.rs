@@ -7,8 +7,9 @@
 //!
 //! - `code_edit`: the changes are applied in order (each to the text the previous one left)
 //!   to the file in the project's workspace, through the tool-runner: `fs_read`, then
-//!   `fs_write`, so the sandbox, the approval policy and the task's checkpoints apply as to
-//!   any agent's call. Answered by an `execution_result`.
+//!   `fs_write`, so the sandbox, the approval policy and the checkpoints apply as to any
+//!   agent's call: the followed task's, or the session's own when it follows none
+//!   (`turbo-coder rewind SESSION`). Answered by an `execution_result`.
 //! - `execute_code`: `python` through `python_run`, `bash`/`sh`/`shell` through `shell_run`.
 //!   Answered by an `execution_result` with the output and the errors read from it.
 //! - `tool_execution`: any tool of the catalogue by name with its JSON arguments; with
@@ -18,7 +19,10 @@
 //!   text, answered by a `code_suggestion`; nothing is written.
 //! - any other `ai_request`: the agents carry it out as a new task of the project (planned,
 //!   then executed), which the session follows from then on: a system notification with a
-//!   `watch_task` action names it at once, the `ai_response` follows when the task ends.
+//!   `watch_task` action names it at once, the `ai_response` follows when the task ends. The
+//!   session is owed that answer in the store until a stream delivers it: a stream attached
+//!   after the first one broke (the client reconnected, or another orchestrator took over and
+//!   resumed the task) gets it.
 //!
 //! A request that cannot be carried out is answered with a system notification of level
 //! ERROR saying why; the stream goes on. Requests of one stream run concurrently, at most
@@ -66,6 +70,8 @@ pub const IN_FLIGHT: usize = 8;
 const OUT_BUFFER: usize = 32;
 /// How often idle sessions are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often a task whose answer a session is owed is looked at while it is not running here.
+const RECHECK: Duration = Duration::from_millis(500);
 
 type MessageStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ServerMessage, Status>> + Send>>;
 
@@ -233,6 +239,16 @@ impl SessionService for Api {
             out: Outbox::new(id, tx, self.store.clone(), session.idle_timeout),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         };
+        // An answer the session is still owed (its stream broke, or the orchestrator that ran
+        // its task died, before the task ended) comes on this stream.
+        if let (Some(_), Some(task)) = (&session.pending_reply, session.task_id) {
+            let owed = interaction.handler();
+            tokio::spawn(async move {
+                if let Err(refused) = owed.answer_when_done(task, None).await {
+                    tracing::warn!(session = %owed.id, %task, reason = %refused.message, "cannot deliver the answer the session is owed");
+                }
+            });
+        }
         tokio::spawn(interaction.run(first, inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -296,6 +312,7 @@ impl Api {
             ended_at: None,
             end_reason: None,
             idle_timeout,
+            pending_reply: None,
         };
         self.store.insert_session(&session).await?;
         Ok(session_to_proto(&session))
@@ -440,7 +457,12 @@ impl Interaction {
             Some(M::CodeEdit(edit)) => self.code_edit(edit).await,
             Some(M::ExecuteCode(run)) => self.execute_code(run).await,
             Some(M::ToolExecution(run)) => self.tool_execution(&reply_to, run).await,
-            Some(M::AiRequest(ask)) => self.ai_request(&reply_to, ask).await,
+            Some(M::AiRequest(ask)) => match self.ai_request(&reply_to, ask).await {
+                Ok(Some(answer)) => Ok(answer),
+                // Answered through the session's owed answer, by this stream or a later one.
+                Ok(None) => return,
+                Err(refused) => Err(refused),
+            },
             None => Err(Refused::new(
                 "Empty message",
                 "a message must set one of code_edit, execute_code, ai_request or tool_execution".into(),
@@ -459,6 +481,7 @@ impl Interaction {
     fn scope(&self, task_id: Option<TaskId>) -> CallScope {
         CallScope {
             task_id,
+            session_id: Some(self.id),
             project_id: Some(self.project.id),
             phase: Some(format!("session {}", self.id)),
             ..CallScope::default()
@@ -600,11 +623,13 @@ impl Interaction {
         }
     }
 
+    /// The answer to an `ai_request`: a code suggestion at once, or None when it started a task,
+    /// whose `ai_response` the session is owed until a stream delivers it.
     async fn ai_request(
         &self,
         reply_to: &str,
         ask: pb::AiRequest,
-    ) -> std::result::Result<pb::server_message::Message, Refused> {
+    ) -> std::result::Result<Option<pb::server_message::Message>, Refused> {
         let query = ask.query.trim();
         if query.is_empty() {
             return Err(Refused::new("Invalid ai_request", "query is empty".into()));
@@ -621,7 +646,7 @@ impl Interaction {
             && let (Some(file), Some(selection)) = (context.current_file.as_deref(), context.selection)
             && !file.trim().is_empty()
         {
-            return self.suggest(query, file.trim(), selection, preferred.unwrap_or(AgentRole::Coder)).await;
+            return self.suggest(query, file.trim(), selection, preferred.unwrap_or(AgentRole::Coder)).await.map(Some);
         }
         let mut description = query.to_string();
         if let Some(context) = ask.context {
@@ -643,16 +668,17 @@ impl Interaction {
         };
         let planned = self.api.create(request).await.map_err(Refused::from)?;
         let task_id: TaskId = id_from_proto("task_id", &planned.id).map_err(|e| Refused::from(Error::from(e)))?;
-        self.api
-            .store
-            .touch_session(self.id, Utc::now(), Some(task_id))
-            .await
-            .map_err(|e| Refused::from(Error::from(e)))?;
+        let store_failed = |e: turbo_store::Error| Refused::from(Error::from(e));
+        self.api.store.follow_task(self.id, Utc::now(), task_id, reply_to).await.map_err(store_failed)?;
         if planned.status != common::TaskStatus::Planned as i32 {
-            let result = self.api.orchestrator().map_err(Refused::from)?.wait(task_id).await.map_err(Refused::from)?;
-            return Ok(ai_response(&result, preferred, self.context_used(task_id).await));
+            self.answer_when_done(task_id, preferred).await?;
+            return Ok(None);
         }
-        self.api.execute(task_id).await.map_err(Refused::from)?;
+        if let Err(e) = self.api.execute(task_id).await {
+            // The task never runs: nothing is owed but the refusal.
+            self.api.store.claim_answer(self.id, task_id).await.map_err(store_failed)?;
+            return Err(Refused::from(e));
+        }
         let watch = pb::Action {
             kind: "watch_task".into(),
             label: "Watch the task".into(),
@@ -665,8 +691,37 @@ impl Interaction {
             actions: vec![watch],
         };
         self.out.send(Some(reply_to), pb::server_message::Message::SystemNotification(started)).await;
-        let result = self.api.orchestrator().map_err(Refused::from)?.wait(task_id).await.map_err(Refused::from)?;
-        Ok(ai_response(&result, preferred, self.context_used(task_id).await))
+        self.answer_when_done(task_id, preferred).await?;
+        Ok(None)
+    }
+
+    /// Once `task` has ended, sends the `ai_response` the session is owed for it, unless
+    /// another stream took it first or this one has closed (then the next stream attached to
+    /// the session delivers it). A task that is not running here yet, because an orchestrator
+    /// that took over is still resuming it, is looked at again every [`RECHECK`].
+    async fn answer_when_done(&self, task: TaskId, preferred: Option<AgentRole>) -> std::result::Result<(), Refused> {
+        let result = loop {
+            let result = self.api.orchestrator().map_err(Refused::from)?.wait(task).await.map_err(Refused::from)?;
+            if result.task.status.is_terminal() {
+                break result;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = self.out.tx.closed() => return Ok(()),
+            }
+        };
+        if self.out.tx.is_closed() {
+            return Ok(());
+        }
+        let store_failed = |e: turbo_store::Error| Refused::from(Error::from(e));
+        let Some(reply_to) = self.api.store.claim_answer(self.id, task).await.map_err(store_failed)? else {
+            return Ok(());
+        };
+        let answer = ai_response(&result, preferred, self.context_used(task).await);
+        if !self.out.send(Some(&reply_to), answer).await {
+            self.api.store.owe_answer(self.id, task, &reply_to).await.map_err(store_failed)?;
+        }
+        Ok(())
     }
 }
 
@@ -996,6 +1051,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             idle_timeout: Duration::from_secs(3600),
+            pending_reply: None,
         };
         store.insert_session(&session).await.unwrap();
         let last_active = || async { store.get_session(session.id).await.unwrap().unwrap().last_active_at };
