@@ -207,7 +207,7 @@ impl ClusterBuilder {
             runner_env.insert("TURBO_CODER__CLUSTER__TOOL_RUNNER_ID".into(), format!("tool-runner-{i}"));
             let mut runner =
                 ServiceProcess::start(&["serve", "tool-runner"], "turbo-tool-runner", &runner_env, root.path()).await;
-            wait_serving(&mut runner, TOOL_RUNNER_HEALTH).await;
+            wait_serving(&mut runner, TOOL_RUNNER_HEALTH, &nats).await;
             tool_runners.push(runner);
         }
         if self.queued_tool_runners > 0 {
@@ -400,7 +400,7 @@ impl Cluster {
         assert!(self.orchestrator.is_none(), "one orchestrator at a time");
         let mut process =
             ServiceProcess::start(&["serve", "orchestrator"], "turbo-orchestrator", &self.env, self.root.path()).await;
-        wait_serving(&mut process, ORCHESTRATOR_HEALTH).await;
+        wait_serving(&mut process, ORCHESTRATOR_HEALTH, &self.nats).await;
         self.orchestrator = Some(process);
     }
 
@@ -411,7 +411,7 @@ impl Cluster {
         assert!(self.standby.is_none(), "one standby at a time");
         let mut process =
             ServiceProcess::start(&["serve", "orchestrator"], "turbo-orchestrator", &self.env, self.root.path()).await;
-        wait_serving(&mut process, "").await;
+        wait_serving(&mut process, "", &self.nats).await;
         self.standby = Some(process);
     }
 
@@ -424,7 +424,7 @@ impl Cluster {
     /// makes it the cluster's orchestrator.
     pub async fn await_takeover(&mut self) {
         let mut standby = self.standby.take().expect("a standby is running");
-        wait_serving(&mut standby, ORCHESTRATOR_HEALTH).await;
+        wait_serving(&mut standby, ORCHESTRATOR_HEALTH, &self.nats).await;
         self.orchestrator = Some(standby);
     }
 
@@ -437,7 +437,7 @@ impl Cluster {
             self.root.path(),
         )
         .await;
-        wait_serving(&mut process, WORKER_HEALTH).await;
+        wait_serving(&mut process, WORKER_HEALTH, &self.nats).await;
         Worker { role, process }
     }
 
@@ -523,8 +523,10 @@ pub async fn health(addr: &str, service: &str) -> Result<ServingStatus, String> 
 /// The health-checked service name of an agent worker (NOT_SERVING while NATS is down).
 pub const WORKER_HEALTH_SERVICE: &str = WORKER_HEALTH;
 
-/// Waits until `process` reports `service` SERVING; fails at once if the process exits.
-async fn wait_serving(process: &mut ServiceProcess, service: &str) {
+/// Waits until `process` reports `service` SERVING; fails at once if the process exits. A
+/// failure shows the end of the cluster's nats-server log: a service that cannot set up the
+/// bus never serves.
+async fn wait_serving(process: &mut ServiceProcess, service: &str, nats: &NatsServer) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let uri = format!("http://{}", process.addr);
     let endpoint = Channel::from_shared(uri).expect("a valid address");
@@ -546,7 +548,14 @@ async fn wait_serving(process: &mut ServiceProcess, service: &str) {
         match health.await {
             Ok(()) => return,
             Err(last) if tokio::time::Instant::now() >= deadline => {
-                panic!("{service} on {} is not SERVING within {PATIENCE:?}; last: {last}", process.addr)
+                let log = nats.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "{service} on {} is not SERVING within {PATIENCE:?}; last: {last}\nthe end of nats-server's log:\n{}",
+                    process.addr,
+                    tail.join("\n")
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
