@@ -624,10 +624,12 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!((status, deleted["status"].as_str()), (200, Some("deleted")), "{deleted}");
     assert!(deleted["restorable_until"].as_str().unwrap() > deleted["deleted_at"].as_str().unwrap(), "{deleted}");
     assert_eq!(ana.get(&format!("/v1/projects/{id}")).await.0, 404);
+    assert_eq!(ana.get(&format!("/v1/tasks/{task_id}")).await.0, 404, "its tasks are hidden with it");
     assert_eq!(ana.post(&format!("/v1/projects/{id}/restore"), json!({})).await.0, 403);
     let (status, restored) = root.post(&format!("/v1/projects/{id}/restore"), json!({})).await;
     assert_eq!((status, restored["id"].as_str()), (200, Some(id.as_str())), "{restored}");
     assert_eq!(ana.get(&format!("/v1/projects/{id}")).await.0, 200);
+    assert_eq!(ana.get(&format!("/v1/tasks/{task_id}")).await.0, 200, "and back with it");
 
     // Every answer to a known user carries the rate limit's headers.
     let response =

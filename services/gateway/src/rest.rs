@@ -271,13 +271,16 @@ impl App {
     /// The task, if the caller may see its project.
     async fn visible_task(&self, caller: &Caller, id: &str) -> Result<DevelopmentTask, ApiError> {
         let id = path_id("task", id)?;
-        let answer =
-            self.tasks.clone().get_task(request(tasks::GetTaskRequest { task_id: id.clone() }, QUICK_TIMEOUT)).await?;
-        let task: DevelopmentTask = model("task", Some(answer.into_inner()))?;
-        match self.visible_project(caller, &task.project_id.to_string()).await {
-            Ok(_) => Ok(task),
-            Err(e) if e.status == StatusCode::NOT_FOUND => Err(ApiError::not_found(format!("no task '{id}'"))),
-            Err(e) => Err(e),
+        // One call: named in the identity metadata, as on the gRPC edge, the caller sees the task
+        // only if the orchestrator finds it may see the task's (live) project.
+        let mut message = request(tasks::GetTaskRequest { task_id: id.clone() }, QUICK_TIMEOUT);
+        identify(message.metadata_mut(), &caller.0);
+        match self.tasks.clone().get_task(message).await {
+            Ok(answer) => model("task", Some(answer.into_inner())),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Err(ApiError::not_found(format!("no task '{id}'")))
+            }
+            Err(status) => Err(status.into()),
         }
     }
 }
@@ -799,8 +802,7 @@ async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> a
     // metadata, which only the gateway sets (a client's own values are replaced).
     let mut metadata = tonic::metadata::MetadataMap::from_headers(std::mem::take(&mut parts.headers));
     metadata.remove("authorization");
-    let roles: Vec<&str> = who.roles.iter().map(|r| r.name()).collect();
-    turbo_proto::identity::set_user(&mut metadata, &who.user, &roles);
+    identify(&mut metadata, &who);
     parts.headers = metadata.into_headers();
     let forwarded = axum::http::Request::from_parts(parts, tonic::body::Body::new(body));
     let mut channel = app.channel.clone();
@@ -813,6 +815,13 @@ async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> a
         Err(e) => tonic::Status::unavailable(format!("the orchestrator cannot be reached ({e}); try again shortly"))
             .into_http(),
     }
+}
+
+/// Names the authenticated caller in a call's identity metadata, replacing whatever named
+/// someone before: the orchestrator holds the call to that user's roles and projects.
+fn identify(metadata: &mut tonic::metadata::MetadataMap, who: &Principal) {
+    let roles: Vec<&str> = who.roles.iter().map(|r| r.name()).collect();
+    turbo_proto::identity::set_user(metadata, &who.user, &roles);
 }
 
 struct BearerAuth;

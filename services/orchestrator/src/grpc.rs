@@ -125,12 +125,18 @@ impl Api {
         if who.sees(&project.team_members) { Ok(project) } else { Err(Error::UnknownProject(id)) }
     }
 
-    /// Whether `who` may see the project `id` (deleted or not); false when it is not stored.
+    /// Whether `who` may see the project `id`: a user while it is live (the tasks of a deleted
+    /// project are hidden with it until it is restored, as the project is), a call from inside
+    /// the cluster whether deleted or not; false when it is not stored.
     async fn sees_project(&self, who: &Who, id: ProjectId) -> Result<bool> {
         if let Who::Internal { .. } = who {
             return Ok(true);
         }
-        Ok(self.store.get_project(id).await?.is_some_and(|p| who.sees(&p.project.team_members)))
+        Ok(self
+            .store
+            .get_project(id)
+            .await?
+            .is_some_and(|p| p.deleted_at.is_none() && who.sees(&p.project.team_members)))
     }
 }
 
