@@ -1290,6 +1290,44 @@ async fn a_sessions_edits_outside_a_task_are_checkpointed_and_rewound_by_its_id(
     let unknown = rewind(&[&uuid::Uuid::new_v4().to_string()]).await.unwrap();
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no task or session"), "{unknown:?}");
+
+    // Asked of the planner, a request is planned, not run: the plan is the answer, with the
+    // action that runs it; the session follows the task, so its run streams here.
+    let ask = json!({"message_type": "ai_request", "message_id": "p1", "query": "add a greet(name) function to greet.py",
+                     "preferred_agent": "planner"});
+    ws_send(&mut ws, ask).await;
+    let planned = ws_answer(&mut ws, "p1", "system_notification", &mut events).await;
+    assert_eq!(planned["actions"][0]["kind"], "watch_task", "{planned}");
+    let task_id = planned["actions"][0]["payload"]["task_id"].as_str().unwrap().to_string();
+    let answer = ws_answer(&mut ws, "p1", "ai_response", &mut events).await;
+    assert_eq!(answer["agent"], "planner", "{answer}");
+    let text = answer["response"].as_str().unwrap();
+    assert!(text.contains("1. implement (coder)") && text.contains("2. review (reviewer, after implement)"), "{text}");
+    assert!(text.contains("Risk: greeting etiquette varies"), "{text}");
+    assert_eq!(answer["follow_up_actions"][0]["kind"], "execute_task", "{answer}");
+    assert_eq!(answer["follow_up_actions"][0]["payload"]["task_id"], task_id.as_str(), "{answer}");
+    let (_, task) = ana.get(&format!("/v1/tasks/{task_id}")).await;
+    assert_eq!(task["status"], "planned", "nothing ran: {task}");
+    let (status, _) = ana.post(&format!("/v1/tasks/{task_id}/execute"), json!({})).await;
+    assert_eq!(status, 202);
+    let mut seen: Vec<String> =
+        events.iter().map(|e| e["event"]["type"].as_str().unwrap_or_default().to_string()).collect();
+    loop {
+        let m = ws_next(&mut ws).await.expect("the run's events");
+        assert_eq!(
+            (m["message_type"].as_str(), m["task_id"].as_str()),
+            (Some("task_event"), Some(task_id.as_str())),
+            "{m}"
+        );
+        let to = m["event"]["to"].as_str().unwrap_or_default();
+        if m["event"]["type"] == "status_changed" && ["completed", "failed", "cancelled"].contains(&to) {
+            break;
+        }
+        // Its planning first (stored, and sent when the session began to follow it), then the run.
+        seen.push(m["event"]["type"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(seen[..3], ["task_created", "model_call", "plan_ready"], "{seen:?}");
+    assert!(seen.contains(&"phase_started".to_string()), "the run's events: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

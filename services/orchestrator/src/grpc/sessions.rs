@@ -17,6 +17,10 @@
 //! - `ai_request` about a selection (`context.current_file` and `context.selection`): the
 //!   preferred agent's model (the coder's by default) proposes a replacement for the selected
 //!   text, answered by a `code_suggestion`; nothing is written.
+//! - an `ai_request` whose `preferred_agent` is the planner: a new task of the project,
+//!   planned and not run, which the session follows: a system notification with a
+//!   `watch_task` action names it, then an `ai_response` from the planner lays out the plan,
+//!   with an `execute_task` action (ExecuteTask, `POST /v1/tasks/{id}/execute`) to run it.
 //! - any other `ai_request`: the agents carry it out as a new task of the project (planned,
 //!   then executed), which the session follows from then on: a system notification with a
 //!   `watch_task` action names it at once, the `ai_response` follows when the task ends. The
@@ -47,6 +51,7 @@ use turbo_core::agent::AgentRole;
 use turbo_core::event::{EventKind, TaskEvent};
 use turbo_core::ids::{SessionId, TaskId};
 use turbo_core::project::ProjectMetadata;
+use turbo_core::task::DevelopmentTask;
 use turbo_core::tool::ToolCall;
 use turbo_proto::common::v1 as common;
 use turbo_proto::convert::{ProtoEnum, duration_from_proto, duration_to_proto, id_from_proto, timestamp_to_proto};
@@ -669,6 +674,15 @@ impl Interaction {
         let planned = self.api.create(request).await.map_err(Refused::from)?;
         let task_id: TaskId = id_from_proto("task_id", &planned.id).map_err(|e| Refused::from(Error::from(e)))?;
         let store_failed = |e: turbo_store::Error| Refused::from(Error::from(e));
+        if preferred == Some(AgentRole::Planner) && planned.status == common::TaskStatus::Planned as i32 {
+            // Asked of the planner: the plan is the answer, and nothing runs until the user
+            // executes the task; the session follows it from now on.
+            self.api.store.touch_session(self.id, Utc::now(), Some(task_id)).await.map_err(store_failed)?;
+            let planned = DevelopmentTask::try_from(planned).map_err(|e| Refused::from(Error::from(e)))?;
+            let note = watching(task_id, "Task planned", format!("planned as task {task_id}; the session follows it"));
+            self.out.send(Some(reply_to), note).await;
+            return Ok(Some(plan_answer(&planned)));
+        }
         self.api.store.follow_task(self.id, Utc::now(), task_id, reply_to).await.map_err(store_failed)?;
         if planned.status != common::TaskStatus::Planned as i32 {
             self.answer_when_done(task_id, preferred).await?;
@@ -679,18 +693,12 @@ impl Interaction {
             self.api.store.claim_answer(self.id, task_id).await.map_err(store_failed)?;
             return Err(Refused::from(e));
         }
-        let watch = pb::Action {
-            kind: "watch_task".into(),
-            label: "Watch the task".into(),
-            payload_json: serde_json::json!({ "task_id": task_id.to_string() }).to_string(),
-        };
-        let started = pb::SystemNotification {
-            level: common::Severity::Info as i32,
-            title: "Task started".into(),
-            message: format!("the agents work on it as task {task_id}; the session follows it"),
-            actions: vec![watch],
-        };
-        self.out.send(Some(reply_to), pb::server_message::Message::SystemNotification(started)).await;
+        let started = watching(
+            task_id,
+            "Task started",
+            format!("the agents work on it as task {task_id}; the session follows it"),
+        );
+        self.out.send(Some(reply_to), started).await;
         self.answer_when_done(task_id, preferred).await?;
         Ok(None)
     }
@@ -969,6 +977,58 @@ fn ai_response(
         agent: last_agent.to_proto(),
         context_used,
         follow_up_actions: follow_up,
+    })
+}
+
+/// A notification that the session follows `task` from now on: its `watch_task` action makes
+/// the gateway stream the task's events.
+fn watching(task: TaskId, title: &str, message: String) -> pb::server_message::Message {
+    let watch = pb::Action {
+        kind: "watch_task".into(),
+        label: "Watch the task".into(),
+        payload_json: serde_json::json!({ "task_id": task.to_string() }).to_string(),
+    };
+    pb::server_message::Message::SystemNotification(pb::SystemNotification {
+        level: common::Severity::Info as i32,
+        title: title.into(),
+        message,
+        actions: vec![watch],
+    })
+}
+
+/// The planner's answer to an `ai_request` that preferred it: the task's plan, phase by phase,
+/// with an `execute_task` action to run it.
+fn plan_answer(task: &DevelopmentTask) -> pb::server_message::Message {
+    let mut response = format!("Task {} ({}) is planned; nothing runs until it is executed.", task.id, task.title);
+    if let Some(plan) = &task.execution_plan {
+        for (i, phase) in plan.phases.iter().enumerate() {
+            let after = match phase.depends_on.as_slice() {
+                [] => String::new(),
+                names => format!(", after {}", names.join(", ")),
+            };
+            response.push_str(&format!(
+                "\n{}. {} ({}{after}): {}",
+                i + 1,
+                phase.name,
+                phase.agent_type,
+                phase.description
+            ));
+        }
+        response.push_str(&format!("\nConfidence: {:.0}%.", plan.confidence_score * 100.0));
+        for risk in &plan.risk_factors {
+            response.push_str(&format!("\nRisk: {risk}"));
+        }
+    }
+    let execute = pb::Action {
+        kind: "execute_task".into(),
+        label: "Run the plan".into(),
+        payload_json: serde_json::json!({ "task_id": task.id.to_string() }).to_string(),
+    };
+    pb::server_message::Message::AiResponse(pb::AiResponse {
+        response,
+        agent: AgentRole::Planner.to_proto(),
+        context_used: Vec::new(),
+        follow_up_actions: vec![execute],
     })
 }
 
