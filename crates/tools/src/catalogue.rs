@@ -156,10 +156,14 @@ impl Tool for Catalogued {
         }
     }
 
-    async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
+    fn validate(&self, args: &Value) -> Result<()> {
         let (op, params) = self.operation(args)?;
-        let qualified = format!("{}.{}", self.name, op.name);
-        schema::validate(&qualified, &op.tool.parameters(), params)?;
+        schema::validate(&format!("{}.{}", self.name, op.name), &op.tool.parameters(), params)
+    }
+
+    async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
+        self.validate(args)?;
+        let (op, params) = self.operation(args)?;
         op.tool.call(params, ctx).await
     }
 }

@@ -356,7 +356,17 @@ impl Tool for CloudServices {
         ResourceEstimate { cpu_seconds: 10.0, memory_mb: 256, disk_mb: 0 }
     }
 
+    fn validate(&self, args: &Value) -> Result<()> {
+        schema::one_of(NAME, args, "provider", PROVIDERS)?;
+        schema::one_of(NAME, args, "operation", OPERATIONS)?;
+        match args.get("parameters") {
+            None | Some(Value::Null | Value::Object(_)) => Ok(()),
+            Some(_) => Err(Error::bad_args(NAME, "parameters must be an object")),
+        }
+    }
+
     async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
+        self.validate(args)?;
         let top = Args::new(NAME, args);
         let (provider, service, operation) =
             (top.string("provider")?, top.string("service")?, top.string("operation")?);

@@ -92,6 +92,10 @@ impl Tool for InSandbox {
         self.0.estimate(args)
     }
 
+    fn validate(&self, args: &Value) -> Result<()> {
+        self.0.validate(args)
+    }
+
     fn spec(&self) -> ToolSpec {
         self.0.spec()
     }

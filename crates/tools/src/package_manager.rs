@@ -259,7 +259,17 @@ impl Tool for PackageManager {
         }
     }
 
+    fn validate(&self, args: &Value) -> Result<()> {
+        schema::one_of(NAME, args, "ecosystem", ECOSYSTEMS)?;
+        schema::one_of(NAME, args, "operation", OPERATIONS)?;
+        match args.get("parameters") {
+            None | Some(Value::Null | Value::Object(_)) => Ok(()),
+            Some(_) => Err(Error::bad_args(NAME, "parameters must be an object")),
+        }
+    }
+
     async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
+        self.validate(args)?;
         let top = Args::new(NAME, args);
         let ecosystem = top.string("ecosystem")?;
         let operation = top.string("operation")?;

@@ -220,6 +220,23 @@ impl<'a> Args<'a> {
     }
 }
 
+/// Checks that `args[key]`, when given, is one of `choices`; an operation outside them is
+/// [`Error::UnknownOperation`], another key a bad argument naming the choices.
+pub(crate) fn one_of(tool: &str, args: &Value, key: &str, choices: &[&str]) -> Result<()> {
+    let Some(given) = args.get(key).and_then(Value::as_str) else { return Ok(()) };
+    if choices.contains(&given) {
+        return Ok(());
+    }
+    if key == "operation" {
+        return Err(Error::UnknownOperation {
+            tool: tool.to_string(),
+            operation: given.to_string(),
+            available: choices.iter().map(|c| c.to_string()).collect(),
+        });
+    }
+    Err(Error::bad_args(tool, format!("unknown {key} '{given}': use one of {}", choices.join(", "))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,12 @@ pub trait Tool: Send + Sync {
         ResourceEstimate::default()
     }
 
+    /// Checks what the schema cannot state (a catalogue tool's operation and its parameters),
+    /// so that a call that could never run is refused before anyone is asked to approve it.
+    fn validate(&self, _args: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+
     /// The tool as a model sees it.
     fn spec(&self) -> ToolSpec {
         ToolSpec {

@@ -156,11 +156,13 @@ impl Toolbox {
         self.tools.is_empty()
     }
 
-    /// The named tool, once `args` are checked against its schema: what a call would run,
-    /// for deciding whether it may before it does.
+    /// The named tool, once `args` are checked against its schema and by the tool (a
+    /// catalogue tool's operation and its parameters): what a call would run, for deciding
+    /// whether it may before it does.
     pub fn checked(&self, name: &str, args: &serde_json::Value) -> Result<Arc<dyn Tool>> {
         let tool = self.get(name).ok_or_else(|| self.unknown(name))?;
         schema::validate(name, &tool.parameters(), args)?;
+        tool.validate(args)?;
         if self.look_only && tool.mutating_of(args) {
             return Err(Error::NotPermitted {
                 tool: name.to_string(),
@@ -239,7 +241,8 @@ mod tests {
             .err()
             .expect("a commit is refused");
         assert!(matches!(err, Error::NotPermitted { .. }) && err.is_model_correctable(), "{err}");
-        assert!(Toolbox::standard().checked("git_ops", &serde_json::json!({"operation": "commit"})).is_ok());
+        let commit = serde_json::json!({"operation": "commit", "parameters": {"message": "m"}});
+        assert!(Toolbox::standard().checked("git_ops", &commit).is_ok());
     }
 
     #[test]

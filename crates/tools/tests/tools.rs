@@ -1069,6 +1069,21 @@ async fn toolbox_checks_arguments_before_calling() {
     assert!(!root(&ctx).join("ran").exists(), "the tool ran despite bad arguments");
     let not_object = call(&ctx, "fs_read", json!(["a.txt"])).await;
     assert!(bad_args_reason(not_object).starts_with("the arguments must be a JSON object"));
+    // A catalogue tool's operation and its parameters are checked before the call too, so
+    // that nothing (an approval, a checkpoint) is spent on a call that cannot run.
+    let toolbox = Toolbox::standard();
+    let unknown = toolbox.checked("git_ops", &json!({"operation": "nope"})).err().expect("refused");
+    assert!(matches!(unknown, Error::UnknownOperation { .. }), "{unknown}");
+    let mistyped = toolbox.checked("advanced_fs", &json!({"operation": "read_file", "parameters": {"path": 1}}));
+    assert!(mistyped.err().expect("refused").to_string().contains("path"));
+    assert!(toolbox.checked("git_ops", &json!({"operation": "status"})).is_ok());
+    let unknown = toolbox.checked("package_manager", &json!({"ecosystem": "python", "operation": "yeet"}));
+    assert!(matches!(unknown.err().expect("refused"), Error::UnknownOperation { .. }));
+    let ecosystem = toolbox.checked("package_manager", &json!({"ecosystem": "cobol", "operation": "list"}));
+    assert!(ecosystem.err().expect("refused").to_string().contains("python, nodejs"));
+    let provider =
+        toolbox.checked("cloud_services", &json!({"provider": "moon", "service": "x", "operation": "scale"}));
+    assert!(provider.err().expect("refused").to_string().contains("kubernetes"));
 }
 
 #[test]

@@ -87,6 +87,23 @@ pub struct Claims {
     pub iat: u64,
 }
 
+/// What the gateway reads of a token it checks. exp, nbf, iss and aud are checked by the
+/// validation in whatever form an identity provider writes them (aud a string or a list, nbf
+/// and iat optional); roles the gateway does not know (an identity provider's own) are ignored.
+#[derive(Deserialize)]
+struct Presented {
+    sub: String,
+    #[serde(default)]
+    roles: serde_json::Value,
+}
+
+impl Presented {
+    fn roles(&self) -> Vec<Role> {
+        let names = self.roles.as_array().map(Vec::as_slice).unwrap_or_default();
+        names.iter().filter_map(|r| r.as_str().and_then(Role::parse)).collect()
+    }
+}
+
 /// The caller of a request, from its token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -224,7 +241,8 @@ fn validation(algorithm: Algorithm, issuer: &str, audience: &str) -> Validation 
     validation.validate_nbf = true;
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
-    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    // nbf is checked when the token has one; identity providers often leave it out.
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation
 }
 
@@ -348,12 +366,18 @@ impl Tokens {
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
-    /// The caller of a request with this `Authorization` header value (a JWT).
+    /// The caller of a request with this `Authorization` header value (a JWT), with at least
+    /// one role from the token.
     pub fn check(&self, authorization: Option<&str>) -> Result<Principal, TokenError> {
-        self.check_jwt(bearer(authorization)?)
+        let who = self.check_jwt(bearer(authorization)?)?;
+        if who.roles.is_empty() {
+            return Err(TokenError::NoRole);
+        }
+        Ok(who)
     }
 
-    /// The caller a JWT names, once it is checked.
+    /// The caller a JWT names, once it is checked, with the roles the token gives (maybe none:
+    /// a registered user's stored roles apply instead).
     pub fn check_jwt(&self, token: &str) -> Result<Principal, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(format!("it cannot be read ({e})")))?;
@@ -368,7 +392,7 @@ impl Tokens {
                 keys.get(kid).cloned().ok_or_else(|| TokenError::UnknownKey(kid.to_string()))?
             }
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Presented>(token, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             TokenError::Invalid(match e.kind() {
                 K::ExpiredSignature => "it has expired; get a new one".into(),
@@ -381,10 +405,7 @@ impl Tokens {
                 _ => format!("it cannot be read ({e})"),
             })
         })?;
-        if data.claims.roles.is_empty() {
-            return Err(TokenError::NoRole);
-        }
-        Ok(Principal { user: data.claims.sub, roles: data.claims.roles })
+        Ok(Principal { roles: data.claims.roles(), user: data.claims.sub })
     }
 }
 
@@ -523,6 +544,41 @@ mod tests {
         let forged = t.check(Some(&bearer(&rs256_token(OTHER_PRIVATE, Some("idp-2026"))))).unwrap_err();
         assert!(forged.to_string().contains("signature"), "{forged}");
         assert!(t.issue("ana", &[Role::Admin], Duration::from_secs(60)).is_err(), "RS256 gateways issue nothing");
+    }
+
+    #[test]
+    fn an_identity_providers_own_token_shape_is_taken() {
+        let t = Tokens::rs256(JWKS, "turbo-coder", "turbo-coder").unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let token = |claims: serde_json::Value| {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some("idp-2026".into());
+            let key = EncodingKey::from_rsa_pem(IDP_PRIVATE.as_bytes()).unwrap();
+            bearer(&jsonwebtoken::encode(&header, &claims, &key).unwrap())
+        };
+        // No nbf nor iat, aud a list, roles of the provider's own beside one of ours.
+        let who = t
+            .check(Some(&token(
+                serde_json::json!({"sub": "ana", "iss": "turbo-coder", "aud": ["account", "turbo-coder"],
+                                            "exp": now + 600, "roles": ["offline_access", "developer"]}),
+            )))
+            .unwrap();
+        assert_eq!((who.user.as_str(), who.roles.as_slice()), ("ana", [Role::Developer].as_slice()));
+        // Without a role of ours: no role from the token (a registered user's stored ones apply).
+        let plain =
+            token(serde_json::json!({"sub": "ana", "iss": "turbo-coder", "aud": "turbo-coder", "exp": now + 600}));
+        assert_eq!(t.check_jwt(plain.trim_start_matches("Bearer ")).unwrap().roles, []);
+        assert!(matches!(t.check(Some(&plain)), Err(TokenError::NoRole)));
+        // The checks still hold: a list without our audience, an nbf in the future, no exp.
+        let other =
+            token(serde_json::json!({"sub": "ana", "iss": "turbo-coder", "aud": ["account"], "exp": now + 600}));
+        assert!(t.check(Some(&other)).unwrap_err().to_string().contains("aud"));
+        let early = token(serde_json::json!({"sub": "ana", "iss": "turbo-coder", "aud": "turbo-coder",
+                                              "exp": now + 600, "nbf": now + 300, "roles": ["admin"]}));
+        assert!(t.check(Some(&early)).unwrap_err().to_string().contains("nbf"));
+        let endless =
+            token(serde_json::json!({"sub": "ana", "iss": "turbo-coder", "aud": "turbo-coder", "roles": ["admin"]}));
+        assert!(t.check(Some(&endless)).unwrap_err().to_string().contains("exp"));
     }
 
     #[test]

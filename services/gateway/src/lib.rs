@@ -9,7 +9,7 @@
 //! ([`check`]). `turbo-coder token` issues tokens with the same key ([`auth::Tokens::issue`]).
 //!
 //! # Layout
-//! - `auth`: bearer tokens (HS256 JWTs), roles and permissions.
+//! - `auth`: bearer tokens (HS256 JWTs, or RS256 ones of an identity provider with its JWKS), API keys, roles and permissions.
 //! - `knowledge`: the knowledge routes, forwarded to the knowledge service.
 //! - `edge`: per-user rate limits shared by the replicas, and the audit of every change.
 //! - `problem`: the JSON error body and the status of each error.

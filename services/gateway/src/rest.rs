@@ -184,9 +184,9 @@ impl App {
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "cannot read the caller's user; the token's roles apply"),
             }
-            if who.roles.is_empty() {
-                return Err(ApiError::from(TokenError::NoRole));
-            }
+        }
+        if who.roles.is_empty() {
+            return Err(ApiError::from(TokenError::NoRole));
         }
         Ok(who)
     }

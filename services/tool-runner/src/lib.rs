@@ -559,6 +559,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_that_could_never_run_is_refused_before_anyone_is_asked() {
+        use turbo_config::ApprovalAction;
+        use turbo_core::tool::RiskLevel;
+        let dir = tempfile::tempdir().unwrap();
+        let mut policy = ApprovalPolicy::allow_all();
+        for risk in [RiskLevel::Safe, RiskLevel::Low, RiskLevel::Medium, RiskLevel::High, RiskLevel::Critical] {
+            policy = policy.with(risk, ApprovalAction::Ask);
+        }
+        let approvals = Arc::new(Approvals::new(policy));
+        let runner = ToolRunnerClient::from_local(
+            LocalToolRunner::new(RunnerLimits::default())
+                .with_approvals(approvals.clone())
+                .with_checkpoints(Checkpoints::new(dir.path().join("checkpoints"))),
+        );
+        let ws = dir.path().to_str().unwrap();
+        let scope = CallScope { task_id: Some(TaskId::new()), ..CallScope::default() };
+        let within = |c| tokio::time::timeout(std::time::Duration::from_secs(10), c);
+        // An unknown operation, and a known one with a wrongly typed parameter: refused at once.
+        let unknown = call("git_ops", json!({"operation": "force_push_everything"}));
+        let err = within(runner.call_in(ws, &unknown, &scope)).await.expect("not left waiting").unwrap_err();
+        assert!(matches!(err, Error::Tool(turbo_tools::Error::UnknownOperation { .. })), "{err}");
+        let mistyped = call("git_ops", json!({"operation": "commit", "parameters": {"message": 3}}));
+        let err = within(runner.call_in(ws, &mistyped, &scope)).await.expect("not left waiting").unwrap_err();
+        assert!(err.to_string().contains("message"), "{err}");
+        assert!(approvals.list(None).is_empty(), "nobody was asked");
+        assert!(!dir.path().join("checkpoints").exists(), "no checkpoint was taken");
+    }
+
+    #[tokio::test]
     async fn a_mutating_call_that_cannot_be_checkpointed_does_not_run() {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path().join("ws");
