@@ -1086,6 +1086,28 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
                             "changes": [{"range": {"start": {"line": 0, "column": 0}, "end": {"line": 0, "column": 5}}, "text": "goodbye"}]})).await;
     assert_eq!(ws_answer(&mut ws, "e2", "execution_result", &mut events).await["success"], true);
     assert_eq!(std::fs::read_to_string(root.join("notes.txt")).unwrap(), "goodbye\n");
+    // A question about a selection: the preferred agent's model proposes a replacement for it,
+    // and nothing is written.
+    let selection = json!({"start": {"line": 0, "column": 0}, "end": {"line": 0, "column": 7}});
+    ws_send(
+        &mut ws,
+        json!({"message_type": "ai_request", "message_id": "s1", "query": "make it louder", "preferred_agent": "tester",
+               "context": {"current_file": "notes.txt", "selection": selection}}),
+    )
+    .await;
+    let suggested = ws_answer(&mut ws, "s1", "code_suggestion", &mut events).await;
+    let first = &suggested["suggestions"][0];
+    assert_eq!(
+        (first["replacement"].as_str(), first["file_path"].as_str()),
+        (Some("GOODBYE"), Some("notes.txt")),
+        "{suggested}"
+    );
+    assert_eq!(first["range"]["end"]["column"], 7, "{suggested}");
+    assert_eq!(
+        (suggested["confidence"].as_f64(), suggested["reasoning"].as_str()),
+        (Some(0.8), Some("asked to be louder"))
+    );
+    assert_eq!(std::fs::read_to_string(root.join("notes.txt")).unwrap(), "goodbye\n", "nothing is written");
     ws_send(
         &mut ws,
         json!({"message_type": "code_edit", "message_id": "e3", "file_path": "notes.txt",
