@@ -774,6 +774,8 @@ async fn the_rate_limit_holds_across_two_gateway_replicas_and_answers_429_with_r
     assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
     let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "{retry}");
+    let reset: u64 = refused.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&reset), "seconds until the window resets: {reset}");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
     assert_eq!(statuses[4].headers()["x-ratelimit-remaining"], "0");
