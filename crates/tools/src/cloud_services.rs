@@ -359,10 +359,8 @@ impl Tool for CloudServices {
     fn validate(&self, args: &Value) -> Result<()> {
         schema::one_of(NAME, args, "provider", PROVIDERS)?;
         schema::one_of(NAME, args, "operation", OPERATIONS)?;
-        match args.get("parameters") {
-            None | Some(Value::Null | Value::Object(_)) => Ok(()),
-            Some(_) => Err(Error::bad_args(NAME, "parameters must be an object")),
-        }
+        // The schema has checked the rest (`parameters` an object).
+        Ok(())
     }
 
     async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
