@@ -427,6 +427,15 @@ async fn gateway_stack(
     repeat: bool,
     gateway_env: &[(&str, String)],
 ) -> (turbo_testkit::ScriptedModelServer, Served, Served) {
+    gateway_stack_with(repeat, &[], gateway_env).await
+}
+
+/// [`gateway_stack`] with `orchestrator_env` added to the orchestrator's.
+async fn gateway_stack_with(
+    repeat: bool,
+    orchestrator_env: &[(&str, String)],
+    gateway_env: &[(&str, String)],
+) -> (turbo_testkit::ScriptedModelServer, Served, Served) {
     use serde_json::json;
     use turbo_testkit::{ModelDef, Reply, Script, ScriptedModelServer};
 
@@ -456,19 +465,21 @@ async fn gateway_stack(
     )
     .await
     .expect("the scripted model server starts");
+    let mut env = vec![
+        ("TURBO_CODER__MODELS__PLANNER__BASE_URL", models.url()),
+        ("TURBO_CODER__MODELS__PLANNER__MODEL", "planner:test".into()),
+        ("TURBO_CODER__MODELS__CODER__BASE_URL", models.url()),
+        ("TURBO_CODER__MODELS__CODER__MODEL", "coder:test".into()),
+        ("TURBO_CODER__MODELS__TESTER__PROVIDER", "ollama".into()),
+        ("TURBO_CODER__MODELS__TESTER__BASE_URL", models.url()),
+        ("TURBO_CODER__MODELS__TESTER__MODEL", "tester:test".into()),
+    ];
+    env.extend(orchestrator_env.iter().cloned());
     let orchestrator = Served::start_with(
         &turbo_coder_bin(),
         &["serve", "orchestrator", "--listen", "127.0.0.1:0"],
         "turbo-orchestrator",
-        &[
-            ("TURBO_CODER__MODELS__PLANNER__BASE_URL", models.url()),
-            ("TURBO_CODER__MODELS__PLANNER__MODEL", "planner:test".into()),
-            ("TURBO_CODER__MODELS__CODER__BASE_URL", models.url()),
-            ("TURBO_CODER__MODELS__CODER__MODEL", "coder:test".into()),
-            ("TURBO_CODER__MODELS__TESTER__PROVIDER", "ollama".into()),
-            ("TURBO_CODER__MODELS__TESTER__BASE_URL", models.url()),
-            ("TURBO_CODER__MODELS__TESTER__MODEL", "tester:test".into()),
-        ],
+        &env,
     )
     .await;
     let mut env = vec![("TURBO_CODER__GATEWAY__ORCHESTRATOR_URL", format!("http://{}", orchestrator.addr))];
@@ -483,8 +494,11 @@ async fn gateway_stack(
 async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_errors() {
     use serde_json::json;
 
-    let (_models, orchestrator, gateway) =
-        gateway_stack(false, &[("TURBO_CODER__GATEWAY__MAX_BODY_BYTES", "65536".into())]).await;
+    // One store for both, as in a cluster: the audit log holds the orchestrator's entries too.
+    let dir = tempfile::tempdir().unwrap();
+    let store = ("TURBO_CODER__STORE__URL", format!("sqlite://{}", dir.path().join("shared.db").display()));
+    let gateway_env = [("TURBO_CODER__GATEWAY__MAX_BODY_BYTES", "65536".into()), store.clone()];
+    let (_models, orchestrator, gateway) = gateway_stack_with(false, &[store], &gateway_env).await;
     let base = format!("http://{}", gateway.addr);
     let ana = Rest::new(&base, Some(token("ana", &["developer"]).await));
     let bob = Rest::new(&base, Some(token("bob", &["developer"]).await));
@@ -541,7 +555,21 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     };
     let (status, body) = raw("application/json", b"{\"name\": ".to_vec()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "body", "{body}");
+    // A body of the wrong shape names the field and the problem.
+    let (status, body) = raw("application/json", br#"{"name": "x", "technologies": 3}"#.to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "technologies", "{body}");
+    assert!(body["error"]["fields"][0]["problem"].as_str().unwrap().contains("invalid type"), "{body}");
     assert_eq!(raw("text/plain", b"{}".to_vec()).await.0, 415);
+    // A path asked with a method it does not take: 405 in the same shape, with Allow.
+    let response =
+        ana.http.put(format!("{base}/v1/projects")).bearer_auth(ana.token.as_deref().unwrap()).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let allow = response.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     let (status, body) = raw("application/json", vec![b' '; 100_000]).await;
     assert_eq!(status, 413, "{body}");
 
@@ -565,7 +593,8 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!(bob.get(&format!("/v1/projects/{id}")).await.0, 200);
     assert_eq!(bob.patch(&project, json!({"team_members": ["bob"]})).await.0, 403);
     assert_eq!(ana.patch(&project, json!({"team_members": ["bob", "ana"]})).await.0, 422);
-    assert_eq!(ana.patch(&project, json!({"colour": "blue"})).await.0, 400);
+    let (status, body) = ana.patch(&project, json!({"colour": "blue"})).await;
+    assert_eq!((status, body["error"]["fields"][0]["field"].as_str()), (400, Some("colour")), "{body}");
 
     // A task: planned by the planner model, answered in the spec's shape.
     let (status, task) = ana
@@ -705,6 +734,30 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         let anonymous = client.list_projects(list(None)).await.unwrap_err();
         assert_eq!(anonymous.code(), tonic::Code::Unauthenticated, "{anonymous:?}");
+        let anonymous = client.create_project(create(None)).await.unwrap_err();
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated, "{anonymous:?}");
+        // Sessions: opened for the caller whatever the request names, hidden from others.
+        {
+            use turbo_proto::sessions::v1 as sessions;
+            use turbo_proto::sessions::v1::session_service_client::SessionServiceClient;
+            let mut client = SessionServiceClient::new(channel.clone());
+            let start =
+                sessions::StartSessionRequest { project_id: id.clone(), user: "root".into(), ..Default::default() };
+            let session =
+                client.start_session(with_token(ana.token.as_deref(), start)).await.expect("ana starts").into_inner();
+            assert_eq!(session.user, "ana", "the caller's, not the one named: {session:?}");
+            let get = |token: Option<&str>| {
+                with_token(token, sessions::GetSessionRequest { session_id: session.session_id.clone() })
+            };
+            assert_eq!(client.get_session(get(Some(&eve))).await.unwrap_err().code(), tonic::Code::NotFound);
+            assert_eq!(
+                client.get_session(get(ana.token.as_deref())).await.expect("hers").into_inner().session_id,
+                session.session_id
+            );
+            let end = sessions::EndSessionRequest { session_id: session.session_id.clone(), ..Default::default() };
+            let ended = client.end_session(with_token(ana.token.as_deref(), end)).await.expect("ana ends").into_inner();
+            assert!(ended.ended_at.is_some(), "{ended:?}");
+        }
         // A server stream passes through: the finished task's events, then the end; not for others.
         let watch = || tasks::WatchTaskRequest { task_id: task_id.clone(), after_seq: 0 };
         let mut tasks_client = TaskServiceClient::new(channel);
@@ -721,9 +774,23 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
             seen += 1;
         }
         assert!(seen > 2, "{seen} events");
-        // Audited under the user, not the gateway's address.
+        // Audited under the user, not the gateway's address, by the orchestrator that carried
+        // the call out; the gateway audits what it refused itself; reads are not audited.
         let (_, audit) = root.get("/v1/audit?action=project.restore&actor=user:ana").await;
         assert!(!audit["entries"].as_array().unwrap().is_empty(), "{audit}");
+        let (_, audit) = root.get("/v1/audit?action=project.create&actor=anonymous").await;
+        let refused: Vec<&serde_json::Value> = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["detail"]["rpc"] == "/turbo.projects.v1.ProjectService/CreateProject")
+            .collect();
+        assert_eq!(refused.len(), 1, "{audit}");
+        assert_eq!(refused[0]["outcome"], "error: Unauthenticated", "{audit}");
+        let (_, audit) = root.get("/v1/audit?actor=user:ana&action=session.start").await;
+        assert!(!audit["entries"].as_array().unwrap().is_empty(), "{audit}");
+        let (_, audit) = root.get("/v1/audit?action=request").await;
+        assert_eq!(audit["entries"], json!([]), "no entry without an action: {audit}");
     }
 
     // Anything else is a JSON 404; gRPC health still answers on the same port.
@@ -1355,6 +1422,157 @@ async fn a_sessions_edits_outside_a_task_are_checkpointed_and_rewound_by_its_id(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_waiting_tool_call_is_decided_from_the_cli_and_each_decision_and_call_is_audited() {
+    use serde_json::json;
+
+    // One store for both, as in a cluster: the gateway reads what the orchestrator audits.
+    let dir = tempfile::tempdir().unwrap();
+    let store = ("TURBO_CODER__STORE__URL", format!("sqlite://{}", dir.path().join("shared.db").display()));
+    let policy = [
+        ("TURBO_CODER__APPROVAL__HIGH", "ask".to_string()),
+        ("TURBO_CODER__APPROVAL__TIMEOUT_S", "4".into()),
+        store.clone(),
+    ];
+    let (_models, orchestrator, gateway) = gateway_stack_with(true, &policy, &[store]).await;
+    let base = format!("http://{}", gateway.addr);
+    let token = token("ana", &["developer"]).await;
+    let ana = Rest::new(&base, Some(token.clone()));
+    let root = Rest::new(&base, Some(self::token("root", &["admin"]).await));
+    let (status, created) = ana
+        .post("/v1/projects", json!({"name": "asks", "project_type": "api_service", "technologies": ["python"]}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let project_id = created["project_id"].as_str().unwrap().to_string();
+    let (status, session) = ana.post(&format!("/v1/projects/{project_id}/sessions"), json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    let session_id = session["session_id"].as_str().unwrap().to_string();
+    let mut ws = ws_connect(&gateway.addr, session["websocket_url"].as_str().unwrap(), Some(&token)).await.unwrap();
+
+    let url = format!("http://{}", orchestrator.addr);
+    let cli = Sandbox::new();
+    // The call that waits, once it is listed.
+    let waiting = |command: &'static str| {
+        let (cli, url) = (&cli, &url);
+        async move {
+            eventually("the call waits for approval", || async move {
+                let out = cli.run(&["--server", url, "approvals", "list", "--json"]).await;
+                out.assert_code(0);
+                let pending: Vec<serde_json::Value> =
+                    out.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+                match pending.iter().find(|p| p["arguments"]["command"] == command) {
+                    Some(p) => Ok(p.clone()),
+                    None => Err(out.stdout),
+                }
+            })
+            .await
+        }
+    };
+    let run = |id: &str, command: &str| {
+        json!({"message_type": "tool_execution", "message_id": id, "tool_name": "shell_run",
+               "parameters": {"command": command}})
+    };
+    let mut events = Vec::new();
+
+    // Approved from the CLI: it runs, and its result is the answer.
+    ws_send(&mut ws, run("t1", "echo approved")).await;
+    let pending = waiting("echo approved").await;
+    assert_eq!((pending["tool"].as_str(), pending["risk"].as_str()), (Some("shell_run"), Some("high")), "{pending}");
+    assert!(pending["reason"].as_str().unwrap().contains("s of CPU"), "the call's resource estimate: {pending}");
+    let id = pending["approval_id"].as_str().unwrap();
+    let approved = cli.run(&["--server", &url, "approvals", "approve", id, "--by", "ana", "--note", "fine"]).await;
+    approved.assert_code(0);
+    assert_eq!(approved.stdout.trim(), format!("approved {id}"));
+    let answer = ws_answer(&mut ws, "t1", "execution_result", &mut events).await;
+    assert_eq!(answer["success"], true, "{answer}");
+    assert!(answer["output"].as_str().unwrap().contains("approved"), "{answer}");
+
+    // Denied: it never runs; the answer says who denied it and why.
+    ws_send(&mut ws, run("t2", "echo denied > denied.txt")).await;
+    let id = waiting("echo denied > denied.txt").await["approval_id"].as_str().unwrap().to_string();
+    cli.run(&["--server", &url, "approvals", "deny", &id, "--by", "bob", "--note", "not now"]).await.assert_code(0);
+    let answer = ws_answer(&mut ws, "t2", "execution_result", &mut events).await;
+    assert_eq!(answer["success"], false, "{answer}");
+    let said = answer["output"].as_str().unwrap();
+    assert!(said.contains("bob") && said.contains("not now"), "{answer}");
+    let workspace = PathBuf::from(created["project"]["root_path"].as_str().unwrap());
+    assert!(!workspace.join("denied.txt").exists(), "a denied call does not run");
+
+    // Undecided: denied when the policy's timeout passes.
+    ws_send(&mut ws, run("t3", "echo late")).await;
+    let id = waiting("echo late").await["approval_id"].as_str().unwrap().to_string();
+    let answer = ws_answer(&mut ws, "t3", "execution_result", &mut events).await;
+    assert_eq!(answer["success"], false, "{answer}");
+    let late = cli.run(&["--server", &url, "approvals", "approve", &id, "--by", "ana"]).await;
+    late.assert_code(2);
+    assert!(late.stderr.contains("does not wait for approval"), "{}", late.stderr);
+
+    // Every decision and every call of the session, read back by an admin.
+    let entries = |query: String| {
+        let root = &root;
+        async move {
+            let (status, audit) = root.get(&format!("/v1/audit?{query}")).await;
+            assert_eq!(status, 200, "{audit}");
+            audit["entries"].as_array().unwrap().clone()
+        }
+    };
+    let decided = eventually("the decisions are audited", || async {
+        let found: Vec<(String, String)> = entries("limit=1000".into())
+            .await
+            .iter()
+            .filter(|e| e["action"].as_str().unwrap().starts_with("tool."))
+            .map(|e| (e["action"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap().to_string()))
+            .collect();
+        if found.len() >= 3 { Ok(found) } else { Err(format!("{found:?}")) }
+    })
+    .await;
+    for (action, actor) in [("tool.approve", "ana"), ("tool.deny", "bob")] {
+        assert!(
+            decided.iter().any(|(a, who)| a == action && who.contains(actor)),
+            "no {action} by {actor}: {decided:?}"
+        );
+    }
+    assert!(decided.iter().any(|(a, _)| a == "tool.approval_expired"), "{decided:?}");
+    let calls = entries(format!("action=session.tool_execution&target={session_id}")).await;
+    let outcomes: Vec<&str> = calls.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "ok").count(), 1, "{outcomes:?}");
+    assert!(outcomes.contains(&"error: bob denied this shell_run call"), "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| o.starts_with("error: nobody approved")), "{outcomes:?}");
+    assert!(calls.iter().all(|e| e["actor"] == "user:ana" && e["detail"]["tool"] == "shell_run"), "{calls:?}");
+    assert!(!serde_json::to_string(&calls).unwrap().contains("echo"), "never the parameters: {calls:?}");
+    assert!(events.is_empty(), "no task, no task events: {events:?}");
+
+    // A 10 MB message (the limit is 1 MiB by default) closes that connection with 1009,
+    // read while it is still being written; the gateway serves on.
+    {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let huge =
+            format!(r#"{{"message_type":"execute_code","language":"python","code":"{}"}}"#, "x".repeat(10 << 20));
+        let (mut sink, mut stream) = ws.split();
+        let writer = tokio::spawn(async move { sink.send(Message::Text(huge.into())).await });
+        let closed = loop {
+            match tokio::time::timeout(WAIT, stream.next()).await.expect("an answer within the wait") {
+                Some(Ok(Message::Close(frame))) => break frame.map_or(1005, |f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("the connection failed instead of closing with a code: {e}"),
+                None => break 1006,
+            }
+        };
+        assert_eq!(closed, 1009);
+        writer.abort();
+    }
+    assert_eq!(ana.get("/v1/projects").await.0, 200);
+    let mut ws = ws_connect(&gateway.addr, session["websocket_url"].as_str().unwrap(), Some(&token)).await.unwrap();
+    ws_send(&mut ws, run("t4", "true")).await;
+    let pending = waiting("true").await;
+    assert_eq!(pending["tool"], "shell_run", "the session goes on over a new connection: {pending}");
+
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn registered_users_get_their_stored_roles_and_api_keys_work_until_revoked_or_the_user_is_disabled() {
     use serde_json::json;
 
@@ -1404,6 +1622,22 @@ async fn registered_users_get_their_stored_roles_and_api_keys_work_until_revoked
     let by_key = Rest::new(&base, Some(key.clone()));
     assert_eq!(by_key.get("/v1/projects").await.0, 200);
     assert_eq!(by_key.post("/v1/projects", json!({"name": "c", "project_type": "api_service"})).await.0, 403);
+    // The same key on the gRPC edge: carol's roles there too.
+    {
+        use turbo_proto::projects::v1 as projects;
+        use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
+        let mut client = ProjectServiceClient::new(gateway.channel().await);
+        let listed = client.list_projects(with_token(Some(&key), projects::ListProjectsRequest::default())).await;
+        assert!(listed.is_ok(), "a key lists over gRPC: {listed:?}");
+        let create = projects::CreateProjectRequest { name: "c".into(), ..Default::default() };
+        let refused = client.create_project(with_token(Some(&key), create)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "a viewer's key: {refused:?}");
+        let unknown = client
+            .list_projects(with_token(Some(&format!("{key}0")), projects::ListProjectsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated, "{unknown:?}");
+    }
     let wrong = Rest::new(&base, Some(format!("{key}0")));
     let (status, body) = wrong.get("/v1/projects").await;
     assert_eq!(status, 401);

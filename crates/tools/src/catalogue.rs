@@ -156,6 +156,13 @@ impl Tool for Catalogued {
         }
     }
 
+    fn check_permissions(&self, args: &Value, ctx: &ToolContext) -> Result<()> {
+        match self.operation(args) {
+            Ok((op, params)) => op.tool.check_permissions(params, ctx),
+            Err(_) => Ok(()),
+        }
+    }
+
     fn validate(&self, args: &Value) -> Result<()> {
         let (op, params) = self.operation(args)?;
         schema::validate(&format!("{}.{}", self.name, op.name), &op.tool.parameters(), params)

@@ -363,8 +363,28 @@ impl Tool for CloudServices {
         Ok(())
     }
 
+    /// A cloud call needs a network: the host's (`[sandbox] network`, or an unconfined
+    /// sandbox), or the registry proxy's when it serves this tool.
+    fn check_permissions(&self, args: &Value, ctx: &ToolContext) -> Result<()> {
+        let policy = ctx.sandbox.policy();
+        if policy.network || policy.mode == crate::SandboxMode::Unconfined || policy.proxy.applies_to(NAME) {
+            return Ok(());
+        }
+        let provider = args["provider"].as_str().unwrap_or("the provider");
+        Err(Error::NotPermitted {
+            tool: NAME.into(),
+            what: format!("reach {provider}"),
+            why: format!(
+                "its sandbox has no network; a person allows it with [sandbox] network = true, or with \
+                 \"{NAME}\" in [sandbox.proxy] tools and the provider's API hosts in [sandbox.proxy] allow, \
+                 and gives it credentials in [sandbox.cloud.{provider}]"
+            ),
+        })
+    }
+
     async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
         self.validate(args)?;
+        self.check_permissions(args, ctx)?;
         let top = Args::new(NAME, args);
         let (provider, service, operation) =
             (top.string("provider")?, top.string("service")?, top.string("operation")?);

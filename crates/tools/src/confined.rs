@@ -96,6 +96,10 @@ impl Tool for InSandbox {
         self.0.validate(args)
     }
 
+    fn check_permissions(&self, args: &Value, ctx: &ToolContext) -> Result<()> {
+        self.0.check_permissions(args, ctx)
+    }
+
     fn spec(&self) -> ToolSpec {
         self.0.spec()
     }

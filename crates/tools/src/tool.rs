@@ -187,6 +187,14 @@ pub trait Tool: Send + Sync {
         Ok(())
     }
 
+    /// Whether this runner lets the call do what it must (the spec's check_permissions): a
+    /// call that could never work here, such as a cloud call from a sandbox that reaches no
+    /// network, is refused with [`crate::Error::NotPermitted`] saying what a person would
+    /// configure, before anyone is asked to approve it.
+    fn check_permissions(&self, _args: &serde_json::Value, _ctx: &ToolContext) -> Result<()> {
+        Ok(())
+    }
+
     /// The tool as a model sees it.
     fn spec(&self) -> ToolSpec {
         ToolSpec {

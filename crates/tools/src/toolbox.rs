@@ -177,6 +177,7 @@ impl Toolbox {
     /// missing key, an unknown key or a wrongly typed value. `duration` is the whole call.
     pub async fn call(&self, name: &str, args: &serde_json::Value, ctx: &ToolContext) -> Result<ToolOutput> {
         let tool = self.checked(name, args)?;
+        tool.check_permissions(args, ctx)?;
         let started = Instant::now();
         let result = tool.call(args, ctx).await;
         let duration = started.elapsed();

@@ -377,6 +377,44 @@ async fn the_runner_cannot_be_killed_or_traced_from_inside() {
 }
 
 #[tokio::test]
+async fn the_hosts_name_and_its_shared_memory_are_not_reachable() {
+    let c = case();
+    // A System V shared memory segment of the host (it outlives the process that makes it),
+    // which a call in the host's IPC namespace could attach to and read.
+    let key = 0x7452_0000 | (std::process::id() & 0xffff);
+    let host_python = |code: String| {
+        let out = std::process::Command::new("python3").args(["-c", &code]).output().expect("python3 on the host");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let libc = "import ctypes; libc = ctypes.CDLL(None, use_errno=True)";
+    let id: i64 = host_python(format!("{libc}; print(libc.shmget({key}, 4096, 0o1666))")).parse().unwrap();
+    assert!(id >= 0, "the host makes a segment");
+    let probe = c
+        .py(&format!(
+            "{libc}\nimport socket\n\
+             print('shm', libc.shmget({key}, 0, 0), ctypes.get_errno())\n\
+             print('host', socket.gethostname())\n\
+             print('sethostname', libc.sethostname(b'evil', 4), ctypes.get_errno())\n"
+        ))
+        .await;
+    // IPC_RMID is 0.
+    host_python(format!("{libc}; print(libc.shmctl({id}, 0, None))"));
+    let out = stdout(&probe);
+    let line = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    // ENOENT is 2: no segment has that key in the sandbox's own IPC namespace.
+    assert_eq!(line("shm "), "shm -1 2", "the host's segment does not exist inside: {}", probe.content);
+    assert_eq!(line("host "), "host turbo-sandbox", "a name of its own: {}", probe.content);
+    assert!(line("sethostname ").starts_with("sethostname -1"), "and cannot change it: {}", probe.content);
+    assert_ne!(host_name(), "evil", "the host's name is untouched");
+}
+
+/// The host's name, as the kernel has it.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
+}
+
+#[tokio::test]
 async fn setuid_binaries_and_capabilities_give_nothing() {
     let c = case();
     let out = c.sh("grep -E '^(NoNewPrivs|CapEff|CapPrm):' /proc/self/status").await;
@@ -482,6 +520,8 @@ async fn a_cloud_clis_credentials_reach_its_calls_and_no_other() {
     let sandbox = SandboxPolicy {
         path: format!("{}:/usr/bin:/bin", ws.join("bin").display()),
         cloud: [("kubernetes".to_string(), access)].into(),
+        // A cloud call is permitted only with a network to reach the provider.
+        network: true,
         ..policy()
     };
     let c = Case {

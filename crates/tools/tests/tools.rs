@@ -1001,6 +1001,26 @@ async fn package_manager_runs_cargo_for_rust_or_names_it_missing() {
 #[tokio::test]
 async fn cloud_services_run_the_providers_cli_in_the_sandbox_or_say_why_not() {
     let (_dir, ctx) = setup();
+    // Without a network for it, a cloud call is not permitted at all, before anyone is asked
+    // to approve it or its program is looked for; the refusal says what a person configures.
+    let monitor =
+        json!({"provider": "aws", "service": "lambda", "operation": "monitor", "parameters": {"function": "web"}});
+    let refused = call(&ctx, "cloud_services", monitor).await.unwrap_err();
+    assert!(matches!(refused, Error::NotPermitted { .. }), "{refused:?}");
+    let said = refused.to_string();
+    assert!(
+        said.contains("reach aws") && said.contains("[sandbox] network") && said.contains("[sandbox.cloud.aws]"),
+        "{said}"
+    );
+    // Through the registry proxy, when it serves cloud_services, or the host's network.
+    let proxied =
+        turbo_tools::ProxyPolicy { allow: vec!["*.amazonaws.com".into()], tools: vec!["cloud_services".into()] };
+    let through_proxy = turbo_tools::SandboxPolicy { proxy: proxied, ..turbo_tools::SandboxPolicy::default() };
+    let tool = Toolbox::standard().get("cloud_services").unwrap();
+    let args = json!({"provider": "aws", "service": "lambda", "operation": "monitor"});
+    let with = |policy| ctx.clone().with_sandbox(std::sync::Arc::new(turbo_tools::Sandbox::new(policy)));
+    assert!(tool.check_permissions(&args, &with(through_proxy)).is_ok());
+    let ctx = with(turbo_tools::SandboxPolicy { network: true, ..turbo_tools::SandboxPolicy::default() });
     fs::write(root(&ctx).join("deploy.yaml"), "apiVersion: v1\nkind: List\nitems: []\n").unwrap();
     let monitor = json!({"provider": "kubernetes", "service": "deployments", "operation": "monitor"});
     if let Some(out) = run_or_missing(&ctx, "cloud_services", monitor, "kubectl").await {
@@ -1175,4 +1195,22 @@ async fn toolbox_subset_only_calls_its_tools() {
     assert_eq!(reviewer.specs().len(), 2);
     let err = reviewer.call("fs_write", &json!({"path": "a", "content": "b"}), &ctx).await.unwrap_err();
     assert!(matches!(err, Error::UnknownTool { ref available, .. } if available == &["fs_read", "git_diff"]));
+}
+
+#[test]
+fn resource_estimates_follow_the_operation_and_its_size() {
+    let tools = Toolbox::standard();
+    let estimate = |tool: &str, args: Value| tools.get(tool).unwrap_or_else(|| panic!("{tool}")).estimate(&args);
+    let bulk = |n: usize| {
+        let ops: Vec<Value> = (0..n).map(|i| json!({"action": "mkdir", "path": format!("d{i}")})).collect();
+        estimate("advanced_fs", json!({"operation": "bulk_operation", "parameters": {"operations": ops}}))
+    };
+    assert!(bulk(10).cpu_seconds > bulk(1).cpu_seconds, "more operations, more CPU: {} {}", bulk(10), bulk(1));
+    let install = estimate("package_manager", json!({"ecosystem": "python", "operation": "install"}));
+    let list = estimate("package_manager", json!({"ecosystem": "python", "operation": "list"}));
+    assert!(install.cpu_seconds > list.cpu_seconds && install.disk_mb > list.disk_mb, "{install} / {list}");
+    // What the person asked to approve reads.
+    assert!(install.to_string().starts_with("about 60 s of CPU, 512 MB of memory"), "{install}");
+    // A call naming no known operation gets the spec's default estimate.
+    assert_eq!(estimate("advanced_fs", json!({"operation": "explode"})), turbo_tools::ResourceEstimate::default());
 }

@@ -17,7 +17,11 @@
 //! - **Audit**: every POST, PATCH, PUT and DELETE is recorded in the store's audit log: who
 //!   (`user:<name>`, or `anonymous`), what (`project.create`, `task.execute`, ...), the id in its
 //!   path, and the outcome (`ok`, or `error: <status>`), with the route and status as detail;
-//!   never the body or the token. `GET /v1/audit` lists entries for admins.
+//!   never the body or the token. `GET /v1/audit` lists entries for admins. A gRPC-edge call
+//!   that changes something is audited by the orchestrator that carries it out (with the
+//!   caller from the identity metadata), and here only when the gateway refuses it itself
+//!   (no valid token, the rate limit, the orchestrator unreachable), as `<noun>.<verb>` of its
+//!   method with its gRPC status; reads are not audited.
 //!
 //! When the store cannot be reached, a request is let through (and the failure logged):
 //! availability over counting.
@@ -132,6 +136,13 @@ pub async fn edge(State(app): State<App>, mut request: Request, next: Next) -> R
     }
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    // A call of the gRPC edge: audited by the orchestrator once forwarded, here only when the
+    // gateway itself refuses it, and then only a call that would change something.
+    let rpc = route.starts_with("/turbo.").then(|| request.uri().path().to_string());
+    let action = match &rpc {
+        Some(path) => rpc_action(path).map(str::to_string),
+        None => action_of(&method, &route),
+    };
     let target = target_of(request.uri().path(), &route);
 
     let mut limit_headers = None;
@@ -139,14 +150,16 @@ pub async fn edge(State(app): State<App>, mut request: Request, next: Next) -> R
         match edge.admit(&who.user).await {
             Some(Verdict::Served { remaining, reset }) => limit_headers = Some((edge.per_hour, remaining, reset)),
             Some(Verdict::Refused { reset }) => {
-                let mut response = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("more than {} requests in an hour: wait {reset} s", edge.per_hour),
-                )
-                .into_response();
+                let message = format!("more than {} requests in an hour: wait {reset} s", edge.per_hour);
+                let mut response = match rpc {
+                    Some(_) => tonic::Status::resource_exhausted(message).into_http::<axum::body::Body>(),
+                    None => ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response(),
+                };
                 set_limit_headers(&mut response, edge.per_hour, 0, reset);
                 response.headers_mut().insert("retry-after", HeaderValue::from(reset));
-                audit(edge, who, &method, &route, &target, response.status()).await;
+                if let Some(action) = &action {
+                    audit(edge, who, action, &target, detail(&method, &route, rpc.as_deref(), &response)).await;
+                }
                 return response;
             }
             None => {}
@@ -157,12 +170,19 @@ pub async fn edge(State(app): State<App>, mut request: Request, next: Next) -> R
     if let Some((limit, remaining, reset)) = limit_headers {
         set_limit_headers(&mut response, limit, remaining, reset);
     }
-    if let (Some(edge), true) = (&app.edge, mutating(&method)) {
+    let audited = rpc.is_none() || response.extensions().get::<RefusedAtEdge>().is_some();
+    if let (Some(edge), Some(action), true) = (&app.edge, &action, audited) {
         let anonymous = Principal { user: String::new(), roles: Vec::new() };
-        audit(edge, caller.as_ref().unwrap_or(&anonymous), &method, &route, &target, response.status()).await;
+        let who = caller.as_ref().unwrap_or(&anonymous);
+        audit(edge, who, action, &target, detail(&method, &route, rpc.as_deref(), &response)).await;
     }
     response
 }
+
+/// Marks a gRPC-edge answer the gateway gave itself (no token, the orchestrator unreachable):
+/// the orchestrator never saw the call, so the gateway audits it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RefusedAtEdge;
 
 impl Edge {
     pub fn new(store: Store, per_hour: u64) -> Edge {
@@ -234,9 +254,32 @@ fn target_of(path: &str, route: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The audit action of a route and method: `<noun>.<verb>`.
-fn action_of(method: &Method, route: &str) -> String {
-    match (method.as_str(), route) {
+/// The audit action of a gRPC call that changes something, by its path
+/// (`/turbo.projects.v1.ProjectService/DeleteProject`); None for a read.
+fn rpc_action(path: &str) -> Option<&'static str> {
+    Some(match path.rsplit('/').next()? {
+        "CreateProject" => "project.create",
+        "UpdateProject" => "project.update",
+        "DeleteProject" => "project.delete",
+        "RestoreProject" => "project.restore",
+        "CreateTask" => "task.create",
+        "CancelTask" => "task.cancel",
+        "ExecuteTask" => "task.execute",
+        "StartSession" => "session.start",
+        "EndSession" => "session.end",
+        "Interact" => "session.interact",
+        _ => return None,
+    })
+}
+
+/// The audit action of a route and method, `<noun>.<verb>`, for a request that changes
+/// something; None for the others: reads, a POST that only searches, a method the route does
+/// not take (405: nothing happened).
+fn action_of(method: &Method, route: &str) -> Option<String> {
+    if !mutating(method) {
+        return None;
+    }
+    let action = match (method.as_str(), route) {
         ("POST", "/v1/projects") => "project.create",
         ("PATCH", "/v1/projects/{project_id}") => "project.update",
         ("DELETE", "/v1/projects/{project_id}") => "project.delete",
@@ -245,24 +288,55 @@ fn action_of(method: &Method, route: &str) -> String {
         ("POST", "/v1/tasks/{task_id}/execute") => "task.execute",
         ("POST", "/v1/projects/{project_id}/sessions") => "session.start",
         ("DELETE", "/v1/sessions/{session_id}") => "session.end",
-        _ => "request",
-    }
-    .to_string()
+        ("POST", "/v1/knowledge") => "knowledge.add",
+        _ => return None,
+    };
+    Some(action.to_string())
 }
 
-async fn audit(edge: &Edge, who: &Principal, method: &Method, route: &str, target: &str, status: StatusCode) {
+/// What an audit entry says of a request besides who and what: the route (or the gRPC
+/// method) and the answer's status; its outcome from the status.
+struct Detail {
+    json: serde_json::Value,
+    failure: Option<String>,
+}
+
+fn detail(method: &Method, route: &str, rpc: Option<&str>, response: &Response) -> Detail {
+    let status = response.status();
+    if let Some(path) = rpc {
+        // A gRPC answer the gateway gives itself carries its status in the headers.
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(tonic::Code::from)
+            .unwrap_or(tonic::Code::Ok);
+        return Detail {
+            json: serde_json::json!({ "via": "gateway", "rpc": path, "grpc_status": code as i32 }),
+            failure: (code != tonic::Code::Ok).then(|| format!("{code:?}")),
+        };
+    }
+    Detail {
+        json: serde_json::json!({
+            "via": "gateway",
+            "method": method.as_str(),
+            "route": route,
+            "status": status.as_u16(),
+        }),
+        failure: (!status.is_success())
+            .then(|| format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))),
+    }
+}
+
+async fn audit(edge: &Edge, who: &Principal, action: &str, target: &str, detail: Detail) {
     let actor = if who.user.is_empty() { "anonymous".to_string() } else { format!("user:{}", who.user) };
-    let mut entry = NewAuditEntry::new(actor, action_of(method, route), target).with_detail(serde_json::json!({
-        "via": "gateway",
-        "method": method.as_str(),
-        "route": route,
-        "status": status.as_u16(),
-    }));
-    if !status.is_success() {
-        entry = entry.failed(format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")));
+    let mut entry = NewAuditEntry::new(actor, action, target).with_detail(detail.json);
+    if let Some(failure) = detail.failure {
+        entry = entry.failed(failure);
     }
     if let Err(error) = edge.store.record_audit(entry).await {
-        tracing::warn!(%error, route, "cannot record the request in the audit log");
+        tracing::warn!(%error, action, "cannot record the request in the audit log");
     }
 }
 
@@ -389,7 +463,13 @@ mod tests {
         let id = "5f0c1d2e-0000-4000-8000-000000000000";
         assert_eq!(target_of(&format!("/v1/projects/{id}/tasks"), "/v1/projects/{project_id}/tasks"), id);
         assert_eq!(target_of("/v1/projects", "/v1/projects"), "");
-        assert_eq!(action_of(&Method::DELETE, "/v1/projects/{project_id}"), "project.delete");
-        assert_eq!(action_of(&Method::POST, "/v1/tasks/{task_id}/execute"), "task.execute");
+        assert_eq!(action_of(&Method::DELETE, "/v1/projects/{project_id}").as_deref(), Some("project.delete"));
+        assert_eq!(action_of(&Method::POST, "/v1/tasks/{task_id}/execute").as_deref(), Some("task.execute"));
+        assert_eq!(action_of(&Method::GET, "/v1/tasks/{task_id}"), None, "reads are not audited");
+        assert_eq!(action_of(&Method::POST, "/v1/knowledge/search"), None, "nor is a search");
+        assert_eq!(action_of(&Method::PUT, "/v1/projects"), None, "nor a method the route does not take");
+        assert_eq!(rpc_action("/turbo.projects.v1.ProjectService/DeleteProject"), Some("project.delete"));
+        assert_eq!(rpc_action("/turbo.sessions.v1.SessionService/Interact"), Some("session.interact"));
+        assert_eq!(rpc_action("/turbo.tasks.v1.TaskService/WatchTask"), None);
     }
 }

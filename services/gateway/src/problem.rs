@@ -166,14 +166,57 @@ impl From<JsonRejection> for ApiError {
             }
             _ => rejection.body_text(),
         };
-        Self::new(status, message)
+        let fields = match &rejection {
+            JsonRejection::JsonDataError(_) => vec![field_problem(&message, "body")],
+            JsonRejection::JsonSyntaxError(_) => {
+                vec![FieldProblem {
+                    field: "body".into(),
+                    problem: format!("is not valid JSON: {}", after_colon(&message)),
+                }]
+            }
+            _ => Vec::new(),
+        };
+        Self { status, message, fields }
     }
 }
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
+        let message = rejection.body_text();
+        Self { status: StatusCode::BAD_REQUEST, fields: vec![field_problem(&message, "query")], message }
     }
+}
+
+/// What follows axum's own sentence ("Failed to deserialize ...: ").
+fn after_colon(text: &str) -> &str {
+    text.split_once(": ").map_or(text, |(_, rest)| rest)
+}
+
+/// The field and the problem in serde's report of a body or query of the wrong shape:
+/// `Failed to deserialize ...: phases[0]: missing field `name` at line 1 column 23` names
+/// `phases[0].name`; a report without a path names `whole` (the body, the query).
+fn field_problem(text: &str, whole: &str) -> FieldProblem {
+    let detail = after_colon(text);
+    // serde_json's position says nothing the field does not.
+    let detail = detail.rsplit_once(" at line ").map_or(detail, |(d, _)| d);
+    let (path, problem) = match detail.split_once(": ") {
+        Some((path, problem)) if !path.is_empty() && !path.contains(' ') => (Some(path), problem),
+        _ => (None, detail),
+    };
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|lead| problem.strip_prefix(lead))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    let field = match (path, named) {
+        // An unknown field is the last step of its own path; a missing one is not.
+        (Some(path), Some(name)) if path == name || path.ends_with(&format!(".{name}")) => path.to_string(),
+        (Some(path), Some(name)) => format!("{path}.{name}"),
+        (Some(path), None) => path.to_string(),
+        (None, Some(name)) => name.to_string(),
+        (None, None) => whole.to_string(),
+    };
+    FieldProblem { field, problem: problem.to_string() }
 }
 
 impl IntoResponse for ApiError {
@@ -213,6 +256,34 @@ mod tests {
         ] {
             assert_eq!(ApiError::from_status(&tonic::Status::new(code, "x")).status.as_u16(), http, "{code:?}");
         }
+    }
+
+    #[test]
+    fn serdes_reports_name_the_field() {
+        let lead = "Failed to deserialize the JSON body into the target type: ";
+        for (report, field, problem) in [
+            ("phases[0]: missing field `name` at line 1 column 23", "phases[0].name", "missing field `name`"),
+            ("missing field `name` at line 1 column 2", "name", "missing field `name`"),
+            (
+                "technologies: invalid type: integer `3`, expected a sequence at line 1 column 19",
+                "technologies",
+                "invalid type: integer `3`, expected a sequence",
+            ),
+            (
+                "invalid type: integer `1`, expected struct X at line 1 column 1",
+                "body",
+                "invalid type: integer `1`, expected struct X",
+            ),
+        ] {
+            let found = field_problem(&format!("{lead}{report}"), "body");
+            assert_eq!((found.field.as_str(), found.problem.as_str()), (field, problem), "{report}");
+        }
+        let unknown =
+            field_problem(&format!("{lead}colour: unknown field `colour`, expected `name` at line 1 column 9"), "body");
+        assert_eq!(unknown.field, "colour");
+        let query =
+            field_problem("Failed to deserialize query string: unknown field `sort`, expected one of `actor`", "query");
+        assert_eq!(query.field, "sort");
     }
 
     #[test]

@@ -100,8 +100,18 @@ pub fn routes(app: App) -> Router {
         .route("/turbo.tasks.v1.TaskService/{method}", post(grpc_edge))
         .route("/turbo.projects.v1.ProjectService/{method}", post(grpc_edge))
         .route("/turbo.sessions.v1.SessionService/{method}", post(grpc_edge))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::edge::edge))
         .with_state(app)
+}
+
+/// A known path asked with a method it does not take: 405 in the error shape (axum adds the
+/// `Allow` header).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}: the Allow header lists what it takes", uri.path()),
+    )
 }
 
 /// The caller of a request, from its bearer token.
@@ -793,8 +803,14 @@ async fn execute_task(
 async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> axum::response::Response {
     use tonic::codegen::Service;
     let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // The gateway's own refusals are marked for the audit (the orchestrator never sees them).
+    let refused = |status: tonic::Status| {
+        let mut response = status.into_http();
+        response.extensions_mut().insert(crate::edge::RefusedAtEdge);
+        response
+    };
     let who = match app.authenticate(header).await {
-        Err(e) => return tonic::Status::unauthenticated(e.message).into_http(),
+        Err(e) => return refused(tonic::Status::unauthenticated(e.message)),
         Ok(who) => who,
     };
     let (mut parts, body) = request.into_parts();
@@ -812,14 +828,15 @@ async fn grpc_edge(State(app): State<App>, request: axum::extract::Request) -> a
     };
     match answer {
         Ok(response) => response.map(axum::body::Body::new),
-        Err(e) => tonic::Status::unavailable(format!("the orchestrator cannot be reached ({e}); try again shortly"))
-            .into_http(),
+        Err(e) => {
+            refused(tonic::Status::unavailable(format!("the orchestrator cannot be reached ({e}); try again shortly")))
+        }
     }
 }
 
 /// Names the authenticated caller in a call's identity metadata, replacing whatever named
 /// someone before: the orchestrator holds the call to that user's roles and projects.
-fn identify(metadata: &mut tonic::metadata::MetadataMap, who: &Principal) {
+pub(crate) fn identify(metadata: &mut tonic::metadata::MetadataMap, who: &Principal) {
     let roles: Vec<&str> = who.roles.iter().map(|r| r.name()).collect();
     turbo_proto::identity::set_user(metadata, &who.user, &roles);
 }

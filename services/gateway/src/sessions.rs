@@ -223,20 +223,22 @@ pub async fn websocket(
         ApiError::new(StatusCode::BAD_REQUEST, format!("{e}: open this path as a WebSocket (Upgrade: websocket)"))
     })?;
     let max = app.ws_max_message_bytes;
-    let user = caller.0.user.clone();
+    let who = caller.0;
     // Small buffers (the defaults are 128 KiB each, per connection): messages are small, a
     // larger one grows the read buffer, and every send is flushed at once.
     let upgrade =
         upgrade.max_message_size(max).max_frame_size(max).read_buffer_size(WS_BUFFER).write_buffer_size(WS_BUFFER);
     Ok(upgrade.on_upgrade(move |socket| async move {
-        Bridge { app, user, session, after_seq: q.after_seq.unwrap_or(0), max }.run(socket).await
+        Bridge { app, who, session, after_seq: q.after_seq.unwrap_or(0), max }.run(socket).await
     }))
 }
 
 /// One WebSocket connection and the streams behind it.
 struct Bridge {
     app: App,
-    user: String,
+    /// The caller, named to the orchestrator on both streams (it audits the session's
+    /// requests under them).
+    who: crate::auth::Principal,
     session: pb::Session,
     after_seq: u64,
     max: usize,
@@ -259,7 +261,9 @@ impl Bridge {
         let (to_orchestrator, rx) = mpsc::channel(TO_ORCHESTRATOR);
         let attach = pb::ClientMessage { session_id: session_id.clone(), message_id: String::new(), message: None };
         let _ = to_orchestrator.send(attach).await;
-        let mut replies = match self.app.sessions.clone().interact(ReceiverStream::new(rx)).await {
+        let mut attach = tonic::Request::new(ReceiverStream::new(rx));
+        crate::rest::identify(attach.metadata_mut(), &self.who);
+        let mut replies = match self.app.sessions.clone().interact(attach).await {
             Ok(stream) => stream.into_inner(),
             Err(status) => return Some((1011, clip(&format!("cannot attach to the session: {}", status.message())))),
         };
@@ -323,7 +327,9 @@ impl Bridge {
     /// Starts following `task`'s events after `after_seq`; None (with a log) when it cannot.
     async fn watch(&self, task: &str, after_seq: u64) -> Option<Streaming<tasks::TaskEvent>> {
         let message = tasks::WatchTaskRequest { task_id: task.to_string(), after_seq };
-        match self.app.tasks.clone().watch_task(tonic::Request::new(message)).await {
+        let mut message = tonic::Request::new(message);
+        crate::rest::identify(message.metadata_mut(), &self.who);
+        match self.app.tasks.clone().watch_task(message).await {
             Ok(stream) => Some(stream.into_inner()),
             Err(status) => {
                 tracing::warn!(%status, task, "cannot follow the session's task");
@@ -352,7 +358,7 @@ impl Bridge {
             }
         };
         if let Some(edge) = &self.app.edge
-            && let Err(reset) = edge.count(&self.user).await
+            && let Err(reset) = edge.count(&self.who.user).await
         {
             return refuse("Rate limit", &format!("more than {} requests in an hour: wait {reset} s", edge.per_hour));
         }
@@ -374,7 +380,11 @@ async fn next_event(
 }
 
 /// Writes one message, or says how to close when the client is gone or too slow.
-async fn send(socket: &mut WebSocket, message: Value) -> Result<(), Close> {
+async fn send<S>(socket: &mut S, message: Value) -> Result<(), Close>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    use futures::SinkExt;
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(message.to_string().into()))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(None),
@@ -703,6 +713,66 @@ fn event_json(session_id: &str, e: &tasks::TaskEvent) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's side of the socket: takes `accepts` messages, then never reads again (its
+    /// buffers full), or is gone when `gone`.
+    struct Client {
+        accepts: usize,
+        gone: bool,
+        took: Vec<Message>,
+    }
+
+    impl futures::Sink<Message> for Client {
+        type Error = axum::Error;
+
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            if self.gone {
+                std::task::Poll::Ready(Err(axum::Error::new("connection reset")))
+            } else if self.took.len() < self.accepts {
+                std::task::Poll::Ready(Ok(()))
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+
+        fn start_send(mut self: std::pin::Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+            self.took.push(message);
+            Ok(())
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.poll_ready(cx)
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed_with_1013_after_the_send_timeout_and_one_gone_quietly() {
+        let mut slow = Client { accepts: 2, gone: false, took: Vec::new() };
+        let started = tokio::time::Instant::now();
+        assert_eq!(send(&mut slow, json!({"n": 1})).await, Ok(()));
+        let close = send(&mut slow, json!({"n": 2})).await.expect_err("the second is never read");
+        let (code, reason) = close.expect("a close frame for a slow client");
+        assert_eq!(code, 1013, "{reason}");
+        assert!(reason.contains("after_seq") && reason.len() <= 123, "{reason}");
+        assert_eq!(started.elapsed(), SEND_TIMEOUT, "it waits the whole timeout, no longer");
+        assert_eq!(slow.took.len(), 2, "nothing is queued beyond what the socket took");
+
+        let mut gone = Client { accepts: 10, gone: true, took: Vec::new() };
+        assert_eq!(send(&mut gone, json!({"n": 1})).await, Err(None), "no close frame to a client that is gone");
+    }
 
     #[test]
     fn client_messages_map_onto_the_protocol() {

@@ -104,6 +104,18 @@ impl Api {
             Ok(_) => "ok".to_string(),
             Err(status) => format!("error: {:?}: {}", status.code(), status.message()),
         };
+        self.audit_outcome(actor, action, target, detail, outcome).await;
+    }
+
+    /// [`Api::audit`] with the outcome already said: `ok` or `error: <what went wrong>`.
+    async fn audit_outcome(
+        &self,
+        actor: String,
+        action: &str,
+        target: String,
+        detail: Option<serde_json::Value>,
+        outcome: String,
+    ) {
         let entry = NewAuditEntry { at: chrono::Utc::now(), actor, action: action.into(), target, outcome, detail };
         if let Err(error) = self.store.record_audit(entry).await {
             tracing::warn!(%error, action, "cannot record the audit entry");

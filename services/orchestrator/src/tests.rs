@@ -592,3 +592,38 @@ async fn recorded_events_are_answered_once_stored_and_handed_to_the_outbox_in_or
     assert!(refused.contains("task"), "{refused}");
     assert!(published.try_recv().is_err(), "only stored events are handed on");
 }
+
+#[tokio::test]
+async fn the_purge_loop_removes_projects_past_their_restore_window_at_start_and_audits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+    let new = |name: &str| ProjectMetadata::new(name, name, ProjectType::ApiService, vec![Language::Python], "/tmp");
+    let (old, recent, live) = (new("old"), new("recent"), new("live"));
+    for p in [&old, &recent, &live] {
+        store.create_project(p).await.unwrap();
+    }
+    let day = chrono::TimeDelta::days(1);
+    store.delete_project(old.id, Utc::now() - crate::RESTORE_WINDOW - day).await.unwrap();
+    store.delete_project(recent.id, Utc::now() - crate::RESTORE_WINDOW + day).await.unwrap();
+
+    let closing = CancellationToken::new();
+    let purge = tokio::spawn(crate::purge_loop(store.clone(), closing.clone()));
+    let filter = || turbo_store::AuditFilter { action: Some("project.purge".into()), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        let entries = store.list_audit(filter()).await.unwrap();
+        if !entries.is_empty() || tokio::time::Instant::now() > deadline {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(entries.len(), 1, "one purge at start: {entries:?}");
+    assert_eq!(entries[0].detail, Some(serde_json::json!({ "projects": 1 })));
+    assert!(store.get_project(old.id).await.unwrap().is_none(), "past the window: gone");
+    let kept = store.get_project(recent.id).await.unwrap().expect("within the window: kept");
+    assert!(kept.deleted_at.is_some(), "and still deleted, restorable");
+    assert!(store.get_project(live.id).await.unwrap().is_some());
+
+    closing.cancel();
+    tokio::time::timeout(Duration::from_secs(5), purge).await.expect("stops when closing").unwrap();
+}

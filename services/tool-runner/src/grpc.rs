@@ -392,6 +392,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn list_tools_reports_each_tools_risk_approval_and_calls_so_far() {
+        let api = api(RunnerLimits::default());
+        let ws = tempfile::tempdir().unwrap();
+        let root = ws.path().to_str().unwrap();
+        let call = |name: &str, arguments: serde_json::Value| ToolCall { id: "c".into(), name: name.into(), arguments };
+        let scope = CallScope::default();
+        api.runner
+            .call(root, &call("fs_write", serde_json::json!({"path": "a.txt", "content": "a"})), &scope)
+            .await
+            .unwrap();
+        api.runner.call(root, &call("fs_read", serde_json::json!({"path": "a.txt"})), &scope).await.unwrap();
+        let missing = api.runner.call(root, &call("fs_read", serde_json::json!({"path": "nothing.txt"})), &scope).await;
+        assert!(missing.is_err() || missing.is_ok_and(|out| !out.success), "reading a missing file fails");
+
+        let names = ["fs_read", "fs_write", "shell_run", "cloud_services"].map(String::from).to_vec();
+        let listed = api.list_tools(Request::new(pb::ListToolsRequest { names })).await.unwrap().into_inner().tools;
+        let entry = |name: &str| listed.iter().find(|t| t.spec.as_ref().is_some_and(|s| s.name == name)).unwrap();
+        // The spec's update_metrics: the first call sets the rate, later ones move it by a tenth.
+        let read = entry("fs_read");
+        assert_eq!(read.execution_count, 2);
+        assert!((read.success_rate - 0.9).abs() < 1e-9, "one success, then one failure: {read:?}");
+        assert_eq!((entry("fs_write").execution_count, entry("fs_write").success_rate), (1, 1.0));
+        assert_eq!((entry("shell_run").execution_count, entry("shell_run").success_rate), (0, 0.0));
+        use turbo_proto::common::v1::RiskLevel;
+        assert_eq!(read.risk_level, RiskLevel::Safe as i32);
+        assert_eq!(entry("shell_run").risk_level, RiskLevel::High as i32);
+        // The default policy asks about critical calls only.
+        let cloud = entry("cloud_services");
+        assert_eq!((cloud.risk_level, cloud.requires_approval), (RiskLevel::Critical as i32, true));
+        assert!(!read.requires_approval && !entry("shell_run").requires_approval);
+    }
+
+    #[tokio::test]
     async fn an_unknown_tool_name_is_invalid_argument_listing_the_tools() {
         let status = api(RunnerLimits::default())
             .list_tools(Request::new(pb::ListToolsRequest { names: vec!["fs_nuke".into()] }))

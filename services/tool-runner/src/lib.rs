@@ -337,6 +337,7 @@ impl LocalToolRunner {
     ) -> Result<ToolOutput> {
         let ctx = self.context(workspace, limits, scope)?;
         let tool = self.toolbox.checked(&call.name, &call.arguments)?;
+        tool.check_permissions(&call.arguments, &ctx)?;
         if let approval::Gate::Refused(content) = self
             .approvals
             .gate(

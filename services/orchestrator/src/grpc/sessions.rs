@@ -239,6 +239,7 @@ impl SessionService for Api {
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let interaction = Interaction {
             api: self.clone(),
+            actor: Arc::from(who.actor()),
             id,
             project: Arc::new(project),
             out: Outbox::new(id, tx, self.store.clone(), session.idle_timeout),
@@ -383,6 +384,8 @@ impl Outbox {
 /// One Interact stream.
 struct Interaction {
     api: Api,
+    /// Who opened the stream, as the audit log names them.
+    actor: Arc<str>,
     id: SessionId,
     project: Arc<ProjectMetadata>,
     out: Outbox,
@@ -446,6 +449,7 @@ impl Interaction {
     fn handler(&self) -> Interaction {
         Interaction {
             api: self.api.clone(),
+            actor: self.actor.clone(),
             id: self.id,
             project: self.project.clone(),
             out: self.out.clone(),
@@ -453,11 +457,13 @@ impl Interaction {
         }
     }
 
-    /// Carries out one request and sends its answers.
+    /// Carries out one request and sends its answers. Requests that act on the workspace
+    /// (`code_edit`, `execute_code`, `tool_execution`) are audited with their outcome.
     async fn dispatch(&self, message: pb::ClientMessage) {
         use pb::client_message::Message as M;
         let reply_to = message.message_id.clone();
         self.out.touch().await;
+        let audited = audited_as(&message);
         let outcome = match message.message {
             Some(M::CodeEdit(edit)) => self.code_edit(edit).await,
             Some(M::ExecuteCode(run)) => self.execute_code(run).await,
@@ -473,6 +479,11 @@ impl Interaction {
                 "a message must set one of code_edit, execute_code, ai_request or tool_execution".into(),
             )),
         };
+        if let Some((action, mut detail)) = audited {
+            detail["message_id"] = reply_to.clone().into();
+            let target = self.id.to_string();
+            self.api.audit_outcome(self.actor.to_string(), action, target, Some(detail), outcome_of(&outcome)).await;
+        }
         match outcome {
             Ok(answer) => {
                 self.out.send(Some(&reply_to), answer).await;
@@ -840,6 +851,34 @@ impl ToolRun {
     }
 }
 
+/// The audit action of a request that acts on the workspace, and what says which call it was
+/// (never the code, the changes or the parameters: they may hold anything).
+fn audited_as(message: &pb::ClientMessage) -> Option<(&'static str, serde_json::Value)> {
+    use pb::client_message::Message as M;
+    match message.message.as_ref()? {
+        M::CodeEdit(edit) => Some(("session.code_edit", serde_json::json!({ "file_path": edit.file_path }))),
+        M::ExecuteCode(run) => Some(("session.execute_code", serde_json::json!({ "language": run.language }))),
+        M::ToolExecution(run) => Some(("session.tool_execution", serde_json::json!({ "tool": run.tool_name }))),
+        M::AiRequest(_) => None,
+    }
+}
+
+/// The audit outcome of a request's answer: `ok`, or `error: ` and why.
+fn outcome_of(outcome: &std::result::Result<pb::server_message::Message, Refused>) -> String {
+    match outcome {
+        // The tool's own refusal is ours to quote; a program's error is its output: only its kind.
+        Ok(pb::server_message::Message::ExecutionResult(r)) if !r.success => match r.errors.first() {
+            Some(e) if ["ToolError", "NotRun", "ExitStatus", "Killed"].contains(&e.kind.as_str()) => {
+                format!("error: {}", e.message.chars().take(200).collect::<String>())
+            }
+            Some(e) => format!("error: {}", e.kind),
+            None => "error: the call failed".into(),
+        },
+        Ok(_) => "ok".into(),
+        Err(refused) => format!("error: {}: {}", refused.title, refused.message.chars().take(200).collect::<String>()),
+    }
+}
+
 fn result_message(
     success: bool,
     output: String,
@@ -861,6 +900,11 @@ fn error_of(kind: &str, message: String) -> pb::ExecutionError {
 /// The errors a failed run's output shows: a Python traceback's exception (with the line of
 /// its innermost frame), else the exit status.
 pub(crate) fn errors_in(output: &str, exit_code: Option<i32>) -> Vec<pb::ExecutionError> {
+    // The tool-runner's own refusal (the approval policy, a person, the timeout): nothing ran.
+    if let Some(why) = output.strip_prefix("not run: ") {
+        let first = why.split_once(". ").map_or(why, |(sentence, _)| sentence);
+        return vec![error_of("NotRun", first.to_string())];
+    }
     let mut line = None;
     let mut found = None;
     for text in output.lines() {
@@ -1180,6 +1224,11 @@ mod tests {
         let errors = errors_in("exit code 2\n--- stdout ---\nno\n--- stderr ---\n", Some(2));
         assert_eq!((errors[0].kind.as_str(), errors[0].message.as_str()), ("ExitStatus", "exited with status 2"));
         assert_eq!(errors_in("killed", None)[0].kind, "Killed");
+        let refused = errors_in("not run: bob denied this shell_run call. Their note: no. Do not retry it.", None);
+        assert_eq!(
+            (refused[0].kind.as_str(), refused[0].message.as_str()),
+            ("NotRun", "bob denied this shell_run call")
+        );
     }
 
     #[test]
