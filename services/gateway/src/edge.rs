@@ -14,14 +14,16 @@
 //!   the limit costs one write per 32 requests and a user near it one per request: the limit
 //!   is never exceeded across replicas. What a replica claimed and did not serve still counts
 //!   (at most a sixteenth of the remainder per replica a user used), as a refused request does.
-//! - **Audit**: every POST, PATCH, PUT and DELETE is recorded in the store's audit log: who
-//!   (`user:<name>`, or `anonymous`), what (`project.create`, `task.execute`, ...), the id in its
-//!   path, and the outcome (`ok`, or `error: <status>`), with the route and status as detail;
-//!   never the body or the token. `GET /v1/audit` lists entries for admins. A gRPC-edge call
-//!   that changes something is audited by the orchestrator that carries it out (with the
-//!   caller from the identity metadata), and here only when the gateway refuses it itself
-//!   (no valid token, the rate limit, the orchestrator unreachable), as `<noun>.<verb>` of its
-//!   method with its gRPC status; reads are not audited.
+//! - **Audit**: every request that changes something is recorded once in the store's audit
+//!   log: who (`user:<name>`, or `anonymous`), what (`project.create`, `task.execute`, ...),
+//!   the id acted on, and the outcome; never the body or the token. A change the gateway sends
+//!   on is sent naming the caller (identity metadata), and the orchestrator that carries it
+//!   out records it (outcome `ok` or `error: <gRPC code>: <message>`); the gateway records
+//!   what it answers itself (outcome `error: <HTTP status>`: no valid token, a role without
+//!   the permission, a body it refuses, the rate limit) and a change the orchestrator never
+//!   answered (503, 504). For a gRPC-edge call it records only its own refusals, as the
+//!   `<noun>.<verb>` of the method with the gRPC status. Reads are not audited. `GET
+//!   /v1/audit` lists entries for admins.
 //!
 //! When the store cannot be reached, a request is let through (and the failure logged):
 //! availability over counting.
@@ -166,17 +168,40 @@ pub async fn edge(State(app): State<App>, mut request: Request, next: Next) -> R
         }
     }
 
-    let mut response = next.run(request).await;
+    let (mut response, forwarded) = FORWARDED
+        .scope(std::cell::Cell::new(false), async move {
+            let response = next.run(request).await;
+            (response, FORWARDED.with(std::cell::Cell::get))
+        })
+        .await;
     if let Some((limit, remaining, reset)) = limit_headers {
         set_limit_headers(&mut response, limit, remaining, reset);
     }
-    let audited = rpc.is_none() || response.extensions().get::<RefusedAtEdge>().is_some();
+    // What the orchestrator carried out it audited itself, under the caller; an answer that
+    // says it could not be reached or did not answer is audited here too.
+    let unanswered = matches!(response.status(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT);
+    let audited = match rpc {
+        Some(_) => response.extensions().get::<RefusedAtEdge>().is_some(),
+        None => !forwarded || unanswered,
+    };
     if let (Some(edge), Some(action), true) = (&app.edge, &action, audited) {
         let anonymous = Principal { user: String::new(), roles: Vec::new() };
         let who = caller.as_ref().unwrap_or(&anonymous);
         audit(edge, who, action, &target, detail(&method, &route, rpc.as_deref(), &response)).await;
     }
     response
+}
+
+tokio::task_local! {
+    /// Set while a REST request is served once its change was sent to the orchestrator naming
+    /// the caller ([`forwarded`]).
+    static FORWARDED: std::cell::Cell<bool>;
+}
+
+/// Notes that the request being served sent its change to the orchestrator naming the caller:
+/// the orchestrator audits it, so the edge does not (unless it was never answered).
+pub(crate) fn forwarded() {
+    let _ = FORWARDED.try_with(|f| f.set(true));
 }
 
 /// Marks a gRPC-edge answer the gateway gave itself (no token, the orchestrator unreachable):

@@ -222,6 +222,16 @@ pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
+/// [`request`] for a call that changes something, naming `caller` to the orchestrator, which
+/// holds the call to the caller's roles and audits it under them (so the edge does not:
+/// [`crate::edge::forwarded`]).
+pub(crate) fn change_as<T>(caller: &Caller, message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = request(message, timeout);
+    identify(request.metadata_mut(), &caller.0);
+    crate::edge::forwarded();
+    request
+}
+
 /// A 201 answer: the new resource's address in `Location`, and its body.
 pub(crate) type Created<T> = (StatusCode, [(axum::http::HeaderName, String); 1], Json<T>);
 
@@ -415,7 +425,7 @@ async fn create_project(
         configuration_json: Value::Object(configuration).to_string(),
         team_members: members,
     };
-    let answer = app.projects.clone().create_project(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let answer = app.projects.clone().create_project(change_as(&caller, message, QUICK_TIMEOUT)).await?.into_inner();
     let project: ProjectMetadata = model("project", answer.project)?;
     let analysis = answer.analysis.unwrap_or_default();
     let detected: Vec<Language> = analysis
@@ -562,7 +572,7 @@ async fn update_project(
         project: Some(p),
         update_mask: Some(prost_types::FieldMask { paths }),
     };
-    let answer = app.projects.clone().update_project(request(message, QUICK_TIMEOUT)).await?;
+    let answer = app.projects.clone().update_project(change_as(&caller, message, QUICK_TIMEOUT)).await?;
     Ok(Json(model("project", Some(answer.into_inner()))?))
 }
 
@@ -598,7 +608,7 @@ async fn delete_project(
     caller.needs(Permission::Write)?;
     let project = app.owned_project(&caller, &project_id).await?;
     let message = projects::DeleteProjectRequest { project_id: project.id.to_string() };
-    let answer = app.projects.clone().delete_project(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let answer = app.projects.clone().delete_project(change_as(&caller, message, QUICK_TIMEOUT)).await?.into_inner();
     Ok(Json(DeletedProject {
         project_id: answer.project_id,
         status: "deleted",
@@ -621,7 +631,7 @@ async fn restore_project(
     let answer = app
         .projects
         .clone()
-        .restore_project(request(projects::RestoreProjectRequest { project_id: id }, QUICK_TIMEOUT))
+        .restore_project(change_as(&caller, projects::RestoreProjectRequest { project_id: id }, QUICK_TIMEOUT))
         .await?;
     Ok(Json(model("project", Some(answer.into_inner()))?))
 }
@@ -721,7 +731,7 @@ async fn create_task(
         dependencies: b.context.dependencies,
         ..Default::default()
     };
-    let answer = app.tasks.clone().create_task(request(message, PLAN_TIMEOUT)).await?;
+    let answer = app.tasks.clone().create_task(change_as(&caller, message, PLAN_TIMEOUT)).await?;
     let task: DevelopmentTask = model("task", Some(answer.into_inner()))?;
     let plan = task.execution_plan.as_ref().ok_or_else(|| {
         ApiError::new(StatusCode::BAD_GATEWAY, "the orchestrator answered with a task that has no plan")
@@ -788,7 +798,7 @@ async fn execute_task(
     caller.needs(Permission::Write)?;
     let task = app.visible_task(&caller, &task_id).await?;
     let message = tasks::ExecuteTaskRequest { task_id: task.id.to_string() };
-    let answer = app.tasks.clone().execute_task(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let answer = app.tasks.clone().execute_task(change_as(&caller, message, QUICK_TIMEOUT)).await?.into_inner();
     let task: DevelopmentTask = model("task", answer.task)?;
     Ok((
         StatusCode::ACCEPTED,

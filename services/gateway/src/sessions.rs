@@ -50,7 +50,7 @@ use turbo_proto::tasks::v1 as tasks;
 
 use crate::auth::Permission;
 use crate::problem::{ApiError, ErrorBody};
-use crate::rest::{App, Caller, QUICK_TIMEOUT, body, path_id, request, rfc3339};
+use crate::rest::{App, Caller, QUICK_TIMEOUT, body, change_as, path_id, request, rfc3339};
 
 /// Longest a client may take to accept one message before it is disconnected (code 1013).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -158,7 +158,7 @@ pub async fn start(
         idle_timeout,
         user: caller.0.user.clone(),
     };
-    let session = app.sessions.clone().start_session(request(message, QUICK_TIMEOUT)).await?.into_inner();
+    let session = app.sessions.clone().start_session(change_as(&caller, message, QUICK_TIMEOUT)).await?.into_inner();
     let view = view(session);
     Ok(crate::rest::created(format!("/v1/sessions/{}", view.session_id), view))
 }
@@ -186,7 +186,7 @@ pub async fn end(
     caller.needs(Permission::Read)?;
     let session = app.own_session(&caller, &session_id).await?;
     let message = pb::EndSessionRequest { session_id: session.session_id, user: caller.0.user.clone() };
-    Ok(Json(view(app.sessions.clone().end_session(request(message, QUICK_TIMEOUT)).await?.into_inner())))
+    Ok(Json(view(app.sessions.clone().end_session(change_as(&caller, message, QUICK_TIMEOUT)).await?.into_inner())))
 }
 
 /// `GET /v1/sessions/{session_id}/ws` query.
