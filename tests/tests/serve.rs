@@ -442,7 +442,7 @@ async fn gateway_stack_with(
     let plan = json!({
         "phases": [
             {"name": "implement", "description": "write greet() and its test", "agent": "coder", "depends_on": [],
-             "estimated_minutes": 5, "files_to_create": ["greet.py"]},
+             "estimated_minutes": 5, "files_to_create": ["greet.py"], "deliverables": ["greet()", "its unit test"]},
             {"name": "review", "description": "review the diff", "agent": "reviewer", "depends_on": ["implement"]}
         ],
         "confidence_score": 0.9,
@@ -532,6 +532,22 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!(created["project"]["frameworks"], json!(["fastapi"]));
     assert_eq!(created["project"]["ai_context"]["technologies"], json!(["postgresql"]));
     assert!(created["analysis"]["setup_time_estimate"].as_str().unwrap().ends_with("minutes"), "{created}");
+    // Detected in the workspace's files: none yet in a new one, Python in one that has some.
+    assert_eq!(created["analysis"]["detected_languages"], json!([]), "{created}");
+    let existing = tempfile::tempdir().unwrap();
+    std::fs::write(existing.path().join("app.py"), "def main():\n    return 1\n").unwrap();
+    let scanned = json!({"name": "scanned", "project_type": "api_service", "technologies": ["python"],
+                         "root_path": existing.path().display().to_string()});
+    let dora = Rest::new(&base, Some(token("dora", &["developer"]).await));
+    let (status, analysed) = dora.post("/v1/projects", scanned).await;
+    assert_eq!((status, &analysed["analysis"]["detected_languages"]), (201, &json!(["python"])), "{analysed}");
+    let tools = created["analysis"]["recommended_tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t == "pytest"), "a Python project gets its test runner: {created}");
+    assert!(
+        ["low", "medium", "high"].contains(&created["analysis"]["estimated_complexity"].as_str().unwrap()),
+        "{created}"
+    );
+    assert!(!created["next_steps"].as_array().unwrap().is_empty(), "{created}");
 
     // 409 for a name taken, 422 naming the field, 400 for a body that is not JSON, 415 for
     // another content type, 413 past the limit.
@@ -613,8 +629,14 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     let phases: Vec<&str> =
         task["execution_plan"]["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(phases, ["implement", "review"]);
-    assert_eq!(task["execution_plan"]["phases"][0]["agent"], "coder");
-    assert_eq!(task["execution_plan"]["phases"][0]["estimated_duration"], "5 minutes");
+    let implement = &task["execution_plan"]["phases"][0];
+    assert_eq!((implement["agent"].as_str(), implement["agent_type"].as_str()), (Some("CoderAgent"), Some("coder")));
+    assert_eq!(task["execution_plan"]["phases"][1]["agent"], "ReviewAgent");
+    assert_eq!(implement["estimated_duration"], "5 minutes");
+    assert_eq!(implement["deliverables"], json!(["greet()", "its unit test"]));
+    let total = task["execution_plan"]["total_estimated_duration"].as_str().unwrap();
+    let minutes: u64 = total.strip_suffix(" minutes").and_then(|m| m.parse().ok()).unwrap_or(0);
+    assert!(minutes >= 5, "at least the phases' sum: {total}");
     assert_eq!(task["execution_plan"]["confidence_score"], 0.9);
     assert_eq!(task["execution_plan"]["risk_factors"], json!(["greeting etiquette varies"]));
     assert!(task["resource_requirements"]["cpu_cores"].as_u64().is_some(), "{task}");
@@ -634,6 +656,14 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     let (status, run) = ana.post(&format!("/v1/tasks/{task_id}/execute"), json!({})).await;
     assert_eq!(status, 202, "{run}");
     assert_eq!(run["task_id"], task_id.as_str());
+    let (_, audit) = root.get(&format!("/v1/audit?action=task.execute&target={task_id}")).await;
+    let runs: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(runs.contains(&("user:ana", "ok")) && runs.contains(&("user:vic", "error: 403 Forbidden")), "{runs:?}");
 
     // Soft delete by the owner only, restorable by an admin.
     assert_eq!(bob.delete(&project).await.0, 403);
@@ -773,6 +803,8 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
             let end = sessions::EndSessionRequest { session_id: session.session_id.clone(), ..Default::default() };
             let ended = client.end_session(with_token(ana.token.as_deref(), end)).await.expect("ana ends").into_inner();
             assert!(ended.ended_at.is_some(), "{ended:?}");
+            let (_, audit) = root.get(&format!("/v1/audit?action=session.end&target={}", session.session_id)).await;
+            assert_eq!(audit["entries"][0]["actor"], "user:ana", "{audit}");
         }
         // A server stream passes through: the finished task's events, then the end; not for others.
         let watch = || tasks::WatchTaskRequest { task_id: task_id.clone(), after_seq: 0 };
@@ -864,9 +896,23 @@ async fn the_rate_limit_holds_across_two_gateway_replicas_and_answers_429_with_r
     assert_eq!(statuses[4].headers()["x-ratelimit-remaining"], "0");
     assert_eq!(statuses[0].headers()["x-ratelimit-remaining"], "4");
 
-    // Another user is not affected.
+    // A flood past the limit is refused, on both replicas, and another user is not affected.
+    let flood: Vec<_> = (0..40).map(|i| get(if i % 2 == 0 { &a.addr } else { &b.addr }, &ana)).collect();
+    let flooded: Vec<u16> =
+        futures::future::join_all(flood).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(flooded.iter().all(|c| *c == 429), "{flooded:?}");
     let bob = token("bob", &["developer"]).await;
     assert_eq!(get(&a.addr, &bob).await.unwrap().status().as_u16(), 503);
+    // The same budget on the gRPC edge: ResourceExhausted.
+    {
+        use turbo_proto::projects::v1 as projects;
+        use turbo_proto::projects::v1::project_service_client::ProjectServiceClient;
+        let mut client = ProjectServiceClient::new(b.channel().await);
+        let refused =
+            client.list_projects(with_token(Some(&ana), projects::ListProjectsRequest::default())).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("requests in an hour"), "{refused:?}");
+    }
     assert_eq!(a.terminate().await, Some(0));
     assert_eq!(b.terminate().await, Some(0));
 }
@@ -998,6 +1044,22 @@ async fn knowledge_added_through_the_gateway_is_found_by_a_search() {
     let (status, body) = vic.post("/v1/knowledge/search", serde_json::json!({"query": "  "})).await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("query"), "{body}");
+    // Adding is audited, allowed or refused; searching is not.
+    let root = Rest::new(&base, Some(token("root", &["admin"]).await));
+    let (_, audit) = root.get("/v1/audit?action=knowledge.add").await;
+    let seen: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    for expected in
+        [("user:ana", "ok"), ("user:vic", "error: 403 Forbidden"), ("user:ana", "error: 422 Unprocessable Entity")]
+    {
+        assert!(seen.contains(&expected), "no {expected:?} in {seen:?}");
+    }
+    let (_, all) = root.get("/v1/audit?limit=1000").await;
+    assert!(all["entries"].as_array().unwrap().iter().all(|e| e["action"] == "knowledge.add"), "{all}");
     assert_eq!(gateway.terminate().await, Some(0));
     assert_eq!(knowledge.terminate().await, Some(0));
 }

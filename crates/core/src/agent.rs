@@ -18,6 +18,17 @@ string_enum!(
 );
 
 impl AgentRole {
+    /// The agent's name in the spec's plans: `ArchitectAgent`, `CoderAgent`, `TestAgent`,
+    /// `ReviewAgent`.
+    pub fn spec_name(self) -> &'static str {
+        match self {
+            AgentRole::Planner => "ArchitectAgent",
+            AgentRole::Coder => "CoderAgent",
+            AgentRole::Tester => "TestAgent",
+            AgentRole::Reviewer => "ReviewAgent",
+        }
+    }
+
     /// Maps a plan's free-form agent_type ("CoderAgent", "TestAgent", "review") to a role.
     pub fn from_agent_type(agent_type: &str) -> Option<AgentRole> {
         let t = agent_type.trim().to_ascii_lowercase();
@@ -94,6 +105,9 @@ mod tests {
     #[test]
     fn maps_agent_type_aliases_to_roles() {
         assert_eq!(AgentRole::from_agent_type("CoderAgent"), Some(AgentRole::Coder));
+        for role in [AgentRole::Planner, AgentRole::Coder, AgentRole::Tester, AgentRole::Reviewer] {
+            assert_eq!(AgentRole::from_agent_type(role.spec_name()), Some(role), "the spec's names read back");
+        }
         assert_eq!(AgentRole::from_agent_type("TestAgent"), Some(AgentRole::Tester));
         assert_eq!(AgentRole::from_agent_type("ReviewAgent"), Some(AgentRole::Reviewer));
         assert_eq!(AgentRole::from_agent_type("ArchitectAgent"), Some(AgentRole::Planner));

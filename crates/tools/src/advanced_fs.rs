@@ -17,7 +17,7 @@ use turbo_core::tool::{RiskLevel, ToolCategory};
 use crate::catalogue::{Catalogued, Operation, PerCall, describe, operation_tool};
 use crate::error::{Error, Result};
 use crate::fs::write::write;
-use crate::fs::{FsRead, FsSearch, FsWrite, looks_binary, walker};
+use crate::fs::{FsList, FsRead, FsSearch, FsWrite, looks_binary, walker};
 use crate::schema::{self, Args};
 use crate::tool::{ResourceEstimate, Tool, ToolOutput};
 use crate::workspace::Workspace;
@@ -38,6 +38,7 @@ fn operations() -> Vec<Operation> {
     vec![
         op("read_file", Arc::new(FsRead)),
         op("write_file", Arc::new(FsWrite)),
+        op("list_directory", Arc::new(FsList)),
         op("search_content", Arc::new(FsSearch)),
         op("analyze_file", Arc::new(AnalyzeFile)),
         op("refactor_code", Arc::new(Refactor)),

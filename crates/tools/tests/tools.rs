@@ -690,6 +690,10 @@ async fn advanced_fs_measures_a_file() {
     assert!(matches!(fs_op(&ctx, "analyze_file", json!({"path": "../x"})).await, Err(Error::OutsideWorkspace { .. })));
     let read = fs_op(&ctx, "read_file", json!({"path": "m.py"})).await.unwrap();
     assert_eq!(read, ToolOutput { duration: read.duration, ..ok(&ctx, "fs_read", json!({"path": "m.py"})).await });
+    // fs_list is a name for list_directory, as fs_read is for read_file.
+    let listed = fs_op(&ctx, "list_directory", json!({"path": "."})).await.unwrap();
+    assert!(listed.content.contains("m.py"), "{}", listed.content);
+    assert_eq!(listed, ToolOutput { duration: listed.duration, ..ok(&ctx, "fs_list", json!({"path": "."})).await });
 }
 
 #[tokio::test]

@@ -693,7 +693,11 @@ pub struct PlanSummary {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PhaseSummary {
     pub name: String,
+    /// The spec's agent name: `ArchitectAgent`, `CoderAgent`, `TestAgent`, `ReviewAgent`.
     pub agent: String,
+    /// The role that runs it: `planner`, `coder`, `tester`, `reviewer` (the plan's own word
+    /// when it names none of them).
+    pub agent_type: String,
     pub estimated_duration: String,
     pub deliverables: Vec<String>,
 }
@@ -742,7 +746,8 @@ async fn create_task(
             .iter()
             .map(|p| PhaseSummary {
                 name: p.name.clone(),
-                agent: p.agent_type.clone(),
+                agent: p.role().map_or_else(|| p.agent_type.clone(), |r| r.spec_name().to_string()),
+                agent_type: p.role().map_or_else(|| p.agent_type.clone(), |r| r.to_string()),
                 estimated_duration: spoken(p.estimated_duration),
                 deliverables: p.deliverables.clone(),
             })
