@@ -1651,6 +1651,111 @@ async fn a_sessions_waiting_tool_call_is_decided_from_the_cli_and_each_decision_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_projects_indexed_code_is_searched_by_its_members_only() {
+    use serde_json::json;
+    use turbo_core::knowledge::{IndexRequest, Knowledge};
+
+    let knowledge =
+        Served::start(&turbo_coder_bin(), &["serve", "knowledge", "--listen", "127.0.0.1:0"], "turbo-knowledge").await;
+    let knowledge_url = format!("http://{}", knowledge.addr);
+    let (_models, orchestrator, gateway) =
+        gateway_stack(false, &[("TURBO_CODER__KNOWLEDGE__URL", knowledge_url.clone())]).await;
+    let base = format!("http://{}", gateway.addr);
+    let ana = Rest::new(&base, Some(token("ana", &["developer"]).await));
+    let eve = Rest::new(&base, Some(token("eve", &["developer"]).await));
+    let root = Rest::new(&base, Some(token("root", &["admin"]).await));
+
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("billing.py"),
+        "def compute_invoice_total(lines):\n    \"\"\"Sum the invoice lines with their tax.\"\"\"\n    return sum(l.price * (1 + l.tax) for l in lines)\n",
+    )
+    .unwrap();
+    let (status, created) = ana
+        .post(
+            "/v1/projects",
+            json!({"name": "billing", "project_type": "api_service", "technologies": ["python"],
+                                      "root_path": code.path().display().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let project_id = created["project_id"].as_str().unwrap().to_string();
+    // The knowledge service indexes the project's workspace, as the agents' context builds do.
+    let remote = turbo_proto::knowledge_client::RemoteKnowledge::connect(&knowledge_url).unwrap();
+    let report = remote
+        .index_workspace(IndexRequest { project_id: project_id.clone(), workspace: code.path().display().to_string() })
+        .await
+        .expect("the workspace is indexed");
+    assert!(report.chunks_added > 0, "{report:?}");
+
+    let query = |project: Option<&str>| {
+        let mut body = json!({"query": "invoice total with tax", "limit": 5});
+        if let Some(p) = project {
+            body["project_id"] = p.into();
+        }
+        body
+    };
+    let hits = |answer: &serde_json::Value| -> Vec<String> {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["project_id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    // Its member finds its code by naming it; another user cannot even ask (404, as for none).
+    let (status, found) = ana.post("/v1/knowledge/search", query(Some(&project_id))).await;
+    assert_eq!(status, 200, "{found}");
+    assert!(!hits(&found).is_empty() && hits(&found).iter().all(|p| *p == project_id), "{found}");
+    assert!(found.to_string().contains("compute_invoice_total"), "{found}");
+    let (status, body) = eve.post("/v1/knowledge/search", query(Some(&project_id))).await;
+    assert_eq!(status, 404, "{body}");
+    // Without a project, a user sees shared knowledge only; an admin sees every project's.
+    let (_, mine) = ana.post("/v1/knowledge/search", query(None)).await;
+    assert!(hits(&mine).iter().all(|p| p.is_empty()), "no project's code without naming it: {mine}");
+    let (_, all) = root.post("/v1/knowledge/search", query(None)).await;
+    assert!(hits(&all).contains(&project_id), "{all}");
+
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
+    assert_eq!(knowledge.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_messages_count_against_its_users_rate_limit() {
+    use serde_json::json;
+
+    let (_models, orchestrator, gateway) =
+        gateway_stack(true, &[("TURBO_CODER__GATEWAY__RATE_LIMIT_PER_HOUR", "6".into())]).await;
+    let token = token("ana", &["developer"]).await;
+    let ana = Rest::new(&format!("http://{}", gateway.addr), Some(token.clone()));
+    let (status, created) = ana
+        .post("/v1/projects", json!({"name": "busy", "project_type": "api_service", "technologies": ["python"]}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let project_id = created["project_id"].as_str().unwrap();
+    let (status, session) = ana.post(&format!("/v1/projects/{project_id}/sessions"), json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    // Three requests so far (project, session, the WebSocket's upgrade): three messages left.
+    let mut ws = ws_connect(&gateway.addr, session["websocket_url"].as_str().unwrap(), Some(&token)).await.unwrap();
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let id = format!("l{i}");
+        ws_send(&mut ws, json!({"message_type": "tool_execution", "message_id": id, "tool_name": "fs_list"})).await;
+        assert_eq!(ws_answer(&mut ws, &id, "execution_result", &mut events).await["success"], true);
+    }
+    ws_send(&mut ws, json!({"message_type": "tool_execution", "message_id": "over", "tool_name": "fs_list"})).await;
+    let refused = ws_next(&mut ws).await.expect("a notification, the connection open");
+    assert_eq!((refused["reply_to"].as_str(), refused["level"].as_str()), (Some("over"), Some("error")), "{refused}");
+    assert_eq!(refused["title"], "Rate limit", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("more than 6 requests in an hour"), "{refused}");
+    // And over REST the same budget is spent.
+    assert_eq!(ana.get("/v1/projects").await.0, 429);
+    assert_eq!(gateway.terminate().await, Some(0));
+    assert_eq!(orchestrator.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn registered_users_get_their_stored_roles_and_api_keys_work_until_revoked_or_the_user_is_disabled() {
     use serde_json::json;
 
