@@ -10,6 +10,12 @@
 //! `<our cgroup>/turbo-sandbox/job-<pid>-<n>`; the wrapper moves the sandbox into it before
 //! `exec`, and [`Job::finish`] reads the events and removes it. Without a usable controller
 //! the sandbox falls back to rlimits, and says so.
+//!
+//! On v2 a cgroup that holds processes of its own cannot hand controllers to children (the
+//! kernel answers EBUSY; only the root is exempt), which is where a service usually runs, in a
+//! container or a systemd unit. Then this cgroup's processes move into a leaf,
+//! `<our cgroup>/turbo-runner`, as a container's init does for nested containers, and the jobs'
+//! parent sits beside it; a process started later in that leaf uses the same layout.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::sandbox::SandboxPolicy;
 
 const PARENT: &str = "turbo-sandbox";
+/// On v2, where this cgroup's own processes go so that it can enable controllers for jobs.
+const LEAF: &str = "turbo-runner";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Controller {
@@ -174,6 +182,11 @@ fn v2_base(membership: &str, controller: Controller) -> Option<Base> {
         .map(PathBuf::from)
         .find(|m| m.join("cgroup.controllers").is_file())?;
     let ours = mount.join(path.trim_start_matches('/'));
+    // Already moved into the leaf (by this process or an earlier one): the jobs go beside it.
+    let ours = match ours.file_name() {
+        Some(name) if name == LEAF => ours.parent().map(Path::to_path_buf).unwrap_or(ours),
+        _ => ours,
+    };
     let offered = std::fs::read_to_string(ours.join("cgroup.controllers")).ok()?;
     offered.split_whitespace().any(|c| c == controller.name()).then(|| Base { dir: ours.join(PARENT), v2: true })
 }
@@ -181,16 +194,29 @@ fn v2_base(membership: &str, controller: Controller) -> Option<Base> {
 /// Creates `turbo-sandbox` (enabling the controller for it and its children on v2), removes
 /// job cgroups an earlier process left, and checks a job cgroup can be made.
 fn prepare_base(base: &Base, c: Controller) -> std::result::Result<(), String> {
-    let enable = |dir: &Path| -> std::result::Result<(), String> {
+    let enable = |dir: &Path| -> std::result::Result<(), (std::io::Error, String)> {
         let control = dir.join("cgroup.subtree_control");
-        let enabled = std::fs::read_to_string(&control).map_err(|e| format!("{}: {e}", control.display()))?;
+        let failed = |e: std::io::Error| {
+            let text = format!("{}: {e}", control.display());
+            (e, text)
+        };
+        let enabled = std::fs::read_to_string(&control).map_err(failed)?;
         if enabled.split_whitespace().any(|x| x == c.name()) {
             return Ok(());
         }
-        std::fs::write(&control, format!("+{}", c.name())).map_err(|e| format!("{}: {e}", control.display()))
+        std::fs::write(&control, format!("+{}", c.name())).map_err(failed)
     };
     if base.v2 {
-        enable(base.dir.parent().ok_or("no parent cgroup")?)?;
+        let ours = base.dir.parent().ok_or("no parent cgroup")?;
+        match enable(ours) {
+            Ok(()) => {}
+            // EBUSY: processes of its own. Moved into the leaf, the cgroup may enable it.
+            Err((e, _)) if e.raw_os_error() == Some(16) => {
+                move_processes_into_leaf(ours)?;
+                enable(ours).map_err(|(_, text)| text)?;
+            }
+            Err((_, text)) => return Err(text),
+        }
     }
     match std::fs::create_dir(&base.dir) {
         Ok(()) => {}
@@ -198,7 +224,7 @@ fn prepare_base(base: &Base, c: Controller) -> std::result::Result<(), String> {
         Err(e) => return Err(format!("{}: {e}", base.dir.display())),
     }
     if base.v2 {
-        enable(&base.dir)?;
+        enable(&base.dir).map_err(|(_, text)| text)?;
     }
     // Job cgroups of processes that are gone (killed before they removed them).
     if let Ok(entries) = std::fs::read_dir(&base.dir) {
@@ -225,6 +251,30 @@ fn prepare_base(base: &Base, c: Controller) -> std::result::Result<(), String> {
     let written = std::fs::write(probe.join(limit), "max").or_else(|_| std::fs::write(probe.join(limit), "-1"));
     let _ = std::fs::remove_dir(&probe);
     written.map_err(|e| format!("{}: {e}", probe.join(limit).display()))
+}
+
+/// Moves every process of the v2 `cgroup` into its child [`LEAF`], so that the cgroup holds
+/// none of its own and may enable controllers for its other children.
+fn move_processes_into_leaf(cgroup: &Path) -> std::result::Result<(), String> {
+    let leaf = cgroup.join(LEAF);
+    match std::fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", leaf.display())),
+    }
+    let procs = cgroup.join("cgroup.procs");
+    let pids = std::fs::read_to_string(&procs).map_err(|e| format!("{}: {e}", procs.display()))?;
+    let target = leaf.join("cgroup.procs");
+    for pid in pids.lines().map(str::trim).filter(|p| !p.is_empty()) {
+        match std::fs::write(&target, pid) {
+            Ok(()) => {}
+            // Gone meanwhile.
+            Err(e) if e.raw_os_error() == Some(3) => {}
+            Err(e) => return Err(format!("cannot move process {pid} into {}: {e}", leaf.display())),
+        }
+    }
+    tracing::info!(leaf = %leaf.display(), "moved this cgroup's processes into a leaf, so jobs can get cgroups of their own");
+    Ok(())
 }
 
 /// One call's cgroup.
