@@ -421,6 +421,18 @@ impl Rest {
     }
 }
 
+/// The (actor, action, outcome) of each entry of a `GET /v1/audit` answer.
+fn audit_rows(audit: &serde_json::Value) -> Vec<(String, String, String)> {
+    let text = |e: &serde_json::Value, key: &str| e[key].as_str().unwrap_or_default().to_string();
+    let entries = audit["entries"].as_array().unwrap_or_else(|| panic!("not an audit answer: {audit}"));
+    entries.iter().map(|e| (text(e, "actor"), text(e, "action"), text(e, "outcome"))).collect()
+}
+
+/// Whether `rows` hold an entry by `actor` whose outcome is `outcome`.
+fn audited(rows: &[(String, String, String)], actor: &str, outcome: &str) -> bool {
+    rows.iter().any(|(a, _, o)| a == actor && o == outcome)
+}
+
 /// A scripted planner (and coder) model, `serve orchestrator` on it, and `serve gateway` in
 /// front with `gateway_env`; the planner plans every task the same way.
 async fn gateway_stack(
@@ -657,13 +669,8 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!(status, 202, "{run}");
     assert_eq!(run["task_id"], task_id.as_str());
     let (_, audit) = root.get(&format!("/v1/audit?action=task.execute&target={task_id}")).await;
-    let runs: Vec<(&str, &str)> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
-        .collect();
-    assert!(runs.contains(&("user:ana", "ok")) && runs.contains(&("user:vic", "error: 403 Forbidden")), "{runs:?}");
+    let runs = audit_rows(&audit);
+    assert!(audited(&runs, "user:ana", "ok") && audited(&runs, "user:vic", "error: 403 Forbidden"), "{runs:?}");
 
     // Soft delete by the owner only, restorable by an admin.
     assert_eq!(bob.delete(&project).await.0, 403);
@@ -701,18 +708,7 @@ async fn the_gateway_serves_projects_and_tasks_to_their_owners_with_the_specs_er
     assert_eq!(vic.get("/v1/audit").await.0, 403);
     let (status, audit) = root.get(&format!("/v1/audit?target={id}&limit=100")).await;
     assert_eq!(status, 200, "{audit}");
-    let entries: Vec<(String, String, String)> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["actor"].as_str().unwrap().into(),
-                e["action"].as_str().unwrap().into(),
-                e["outcome"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let entries = audit_rows(&audit);
     // (who, what, how it went: the orchestrator's outcome for what it carried out, the
     // gateway's HTTP status for what it refused itself).
     for (actor, action, outcome) in [
@@ -1047,16 +1043,11 @@ async fn knowledge_added_through_the_gateway_is_found_by_a_search() {
     // Adding is audited, allowed or refused; searching is not.
     let root = Rest::new(&base, Some(token("root", &["admin"]).await));
     let (_, audit) = root.get("/v1/audit?action=knowledge.add").await;
-    let seen: Vec<(&str, &str)> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
-        .collect();
-    for expected in
+    let seen = audit_rows(&audit);
+    for (actor, outcome) in
         [("user:ana", "ok"), ("user:vic", "error: 403 Forbidden"), ("user:ana", "error: 422 Unprocessable Entity")]
     {
-        assert!(seen.contains(&expected), "no {expected:?} in {seen:?}");
+        assert!(audited(&seen, actor, outcome), "no {actor} {outcome} in {seen:?}");
     }
     let (_, all) = root.get("/v1/audit?limit=1000").await;
     assert!(all["entries"].as_array().unwrap().iter().all(|e| e["action"] == "knowledge.add"), "{all}");

@@ -384,7 +384,6 @@ impl Tool for CloudServices {
 
     async fn call(&self, args: &Value, ctx: &ToolContext) -> Result<ToolOutput> {
         self.validate(args)?;
-        self.check_permissions(args, ctx)?;
         let top = Args::new(NAME, args);
         let (provider, service, operation) =
             (top.string("provider")?, top.string("service")?, top.string("operation")?);

@@ -744,12 +744,15 @@ async fn create_task(
         phases: plan
             .phases
             .iter()
-            .map(|p| PhaseSummary {
-                name: p.name.clone(),
-                agent: p.role().map_or_else(|| p.agent_type.clone(), |r| r.spec_name().to_string()),
-                agent_type: p.role().map_or_else(|| p.agent_type.clone(), |r| r.to_string()),
-                estimated_duration: spoken(p.estimated_duration),
-                deliverables: p.deliverables.clone(),
+            .map(|p| {
+                let role = p.role();
+                PhaseSummary {
+                    name: p.name.clone(),
+                    agent: role.map_or_else(|| p.agent_type.clone(), |r| r.spec_name().to_string()),
+                    agent_type: role.map_or_else(|| p.agent_type.clone(), |r| r.to_string()),
+                    estimated_duration: spoken(p.estimated_duration),
+                    deliverables: p.deliverables.clone(),
+                }
             })
             .collect(),
         total_estimated_duration: spoken(plan.total_estimated_duration),

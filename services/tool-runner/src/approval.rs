@@ -120,6 +120,9 @@ fn overridden(mut levels: Levels, over: &ApprovalOverride) -> Levels {
     levels
 }
 
+/// How the output of a call the policy, a person or the timeout refused begins: nothing ran.
+pub const NOT_RUN: &str = "not run: ";
+
 /// A call waiting for a person's decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingApproval {
@@ -342,7 +345,7 @@ impl Approvals {
             ApprovalAction::Deny => {
                 self.policy_decided(scope, tool, arguments, risk, false).await;
                 Gate::Refused(format!(
-                    "not run: the approval policy of this project denies {level}-risk calls, and {tool} is one. Do not retry it: take another approach, or finish and say what a person must do."
+                    "{NOT_RUN}the approval policy of this project denies {level}-risk calls, and {tool} is one. Do not retry it: take another approach, or finish and say what a person must do."
                 ))
             }
             ApprovalAction::Ask => {
@@ -437,10 +440,10 @@ impl Approvals {
         let note = outcome.note.as_deref().map(|n| format!(" Their note: {n}")).unwrap_or_default();
         Gate::Refused(match outcome.decided_by.as_str() {
             "timeout" => format!(
-                "not run: nobody approved this {tool} call within {} s, so it was denied. Do not retry it: take another approach, or finish and say what a person must approve.",
+                "{NOT_RUN}nobody approved this {tool} call within {} s, so it was denied. Do not retry it: take another approach, or finish and say what a person must approve.",
                 self.policy.timeout.as_secs()
             ),
-            by => format!("not run: {by} denied this {tool} call.{note} Do not retry it: take another approach."),
+            by => format!("{NOT_RUN}{by} denied this {tool} call.{note} Do not retry it: take another approach."),
         })
     }
 

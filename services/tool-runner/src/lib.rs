@@ -50,7 +50,7 @@ use turbo_core::tool::{ToolCall, ToolSpec};
 use turbo_tools::{Sandbox, SandboxMode, SandboxPolicy, ToolContext, Toolbox, Workspace};
 
 pub use approval::{
-    ApprovalOutcome, ApprovalPolicy, ApprovalUpdate, Approvals, CallScope, PendingApproval, SharedApprovals,
+    ApprovalOutcome, ApprovalPolicy, ApprovalUpdate, Approvals, CallScope, NOT_RUN, PendingApproval, SharedApprovals,
 };
 pub use baseline::TaskDiff;
 pub use checkpoint::{Checkpoint, Checkpoints, Owner, Rewound};

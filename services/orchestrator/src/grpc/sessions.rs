@@ -901,7 +901,7 @@ fn error_of(kind: &str, message: String) -> pb::ExecutionError {
 /// its innermost frame), else the exit status.
 pub(crate) fn errors_in(output: &str, exit_code: Option<i32>) -> Vec<pb::ExecutionError> {
     // The tool-runner's own refusal (the approval policy, a person, the timeout): nothing ran.
-    if let Some(why) = output.strip_prefix("not run: ") {
+    if let Some(why) = output.strip_prefix(turbo_tool_runner::NOT_RUN) {
         let first = why.split_once(". ").map_or(why, |(sentence, _)| sentence);
         return vec![error_of("NotRun", first.to_string())];
     }
