@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what turbo-coder's build and tests need (protoc, mold, git, python3,
-# bubblewrap, wrk, nats-py, helm-python-sdk, schemathesis, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
+# bubblewrap, go, wrk, nats-py, helm-python-sdk, schemathesis, the MiniLM model, Postgres, nats-server). Idempotent: safe to run again.
 set -euo pipefail
 
 # Another apt run (unattended upgrades, a parallel setup) holds the lock for a while: wait for it.
@@ -17,6 +17,8 @@ command -v psql >/dev/null || need+=(postgresql postgresql-client)
 # The tools' OS sandbox (crates/tools/src/sandbox.rs): bubblewrap, and prlimit for its rlimits.
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v prlimit >/dev/null || need+=(util-linux)
+# package_manager's go operations run the go command in the sandbox (its tests, offline).
+command -v go >/dev/null || need+=(golang-go)
 # The kernel's system call tables, which the seccomp filter's numbers are checked against.
 [[ -f /usr/include/asm-generic/unistd.h ]] || need+=(linux-libc-dev)
 # The gateway benchmark's load generator (make bench-gateway).

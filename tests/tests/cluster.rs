@@ -276,6 +276,59 @@ async fn a_task_runs_with_its_tool_calls_going_through_the_job_queue_to_one_runn
     assert_eq!(jobs.state.messages, 0, "every job was taken");
 }
 
+/// What a model's shell call finds in a cluster tool-runner's sandbox: its host name, a secret
+/// of the runner's environment, a write beside the workspace (it lands in the sandbox's private
+/// /tmp when the workspace is under /tmp, never on the host) and one into /usr, a connection to
+/// a port the host listens on.
+const PROBE: &str = "hostname; printenv TURBO_TEST_SECRET || echo no-secret; \
+    touch ../escaped; touch /usr/escaped || echo cannot-write-system; \
+    python3 -c \"import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2)\" PORT \
+    || echo no-network";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_tool_runner_confines_the_models_calls_to_the_workspace() {
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host_service.set_nonblocking(true).unwrap();
+    let port = host_service.local_addr().unwrap().port().to_string();
+    let mut coder = vec![
+        Reply::tool_call("fs_write", json!({"path": "../outside.txt", "content": "x"})),
+        Reply::tool_call("shell_run", json!({"command": PROBE.replace("PORT", &port)})),
+    ];
+    coder.extend(implement());
+    let cluster = Cluster::builder()
+        .planner(vec![Reply::Json(plan())])
+        .coder(coder)
+        .reviewer(vec![approve()])
+        // The runner is a process of its own with a secret in its environment, as a pod has.
+        .with_env("TURBO_TEST_SECRET", "s3cret-of-the-runner")
+        .start()
+        .await;
+    let (root, id) = planned_task(&cluster, "confined").await;
+    let last_seq = execute(&cluster, id).await;
+    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    assert_completed(&cluster, &root, id).await;
+
+    let calls = cluster.store().await.tool_calls(id).await.unwrap();
+    let write = calls.iter().find(|c| c.tool == "fs_write").expect("the first write");
+    assert_eq!(write.success, Some(false));
+    assert!(write.output.as_deref().unwrap_or_default().contains("outside the workspace"), "{write:?}");
+    let outside = root.parent().unwrap();
+    assert!(!outside.join("outside.txt").exists() && !outside.join("escaped").exists());
+    assert!(!std::path::Path::new("/usr/escaped").exists());
+    let probe = calls.iter().find(|c| c.tool == "shell_run").expect("the probe");
+    let said = probe.output.clone().unwrap_or_default();
+    for expected in ["turbo-sandbox", "no-secret", "cannot-write-system", "no-network"] {
+        assert!(said.contains(expected), "{expected} not in {said}");
+    }
+    assert!(!said.contains("s3cret"), "{said}");
+    let accepted = host_service.accept();
+    assert!(matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "{accepted:?}");
+    let events = serde_json::to_string(&cluster.store().await.events(id, 0).await.unwrap()).unwrap();
+    assert!(!events.contains("s3cret-of-the-runner"), "the runner's secret is in no event");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_phase_is_taken_over_when_its_coder_worker_is_killed() {
     // The first coder call answers only long after the worker holding it is killed.

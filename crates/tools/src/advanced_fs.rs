@@ -62,7 +62,7 @@ pub fn advanced_fs() -> Catalogued {
 }
 
 /// A regular file's bytes, opened beneath the root; at most `MAX_FILE_BYTES`.
-fn read_bytes(ws: &Workspace, abs: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_bytes(ws: &Workspace, abs: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let rel = ws.relative(abs);
     let mut file = ws.open_file(abs, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;

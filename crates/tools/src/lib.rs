@@ -51,6 +51,7 @@ mod error;
 mod fs;
 mod git;
 mod git_ops;
+mod maven;
 mod package_manager;
 mod process;
 mod proxy;

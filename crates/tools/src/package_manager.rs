@@ -3,20 +3,26 @@
 //! install), nodejs (npm), rust (cargo), go (go) and java (maven).
 //!
 //! Every ecosystem answers every operation or says why it cannot (pip has no search, maven
-//! installs by editing `pom.xml`), and a program that is not installed is named with how to get
-//! it. Installing needs the network, which the sandbox gives only with `[sandbox] network =
-//! true`; without it the command fails and the model is told why. `check_vulnerabilities` uses
-//! the ecosystem's audit tool (`pip-audit`, `npm audit`, `cargo audit`, `govulncheck`, OWASP
+//! has no lockfile), and a program that is not installed is named with how to get it. Maven
+//! has no command that adds or removes a dependency: java install, uninstall and update with
+//! packages edit `pom.xml` ([`crate::maven`]), in the sandbox like the file tools.
+//! Installing needs the network, which the sandbox gives only with `[sandbox] network = true`;
+//! without it the command fails and the model is told why. `check_vulnerabilities` uses the
+//! ecosystem's audit tool (`pip-audit`, `npm audit`, `cargo audit`, `govulncheck`, OWASP
 //! dependency-check for maven).
 
 use std::ffi::OsString;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use turbo_core::tool::{RiskLevel, ToolCategory};
 
+use crate::confined::InSandbox;
 use crate::error::{Error, Result};
+use crate::maven::PomEdit;
 use crate::process::{self, Run};
+use crate::sandbox::SandboxMode;
 use crate::schema::{self, Args};
 use crate::tool::{ResourceEstimate, Tool, ToolContext, ToolOutput};
 
@@ -77,14 +83,18 @@ fn packages(args: &Args<'_>, needed: bool) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The commands of one call, in order (a python install first makes the `.venv`), or why the
-/// ecosystem cannot do it.
-fn plan(
-    ecosystem: &str,
-    operation: &str,
-    args: &Args<'_>,
-    has_venv: bool,
-) -> Result<std::result::Result<Vec<Command>, String>> {
+/// How a call is carried out.
+enum Plan {
+    /// These commands, in order (a python install first makes the `.venv`).
+    Run(Vec<Command>),
+    /// The ecosystem cannot do it, for this reason.
+    Cannot(String),
+    /// An edit of `pom.xml` ([`crate::maven`]).
+    EditPom,
+}
+
+/// How one call is carried out.
+fn plan(ecosystem: &str, operation: &str, args: &Args<'_>, has_venv: bool) -> Result<Plan> {
     const PIP_HINT: &str = "install python3 with pip (apt-get install python3-pip python3-venv)";
     const NPM_HINT: &str = "install Node.js and npm (apt-get install npm)";
     const CARGO_HINT: &str = "install Rust's cargo where the sandbox sees it (e.g. [sandbox] read_only_paths and path)";
@@ -117,8 +127,8 @@ fn plan(
         ("python", "uninstall") => vec![pip(&["uninstall", "-y"])],
         ("python", "list") => vec![pip(&["list", "--format=freeze"])],
         ("python", "search") => {
-            return Ok(Err(
-                "PyPI has no search API that pip can use: name the package, or look it up on pypi.org".into()
+            return Ok(Plan::Cannot(
+                "PyPI has no search API that pip can use: name the package, or look it up on pypi.org".into(),
             ));
         }
         ("python", "analyze_dependencies") => vec![pip(&["list", "--format=freeze"]), pip(&["check"])],
@@ -161,7 +171,9 @@ fn plan(
         }],
         ("go", "update") => vec![Command { args: with(&["get", "-u"]), ..command("go", GO_HINT, &[]) }],
         ("go", "list") => vec![command("go", GO_HINT, &["list", "-m", "all"])],
-        ("go", "search") => return Ok(Err("the go command cannot search modules: look them up on pkg.go.dev".into())),
+        ("go", "search") => {
+            return Ok(Plan::Cannot("the go command cannot search modules: look them up on pkg.go.dev".into()));
+        }
         ("go", "analyze_dependencies") => vec![command("go", GO_HINT, &["mod", "graph"])],
         ("go", "check_vulnerabilities") => vec![command(
             "govulncheck",
@@ -169,22 +181,26 @@ fn plan(
             &["./..."],
         )],
         ("go", "generate_lockfile") => vec![command("go", GO_HINT, &["mod", "tidy"])],
-        ("java", "install" | "uninstall" | "update") => {
-            return Ok(Err(
-                "maven changes dependencies through pom.xml: edit its <dependencies> with fs_write, then run list"
-                    .into(),
-            ));
+        // maven has no command for these: they edit pom.xml.
+        ("java", "install" | "uninstall") => return Ok(Plan::EditPom),
+        ("java", "update") if !pkgs.is_empty() => return Ok(Plan::EditPom),
+        ("java", "update") => {
+            vec![command("mvn", MVN_HINT, &["-B", "versions:use-latest-releases", "-DgenerateBackupPoms=false"])]
         }
         ("java", "list") => vec![command("mvn", MVN_HINT, &["-q", "-B", "dependency:list"])],
-        ("java", "search") => return Ok(Err("maven cannot search: look artifacts up on search.maven.org".into())),
+        ("java", "search") => {
+            return Ok(Plan::Cannot("maven cannot search: look artifacts up on search.maven.org".into()));
+        }
         ("java", "analyze_dependencies") => vec![command("mvn", MVN_HINT, &["-q", "-B", "dependency:tree"])],
         ("java", "check_vulnerabilities") => {
             vec![command("mvn", MVN_HINT, &["-B", "org.owasp:dependency-check-maven:check"])]
         }
-        ("java", "generate_lockfile") => return Ok(Err("maven has no lockfile; pin versions in pom.xml".into())),
+        ("java", "generate_lockfile") => {
+            return Ok(Plan::Cannot("maven has no lockfile; pin versions in pom.xml".into()));
+        }
         _ => unknown_plan(ecosystem, operation)?,
     };
-    Ok(Ok(plan))
+    Ok(Plan::Run(plan))
 }
 
 fn unknown_plan(ecosystem: &str, operation: &str) -> Result<Vec<Command>> {
@@ -214,7 +230,7 @@ impl Tool for PackageManager {
     fn description(&self) -> &'static str {
         "Manage a project's packages with its ecosystem's own tool, in the workspace: python (pip in .venv), \
          nodejs (npm), rust (cargo), go, java (maven). Operations: install, uninstall, update (packages: names, \
-         with versions if wanted), list, search (packages: the query), analyze_dependencies, check_vulnerabilities \
+         with versions if wanted; java: groupId:artifactId:version[:scope], written into pom.xml), list, search (packages: the query), analyze_dependencies, check_vulnerabilities \
          (the ecosystem's audit tool), generate_lockfile. Installing needs network access, which a person must \
          allow."
     }
@@ -276,16 +292,34 @@ impl Tool for PackageManager {
             return Err(Error::bad_args(NAME, "parameters must be an object, e.g. {\"packages\": [\"requests\"]}"));
         }
         let root = ctx.workspace.root();
+        // Without a network the programs are told so: go and cargo then use only what is
+        // local (a replaced module, a vendored registry) and fail at once for the rest,
+        // instead of waiting on a name lookup that cannot answer.
+        let policy = ctx.sandbox.policy();
+        let offline = !(policy.network || policy.mode == SandboxMode::Unconfined || policy.proxy.applies_to(NAME));
         let has_venv = root.join(".venv/bin/python").exists();
         let steps = match plan(ecosystem, operation, &Args::new(NAME, &params), has_venv)? {
-            Ok(steps) => steps,
-            Err(why) => {
+            Plan::Run(steps) => steps,
+            Plan::EditPom => {
+                let edit = json!({"operation": operation, "packages": params["packages"]});
+                return InSandbox(Arc::new(PomEdit)).call(&edit, ctx).await;
+            }
+            Plan::Cannot(why) => {
                 return Ok(ToolOutput {
                     content: format!("{ecosystem} cannot {operation}: {why}"),
                     ..ToolOutput::default()
                 });
             }
         };
+        let mut env: Vec<(&'static str, OsString)> = vec![
+            ("PIP_NO_CACHE_DIR", "1".into()),
+            ("npm_config_update_notifier", "false".into()),
+            ("CARGO_TERM_COLOR", "never".into()),
+            ("GOFLAGS", "-mod=mod".into()),
+        ];
+        if offline {
+            env.extend([("GOPROXY", "off".into()), ("CARGO_NET_OFFLINE", "true".into())]);
+        }
         let mut transcript = String::new();
         let mut last = ToolOutput::default();
         for step in steps {
@@ -297,16 +331,9 @@ impl Tool for PackageManager {
                 step.program.to_string()
             };
             let args = step.args.iter().map(OsString::from).collect();
-            let finished = process::run(Run {
-                extra_env: vec![
-                    ("PIP_NO_CACHE_DIR", "1".into()),
-                    ("npm_config_update_notifier", "false".into()),
-                    ("CARGO_TERM_COLOR", "never".into()),
-                    ("GOFLAGS", "-mod=mod".into()),
-                ],
-                ..Run::in_workspace(ctx, NAME, &program, step.hint, args)
-            })
-            .await?;
+            let finished =
+                process::run(Run { extra_env: env.clone(), ..Run::in_workspace(ctx, NAME, &program, step.hint, args) })
+                    .await?;
             last = finished.into_output(ctx.output_cap);
             transcript.push_str(&format!("$ {} {}\n{}\n", step.program, step.args.join(" "), last.content));
             if !last.success {
@@ -318,7 +345,9 @@ impl Tool for PackageManager {
             && (lower.contains("temporary failure in name resolution")
                 || lower.contains("could not resolve")
                 || lower.contains("network is unreachable")
-                || lower.contains("eai_again"))
+                || lower.contains("eai_again")
+                || lower.contains("goproxy=off")
+                || lower.contains("offline mode"))
         {
             transcript.push_str("the tool sandbox has no network: a person must allow it ([sandbox] network = true) for installs and searches\n");
         }

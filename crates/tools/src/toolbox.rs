@@ -104,6 +104,7 @@ impl Toolbox {
             .with(Arc::new(FsList))
             .with(Arc::new(FsSearch))
             .with(Arc::new(advanced_fs()))
+            .with(Arc::new(crate::maven::PomEdit))
     }
 
     /// The standard tools for looking only: [`READ_ONLY_TOOLS`], with every call that would

@@ -887,10 +887,10 @@ async fn package_manager_runs_each_ecosystems_own_tool_or_says_why_not() {
     let maven = ok(
         &ctx,
         "package_manager",
-        json!({"ecosystem": "java", "operation": "install", "parameters": {"packages": ["junit"]}}),
+        json!({"ecosystem": "java", "operation": "install", "parameters": {"packages": ["junit:junit:4.13.2"]}}),
     )
     .await;
-    assert!(!maven.success && maven.content.contains("pom.xml"), "{}", maven.content);
+    assert!(!maven.success && maven.content.contains("has no pom.xml"), "{}", maven.content);
 
     let option = call(
         &ctx,
@@ -905,6 +905,64 @@ async fn package_manager_runs_each_ecosystems_own_tool_or_says_why_not() {
     assert!(bad_args_reason(unknown).contains("unknown ecosystem 'ruby'"));
     let op = call(&ctx, "package_manager", json!({"ecosystem": "rust", "operation": "publish"})).await.unwrap_err();
     assert!(matches!(op, Error::UnknownOperation { .. }), "{op}");
+}
+
+#[tokio::test]
+async fn package_manager_edits_pom_xml_for_java_in_the_sandbox() {
+    let (_dir, ctx) = setup();
+    let pom = root(&ctx).join("pom.xml");
+    fs::write(
+        &pom,
+        "<project>\n  <modelVersion>4.0.0</modelVersion>\n  <!-- the app -->\n  <artifactId>demo</artifactId>\n</project>\n",
+    )
+    .unwrap();
+    let java = |operation: &str, packages: Value| json!({"ecosystem": "java", "operation": operation, "parameters": {"packages": packages}});
+    let added =
+        ok(&ctx, "package_manager", java("install", json!(["org.slf4j:slf4j-api:2.0.13", "junit:junit:4.13.2:test"])))
+            .await;
+    assert!(added.success && added.files_changed == ["pom.xml"], "{added:?}");
+    assert!(added.content.contains("added org.slf4j:slf4j-api:2.0.13; added junit:junit:4.13.2"), "{}", added.content);
+    let text = fs::read_to_string(&pom).unwrap();
+    assert!(text.starts_with("<project>\n  <modelVersion>4.0.0</modelVersion>\n  <!-- the app -->\n"), "{text}");
+    assert!(
+        text.contains(
+            "  <dependencies>\n    <dependency>\n      <groupId>org.slf4j</groupId>\n      <artifactId>slf4j-api</artifactId>\n      <version>2.0.13</version>\n    </dependency>\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("<version>4.13.2</version>\n      <scope>test</scope>"), "{text}");
+
+    let updated = ok(&ctx, "package_manager", java("update", json!(["org.slf4j:slf4j-api:2.0.16"]))).await;
+    assert!(
+        updated.success && updated.content.contains("org.slf4j:slf4j-api: 2.0.13 -> 2.0.16"),
+        "{}",
+        updated.content
+    );
+    let removed = ok(&ctx, "package_manager", java("uninstall", json!(["junit:junit"]))).await;
+    assert!(removed.success && removed.content.contains("removed junit:junit"), "{}", removed.content);
+    let text = fs::read_to_string(&pom).unwrap();
+    assert!(text.contains("<version>2.0.16</version>") && !text.contains("junit"), "{text}");
+
+    // All or nothing: the second package cannot be applied, so neither is.
+    let half =
+        ok(&ctx, "package_manager", java("install", json!(["com.google.guava:guava:33.2.1-jre", "x.y:z"]))).await;
+    assert!(!half.success && half.content.contains("name the version of x.y:z"), "{}", half.content);
+    let absent = ok(&ctx, "package_manager", java("update", json!(["junit:junit:5"]))).await;
+    assert!(!absent.success && absent.content.contains("junit:junit is not a dependency"), "{}", absent.content);
+    assert_eq!(fs::read_to_string(&pom).unwrap(), text, "unchanged");
+    let bad = call(&ctx, "package_manager", java("install", json!(["guava"]))).await;
+    assert!(bad_args_reason(bad).contains("groupId:artifactId:version"));
+
+    // The edit runs in the sandbox, behind the workspace's path checks: a pom.xml that is a
+    // link out of the workspace is neither read nor written.
+    let outside = tempfile::tempdir().unwrap();
+    let theirs = outside.path().join("pom.xml");
+    fs::write(&theirs, "<project>\n</project>\n").unwrap();
+    fs::remove_file(&pom).unwrap();
+    symlink(&theirs, &pom).unwrap();
+    let escaped = call(&ctx, "package_manager", java("install", json!(["a.b:c:1"]))).await;
+    assert!(escaped.is_err(), "{escaped:?}");
+    assert_eq!(fs::read_to_string(&theirs).unwrap(), "<project>\n</project>\n");
 }
 
 /// A package "installed" in the workspace's virtual environment by hand (as pip leaves one),
@@ -1000,6 +1058,96 @@ async fn package_manager_runs_cargo_for_rust_or_names_it_missing() {
     }
     let nothing = call(&ctx, "package_manager", json!({"ecosystem": "rust", "operation": "uninstall"})).await;
     assert!(bad_args_reason(nothing).contains("give packages"));
+}
+
+#[tokio::test]
+async fn package_manager_runs_cargo_in_the_sandbox_against_a_vendored_registry() {
+    // The toolchain made visible read-only, as a deployment does with `[sandbox]
+    // read_only_paths` and `path`; crates.io replaced by a vendored directory, so nothing
+    // needs the network the sandbox does not have.
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().unwrap();
+    let sysroot = String::from_utf8(sysroot.stdout).unwrap().trim().to_owned();
+    let policy = turbo_tools::SandboxPolicy {
+        read_only_paths: vec![sysroot.clone().into()],
+        path: format!("{sysroot}/bin:/usr/bin:/bin"),
+        ..turbo_tools::SandboxPolicy::default()
+    };
+    let (_dir, ctx) = setup();
+    let ctx = ctx.with_sandbox(std::sync::Arc::new(turbo_tools::Sandbox::new(policy)));
+    let r = root(&ctx);
+    for dir in ["src", ".cargo", "vendor/turbo-demo-dep/src"] {
+        fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    fs::write(r.join("Cargo.toml"), "[package]\nname = \"demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n").unwrap();
+    fs::write(r.join("src/lib.rs"), "").unwrap();
+    fs::write(
+        r.join(".cargo/config.toml"),
+        "[source.crates-io]\nreplace-with = \"vendored\"\n[source.vendored]\ndirectory = \"vendor\"\n",
+    )
+    .unwrap();
+    let vendored = r.join("vendor/turbo-demo-dep");
+    fs::write(
+        vendored.join("Cargo.toml"),
+        "[package]\nname = \"turbo-demo-dep\"\nversion = \"1.2.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    fs::write(vendored.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+    fs::write(vendored.join(".cargo-checksum.json"), r#"{"files":{},"package":null}"#).unwrap();
+    let rust = |operation: &str, packages: &[&str]| json!({"ecosystem": "rust", "operation": operation, "parameters": {"packages": packages}});
+
+    let added = ok(&ctx, "package_manager", rust("install", &["turbo-demo-dep"])).await;
+    assert!(added.success && added.content.contains("$ cargo add turbo-demo-dep"), "{}", added.content);
+    let manifest = fs::read_to_string(r.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[dependencies]\nturbo-demo-dep = \"1.2.0\""), "{manifest}");
+    let listed = ok(&ctx, "package_manager", rust("list", &[])).await;
+    assert!(listed.success && listed.content.contains("└── turbo-demo-dep v1.2.0"), "{}", listed.content);
+    fs::remove_file(r.join("Cargo.lock")).unwrap();
+    let locked = ok(&ctx, "package_manager", rust("generate_lockfile", &[])).await;
+    assert!(locked.success, "{}", locked.content);
+    assert!(fs::read_to_string(r.join("Cargo.lock")).unwrap().contains("name = \"turbo-demo-dep\""));
+    let updated = ok(&ctx, "package_manager", rust("update", &[])).await;
+    assert!(updated.success && updated.content.contains("$ cargo update"), "{}", updated.content);
+    let analysed = ok(&ctx, "package_manager", rust("analyze_dependencies", &[])).await;
+    assert!(analysed.success && analysed.content.contains("$ cargo tree --duplicates"), "{}", analysed.content);
+    let unknown = ok(&ctx, "package_manager", rust("install", &["no-such-crate"])).await;
+    assert!(!unknown.success && unknown.content.contains("no-such-crate"), "{}", unknown.content);
+    let removed = ok(&ctx, "package_manager", rust("uninstall", &["turbo-demo-dep"])).await;
+    assert!(removed.success && removed.content.contains("Removing turbo-demo-dep"), "{}", removed.content);
+    assert!(!fs::read_to_string(r.join("Cargo.toml")).unwrap().contains("turbo-demo-dep"));
+}
+
+#[tokio::test]
+async fn package_manager_runs_go_in_the_sandbox_on_a_replaced_module() {
+    let (_dir, ctx) = setup();
+    let r = root(&ctx);
+    // A module whose dependency is replaced by a directory of the workspace: go resolves it
+    // with no network, which the sandbox does not have.
+    fs::create_dir_all(r.join("dep")).unwrap();
+    fs::write(r.join("dep/go.mod"), "module example.com/dep\n\ngo 1.19\n").unwrap();
+    fs::write(r.join("dep/dep.go"), "package dep\n\nfunc F() int { return 1 }\n").unwrap();
+    fs::write(r.join("go.mod"), "module example.com/app\n\ngo 1.19\n\nreplace example.com/dep => ./dep\n").unwrap();
+    fs::write(r.join("main.go"), "package main\n\nimport \"example.com/dep\"\n\nfunc main() { _ = dep.F() }\n")
+        .unwrap();
+    let go = |operation: &str, packages: &[&str]| json!({"ecosystem": "go", "operation": operation, "parameters": {"packages": packages}});
+    let Some(added) = run_or_missing(&ctx, "package_manager", go("install", &["example.com/dep@v1.0.0"]), "go").await
+    else {
+        return;
+    };
+    assert!(added.success && added.content.contains("$ go get example.com/dep@v1.0.0"), "{}", added.content);
+    assert!(fs::read_to_string(r.join("go.mod")).unwrap().contains("require example.com/dep v1.0.0"));
+    let listed = ok(&ctx, "package_manager", go("list", &[])).await;
+    assert!(listed.success && listed.content.contains("example.com/dep v1.0.0 => ./dep"), "{}", listed.content);
+    let graph = ok(&ctx, "package_manager", go("analyze_dependencies", &[])).await;
+    assert!(graph.success && graph.content.contains("example.com/app example.com/dep@v1.0.0"), "{}", graph.content);
+    let tidy = ok(&ctx, "package_manager", go("generate_lockfile", &[])).await;
+    assert!(tidy.success && tidy.content.contains("$ go mod tidy"), "{}", tidy.content);
+    // What is not local needs the network: go is told there is none and says so at once.
+    let other = ok(&ctx, "package_manager", go("install", &["example.com/other"])).await;
+    assert!(!other.success && other.content.contains("module lookup disabled by GOPROXY=off"), "{}", other.content);
+    assert!(other.content.contains("the tool sandbox has no network"), "{}", other.content);
+    let removed = ok(&ctx, "package_manager", go("uninstall", &["example.com/dep"])).await;
+    assert!(removed.success && removed.content.contains("$ go get example.com/dep@none"), "{}", removed.content);
+    assert!(!fs::read_to_string(r.join("go.mod")).unwrap().contains("require"));
 }
 
 #[tokio::test]

@@ -101,8 +101,9 @@ pub struct Found {
 }
 
 /// How hard an ANN search looks: IVF partitions probed, HNSW candidate list, and the factor
-/// of extra candidates re-ranked by their exact distance. The defaults are the ones that reach
-/// recall@10 >= 0.95 against exact search in `make bench`.
+/// of extra candidates re-ranked by their exact distance. `make bench-knowledge` prints the
+/// latency and recall@10 against exact search of the defaults and of other settings
+/// (docs/benchmarks.md, section 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnnTuning {
     pub nprobes: usize,
@@ -322,22 +323,21 @@ impl Dataset {
     /// The `limit` nearest rows to `vector` by cosine distance (smaller is closer): through
     /// the ANN index when there is one, exact otherwise.
     pub async fn nearest(&self, vector: &[f32], limit: usize, filter: Option<String>) -> Result<Vec<Found>> {
-        self.nearest_with(vector, limit, filter, false).await
+        self.nearest_with(vector, limit, filter, Some(self.tuning)).await
     }
 
-    /// [`Dataset::nearest`], exact even when there is an ANN index (`exact`): the reference the
-    /// index's recall is measured against.
+    /// [`Dataset::nearest`] with the ANN index searched as `ann` says, or exact (`None`) even
+    /// when there is an index: the reference the index's recall is measured against.
     pub async fn nearest_with(
         &self,
         vector: &[f32],
         limit: usize,
         filter: Option<String>,
-        exact: bool,
+        ann: Option<AnnTuning>,
     ) -> Result<Vec<Found>> {
         if vector.len() != self.dimension {
             return Err(Error::Dimension { expected: self.dimension, got: vector.len() });
         }
-        let t = self.tuning;
         let mut q = self
             .table
             .query()
@@ -346,10 +346,9 @@ impl Dataset {
             .distance_type(DistanceType::Cosine)
             .limit(limit)
             .select(Select::columns(&with_column(ROW_COLUMNS, "_distance")));
-        q = if exact {
-            q.bypass_vector_index()
-        } else {
-            q.nprobes(t.nprobes).map_err(lance_error)?.ef(t.ef.max(limit)).refine_factor(t.refine_factor)
+        q = match ann {
+            None => q.bypass_vector_index(),
+            Some(t) => q.nprobes(t.nprobes).map_err(lance_error)?.ef(t.ef.max(limit)).refine_factor(t.refine_factor),
         };
         if let Some(f) = filter {
             q = q.only_if(f);

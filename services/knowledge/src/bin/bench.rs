@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
-use turbo_knowledge::dataset::{Found, FullText, Row};
+use turbo_knowledge::dataset::{AnnTuning, Dataset, Found, FullText, Row};
 use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits};
@@ -327,7 +327,7 @@ async fn scale(
     let mut exact_ids = Vec::new();
     for v in vectors {
         let t = Instant::now();
-        let found = ds.nearest_with(v, 10, None, true).await?;
+        let found = ds.nearest_with(v, 10, None, None).await?;
         exact_lat.push(t.elapsed());
         exact_ids.push(found.into_iter().map(|f| f.row.id).collect::<Vec<_>>());
     }
@@ -338,24 +338,46 @@ async fn scale(
     let t = Instant::now();
     ds.create_ann_index().await?;
     println!("  IVF-HNSW-SQ index built in {:.1} s", t.elapsed().as_secs_f64());
-    let mut ann_lat = Vec::new();
-    let mut hits = 0usize;
-    let mut total = 0usize;
-    for (v, exact) in vectors.iter().zip(&exact_ids) {
-        let t = Instant::now();
-        let found = ds.nearest(v, 10, None).await?;
-        ann_lat.push(t.elapsed());
-        hits += found.iter().filter(|f| exact.contains(&f.row.id)).count();
-        total += exact.len();
+    let (mut lat, recall) = ann(ds, vectors, &exact_ids, AnnTuning::default()).await?;
+    println!("  ANN vector search: {}; recall@10 vs exact = {recall:.3}", percentiles(&mut lat));
+    // What recall costs: other settings of the same index, on the same queries.
+    for t in [
+        AnnTuning { nprobes: 10, ef: 50, refine_factor: 1 },
+        AnnTuning { nprobes: 20, ef: 100, refine_factor: 5 },
+        AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 },
+        AnnTuning { nprobes: 80, ef: 300, refine_factor: 10 },
+    ] {
+        let (mut lat, recall) = ann(ds, vectors, &exact_ids, t).await?;
+        println!(
+            "    nprobes {:>2}, ef {:>3}, refine x{:<2}: {}; recall@10 = {recall:.3}",
+            t.nprobes,
+            t.ef,
+            t.refine_factor,
+            percentiles(&mut lat)
+        );
     }
-    println!(
-        "  ANN vector search: {}; recall@10 vs exact = {:.3}",
-        percentiles(&mut ann_lat),
-        hits as f64 / total.max(1) as f64
-    );
     let mut lat = hybrid(&kb, queries).await?;
     println!("  hybrid search, ANN vectors: {}", percentiles(&mut lat));
     Ok(())
+}
+
+/// Times one ANN search per vector; its recall@10 against the exact results.
+async fn ann(
+    ds: &Dataset,
+    vectors: &[Vec<f32>],
+    exact_ids: &[Vec<String>],
+    tuning: AnnTuning,
+) -> AnyResult<(Vec<Duration>, f64)> {
+    let mut lat = Vec::with_capacity(vectors.len());
+    let (mut hits, mut total) = (0usize, 0usize);
+    for (v, exact) in vectors.iter().zip(exact_ids) {
+        let t = Instant::now();
+        let found = ds.nearest_with(v, 10, None, Some(tuning)).await?;
+        lat.push(t.elapsed());
+        hits += found.iter().filter(|f| exact.contains(&f.row.id)).count();
+        total += exact.len();
+    }
+    Ok((lat, hits as f64 / total.max(1) as f64))
 }
 
 /// Times one hybrid search per query.
