@@ -343,8 +343,8 @@ async fn scale(
     // What recall costs: other settings of the same index, on the same queries.
     for t in [
         AnnTuning { nprobes: 10, ef: 50, refine_factor: 1 },
+        AnnTuning { nprobes: 20, ef: 100, refine_factor: 2 },
         AnnTuning { nprobes: 20, ef: 100, refine_factor: 5 },
-        AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 },
         AnnTuning { nprobes: 80, ef: 300, refine_factor: 10 },
     ] {
         let (mut lat, recall) = ann(ds, vectors, &exact_ids, t).await?;
