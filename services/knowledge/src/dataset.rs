@@ -44,7 +44,7 @@ const META_SCHEMA: &str = "turbo.schema_version";
 const SCHEMA_VERSION: &str = "1";
 
 /// One stored chunk: a piece of a workspace file or a knowledge chunk from the API.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Row {
     pub id: String,
     /// Empty for shared knowledge.
@@ -337,6 +337,25 @@ impl Dataset {
         filter: Option<String>,
         ann: Option<AnnTuning>,
     ) -> Result<Vec<Found>> {
+        let q = self.nearest_query(vector, limit, filter, ann)?;
+        let batches: Vec<RecordBatch> =
+            q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
+        found(&batches, "_distance", self.dimension)
+    }
+
+    /// Runs [`Dataset::nearest_with`]'s query and returns lance's account of it: each step of
+    /// the plan with its time and rows (`make bench-knowledge` prints it for the ANN query).
+    pub async fn analyze_nearest(&self, vector: &[f32], limit: usize, ann: Option<AnnTuning>) -> Result<String> {
+        self.nearest_query(vector, limit, None, ann)?.analyze_plan().await.map_err(lance_error)
+    }
+
+    fn nearest_query(
+        &self,
+        vector: &[f32],
+        limit: usize,
+        filter: Option<String>,
+        ann: Option<AnnTuning>,
+    ) -> Result<lancedb::query::VectorQuery> {
         if vector.len() != self.dimension {
             return Err(Error::Dimension { expected: self.dimension, got: vector.len() });
         }
@@ -355,9 +374,7 @@ impl Dataset {
         if let Some(f) = filter {
             q = q.only_if(f);
         }
-        let batches: Vec<RecordBatch> =
-            q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
-        found(&batches, "_distance", self.dimension)
+        Ok(q)
     }
 
     /// The `limit` best rows for `query` by BM25 over the full-text index of the chunks' text

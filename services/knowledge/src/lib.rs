@@ -1,17 +1,13 @@
-//! The knowledge service: indexes projects and documentation into knowledge chunks and will
-//! answer the agents' context queries.
+//! The knowledge service: the only owner of the LanceDB dataset of knowledge chunks. It
+//! indexes a project's workspace (code-aware chunks, embedded by the configured model, re-indexed
+//! incrementally by content hash), stores knowledge added by hand, answers hybrid searches
+//! (vector, BM25 over the text and over qualified names, ranked by [`rerank`]) and builds the
+//! agents' context from them ([`context`]).
 //!
-//! What exists so far is the indexing front end, without storage or embeddings:
-//! [`scan::scan`] walks a workspace (gitignore-aware) and hashes each file, [`scan::diff`]
-//! compares two walks so a re-index only touches added, changed and removed files, and
-//! [`Chunker`] turns one file into code-aware [`Chunk`]s (tree-sitter units with signatures and
-//! scopes for Rust, Python, JavaScript, TypeScript, Go and Java; Markdown sections; text by
-//! size), skipping binaries, invalid UTF-8, oversized and generated files with a reason. The
-//! LanceDB table, embeddings and search come next, behind the same entry point.
-//!
-//! The network side serves gRPC health checking, reporting [`GRPC_SERVICES`] as serving, and
-//! server reflection, and nothing else yet. It is started by [`run`], from `turbo-coder serve
-//! knowledge` or from its own binary `turbo-knowledge` (`src/main.rs`).
+//! It serves gRPC (`turbo.knowledge.v1.KnowledgeService`, health, reflection) and the
+//! `turbo.knowledge.*` NATS subjects, started by [`run`], from `turbo-coder serve knowledge` or
+//! its own binary `turbo-knowledge` (`src/main.rs`); the one-process mode embeds
+//! [`KnowledgeBase`] directly.
 //!
 //! The tree-sitter grammars are C compiled by this crate's build and are used nowhere else:
 //! other crates stay fast to build by never depending on them.
@@ -20,6 +16,10 @@
 //! - `error`: errors.
 //! - `chunk`: [`Chunker`], one file's bytes to [`Chunk`]s, with one submodule per step
 //!   (language, screening, syntax walk, per-grammar units, Markdown, line windows).
+//! - `base`: [`KnowledgeBase`], the [`Knowledge`] implementation over the dataset and an
+//!   embedder; `dataset`: the LanceDB table; `embed`: the embedders; `index`: a workspace's
+//!   incremental index; `search` and `rerank`: hybrid retrieval; `context`: the agents' context;
+//!   `eval`: the retrieval-quality evaluation's corpus and scores.
 //! - `scan`: workspace walk with content hashes, and the diff between two walks.
 //! - `hash`: SHA-256 hex of files and chunks, shared by both.
 //! - `grpc`: [`KnowledgeGrpc`], `turbo.knowledge.v1.KnowledgeService` over any
@@ -39,6 +39,7 @@ mod grpc;
 mod hash;
 pub mod index;
 pub mod nats;
+pub mod rerank;
 pub mod scan;
 pub mod search;
 #[cfg(test)]

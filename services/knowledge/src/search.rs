@@ -1,11 +1,9 @@
 //! Hybrid retrieval: the query's vector against the chunk vectors, BM25 over the chunks'
 //! text and BM25 over their qualified names (both with identifier-aware tokens), each over the
-//! same filter, fused by reciprocal rank (RRF): a chunk's score is the sum over the lists it
-//! appears in of `1 / (60 + rank)`, so agreement between retrievers counts more than any one's
-//! raw score, whose scales differ. Then two priors of "where is X done": test code weighs
-//! [`TEST_WEIGHT`] unless the query is about tests, and a container (an impl block, a class)
-//! [`CONTAINER_WEIGHT`], below the methods it holds, the more precise answers. Measured by
-//! `turbo-knowledge-bench` (docs/benchmarks.md, section 7).
+//! same filter; the union of their candidates is ranked by [`rerank`] (a weighted sum of
+//! features of each candidate, the weights fitted on other crates than the evaluation's).
+//! [`rrf`], reciprocal rank fusion, was the first fusion and stays as the bench's baseline.
+//! Measured by `turbo-knowledge-bench` (docs/benchmarks.md, section 7).
 
 use std::collections::HashMap;
 
@@ -13,15 +11,10 @@ use turbo_core::knowledge::{SearchFilter, SearchHit, SearchMode, SearchRequest};
 
 use crate::dataset::{Dataset, Found, FullText, Row, sql_list, sql_str};
 use crate::embed::Embedder;
-use crate::{Error, Result};
+use crate::{Error, Result, rerank};
 
 /// RRF's rank offset: the usual 60 keeps a single first place from outweighing agreement.
 pub const RRF_K: f32 = 60.0;
-
-/// A test chunk's share of its fused score, unless the query is about tests.
-pub const TEST_WEIGHT: f32 = 0.7;
-/// An impl block's or a class's share of its fused score.
-pub const CONTAINER_WEIGHT: f32 = 0.8;
 
 /// Candidates each retriever contributes to the fusion, per hit asked for.
 const CANDIDATES_PER_HIT: usize = 3;
@@ -31,28 +24,44 @@ const MIN_CANDIDATES: usize = 30;
 pub async fn search(dataset: &Dataset, embedder: &dyn Embedder, req: &SearchRequest) -> Result<Vec<SearchHit>> {
     let filter = filter_sql(&req.filter)?;
     let k = (req.limit * CANDIDATES_PER_HIT).max(MIN_CANDIDATES);
-    let vector = || async {
-        let v = embedder.embed(std::slice::from_ref(&req.query)).await?;
-        let v = v.into_iter().next().ok_or_else(|| Error::Search("the embedder returned no vector".into()))?;
-        dataset.nearest(&v, k, filter.clone()).await
-    };
     let hits: Vec<(Row, f32)> = match req.mode {
-        SearchMode::Vector => vector().await?.into_iter().map(|f| (f.row, 1.0 - f.score)).collect(),
+        SearchMode::Vector => {
+            let v = embed_query(embedder, &req.query).await?;
+            dataset.nearest(&v, k, filter).await?.into_iter().map(|f| (f.row, 1.0 - f.score)).collect()
+        }
         SearchMode::Text => {
-            dataset.full_text(&req.query, k, filter.clone()).await?.into_iter().map(|f| (f.row, f.score)).collect()
+            dataset.full_text(&req.query, k, filter).await?.into_iter().map(|f| (f.row, f.score)).collect()
         }
         SearchMode::Hybrid => {
-            let (v, t, s) = tokio::join!(
-                vector(),
-                dataset.full_text(&req.query, k, filter.clone()),
-                dataset.full_text_in(FullText::Symbol, &req.query, k, filter.clone())
-            );
-            let mut fused = rrf(&[v?, t?, s?]);
-            weigh(&req.query, &mut fused);
-            fused
+            let v = embed_query(embedder, &req.query).await?;
+            let found = candidates(dataset, &v, &req.query, k, filter).await?;
+            rerank::rank(&rerank::Query::new(&req.query, &v), found, &rerank::WEIGHTS)
         }
     };
     Ok(hits.into_iter().take(req.limit).map(|(row, score)| hit(row, score)).collect())
+}
+
+/// The query's vector.
+pub async fn embed_query(embedder: &dyn Embedder, query: &str) -> Result<Vec<f32>> {
+    let v = embedder.embed(&[query.to_string()]).await?;
+    v.into_iter().next().ok_or_else(|| Error::Search("the embedder returned no vector".into()))
+}
+
+/// The hybrid search's candidates: the `k` best of each retriever (vector, BM25 over the text,
+/// BM25 over the qualified names), run together over the same filter.
+pub async fn candidates(
+    dataset: &Dataset,
+    vector: &[f32],
+    query: &str,
+    k: usize,
+    filter: Option<String>,
+) -> Result<Vec<rerank::Candidate>> {
+    let (v, t, s) = tokio::join!(
+        dataset.nearest(vector, k, filter.clone()),
+        dataset.full_text(query, k, filter.clone()),
+        dataset.full_text_in(FullText::Symbol, query, k, filter)
+    );
+    Ok(rerank::candidates([v?, t?, s?]))
 }
 
 /// Reciprocal rank fusion of ranked lists (best first), best fused score first; ties keep the
@@ -81,23 +90,6 @@ pub fn rrf(lists: &[Vec<Found>]) -> Vec<(Row, f32)> {
         .collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1));
     fused
-}
-
-/// Applies the priors to fused scores and sorts again, best first (ties keep their order).
-pub fn weigh(query: &str, fused: &mut [(Row, f32)]) {
-    let about_tests = query.split(|c: char| !c.is_alphanumeric()).any(|w| {
-        let w = w.to_lowercase();
-        w.starts_with("test") || w == "spec" || w == "specs"
-    });
-    for (row, score) in fused.iter_mut() {
-        if !about_tests && is_test(&row.path, &row.symbol) {
-            *score *= TEST_WEIGHT;
-        }
-        if matches!(row.chunk_type.as_str(), "impl" | "class") {
-            *score *= CONTAINER_WEIGHT;
-        }
-    }
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
 }
 
 /// Whether a chunk is test code: under a `test(s)`, `__tests__` or `spec(s)` directory, in a
@@ -179,28 +171,7 @@ mod tests {
     use super::*;
 
     fn found(id: &str) -> Found {
-        Found {
-            row: Row {
-                id: id.into(),
-                project_id: String::new(),
-                path: String::new(),
-                file_hash: String::new(),
-                language: String::new(),
-                chunk_type: String::new(),
-                symbol: String::new(),
-                start_line: 0,
-                end_line: 0,
-                content: String::new(),
-                content_hash: String::new(),
-                text: String::new(),
-                usage_count: 0,
-                success_rate: None,
-                updated_at: 0,
-                meta: String::new(),
-                vector: vec![],
-            },
-            score: 0.0,
-        }
+        Found { row: Row { id: id.into(), ..Row::default() }, score: 0.0 }
     }
 
     fn ids(fused: &[(Row, f32)]) -> Vec<&str> {
@@ -217,30 +188,6 @@ mod tests {
         let b = 2.0 / 62.0;
         assert!((fused[0].1 - b).abs() < 1e-6, "{}", fused[0].1);
         assert!((fused[1].1 - 1.0 / 61.0).abs() < 1e-6, "{}", fused[1].1);
-    }
-
-    #[test]
-    fn tests_and_containers_weigh_less_unless_tests_are_asked_for() {
-        let row = |id: &str, path: &str, symbol: &str, kind: &str| Row {
-            path: path.into(),
-            symbol: symbol.into(),
-            chunk_type: kind.into(),
-            ..found(id).row
-        };
-        let fused = || {
-            vec![
-                (row("t", "src/lib.rs", "tests::parses_ports", "function"), 1.0),
-                (row("i", "src/lib.rs", "Url", "impl"), 0.9),
-                (row("m", "src/lib.rs", "Url::port", "method"), 0.8),
-            ]
-        };
-        let mut plain = fused();
-        weigh("the port of this URL", &mut plain);
-        // t: 0.7, i: 0.72, m: 0.8.
-        assert_eq!(ids(&plain), ["m", "i", "t"]);
-        let mut about_tests = fused();
-        weigh("the test of URL ports", &mut about_tests);
-        assert_eq!(ids(&about_tests), ["t", "m", "i"]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, S
 use turbo_knowledge::dataset::{AnnTuning, Dataset, Found, FullText, Row};
 use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
-use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits};
+use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits, rerank, search};
 
 #[derive(Parser)]
 #[command(about = "Knowledge service benchmarks: index throughput, retrieval quality, search latency at scale")]
@@ -47,6 +47,15 @@ struct Args {
     /// studying the fusion.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// Fits the hybrid search's ranking weights on the training crates' queries (printed as
+    /// the `rerank::WEIGHTS` array), and scores the evaluation with them beside the compiled-in
+    /// weights.
+    #[arg(long)]
+    fit: bool,
+    /// Registry crates whose queries train the ranking weights (`--fit`); none of the
+    /// evaluation's.
+    #[arg(long, value_delimiter = ',', default_value = "walkdir,tempfile,same-file,smallvec,similar,base64")]
+    train_crates: Vec<String>,
     /// Keeps the corpus and its index in this directory, so a second run embeds nothing
     /// (default: a temporary directory).
     #[arg(long)]
@@ -70,17 +79,10 @@ async fn run(args: Args) -> AnyResult<()> {
     let ws = dir.join("ws");
 
     // 1. Corpus: each crate a project of its own, as a repository is.
-    let mut projects: Vec<String> = Vec::new();
-    let mut pairs: Vec<(String, Pair)> = Vec::new();
-    for name in &args.crates {
-        let src =
-            eval::registry_crate(name).ok_or_else(|| format!("crate {name} is not in the local cargo registry"))?;
-        let crate_dir = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let found = eval::mine_rust_crate(&src, &ws.join(&crate_dir))?;
-        println!("corpus: {crate_dir}: {} doc-comment queries", found.len());
-        pairs.extend(found.into_iter().map(|p| (crate_dir.clone(), p)));
-        projects.push(crate_dir);
+    if let Some(both) = args.crates.iter().find(|c| args.fit && args.train_crates.contains(c)) {
+        return Err(format!("crate {both} is both trained on and evaluated: the figures would flatter").into());
     }
+    let (projects, pairs) = mine(&args.crates, &ws)?;
 
     // 2. Index throughput.
     let load = Instant::now();
@@ -101,31 +103,13 @@ async fn run(args: Args) -> AnyResult<()> {
         println!("embedding alone (MiniLM, {} chunk texts): {embed_rate:.1} chunks/s", sample.len());
     }
 
-    let kb = KnowledgeBase::with_embedder(
-        dir.join("kb").to_str().ok_or("the data directory is not UTF-8")?,
-        minilm.clone(),
-        usize::MAX,
-        Limits::default(),
-    )
-    .await?;
-    let index_all = || async {
-        let (mut files, mut chunks, mut embedded, mut ms) = (0, 0, 0, 0);
-        for project in &projects {
-            let workspace = ws.join(project).display().to_string();
-            let report = kb.index_workspace(IndexRequest { project_id: project.clone(), workspace }).await?;
-            files += report.files_changed;
-            chunks += report.chunks_added;
-            embedded += report.chunks_embedded;
-            ms += report.duration_ms;
-        }
-        Ok::<_, Box<dyn std::error::Error>>((files, chunks, embedded, ms as f64 / 1000.0))
-    };
-    let (files, chunks, _, secs) = index_all().await?;
+    let kb = open_kb(&dir.join("kb"), minilm.clone()).await?;
+    let (files, chunks, _, secs) = index_all(&kb, &ws, &projects).await?;
     println!(
         "index (walk + chunk + embed + commit): {files} files, {chunks} chunks in {secs:.1} s = {:.1} chunks/s",
         chunks as f64 / secs
     );
-    let (_, _, embedded, secs) = index_all().await?;
+    let (_, _, embedded, secs) = index_all(&kb, &ws, &projects).await?;
     println!("re-index of the unchanged trees: {:.0} ms, {embedded} chunks embedded", secs * 1000.0);
 
     // 3. Retrieval quality, each query searching its crate's project.
@@ -140,19 +124,27 @@ async fn run(args: Args) -> AnyResult<()> {
     );
     // Each retriever alone, the fusion of vector and BM25 as it was first built (RRF of the
     // two), and the hybrid search as it is (RRF of three, then the priors).
-    let names = ["Vector", "Text (BM25)", "Names (BM25 over qualified names)", "Vector + text, RRF", "Hybrid"];
+    let names = [
+        "Vector",
+        "Text (BM25)",
+        "Names (BM25 over qualified names)",
+        "Vector + text, RRF",
+        "Vector + text + names, RRF",
+        "Hybrid (ranked by features)",
+    ];
     let mut ranks: Vec<Vec<Option<usize>>> = vec![Vec::with_capacity(pairs.len()); names.len()];
     let mut ranks_any: Vec<Vec<Option<usize>>> = vec![Vec::with_capacity(pairs.len()); names.len()];
     for ((project, p), answers) in pairs.iter().zip(&same) {
         let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
         let ds = kb.dataset();
-        let sql = turbo_knowledge::search::filter_sql(&filter)?;
+        let sql = search::filter_sql(&filter)?;
         let query_vector =
             minilm.embed(std::slice::from_ref(&p.query)).await?.into_iter().next().ok_or("the model gave no vector")?;
         let vector = ds.nearest(&query_vector, 30, sql.clone()).await?;
         let text = ds.full_text(&p.query, 30, sql.clone()).await?;
         let symbol = ds.full_text_in(FullText::Symbol, &p.query, 30, sql).await?;
-        let two = turbo_knowledge::search::rrf(&[vector.clone(), text.clone()]);
+        let two = search::rrf(&[vector.clone(), text.clone()]);
+        let three = search::rrf(&[vector.clone(), text.clone(), symbol.clone()]);
         let hybrid =
             kb.search(SearchRequest { query: p.query.clone(), limit: 10, filter, mode: SearchMode::Hybrid }).await?;
         let span = |r: &Row| (r.path.clone(), r.start_line, r.end_line);
@@ -162,6 +154,7 @@ async fn run(args: Args) -> AnyResult<()> {
             found(&text),
             found(&symbol),
             two.iter().map(|(r, _)| span(r)).collect(),
+            three.iter().map(|(r, _)| span(r)).collect(),
             hybrid.iter().map(|h| (h.path.clone(), h.start_line, h.end_line)).collect(),
         ];
         for (i, list) in lists.iter().enumerate() {
@@ -177,8 +170,54 @@ async fn run(args: Args) -> AnyResult<()> {
         );
     }
 
+    let mut train = Vec::new();
+    if args.fit {
+        // The weights are fitted on the training crates only, indexed apart (BM25's statistics
+        // are the table's), then the evaluation's queries are ranked with them (the same
+        // candidates as the hybrid search's).
+        let ws = dir.join("ws-train");
+        let (projects, train_pairs) = mine(&args.train_crates, &ws)?;
+        let train_kb = open_kb(&dir.join("kb-train"), minilm.clone()).await?;
+        index_all(&train_kb, &ws, &projects).await?;
+        let t = Instant::now();
+        train = samples(&train_kb, &minilm, &train_pairs).await?;
+        let weights = rerank::fit(&train.iter().map(|(s, _, _)| s).cloned().collect::<Vec<_>>(), 2000);
+        println!(
+            "\nranking weights fitted on {} queries of {} in {:.1} s:",
+            train.len(),
+            args.train_crates.join(", "),
+            t.elapsed().as_secs_f64()
+        );
+        println!("pub const WEIGHTS: [f32; FEATURES] = [");
+        for (w, name) in weights.iter().zip(rerank::NAMES) {
+            println!("    {w:.3}, // {name}");
+        }
+        println!("];");
+        let own: Vec<Option<usize>> = train
+            .iter()
+            .map(|(s, _, _)| {
+                let order = rerank::order(&s.features, &weights);
+                order.iter().take(10).position(|i| s.right.contains(i))
+            })
+            .collect();
+        let own = eval::score(&own);
+        println!("(on its own training queries, any same-doc fn: MRR@10 {:.3}, top-1 {:.3})", own.mrr_at_10, own.top1);
+        let (mut strict, mut any) = (Vec::new(), Vec::new());
+        for (s, right, _) in samples(&kb, &minilm, &pairs).await? {
+            let order = rerank::order(&s.features, &weights);
+            let rank = |right: &[usize]| order.iter().take(10).position(|i| right.contains(i));
+            strict.push(rank(&right));
+            any.push(rank(&s.right));
+        }
+        let (s, any) = (eval::score(&strict), eval::score(&any));
+        println!(
+            "| Hybrid, the weights fitted in this run | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            s.mrr_at_10, s.recall_at_10, s.top1, any.mrr_at_10, any.top1
+        );
+    }
+
     if let Some(path) = &args.dump {
-        dump(&kb, &pairs, path).await?;
+        dump(&samples(&kb, &minilm, &pairs).await?, &train, path, &minilm).await?;
     }
     if args.only_quality {
         return Ok(());
@@ -199,36 +238,127 @@ async fn run(args: Args) -> AnyResult<()> {
     Ok(())
 }
 
-/// One JSON line per query: the answer, and the candidates of each retriever, best first.
-async fn dump(kb: &KnowledgeBase, pairs: &[(String, Pair)], path: &std::path::Path) -> AnyResult<()> {
+/// Mines each registry crate into `ws/<name>-<version>`: the project names and the queries.
+fn mine(crates: &[String], ws: &std::path::Path) -> AnyResult<(Vec<String>, Vec<(String, Pair)>)> {
+    let (mut projects, mut pairs) = (Vec::new(), Vec::new());
+    for name in crates {
+        let src =
+            eval::registry_crate(name).ok_or_else(|| format!("crate {name} is not in the local cargo registry"))?;
+        let crate_dir = src.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let found = eval::mine_rust_crate(&src, &ws.join(&crate_dir))?;
+        println!("corpus: {crate_dir}: {} doc-comment queries", found.len());
+        pairs.extend(found.into_iter().map(|p| (crate_dir.clone(), p)));
+        projects.push(crate_dir);
+    }
+    Ok((projects, pairs))
+}
+
+/// Each query's hybrid candidates and their features, the right answers marked (any function
+/// with the same doc sentence), with the strict right answer (the function itself) beside.
+async fn samples(
+    kb: &KnowledgeBase,
+    embedder: &MiniLm,
+    pairs: &[(String, Pair)],
+) -> AnyResult<Vec<(rerank::Sample, Vec<usize>, Vec<rerank::Candidate>)>> {
+    let same = eval::same_query(pairs);
+    let mut out = Vec::with_capacity(pairs.len());
+    for ((project, p), answers) in pairs.iter().zip(&same) {
+        let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
+        let sql = search::filter_sql(&filter)?;
+        let v = search::embed_query(embedder, &p.query).await?;
+        let candidates = search::candidates(kb.dataset(), &v, &p.query, 30, sql).await?;
+        let features = rerank::features(&rerank::Query::new(&p.query, &v), &candidates);
+        let right = |answers: &[&Pair]| -> Vec<usize> {
+            (0..candidates.len())
+                .filter(|&i| {
+                    let r = &candidates[i].row;
+                    eval::rank_of_any(answers, &[(r.path.clone(), r.start_line, r.end_line)], 1).is_some()
+                })
+                .collect()
+        };
+        let strict = right(&[p]);
+        out.push((rerank::Sample { query: p.query.clone(), features, right: right(answers) }, strict, candidates));
+    }
+    Ok(out)
+}
+
+/// One JSON line per query of the evaluation (then of the training crates, after `--fit`):
+/// its right answers and every hybrid candidate with what each retriever said of it, for
+/// studying the ranking offline.
+async fn dump(
+    eval: &[(rerank::Sample, Vec<usize>, Vec<rerank::Candidate>)],
+    train: &[(rerank::Sample, Vec<usize>, Vec<rerank::Candidate>)],
+    path: &std::path::Path,
+    minilm: &MiniLm,
+) -> AnyResult<()> {
     use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for (project, p) in pairs {
-        let mut line = serde_json::json!({
-            "project": project, "query": p.query, "path": p.path, "line": p.line, "function": p.function,
-        });
-        for (name, mode) in [("vector", SearchMode::Vector), ("text", SearchMode::Text)] {
-            let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
-            let req = SearchRequest { query: p.query.clone(), limit: 30, filter, mode };
-            let hits: Vec<serde_json::Value> = kb
-                .search(req)
-                .await?
-                .into_iter()
-                .map(|h| serde_json::json!([h.path, h.start_line, h.end_line, h.symbol, h.score, h.chunk_type]))
-                .collect();
-            line[name] = hits.into();
+    let short = |r: &Row| -> [String; 2] {
+        let name = turbo_knowledge::index::identifier_words(&r.symbol);
+        let sig = r.content.lines().find(|l| l.contains("fn ")).or(r.content.lines().next()).unwrap_or_default();
+        [name.clone(), format!("{name}: {}", sig.trim())]
+    };
+    let mut texts: Vec<String> = Vec::new();
+    for (s, _, cands) in eval.iter().chain(train) {
+        texts.push(s.query.clone());
+        for c in cands {
+            texts.extend(short(&c.row));
         }
-        writeln!(out, "{line}")?;
+    }
+    texts.sort();
+    texts.dedup();
+    println!("embedding {} short texts for the dump", texts.len());
+    let vectors: HashMap<String, Vec<f32>> = texts.iter().cloned().zip(minilm.embed(&texts).await?).collect();
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (set, samples) in [("eval", eval), ("train", train)] {
+        for (s, strict, candidates) in samples {
+            let cands: Vec<serde_json::Value> = candidates
+                .iter()
+                .zip(&s.features)
+                .map(|(c, f)| {
+                    let r = &c.row;
+                    let head: String = r.text.lines().next().unwrap_or_default().chars().take(300).collect();
+                    let body: String = r.content.chars().take(800).collect();
+                    let q = &vectors[&s.query];
+                    let [a, b] = short(r);
+                    let shorts = [cos(q, &vectors[&a]), cos(q, &vectors[&b])];
+                    serde_json::json!({
+                        "short": shorts, "symbol": r.symbol, "path": r.path, "type": r.chunk_type, "lines": [r.start_line, r.end_line],
+                        "found": c.found, "features": f, "head": head, "body": body,
+                    })
+                })
+                .collect();
+            let line = serde_json::json!({
+                "set": set, "query": s.query, "right": s.right, "strict": strict, "candidates": cands,
+            });
+            writeln!(out, "{line}")?;
+        }
     }
     out.flush()?;
-    let mut chunks = std::io::BufWriter::new(std::fs::File::create(path.with_extension("chunks.jsonl"))?);
-    for r in kb.dataset().sample(usize::MAX).await? {
-        let row = serde_json::json!([r.project_id, r.path, r.start_line, r.end_line, r.symbol, r.chunk_type]);
-        writeln!(chunks, "{row}")?;
-    }
-    chunks.flush()?;
-    println!("candidates written to {} (and the chunks beside it)", path.display());
+    println!("candidates written to {}", path.display());
     Ok(())
+}
+
+/// A knowledge base in `dir` embedding with `minilm`, never building the ANN index (the
+/// corpus is small: its searches are exact).
+async fn open_kb(dir: &std::path::Path, minilm: Arc<MiniLm>) -> AnyResult<KnowledgeBase> {
+    let uri = dir.to_str().ok_or("the data directory is not UTF-8")?;
+    Ok(KnowledgeBase::with_embedder(uri, minilm, usize::MAX, Limits::default()).await?)
+}
+
+/// Indexes each project's workspace under `ws`: files changed, chunks added, chunks embedded,
+/// seconds.
+async fn index_all(kb: &KnowledgeBase, ws: &std::path::Path, projects: &[String]) -> AnyResult<(u64, u64, u64, f64)> {
+    let (mut files, mut chunks, mut embedded, mut ms) = (0, 0, 0, 0);
+    for project in projects {
+        let workspace = ws.join(project).display().to_string();
+        let report = kb.index_workspace(IndexRequest { project_id: project.clone(), workspace }).await?;
+        files += report.files_changed as u64;
+        chunks += report.chunks_added as u64;
+        embedded += report.chunks_embedded as u64;
+        ms += report.duration_ms;
+    }
+    Ok((files, chunks, embedded, ms as f64 / 1000.0))
 }
 
 fn default_model_dir() -> PathBuf {
@@ -358,6 +488,13 @@ async fn scale(
     }
     let mut lat = hybrid(&kb, queries).await?;
     println!("  hybrid search, ANN vectors: {}", percentiles(&mut lat));
+    // Where an ANN query's time goes, by lance's own account (after the runs above, warm).
+    if let Some(v) = vectors.first() {
+        println!("  one ANN query, lance's analyze_plan (each step's time includes the steps below it):");
+        for line in ds.analyze_nearest(v, 10, Some(AnnTuning::default())).await?.lines() {
+            println!("    {}", plan_step(line));
+        }
+    }
     Ok(())
 }
 
@@ -391,6 +528,19 @@ async fn hybrid(kb: &KnowledgeBase, queries: &[String]) -> AnyResult<Vec<Duratio
         lat.push(t.elapsed());
     }
     Ok(lat)
+}
+
+/// One line of an analyzed plan, shortened to its step, time and the metrics that say where
+/// the time went (rows, reads).
+fn plan_step(line: &str) -> String {
+    let indent = line.len() - line.trim_start().len();
+    let line = line.trim_start();
+    let name = line.split([':', ',', ' ']).next().unwrap_or_default();
+    let keep =
+        ["elapsed=", "output_rows=", "fragments_scanned=", "iops=", "partitions_searched=", "index_search_time="];
+    let metrics: Vec<&str> =
+        line.split([',', '[', ']', ' ']).map(str::trim).filter(|m| keep.iter().any(|k| m.starts_with(k))).collect();
+    format!("{}{name} {}", " ".repeat(indent), metrics.join(" "))
 }
 
 fn percentiles(lat: &mut [Duration]) -> String {
