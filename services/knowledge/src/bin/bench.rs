@@ -238,8 +238,11 @@ async fn run(args: Args) -> AnyResult<()> {
     Ok(())
 }
 
+/// Project names, and each query with its project.
+type Corpus = (Vec<String>, Vec<(String, Pair)>);
+
 /// Mines each registry crate into `ws/<name>-<version>`: the project names and the queries.
-fn mine(crates: &[String], ws: &std::path::Path) -> AnyResult<(Vec<String>, Vec<(String, Pair)>)> {
+fn mine(crates: &[String], ws: &std::path::Path) -> AnyResult<Corpus> {
     let (mut projects, mut pairs) = (Vec::new(), Vec::new());
     for name in crates {
         let src =
@@ -253,13 +256,13 @@ fn mine(crates: &[String], ws: &std::path::Path) -> AnyResult<(Vec<String>, Vec<
     Ok((projects, pairs))
 }
 
+/// A query's candidates and their features (any same-doc function right), the strict right
+/// answers, and the candidates themselves.
+type Scored = (rerank::Sample, Vec<usize>, Vec<rerank::Candidate>);
+
 /// Each query's hybrid candidates and their features, the right answers marked (any function
 /// with the same doc sentence), with the strict right answer (the function itself) beside.
-async fn samples(
-    kb: &KnowledgeBase,
-    embedder: &MiniLm,
-    pairs: &[(String, Pair)],
-) -> AnyResult<Vec<(rerank::Sample, Vec<usize>, Vec<rerank::Candidate>)>> {
+async fn samples(kb: &KnowledgeBase, embedder: &MiniLm, pairs: &[(String, Pair)]) -> AnyResult<Vec<Scored>> {
     let same = eval::same_query(pairs);
     let mut out = Vec::with_capacity(pairs.len());
     for ((project, p), answers) in pairs.iter().zip(&same) {
@@ -285,12 +288,7 @@ async fn samples(
 /// One JSON line per query of the evaluation (then of the training crates, after `--fit`):
 /// its right answers and every hybrid candidate with what each retriever said of it, for
 /// studying the ranking offline.
-async fn dump(
-    eval: &[(rerank::Sample, Vec<usize>, Vec<rerank::Candidate>)],
-    train: &[(rerank::Sample, Vec<usize>, Vec<rerank::Candidate>)],
-    path: &std::path::Path,
-    minilm: &MiniLm,
-) -> AnyResult<()> {
+async fn dump(eval: &[Scored], train: &[Scored], path: &std::path::Path, minilm: &MiniLm) -> AnyResult<()> {
     use std::io::Write;
     let short = |r: &Row| -> [String; 2] {
         let name = turbo_knowledge::index::identifier_words(&r.symbol);
