@@ -43,8 +43,8 @@ struct Args {
     /// Only the corpus, its index and the retrieval quality (no throughput sample, no scale).
     #[arg(long)]
     only_quality: bool,
-    /// Writes each query's vector and full-text candidates (30 of each) as JSON lines, for
-    /// studying the fusion.
+    /// Writes each query's hybrid candidates with their features and the right answers as
+    /// JSON lines (the training crates' too with `--fit`), for studying the ranking.
     #[arg(long)]
     dump: Option<PathBuf>,
     /// Fits the hybrid search's ranking weights on the training crates' queries (printed as
@@ -217,7 +217,7 @@ async fn run(args: Args) -> AnyResult<()> {
     }
 
     if let Some(path) = &args.dump {
-        dump(&samples(&kb, &minilm, &pairs).await?, &train, path, &minilm).await?;
+        dump(&samples(&kb, &minilm, &pairs).await?, &train, path)?;
     }
     if args.only_quality {
         return Ok(());
@@ -288,25 +288,8 @@ async fn samples(kb: &KnowledgeBase, embedder: &MiniLm, pairs: &[(String, Pair)]
 /// One JSON line per query of the evaluation (then of the training crates, after `--fit`):
 /// its right answers and every hybrid candidate with what each retriever said of it, for
 /// studying the ranking offline.
-async fn dump(eval: &[Scored], train: &[Scored], path: &std::path::Path, minilm: &MiniLm) -> AnyResult<()> {
+fn dump(eval: &[Scored], train: &[Scored], path: &std::path::Path) -> AnyResult<()> {
     use std::io::Write;
-    let short = |r: &Row| -> [String; 2] {
-        let name = turbo_knowledge::index::identifier_words(&r.symbol);
-        let sig = r.content.lines().find(|l| l.contains("fn ")).or(r.content.lines().next()).unwrap_or_default();
-        [name.clone(), format!("{name}: {}", sig.trim())]
-    };
-    let mut texts: Vec<String> = Vec::new();
-    for (s, _, cands) in eval.iter().chain(train) {
-        texts.push(s.query.clone());
-        for c in cands {
-            texts.extend(short(&c.row));
-        }
-    }
-    texts.sort();
-    texts.dedup();
-    println!("embedding {} short texts for the dump", texts.len());
-    let vectors: HashMap<String, Vec<f32>> = texts.iter().cloned().zip(minilm.embed(&texts).await?).collect();
-    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for (set, samples) in [("eval", eval), ("train", train)] {
         for (s, strict, candidates) in samples {
@@ -317,11 +300,8 @@ async fn dump(eval: &[Scored], train: &[Scored], path: &std::path::Path, minilm:
                     let r = &c.row;
                     let head: String = r.text.lines().next().unwrap_or_default().chars().take(300).collect();
                     let body: String = r.content.chars().take(800).collect();
-                    let q = &vectors[&s.query];
-                    let [a, b] = short(r);
-                    let shorts = [cos(q, &vectors[&a]), cos(q, &vectors[&b])];
                     serde_json::json!({
-                        "short": shorts, "symbol": r.symbol, "path": r.path, "type": r.chunk_type, "lines": [r.start_line, r.end_line],
+                        "symbol": r.symbol, "path": r.path, "type": r.chunk_type, "lines": [r.start_line, r.end_line],
                         "found": c.found, "features": f, "head": head, "body": body,
                     })
                 })
