@@ -108,6 +108,17 @@ async fn planned_task(cluster: &Cluster, name: &str) -> (std::path::PathBuf, Tas
     (root, task.id.parse().expect("a task id"))
 }
 
+/// Plans a task of a new project, executes it and follows its watch to the end, which must be
+/// a completed run: the project's root, the task and the run's events.
+async fn completed_task(cluster: &Cluster, name: &str) -> (std::path::PathBuf, TaskId, Vec<TaskEvent>) {
+    let (root, id) = planned_task(cluster, name).await;
+    let last_seq = execute(cluster, id).await;
+    let (run, error) = follow(&mut watch(cluster, id, last_seq).await).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    (root, id, run)
+}
+
 /// Executes the task; returns the seq to watch from.
 async fn execute(cluster: &Cluster, id: TaskId) -> u64 {
     let request = tasks::ExecuteTaskRequest { task_id: id.to_string() };
@@ -221,12 +232,7 @@ async fn assert_completed(cluster: &Cluster, root: &std::path::Path, id: TaskId)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_runs_through_the_workers_and_is_recorded_in_postgres_and_on_nats() {
     let cluster = greet_cluster().start().await;
-    let (root, id) = planned_task(&cluster, "greeter").await;
-    let last_seq = execute(&cluster, id).await;
-
-    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    let (root, id, run) = completed_task(&cluster, "greeter").await;
     let kinds: Vec<&str> = run.iter().map(|e| e.kind.name()).collect();
     for kind in ["phase_started", "model_call", "tool_call", "tool_result", "test_run", "review", "phase_finished"] {
         assert!(kinds.contains(&kind), "the watch shows no {kind}: {kinds:?}");
@@ -256,11 +262,7 @@ async fn a_task_runs_through_the_workers_and_is_recorded_in_postgres_and_on_nats
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_runs_with_its_tool_calls_going_through_the_job_queue_to_one_runner() {
     let cluster = greet_cluster().with_queued_tool_runners(2).start().await;
-    let (root, id) = planned_task(&cluster, "queued").await;
-    let last_seq = execute(&cluster, id).await;
-    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    let (root, id, _) = completed_task(&cluster, "queued").await;
     // The files, the tool calls, the reviewer's diff (which needs the baseline the orchestrator
     // began the task with on the same runner): all as with one runner over gRPC.
     assert_completed(&cluster, &root, id).await;
@@ -303,11 +305,7 @@ async fn a_cluster_tool_runner_confines_the_models_calls_to_the_workspace() {
         .with_env("TURBO_TEST_SECRET", "s3cret-of-the-runner")
         .start()
         .await;
-    let (root, id) = planned_task(&cluster, "confined").await;
-    let last_seq = execute(&cluster, id).await;
-    let (run, error) = follow(&mut watch(&cluster, id, last_seq).await).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(statuses(&run), [TaskStatus::InProgress, TaskStatus::Completed]);
+    let (root, id, _) = completed_task(&cluster, "confined").await;
     assert_completed(&cluster, &root, id).await;
 
     let calls = cluster.store().await.tool_calls(id).await.unwrap();

@@ -138,8 +138,7 @@ async fn run(args: Args) -> AnyResult<()> {
         let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
         let ds = kb.dataset();
         let sql = search::filter_sql(&filter)?;
-        let query_vector =
-            minilm.embed(std::slice::from_ref(&p.query)).await?.into_iter().next().ok_or("the model gave no vector")?;
+        let query_vector = search::embed_query(minilm.as_ref(), &p.query).await?;
         let vector = ds.nearest(&query_vector, 30, sql.clone()).await?;
         let text = ds.full_text(&p.query, 30, sql.clone()).await?;
         let symbol = ds.full_text_in(FullText::Symbol, &p.query, 30, sql).await?;
