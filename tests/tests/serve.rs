@@ -1378,6 +1378,25 @@ async fn a_session_works_in_its_project_and_streams_its_task_over_a_websocket_re
     assert_eq!(ws_next(&mut ws).await.err(), Some(1000));
     assert_eq!(ws_connect(&gateway.addr, &ws_path, Some(&ana_token)).await.err(), Some(409));
 
+    // A session ended just as a client connects: the connection is refused (409) or hears
+    // the end, whichever side of the handshake the end lands; it never stays open.
+    for _ in 0..10 {
+        let (_, racing) = ana.post(&sessions, json!({})).await;
+        let racing = racing["session_id"].as_str().expect("a session id").to_string();
+        let (path, ws) = (format!("/v1/sessions/{racing}"), format!("/v1/sessions/{racing}/ws"));
+        let (connected, (status, _)) =
+            tokio::join!(ws_connect(&gateway.addr, &ws, Some(&ana_token)), ana.delete(&path));
+        assert_eq!(status, 200);
+        match connected {
+            Ok(mut ws) => {
+                let note = ws_next(&mut ws).await.expect("the session's last notification");
+                assert_eq!(note["title"], "Session ended", "{note}");
+                assert_eq!(ws_next(&mut ws).await.err(), Some(1000));
+            }
+            Err(refused) => assert_eq!(refused, 409),
+        }
+    }
+
     // A session idle past its timeout ends by itself.
     let (_, idle) = ana.post(&sessions, json!({"idle_timeout_seconds": 1})).await;
     let idle_path = format!("/v1/sessions/{}", idle["session_id"].as_str().unwrap());

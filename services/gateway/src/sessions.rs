@@ -265,7 +265,7 @@ impl Bridge {
         crate::rest::identify(attach.metadata_mut(), &self.who);
         let mut replies = match self.app.sessions.clone().interact(attach).await {
             Ok(stream) => stream.into_inner(),
-            Err(status) => return Some((1011, clip(&format!("cannot attach to the session: {}", status.message())))),
+            Err(status) => return self.refused(socket, &status).await,
         };
         let mut events = match &self.session.task_id {
             Some(task) => self.watch(task, self.after_seq).await,
@@ -322,6 +322,28 @@ impl Bridge {
                 },
             }
         }
+    }
+
+    /// Tells the client why the orchestrator refused to attach. A session that ended between
+    /// the handshake and the attach ends the connection as one that ends while attached: its
+    /// last notification, then 1000.
+    async fn refused(&self, socket: &mut WebSocket, status: &tonic::Status) -> Close {
+        let session_id = &self.session.session_id;
+        if status.code() == tonic::Code::FailedPrecondition {
+            let now = pb::GetSessionRequest { session_id: session_id.clone() };
+            let now = self.app.sessions.clone().get_session(request(now, QUICK_TIMEOUT)).await;
+            if let Ok(now) = now.map(tonic::Response::into_inner)
+                && now.ended_at.is_some()
+            {
+                let why = format!("the session has ended: {}", now.end_reason.unwrap_or_default());
+                let note = notification(session_id, None, "info", "Session ended", &why);
+                return match send(socket, note).await {
+                    Ok(()) => Some((1000, "the session has ended".into())),
+                    Err(close) => close,
+                };
+            }
+        }
+        Some((1011, clip(&format!("cannot attach to the session: {}", status.message()))))
     }
 
     /// Starts following `task`'s events after `after_seq`; None (with a log) when it cannot.

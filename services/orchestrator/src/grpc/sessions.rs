@@ -97,8 +97,10 @@ impl Sessions {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Attaches a stream to `id`: the token fires when the session ends.
-    fn attach(&self, id: SessionId) -> CancellationToken {
+    /// Attaches a stream to `id`: its token fires when the session ends. A stream attaches
+    /// before it reads whether the session has ended, so an end that lands after that read
+    /// finds the stream and cancels it.
+    fn attach(&self, id: SessionId) -> Attachment {
         let mut open = self.lock();
         let entry = open.entry(id).or_insert_with(|| Attached {
             ended: CancellationToken::new(),
@@ -106,7 +108,7 @@ impl Sessions {
             streams: 0,
         });
         entry.streams += 1;
-        entry.ended.clone()
+        Attachment { sessions: self.clone(), id, ended: entry.ended.clone() }
     }
 
     /// Ends the streams attached to `id`, telling them `reason`.
@@ -130,6 +132,26 @@ impl Sessions {
                 open.remove(&id);
             }
         }
+    }
+}
+
+/// One stream's place among its session's streams; detaches when dropped.
+struct Attachment {
+    sessions: Sessions,
+    id: SessionId,
+    ended: CancellationToken,
+}
+
+impl Attachment {
+    /// Why the session ended ("" while it has not).
+    fn reason(&self) -> String {
+        self.sessions.reason(self.id)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.sessions.detach(self.id);
     }
 }
 
@@ -230,6 +252,7 @@ impl SessionService for Api {
             Error::invalid("session_id", "the stream ended before its first message, which names the session")
         })?;
         let id = session_id(&first.session_id)?;
+        let attachment = self.sessions.attach(id);
         let session = self.own_session(&who, id).await?;
         if session.ended_at.is_some() {
             return Err(ended(&session).into());
@@ -255,7 +278,7 @@ impl SessionService for Api {
                 }
             });
         }
-        tokio::spawn(interaction.run(first, inbound));
+        tokio::spawn(interaction.run(attachment, first, inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -393,8 +416,8 @@ struct Interaction {
 }
 
 impl Interaction {
-    async fn run(self, first: pb::ClientMessage, mut inbound: Streaming<pb::ClientMessage>) {
-        let ended = self.api.sessions.attach(self.id);
+    async fn run(self, attachment: Attachment, first: pb::ClientMessage, mut inbound: Streaming<pb::ClientMessage>) {
+        let ended = &attachment.ended;
         if first.message.is_some() {
             self.dispatch(first).await;
         } else {
@@ -438,12 +461,11 @@ impl Interaction {
             }
         }
         if ended.is_cancelled() {
-            let reason = self.api.sessions.reason(self.id);
+            let reason = attachment.reason();
             self.out
                 .notify(None, common::Severity::Info, "Session ended", format!("the session has ended: {reason}"))
                 .await;
         }
-        self.api.sessions.detach(self.id);
     }
 
     fn handler(&self) -> Interaction {
@@ -1134,6 +1156,34 @@ fn offset(text: &str, (line, column): (u32, u32)) -> std::result::Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_end_reaches_every_stream_attached_before_it_and_a_dropped_stream_detaches() {
+        let sessions = Sessions::default();
+        let (id, other) = (SessionId::new(), SessionId::new());
+        // Attached first, then the session ends (as when EndSession lands while Interact is
+        // still reading the session): the stream hears the end.
+        let first = sessions.attach(id);
+        let second = sessions.attach(id);
+        let elsewhere = sessions.attach(other);
+        sessions.end(id, "ended by ana");
+        assert!(first.ended.is_cancelled() && second.ended.is_cancelled());
+        assert!(!elsewhere.ended.is_cancelled(), "another session's stream goes on");
+        assert_eq!(first.reason(), "ended by ana");
+
+        // The session is forgotten when its last stream goes, not before.
+        drop(first);
+        assert_eq!(second.reason(), "ended by ana");
+        drop(second);
+        assert!(!sessions.lock().contains_key(&id));
+        assert!(sessions.lock().contains_key(&other));
+        drop(elsewhere);
+        assert!(sessions.lock().is_empty());
+
+        // An end with no stream attached leaves nothing behind to cancel a later stream.
+        sessions.end(id, "idle");
+        assert!(!sessions.attach(id).ended.is_cancelled());
+    }
 
     #[tokio::test]
     async fn a_busy_stream_writes_its_activity_once_per_period_not_per_message() {
