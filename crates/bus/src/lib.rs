@@ -40,7 +40,7 @@ pub use error::{Error, Result};
 pub use message::{CancelRequest, Heartbeat, RawEvent, WorkItem, WorkReply, WorkRequest, WorkResult};
 pub use requests::{ConnectionClosed, RequestLimits, serve_requests};
 pub use results::find_result;
-pub use setup::{BusConfig, delivery_limit, setup, setup_with};
+pub use setup::{BusConfig, delivery_limit, ensure_stream, setup, setup_with};
 
 /// Connects to NATS at `url` (e.g. `nats://127.0.0.1:4222`), naming the connection after this
 /// process so `nats-server` monitoring shows who is connected.

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
-use async_nats::jetstream::{self, Context};
+use async_nats::jetstream::{self, Context, ErrorCode};
 use turbo_core::agent::AgentRole;
 
 use crate::error::{Error, Result};
@@ -46,6 +47,22 @@ impl Default for BusConfig {
             dlq_max_age: Duration::from_secs(14 * 24 * 3600),
             storage: StorageType::File,
         }
+    }
+}
+
+/// Creates the stream `config` describes, or brings an existing one to it.
+///
+/// It creates first: creating a stream that exists with the same settings changes nothing, so
+/// services that start together do not each send an update. Only a stream whose settings
+/// differ is updated. (async-nats's `create_or_update_stream` updates first, every time;
+/// nats-server 2.9 has been seen to crash on concurrent updates of one stream.)
+pub async fn ensure_stream(js: &Context, config: stream::Config) -> std::result::Result<(), CreateStreamError> {
+    match js.create_stream(config.clone()).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NAME_EXIST) => {
+            js.update_stream(config).await.map(|_| ())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -107,7 +124,7 @@ pub async fn setup_with(js: &Context, config: &BusConfig) -> Result<()> {
     ];
     for stream in streams {
         let name = stream.name.clone();
-        js.create_or_update_stream(stream).await.map_err(|e| Error::Stream { stream: name, reason: e.to_string() })?;
+        ensure_stream(js, stream).await.map_err(|e| Error::Stream { stream: name, reason: e.to_string() })?;
     }
 
     let work = js

@@ -879,10 +879,29 @@ async fn setup_is_idempotent_and_updates_settings() {
         .await
         .unwrap();
 
-    turbo_bus::setup_with(&bus.js, &test_config()).await.expect("a second setup succeeds");
-    let longer = BusConfig { ack_wait: Duration::from_secs(45), max_deliver: 7, ..test_config() };
+    // NATS announces every stream update; a setup with the same settings sends none, even
+    // when every service runs it at once, and one with new settings updates only the stream
+    // they change.
+    let mut updates = bus.client.subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.>").await.unwrap();
+    bus.client.flush().await.unwrap();
+    let same = test_config();
+    let again: Vec<_> = (0..8).map(|_| turbo_bus::setup_with(&bus.js, &same)).collect();
+    for setup in futures::future::join_all(again).await {
+        setup.expect("a second setup succeeds, beside seven others");
+    }
+    let longer = BusConfig {
+        ack_wait: Duration::from_secs(45),
+        max_deliver: 7,
+        results_max_age: test_config().results_max_age * 2,
+        ..test_config()
+    };
     turbo_bus::setup_with(&bus.js, &longer).await.expect("a setup with new settings succeeds");
     turbo_bus::setup_with(&bus.js, &longer).await.expect("and again");
+    bus.client.flush().await.unwrap();
+    let updated = within("the update's advisory", updates.next()).await.expect("an advisory");
+    assert_eq!(updated.subject.as_str(), format!("$JS.EVENT.ADVISORY.STREAM.UPDATED.{}", subjects::RESULTS_STREAM));
+    let more = tokio::time::timeout(Duration::from_millis(500), updates.next()).await;
+    assert!(more.is_err(), "one stream update in all: {:?}", more.map(|m| m.map(|m| m.subject)));
 
     assert_eq!(bus.work_messages().await, 1, "setup keeps queued work");
     for role in AgentRole::ALL.iter().copied() {
@@ -896,7 +915,7 @@ async fn setup_is_idempotent_and_updates_settings() {
     assert_eq!(work.config.retention, async_nats::jetstream::stream::RetentionPolicy::WorkQueue);
     assert_eq!(work.config.subjects, vec![subjects::WORK_SUBJECTS.to_string()]);
     let mut results = bus.js.get_stream(subjects::RESULTS_STREAM).await.unwrap();
-    assert_eq!(results.info().await.unwrap().config.max_age, test_config().results_max_age);
+    assert_eq!(results.info().await.unwrap().config.max_age, longer.results_max_age);
     for stream in [subjects::DLQ_STREAM, subjects::EVENTS_RAW_STREAM] {
         bus.js.get_stream(stream).await.unwrap_or_else(|e| panic!("{stream}: {e}"));
     }

@@ -138,7 +138,7 @@ impl JobQueue {
         };
         retried(&format!("the stream {}", subjects::TOOL_JOBS_STREAM), || {
             let (js, config) = (js.clone(), config.clone());
-            async move { js.create_or_update_stream(config).await.map(|_| ()) }
+            async move { turbo_bus::ensure_stream(&js, config).await }
         })
         .await?;
         let workspaces =
@@ -244,7 +244,7 @@ async fn bucket(js: &Context, name: &str, description: &str, max_age: Option<Dur
     retried(&format!("the key-value bucket {name}"), || {
         let (js, config) = (js.clone(), config.clone());
         async move {
-            js.create_or_update_stream(config).await.map_err(|e| e.to_string())?;
+            turbo_bus::ensure_stream(&js, config).await.map_err(|e| e.to_string())?;
             js.get_key_value(name).await.map_err(|e| e.to_string())
         }
     })
