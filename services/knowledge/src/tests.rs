@@ -473,6 +473,15 @@ async fn knowledge_chunks_are_added_found_in_context_and_deleted() {
     assert!(hits.iter().all(|h| h.id != "k-sql"), "{hits:#?}");
 }
 
+#[test]
+fn the_ann_index_has_one_partition_per_hundred_thousand_rows() {
+    assert_eq!(dataset::ann_partitions(0), 1);
+    assert_eq!(dataset::ann_partitions(400), 1);
+    assert_eq!(dataset::ann_partitions(dataset::ROWS_PER_PARTITION), 1);
+    assert_eq!(dataset::ann_partitions(dataset::ROWS_PER_PARTITION + 1), 2);
+    assert_eq!(dataset::ann_partitions(10 * dataset::ROWS_PER_PARTITION), 10);
+}
+
 #[tokio::test]
 async fn past_the_threshold_searches_use_an_ann_index_and_still_find_new_rows() {
     let dir = tempfile::tempdir().unwrap();

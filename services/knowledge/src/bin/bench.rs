@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
-use turbo_knowledge::dataset::{AnnTuning, Dataset, Found, FullText, Row};
+use turbo_knowledge::dataset::{self, AnnTuning, Dataset, Found, FullText, Row};
 use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits, rerank, search};
@@ -442,17 +442,29 @@ async fn scale(
     let mut lat = hybrid(&kb, queries).await?;
     println!("  hybrid search, exact vectors (vector + BM25 + fusion): {}", percentiles(&mut lat));
 
+    // The baseline, in the same run: lance's default shape (sqrt(rows) partitions) searched
+    // as this crate did before (40 partitions probed, ef 200).
+    let sqrt = (n as f64).sqrt() as u32;
+    let t = Instant::now();
+    ds.create_ann_index_with(sqrt).await?;
+    println!("  IVF-HNSW-SQ index of {sqrt} partitions (lance's default) built in {:.1} s", t.elapsed().as_secs_f64());
+    let before = AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 };
+    let (mut lat, recall) = ann(ds, vectors, &exact_ids, before).await?;
+    println!("    nprobes 40, ef 200, refine x5 : {}; recall@10 = {recall:.3}", percentiles(&mut lat));
+
     let t = Instant::now();
     ds.create_ann_index().await?;
-    println!("  IVF-HNSW-SQ index built in {:.1} s", t.elapsed().as_secs_f64());
+    let partitions = dataset::ann_partitions(n);
+    println!("  IVF-HNSW-SQ index of {partitions} partition(s) built in {:.1} s", t.elapsed().as_secs_f64());
     let (mut lat, recall) = ann(ds, vectors, &exact_ids, AnnTuning::default()).await?;
     println!("  ANN vector search: {}; recall@10 vs exact = {recall:.3}", percentiles(&mut lat));
     // What recall costs: other settings of the same index, on the same queries.
     for t in [
-        AnnTuning { nprobes: 10, ef: 50, refine_factor: 1 },
-        AnnTuning { nprobes: 20, ef: 100, refine_factor: 2 },
-        AnnTuning { nprobes: 20, ef: 100, refine_factor: 5 },
-        AnnTuning { nprobes: 80, ef: 300, refine_factor: 10 },
+        AnnTuning { nprobes: 4, ef: 100, refine_factor: 1 },
+        AnnTuning { nprobes: 4, ef: 200, refine_factor: 5 },
+        AnnTuning { nprobes: 4, ef: 300, refine_factor: 5 },
+        AnnTuning { nprobes: 4, ef: 600, refine_factor: 5 },
+        AnnTuning { nprobes: 4, ef: 400, refine_factor: 10 },
     ] {
         let (mut lat, recall) = ann(ds, vectors, &exact_ids, t).await?;
         println!(
