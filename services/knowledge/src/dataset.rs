@@ -124,7 +124,8 @@ impl Default for AnnTuning {
 /// than scanned, so a search costs little more in a graph of 100k rows than in one of 300; each
 /// probed partition adds a fixed cost. At 100k chunks one partition searched with ef 400
 /// reaches recall@10 0.96 in about half the time of 40 probes of lance's default of sqrt(rows)
-/// partitions (docs/benchmarks.md, section 7).
+/// partitions (docs/benchmarks.md, section 7). The count is fixed when the index is built;
+/// rows written later are folded into its partitions.
 pub const ROWS_PER_PARTITION: usize = 100_000;
 
 /// The IVF partitions of an ANN index over `rows` rows.
@@ -437,7 +438,7 @@ impl Dataset {
         let mut built = self.build_full_text_indexes().await?;
         if rows > self.ann_threshold && !self.has_index("vector").await? {
             tracing::info!(rows, threshold = self.ann_threshold, "building the ANN index of the knowledge vectors");
-            self.create_ann_index().await?;
+            self.create_ann_index_with(ann_partitions(rows)).await?;
             built = true;
         }
         if !built {

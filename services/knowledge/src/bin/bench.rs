@@ -448,9 +448,7 @@ async fn scale(
     let t = Instant::now();
     ds.create_ann_index_with(sqrt).await?;
     println!("  IVF-HNSW-SQ index of {sqrt} partitions (lance's default) built in {:.1} s", t.elapsed().as_secs_f64());
-    let before = AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 };
-    let (mut lat, recall) = ann(ds, vectors, &exact_ids, before).await?;
-    println!("    nprobes 40, ef 200, refine x5 : {}; recall@10 = {recall:.3}", percentiles(&mut lat));
+    ann_row(ds, vectors, &exact_ids, AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 }).await?;
 
     let t = Instant::now();
     ds.create_ann_index().await?;
@@ -466,14 +464,7 @@ async fn scale(
         AnnTuning { nprobes: 4, ef: 600, refine_factor: 5 },
         AnnTuning { nprobes: 4, ef: 400, refine_factor: 10 },
     ] {
-        let (mut lat, recall) = ann(ds, vectors, &exact_ids, t).await?;
-        println!(
-            "    nprobes {:>2}, ef {:>3}, refine x{:<2}: {}; recall@10 = {recall:.3}",
-            t.nprobes,
-            t.ef,
-            t.refine_factor,
-            percentiles(&mut lat)
-        );
+        ann_row(ds, vectors, &exact_ids, t).await?;
     }
     let mut lat = hybrid(&kb, queries).await?;
     println!("  hybrid search, ANN vectors: {}", percentiles(&mut lat));
@@ -484,6 +475,19 @@ async fn scale(
             println!("    {}", plan_step(line));
         }
     }
+    Ok(())
+}
+
+/// Prints one row of the ANN table: the search settings, latency and recall@10.
+async fn ann_row(ds: &Dataset, vectors: &[Vec<f32>], exact_ids: &[Vec<String>], t: AnnTuning) -> AnyResult<()> {
+    let (mut lat, recall) = ann(ds, vectors, exact_ids, t).await?;
+    println!(
+        "    nprobes {:>2}, ef {:>3}, refine x{:<2}: {}; recall@10 = {recall:.3}",
+        t.nprobes,
+        t.ef,
+        t.refine_factor,
+        percentiles(&mut lat)
+    );
     Ok(())
 }
 
