@@ -8,6 +8,13 @@
 //! crash mid-index leaves the previous version whole and readable. Writers are serialised by
 //! a lock; readers never wait.
 //!
+//! A search reads two columns of each row it returns: its id and `hit`, the fields a search
+//! returns packed into one JSON value ([`Packed`]). Lance reads each column of a found row on
+//! its own, and reading the 17 columns of ten hits was a third of an ANN query's time at 100k
+//! chunks (docs/benchmarks.md, section 7). The fields keep their own columns too, for filters,
+//! the full-text indexes and the incremental index; a table written before the packed column
+//! (schema version 1) gets it when opened, computed from those columns in one commit.
+//!
 //! Searches are exact (a flat scan of the vectors) until the table passes the configured row
 //! count, then an IVF-HNSW-SQ index is built; rows added after an index is built are still
 //! found, by a flat search over them that LanceDB merges in. Two full-text indexes, over the
@@ -15,6 +22,7 @@
 //! splitting (`parse_config` and `parseConfig` also index `parse` and `config`), stemming and
 //! stop words.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -25,12 +33,14 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
+use lance::dataset::BatchUDF;
 use lancedb::DistanceType;
 use lancedb::index::Index;
 use lancedb::index::scalar::FtsIndexBuilder;
 use lancedb::index::vector::IvfHnswSqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
-use lancedb::table::OptimizeAction;
+use lancedb::table::{NewColumnTransform, OptimizeAction};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use turbo_core::knowledge::SUCCESS_ALPHA;
@@ -41,7 +51,10 @@ const TABLE: &str = "chunks";
 const META_MODEL: &str = "turbo.embedding_model";
 const META_DIMENSION: &str = "turbo.dimension";
 const META_SCHEMA: &str = "turbo.schema_version";
-const SCHEMA_VERSION: &str = "1";
+/// 2: the packed `hit` column.
+const SCHEMA_VERSION: &str = "2";
+/// The column of the fields a search returns, packed ([`Packed`]).
+const HIT: &str = "hit";
 
 /// One stored chunk: a piece of a workspace file or a knowledge chunk from the API.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -94,6 +107,9 @@ impl FullText {
 }
 
 /// A row found by a search, with its rank score (`_distance` for vectors, `_score` for text).
+/// A search reads the packed fields of a row ([`Packed`]): the row's `text` is only its first
+/// line (path, name and signature, what ranking reads), and a vector search leaves `vector`
+/// empty (its score is the cosine distance). [`Dataset::get`] reads whole rows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {
     pub row: Row,
@@ -165,6 +181,9 @@ impl Dataset {
                     stored: format!("{stored_model} ({stored_dim} dimensions)"),
                     configured: format!("{model_id} ({dimension} dimensions)"),
                 });
+            }
+            if schema.field_with_name(HIT).is_err() {
+                add_hit_column(&table).await.map_err(dataset_error)?;
             }
             table
         } else {
@@ -351,16 +370,37 @@ impl Dataset {
         filter: Option<String>,
         ann: Option<AnnTuning>,
     ) -> Result<Vec<Found>> {
-        let q = self.nearest_query(vector, limit, filter, ann)?;
+        let q = self.nearest_query(vector, limit, filter, ann, NEAREST_COLUMNS)?;
         let batches: Vec<RecordBatch> =
             q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
         found(&batches, "_distance", self.dimension)
     }
 
+    /// [`Dataset::nearest_with`] reading each hit's 17 columns rather than the packed one, as
+    /// searches did before it: `make bench-knowledge` measures it beside the packed read.
+    pub async fn nearest_reading_columns(
+        &self,
+        vector: &[f32],
+        limit: usize,
+        ann: Option<AnnTuning>,
+    ) -> Result<Vec<Found>> {
+        let q = self.nearest_query(vector, limit, None, ann, ROW_COLUMNS)?;
+        let batches: Vec<RecordBatch> =
+            q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let scores = column::<Float32Array>(b, "_distance")?;
+            out.extend(
+                rows(b, self.dimension)?.into_iter().enumerate().map(|(i, row)| Found { row, score: scores.value(i) }),
+            );
+        }
+        Ok(out)
+    }
+
     /// Runs [`Dataset::nearest_with`]'s query and returns lance's account of it: each step of
     /// the plan with its time and rows (`make bench-knowledge` prints it for the ANN query).
     pub async fn analyze_nearest(&self, vector: &[f32], limit: usize, ann: Option<AnnTuning>) -> Result<String> {
-        self.nearest_query(vector, limit, None, ann)?.analyze_plan().await.map_err(lance_error)
+        self.nearest_query(vector, limit, None, ann, NEAREST_COLUMNS)?.analyze_plan().await.map_err(lance_error)
     }
 
     fn nearest_query(
@@ -369,6 +409,7 @@ impl Dataset {
         limit: usize,
         filter: Option<String>,
         ann: Option<AnnTuning>,
+        columns: &[&str],
     ) -> Result<lancedb::query::VectorQuery> {
         if vector.len() != self.dimension {
             return Err(Error::Dimension { expected: self.dimension, got: vector.len() });
@@ -380,7 +421,7 @@ impl Dataset {
             .map_err(lance_error)?
             .distance_type(DistanceType::Cosine)
             .limit(limit)
-            .select(Select::columns(&with_column(ROW_COLUMNS, "_distance")));
+            .select(Select::columns(&with_column(columns, "_distance")));
         q = match ann {
             None => q.bypass_vector_index(),
             Some(t) => q.nprobes(t.nprobes).map_err(lance_error)?.ef(t.ef.max(limit)).refine_factor(t.refine_factor),
@@ -417,7 +458,7 @@ impl Dataset {
             .query()
             .full_text_search(fts)
             .limit(limit)
-            .select(Select::columns(&with_column(ROW_COLUMNS, "_score")));
+            .select(Select::columns(&with_column(TEXT_COLUMNS, "_score")));
         if let Some(f) = filter {
             q = q.only_if(f);
         }
@@ -539,18 +580,26 @@ impl Dataset {
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.updated_at))),
             s(|r| &r.meta),
             Arc::new(vectors),
+            Arc::new(packed(rows)?),
         ];
         RecordBatch::try_new(schema(&self.model_id, self.dimension), columns).map_err(|e| Error::Search(e.to_string()))
     }
 }
 
-/// Every stored column but the full-text one, in schema order.
 /// `columns` and a search's scoring column, named so that lance does not add it on its own
 /// (which it warns about at every search).
 fn with_column<'a>(columns: &[&'a str], scoring: &'a str) -> Vec<&'a str> {
     columns.iter().copied().chain([scoring]).collect()
 }
 
+/// What a vector search reads of each hit: its id and packed fields (its distance is its score).
+const NEAREST_COLUMNS: &[&str] = &["id", HIT];
+
+/// What a full-text search reads of each hit: the same and the vector, which ranking compares
+/// with the query's.
+const TEXT_COLUMNS: &[&str] = &["id", HIT, "vector"];
+
+/// The columns of a whole row, in schema order ([`Dataset::get`]).
 const ROW_COLUMNS: &[&str] = &[
     "id",
     "project_id",
@@ -595,6 +644,7 @@ fn schema(model_id: &str, dimension: usize) -> SchemaRef {
             DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dimension as i32),
             false,
         ),
+        hit_field(),
     ];
     let metadata = HashMap::from([
         (META_MODEL.to_string(), model_id.to_string()),
@@ -604,17 +654,145 @@ fn schema(model_id: &str, dimension: usize) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 
+/// Last in the schema, where adding it to a version 1 table puts it.
+fn hit_field() -> Field {
+    Field::new(HIT, DataType::Utf8, false)
+}
+
+/// What a search returns of a row, packed as JSON into the `hit` column: every field but the
+/// id (its own column), the vector, and the full-text line past its first line.
+#[derive(Serialize, Deserialize)]
+struct Packed<'a> {
+    project_id: Cow<'a, str>,
+    path: Cow<'a, str>,
+    file_hash: Cow<'a, str>,
+    language: Cow<'a, str>,
+    chunk_type: Cow<'a, str>,
+    symbol: Cow<'a, str>,
+    start_line: u32,
+    end_line: u32,
+    content: Cow<'a, str>,
+    content_hash: Cow<'a, str>,
+    /// The full-text line's first line: path, name and signature.
+    head: Cow<'a, str>,
+    usage_count: u64,
+    success_rate: Option<f64>,
+    updated_at: i64,
+    meta: Cow<'a, str>,
+}
+
+impl<'a> Packed<'a> {
+    fn of(r: &'a Row) -> Self {
+        Self {
+            project_id: Cow::Borrowed(&r.project_id),
+            path: Cow::Borrowed(&r.path),
+            file_hash: Cow::Borrowed(&r.file_hash),
+            language: Cow::Borrowed(&r.language),
+            chunk_type: Cow::Borrowed(&r.chunk_type),
+            symbol: Cow::Borrowed(&r.symbol),
+            start_line: r.start_line,
+            end_line: r.end_line,
+            content: Cow::Borrowed(&r.content),
+            content_hash: Cow::Borrowed(&r.content_hash),
+            head: Cow::Borrowed(r.text.lines().next().unwrap_or_default()),
+            usage_count: r.usage_count,
+            success_rate: r.success_rate,
+            updated_at: r.updated_at,
+            meta: Cow::Borrowed(&r.meta),
+        }
+    }
+
+    fn into_row(self, id: String, vector: Vec<f32>) -> Row {
+        Row {
+            id,
+            project_id: self.project_id.into_owned(),
+            path: self.path.into_owned(),
+            file_hash: self.file_hash.into_owned(),
+            language: self.language.into_owned(),
+            chunk_type: self.chunk_type.into_owned(),
+            symbol: self.symbol.into_owned(),
+            start_line: self.start_line,
+            end_line: self.end_line,
+            content: self.content.into_owned(),
+            content_hash: self.content_hash.into_owned(),
+            text: self.head.into_owned(),
+            usage_count: self.usage_count,
+            success_rate: self.success_rate,
+            updated_at: self.updated_at,
+            meta: self.meta.into_owned(),
+            vector,
+        }
+    }
+}
+
+/// The `hit` column of `rows`.
+fn packed(rows: &[Row]) -> Result<StringArray> {
+    let json = rows.iter().map(|r| serde_json::to_string(&Packed::of(r)));
+    json.collect::<std::result::Result<Vec<_>, _>>()
+        .map(StringArray::from_iter_values)
+        .map_err(|e| Error::Search(format!("packing a row: {e}")))
+}
+
+/// Adds the `hit` column to a table written before it (schema version 1), computed from each
+/// row's columns in one commit (a crash before it leaves the table as it was, and the next
+/// open adds it again); vectors are kept, nothing is embedded again.
+async fn add_hit_column(table: &lancedb::Table) -> lancedb::Result<()> {
+    let count = table.count_rows(None).await?;
+    tracing::info!(rows = count, "adding the packed hit column to the knowledge table (schema version 1 to 2)");
+    let output = Arc::new(Schema::new(vec![hit_field()]));
+    let schema = output.clone();
+    let mapper = move |b: &RecordBatch| -> lance::Result<RecordBatch> {
+        let hits = rows(b, 0).and_then(|rows| packed(&rows)).map_err(|e| lance::Error::invalid_input(e.to_string()))?;
+        Ok(RecordBatch::try_new(schema.clone(), vec![Arc::new(hits)])?)
+    };
+    let udf = BatchUDF { mapper: Box::new(mapper), output_schema: output, result_checkpoint: None };
+    let read = ROW_COLUMNS.iter().filter(|c| **c != "vector").copied();
+    table.add_columns().transform(NewColumnTransform::BatchUDF(udf)).read_columns(read).execute().await?;
+    if let Some(native) = table.as_native() {
+        // Replaces the whole metadata: the model and dimension go with the new version.
+        let mut metadata = table.schema().await?.metadata.clone();
+        metadata.insert(META_SCHEMA.to_string(), SCHEMA_VERSION.to_string());
+        native.replace_schema_metadata(metadata).await?;
+    }
+    Ok(())
+}
+
+/// The rows of a search's batches (id, `hit`, the vector when read, and `score_column`).
 fn found(batches: &[RecordBatch], score_column: &str, dimension: usize) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     for b in batches {
+        let (ids, hits) = (strings(b, "id")?, strings(b, HIT)?);
         let scores = column::<Float32Array>(b, score_column)?;
-        for (i, row) in rows(b, dimension)?.into_iter().enumerate() {
-            out.push(Found { row, score: scores.value(i) });
+        let vectors = vectors(b, dimension)?;
+        for i in 0..b.num_rows() {
+            let packed: Packed = serde_json::from_str(hits.value(i)).map_err(|e| {
+                Error::Search(format!("the packed fields of chunk {} are unreadable: {e}", ids.value(i)))
+            })?;
+            let vector = vectors.as_ref().map(|v| v[i].clone()).unwrap_or_default();
+            out.push(Found { row: packed.into_row(ids.value(i).to_string(), vector), score: scores.value(i) });
         }
     }
     Ok(out)
 }
 
+/// The batch's vectors, `None` when it holds no vector column.
+fn vectors(b: &RecordBatch, dimension: usize) -> Result<Option<Vec<Vec<f32>>>> {
+    let Some(list) = b.column_by_name("vector") else { return Ok(None) };
+    let list = list.as_any().downcast_ref::<FixedSizeListArray>().ok_or_else(|| bad_column("vector"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for i in 0..list.len() {
+        let v = list.value(i);
+        let v = v.as_any().downcast_ref::<Float32Array>().ok_or_else(|| bad_column("vector"))?;
+        if v.len() != dimension {
+            return Err(Error::Dimension { expected: dimension, got: v.len() });
+        }
+        out.push(v.values().to_vec());
+    }
+    Ok(Some(out))
+}
+
+/// The whole rows of a batch of [`ROW_COLUMNS`]; without the vector column, rows with empty
+/// vectors.
 fn rows(b: &RecordBatch, dimension: usize) -> Result<Vec<Row>> {
     let s = |name| strings(b, name);
     let (id, project, path, file_hash, language, chunk_type, symbol, content, content_hash, text, meta) = (
@@ -635,14 +813,9 @@ fn rows(b: &RecordBatch, dimension: usize) -> Result<Vec<Row>> {
     let usage = column::<UInt64Array>(b, "usage_count")?;
     let rate = column::<Float64Array>(b, "success_rate")?;
     let updated = column::<Int64Array>(b, "updated_at")?;
-    let vectors = column::<FixedSizeListArray>(b, "vector")?;
+    let mut vectors = vectors(b, dimension)?.map(Vec::into_iter);
     let mut out = Vec::with_capacity(b.num_rows());
     for i in 0..b.num_rows() {
-        let v = vectors.value(i);
-        let v = v.as_any().downcast_ref::<Float32Array>().ok_or_else(|| bad_column("vector"))?;
-        if v.len() != dimension {
-            return Err(Error::Dimension { expected: dimension, got: v.len() });
-        }
         out.push(Row {
             id: id.value(i).to_string(),
             project_id: project.value(i).to_string(),
@@ -660,7 +833,7 @@ fn rows(b: &RecordBatch, dimension: usize) -> Result<Vec<Row>> {
             success_rate: (!rate.is_null(i)).then(|| rate.value(i)),
             updated_at: updated.value(i),
             meta: meta.value(i).to_string(),
-            vector: v.values().to_vec(),
+            vector: vectors.as_mut().and_then(Iterator::next).unwrap_or_default(),
         });
     }
     Ok(out)
@@ -689,4 +862,103 @@ pub(crate) fn sql_str(value: &str) -> String {
 
 pub(crate) fn sql_list(values: &[String]) -> String {
     values.iter().map(|v| sql_str(v)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIM: usize = 4;
+
+    fn sample_rows() -> Vec<Row> {
+        (0..4u32)
+            .map(|i| Row {
+                id: format!("r{i}"),
+                project_id: "p".into(),
+                path: format!("src/f{i}.rs"),
+                file_hash: format!("file{i}"),
+                language: "rust".into(),
+                chunk_type: "function".into(),
+                symbol: format!("parse_number_{i}"),
+                start_line: 1 + i,
+                end_line: 3 + i,
+                content: format!("fn parse_number_{i}(s: &str) -> u32 {{\n    s.len() as u32 + {i}\n}}"),
+                content_hash: format!("content{i}"),
+                text: format!("src/f{i}.rs parse_number_{i} fn parse_number_{i}(s: &str) -> u32\nfn parse_number_{i}"),
+                usage_count: u64::from(i),
+                success_rate: (i % 2 == 1).then_some(0.25 * f64::from(i)),
+                updated_at: 1_700_000_000_000 + i64::from(i),
+                meta: if i == 3 { r#"{"category":"\"quoted\" \u{1F600}"}"#.into() } else { String::new() },
+                vector: (0..DIM).map(|d| if d == i as usize { 1.0 } else { 0.1 }).collect(),
+            })
+            .collect()
+    }
+
+    /// What a search returns of a row: its full-text line's first line and, from a vector
+    /// search, no vector.
+    fn as_found(r: &Row, keep_vector: bool) -> Row {
+        let text = r.text.lines().next().unwrap().to_string();
+        Row { text, vector: if keep_vector { r.vector.clone() } else { Vec::new() }, ..r.clone() }
+    }
+
+    async fn check_searches(ds: &Dataset, rows: &[Row]) {
+        let hits = ds.nearest(&rows[2].vector, 2, None).await.unwrap();
+        assert_eq!(hits[0].row, as_found(&rows[2], false));
+        assert!(hits[0].score.abs() < 1e-6, "{}", hits[0].score);
+        let hits = ds.full_text("parse_number_3", 2, None).await.unwrap();
+        assert_eq!(hits[0].row, as_found(&rows[3], true), "{hits:#?}");
+        assert_eq!(ds.get(&["r1".into()]).await.unwrap(), [rows[1].clone()], "get reads whole rows");
+    }
+
+    #[tokio::test]
+    async fn searches_read_the_packed_fields_of_each_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path().to_str().unwrap(), "m", DIM, usize::MAX).await.unwrap();
+        let rows = sample_rows();
+        ds.upsert(rows.clone()).await.unwrap();
+        ds.maintain_indexes().await.unwrap();
+        check_searches(&ds, &rows).await;
+        // A use of a chunk reaches what searches read of it.
+        ds.record_outcome(&["r2".into()], true, 5).await.unwrap();
+        let hit = ds.nearest(&rows[2].vector, 1, None).await.unwrap().remove(0).row;
+        assert_eq!((hit.usage_count, hit.success_rate, hit.updated_at), (3, Some(1.0), 5));
+    }
+
+    #[tokio::test]
+    async fn a_table_written_before_the_packed_column_gets_it_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = dir.path().join("v1");
+        let uri = uri.to_str().unwrap();
+        let rows = sample_rows();
+        // A version 1 table: today's columns but `hit`, and schema version 1.
+        let current = Dataset::open(dir.path().join("v2").to_str().unwrap(), "m", DIM, usize::MAX).await.unwrap();
+        let batch = current.batch(&rows).unwrap();
+        let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| batch.schema().field(i).name() != HIT).collect();
+        let batch = batch.project(&keep).unwrap();
+        let mut metadata = batch.schema().metadata().clone();
+        metadata.insert(META_SCHEMA.into(), "1".into());
+        let v1 = Arc::new(Schema::new_with_metadata(batch.schema().fields().clone(), metadata));
+        let batch = RecordBatch::try_new(v1, batch.columns().to_vec()).unwrap();
+        let conn = lancedb::connect(uri).execute().await.unwrap();
+        let table = conn.create_table(TABLE, batch).execute().await.unwrap();
+        let before = table.version().await.unwrap();
+
+        let ds = Dataset::open(uri, "m", DIM, usize::MAX).await.unwrap();
+        let schema = ds.table.schema().await.unwrap();
+        assert!(schema.field_with_name(HIT).is_ok(), "{schema:?}");
+        assert_eq!(schema.metadata.get(META_SCHEMA).map(String::as_str), Some(SCHEMA_VERSION));
+        assert_eq!(ds.count(None).await.unwrap(), rows.len(), "every row kept");
+        check_searches(&ds, &rows).await;
+        // Opened again, nothing more is written; later writes carry the packed column.
+        let migrated = ds.version().await.unwrap();
+        assert!(migrated > before);
+        drop(ds);
+        let ds = Dataset::open(uri, "m", DIM, usize::MAX).await.unwrap();
+        assert_eq!(ds.version().await.unwrap(), migrated);
+        let mut changed = rows[0].clone();
+        changed.content = "fn parse_number_0() {}".into();
+        ds.upsert(vec![changed.clone()]).await.unwrap();
+        let hits = ds.nearest(&changed.vector, 1, None).await.unwrap();
+        assert_eq!(hits[0].row, as_found(&changed, false));
+    }
 }

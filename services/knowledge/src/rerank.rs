@@ -153,7 +153,9 @@ pub fn features(q: &Query, candidates: &[Candidate]) -> Vec<[f32; FEATURES]> {
                 && begins(CONSTRUCTOR_VERBS);
             let predicate = returns_bool(&signature) || matches!(first_name_word, "is" | "has" | "can" | "contain");
             [
-                cosine(q.vector, &row.vector),
+                // A vector hit's score is its cosine distance (its vector is not read); a
+                // chunk only the full-text searches found carries its vector.
+                c.found[0].map_or_else(|| cosine(q.vector, &row.vector), |(_, distance)| 1.0 - distance),
                 rr(c, 0),
                 score(c, 1) / best_text,
                 rr(c, 1),
@@ -493,6 +495,13 @@ mod tests {
         assert_eq!((a[12], a[15], a[16]), (0.75, 0.5, 0.5));
         assert_eq!((a[14], t[14]), (0.5, 0.0), "the scope GlobSetBuilder holds glob and set");
         assert_eq!((a[17], t[17], d[17]), (1.0, 1.0, 0.0), "the name begins with 'add'");
+        // A chunk only the text search found: its cosine comes from its vector.
+        let only_text =
+            candidates([vec![], vec![found(row("x", "f", "src/x.rs", "function", vec![0.8, 0.6]), 2.0)], vec![]]);
+        assert!((features(&q, &only_text)[0][0] - 0.8).abs() < 1e-6, "cosine of a text hit");
+        // A vector hit's vector is not read: its distance says its cosine.
+        let no_vector = candidates([vec![found(row("y", "g", "src/y.rs", "function", vec![]), 0.25)], vec![], vec![]]);
+        assert!((features(&q, &no_vector)[0][0] - 0.75).abs() < 1e-6, "cosine of a vector hit");
         let about_tests = Query::new("Tests adding a glob", &v);
         assert_eq!(features(&about_tests, &c)[0][6], 0.0, "a query about tests does not count test code down");
     }
