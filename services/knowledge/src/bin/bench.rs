@@ -463,6 +463,9 @@ async fn scale(
     // What recall costs: other settings of the same index, on the same queries.
     for t in [
         AnnTuning { nprobes: 4, ef: 100, refine_factor: 1 },
+        AnnTuning { nprobes: 4, ef: 400, refine_factor: 1 },
+        AnnTuning { nprobes: 4, ef: 400, refine_factor: 2 },
+        AnnTuning { nprobes: 4, ef: 600, refine_factor: 2 },
         AnnTuning { nprobes: 4, ef: 200, refine_factor: 5 },
         AnnTuning { nprobes: 4, ef: 300, refine_factor: 5 },
         AnnTuning { nprobes: 4, ef: 600, refine_factor: 5 },
