@@ -37,7 +37,7 @@ use lance::dataset::BatchUDF;
 use lancedb::DistanceType;
 use lancedb::index::Index;
 use lancedb::index::scalar::FtsIndexBuilder;
-use lancedb::index::vector::IvfHnswSqIndexBuilder;
+use lancedb::index::vector::{IvfHnswFlatIndexBuilder, IvfHnswSqIndexBuilder};
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{NewColumnTransform, OptimizeAction};
 use serde::{Deserialize, Serialize};
@@ -117,7 +117,8 @@ pub struct Found {
 }
 
 /// How hard an ANN search looks: IVF partitions probed, HNSW candidate list, and the factor
-/// of extra candidates re-ranked by their exact distance. `make bench-knowledge` prints the
+/// of extra candidates re-ranked by their exact distance (0: none, the index's distances
+/// stand). `make bench-knowledge` prints the
 /// latency and recall@10 against exact search of the defaults and of other settings
 /// (docs/benchmarks.md, section 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,7 +425,10 @@ impl Dataset {
             .select(Select::columns(&with_column(columns, "_distance")));
         q = match ann {
             None => q.bypass_vector_index(),
-            Some(t) => q.nprobes(t.nprobes).map_err(lance_error)?.ef(t.ef.max(limit)).refine_factor(t.refine_factor),
+            Some(t) => {
+                let q = q.nprobes(t.nprobes).map_err(lance_error)?.ef(t.ef.max(limit));
+                if t.refine_factor > 0 { q.refine_factor(t.refine_factor) } else { q }
+            }
         };
         if let Some(f) = filter {
             q = q.only_if(f);
@@ -519,6 +523,15 @@ impl Dataset {
         let params =
             IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions.max(1));
         self.table.create_index(&["vector"], Index::IvfHnswSq(params)).execute().await.map_err(lance_error)
+    }
+
+    /// An IVF-HNSW-FLAT index of the vectors instead (cosine, `partitions` partitions): its
+    /// graph holds the vectors themselves, so its distances are exact without a refine step.
+    /// Measured beside the default by `make bench-knowledge`.
+    pub async fn create_flat_ann_index_with(&self, partitions: u32) -> Result<()> {
+        let params =
+            IvfHnswFlatIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions.max(1));
+        self.table.create_index(&["vector"], Index::IvfHnswFlat(params)).execute().await.map_err(lance_error)
     }
 
     pub async fn has_index(&self, column: &str) -> Result<bool> {
@@ -922,6 +935,13 @@ mod tests {
         ds.record_outcome(&["r2".into()], true, 5).await.unwrap();
         let hit = ds.nearest(&rows[2].vector, 1, None).await.unwrap().remove(0).row;
         assert_eq!((hit.usage_count, hit.success_rate, hit.updated_at), (3, Some(1.0), 5));
+        // Through an HNSW graph over the vectors themselves, with no refine step.
+        ds.create_flat_ann_index_with(1).await.unwrap();
+        assert!(ds.has_index("vector").await.unwrap());
+        let graph = Some(AnnTuning { nprobes: 1, ef: 10, refine_factor: 0 });
+        let hits = ds.nearest_with(&rows[1].vector, 1, None, graph).await.unwrap();
+        assert_eq!(hits[0].row.id, "r1", "{hits:#?}");
+        assert!(hits[0].score.abs() < 1e-5, "{}", hits[0].score);
     }
 
     #[tokio::test]

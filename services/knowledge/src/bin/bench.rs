@@ -484,6 +484,20 @@ async fn scale(
             println!("    {}", plan_step(line));
         }
     }
+    // The alternative without a refine step: an HNSW graph over the vectors themselves.
+    let t = Instant::now();
+    ds.create_flat_ann_index_with(partitions).await?;
+    println!("  IVF-HNSW-FLAT index of {partitions} partition(s) built in {:.1} s", t.elapsed().as_secs_f64());
+    for ef in [100, 200, 400] {
+        ann_row(ds, vectors, &exact_ids, AnnTuning { nprobes: 4, ef, refine_factor: 0 }).await?;
+    }
+    if let Some(v) = vectors.first() {
+        println!("  one IVF-HNSW-FLAT query (ef 200), lance's analyze_plan:");
+        for line in ds.analyze_nearest(v, 10, Some(AnnTuning { nprobes: 4, ef: 200, refine_factor: 0 })).await?.lines()
+        {
+            println!("    {}", plan_step(line));
+        }
+    }
     Ok(())
 }
 
