@@ -137,6 +137,17 @@ impl Default for AnnTuning {
     }
 }
 
+/// What the HNSW graph of an ANN index holds of each vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Graph {
+    /// 8-bit codes (IVF-HNSW-SQ), four times smaller; exact distances need a refine step,
+    /// which reads the vectors from the table. The index the dataset builds.
+    Quantized,
+    /// The vectors themselves (IVF-HNSW-FLAT): exact distances without a refine step.
+    /// Measured beside the default by `make bench-knowledge`.
+    Flat,
+}
+
 /// Rows per IVF partition of the ANN index. Each partition holds an HNSW graph, walked rather
 /// than scanned, so a search costs little more in a graph of 100k rows than in one of 300; each
 /// probed partition adds a fixed cost. At 100k chunks one partition searched with ef 400
@@ -388,14 +399,7 @@ impl Dataset {
         let q = self.nearest_query(vector, limit, None, ann, ROW_COLUMNS)?;
         let batches: Vec<RecordBatch> =
             q.execute().await.map_err(lance_error)?.try_collect().await.map_err(lance_error)?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let scores = column::<Float32Array>(b, "_distance")?;
-            out.extend(
-                rows(b, self.dimension)?.into_iter().enumerate().map(|(i, row)| Found { row, score: scores.value(i) }),
-            );
-        }
-        Ok(out)
+        found(&batches, "_distance", self.dimension)
     }
 
     /// Runs [`Dataset::nearest_with`]'s query and returns lance's account of it: each step of
@@ -483,7 +487,7 @@ impl Dataset {
         let mut built = self.build_full_text_indexes().await?;
         if rows > self.ann_threshold && !self.has_index("vector").await? {
             tracing::info!(rows, threshold = self.ann_threshold, "building the ANN index of the knowledge vectors");
-            self.create_ann_index_with(ann_partitions(rows)).await?;
+            self.create_ann_index_with(Graph::Quantized, ann_partitions(rows)).await?;
             built = true;
         }
         if !built {
@@ -515,23 +519,22 @@ impl Dataset {
     /// partition per [`ROWS_PER_PARTITION`] rows.
     pub async fn create_ann_index(&self) -> Result<()> {
         let rows = self.table.count_rows(None).await.map_err(lance_error)?;
-        self.create_ann_index_with(ann_partitions(rows)).await
+        self.create_ann_index_with(Graph::Quantized, ann_partitions(rows)).await
     }
 
-    /// [`Dataset::create_ann_index`] with `partitions` IVF partitions.
-    pub async fn create_ann_index_with(&self, partitions: u32) -> Result<()> {
-        let params =
-            IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions.max(1));
-        self.table.create_index(&["vector"], Index::IvfHnswSq(params)).execute().await.map_err(lance_error)
-    }
-
-    /// An IVF-HNSW-FLAT index of the vectors instead (cosine, `partitions` partitions): its
-    /// graph holds the vectors themselves, so its distances are exact without a refine step.
-    /// Measured beside the default by `make bench-knowledge`.
-    pub async fn create_flat_ann_index_with(&self, partitions: u32) -> Result<()> {
-        let params =
-            IvfHnswFlatIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions.max(1));
-        self.table.create_index(&["vector"], Index::IvfHnswFlat(params)).execute().await.map_err(lance_error)
+    /// Builds an ANN index of the vectors (cosine) of `graph`'s kind with `partitions` IVF
+    /// partitions, replacing any earlier one.
+    pub async fn create_ann_index_with(&self, graph: Graph, partitions: u32) -> Result<()> {
+        let partitions = partitions.max(1);
+        let index = match graph {
+            Graph::Quantized => Index::IvfHnswSq(
+                IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions),
+            ),
+            Graph::Flat => Index::IvfHnswFlat(
+                IvfHnswFlatIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions),
+            ),
+        };
+        self.table.create_index(&["vector"], index).execute().await.map_err(lance_error)
     }
 
     pub async fn has_index(&self, column: &str) -> Result<bool> {
@@ -770,20 +773,28 @@ async fn add_hit_column(table: &lancedb::Table) -> lancedb::Result<()> {
     Ok(())
 }
 
-/// The rows of a search's batches (id, `hit`, the vector when read, and `score_column`).
+/// The rows of a search's batches with their `score_column`: from the id, `hit` and, when read,
+/// the vector; or whole rows when the batches hold [`ROW_COLUMNS`] instead of `hit`.
 fn found(batches: &[RecordBatch], score_column: &str, dimension: usize) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     for b in batches {
-        let (ids, hits) = (strings(b, "id")?, strings(b, HIT)?);
         let scores = column::<Float32Array>(b, score_column)?;
-        let vectors = vectors(b, dimension)?;
-        for i in 0..b.num_rows() {
-            let packed: Packed = serde_json::from_str(hits.value(i)).map_err(|e| {
-                Error::Search(format!("the packed fields of chunk {} are unreadable: {e}", ids.value(i)))
-            })?;
-            let vector = vectors.as_ref().map(|v| v[i].clone()).unwrap_or_default();
-            out.push(Found { row: packed.into_row(ids.value(i).to_string(), vector), score: scores.value(i) });
-        }
+        let rows = if b.column_by_name(HIT).is_some() { unpacked(b, dimension)? } else { rows(b, dimension)? };
+        out.extend(rows.into_iter().zip(scores.values()).map(|(row, &score)| Found { row, score }));
+    }
+    Ok(out)
+}
+
+/// The rows of a batch of ids, `hit` and optionally vectors.
+fn unpacked(b: &RecordBatch, dimension: usize) -> Result<Vec<Row>> {
+    let (ids, hits) = (strings(b, "id")?, strings(b, HIT)?);
+    let mut vectors = vectors(b, dimension)?.map(Vec::into_iter);
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let packed: Packed = serde_json::from_str(hits.value(i))
+            .map_err(|e| Error::Search(format!("the packed fields of chunk {} are unreadable: {e}", ids.value(i))))?;
+        let vector = vectors.as_mut().and_then(Iterator::next).unwrap_or_default();
+        out.push(packed.into_row(ids.value(i).to_string(), vector));
     }
     Ok(out)
 }
@@ -936,7 +947,7 @@ mod tests {
         let hit = ds.nearest(&rows[2].vector, 1, None).await.unwrap().remove(0).row;
         assert_eq!((hit.usage_count, hit.success_rate, hit.updated_at), (3, Some(1.0), 5));
         // Through an HNSW graph over the vectors themselves, with no refine step.
-        ds.create_flat_ann_index_with(1).await.unwrap();
+        ds.create_ann_index_with(Graph::Flat, 1).await.unwrap();
         assert!(ds.has_index("vector").await.unwrap());
         let graph = Some(AnnTuning { nprobes: 1, ef: 10, refine_factor: 0 });
         let hits = ds.nearest_with(&rows[1].vector, 1, None, graph).await.unwrap();

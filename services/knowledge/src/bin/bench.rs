@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
-use turbo_knowledge::dataset::{self, AnnTuning, Dataset, Found, FullText, Row};
+use turbo_knowledge::dataset::{self, AnnTuning, Dataset, Found, FullText, Graph, Row};
 use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits, rerank, search};
@@ -446,7 +446,7 @@ async fn scale(
     // as this crate did before (40 partitions probed, ef 200).
     let sqrt = (n as f64).sqrt() as u32;
     let t = Instant::now();
-    ds.create_ann_index_with(sqrt).await?;
+    ds.create_ann_index_with(Graph::Quantized, sqrt).await?;
     println!("  IVF-HNSW-SQ index of {sqrt} partitions (lance's default) built in {:.1} s", t.elapsed().as_secs_f64());
     ann_row(ds, vectors, &exact_ids, AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 }).await?;
 
@@ -486,7 +486,7 @@ async fn scale(
     }
     // The alternative without a refine step: an HNSW graph over the vectors themselves.
     let t = Instant::now();
-    ds.create_flat_ann_index_with(partitions).await?;
+    ds.create_ann_index_with(Graph::Flat, partitions).await?;
     println!("  IVF-HNSW-FLAT index of {partitions} partition(s) built in {:.1} s", t.elapsed().as_secs_f64());
     for ef in [100, 200, 400] {
         ann_row(ds, vectors, &exact_ids, AnnTuning { nprobes: 4, ef, refine_factor: 0 }).await?;
