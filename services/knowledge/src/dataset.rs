@@ -16,15 +16,17 @@
 //! (schema version 1) gets it when opened, computed from those columns in one commit.
 //!
 //! Searches are exact (a flat scan of the vectors) until the table passes the configured row
-//! count, then an IVF-HNSW-SQ index is built; rows added after an index is built are still
-//! found, by a flat search over them that LanceDB merges in. Two full-text indexes, over the
+//! count, then an IVF-HNSW-FLAT index is built (an HNSW graph over the vectors themselves, so
+//! a search needs no refine step; a table indexed earlier with IVF-HNSW-SQ keeps it and is
+//! searched with one); rows added after an index is built are still found, by a flat search
+//! over them that LanceDB merges in. Two full-text indexes, over the
 //! chunk's text and over its qualified name alone, use Lance's code tokenizer with identifier
 //! splitting (`parse_config` and `parseConfig` also index `parse` and `config`), stemming and
 //! stop words.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use arrow_array::types::Float32Type;
 use arrow_array::{
@@ -35,9 +37,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use lance::dataset::BatchUDF;
 use lancedb::DistanceType;
-use lancedb::index::Index;
 use lancedb::index::scalar::FtsIndexBuilder;
 use lancedb::index::vector::{IvfHnswFlatIndexBuilder, IvfHnswSqIndexBuilder};
+use lancedb::index::{Index, IndexType};
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{NewColumnTransform, OptimizeAction};
 use serde::{Deserialize, Serialize};
@@ -118,9 +120,9 @@ pub struct Found {
 
 /// How hard an ANN search looks: IVF partitions probed, HNSW candidate list, and the factor
 /// of extra candidates re-ranked by their exact distance (0: none, the index's distances
-/// stand). `make bench-knowledge` prints the
-/// latency and recall@10 against exact search of the defaults and of other settings
-/// (docs/benchmarks.md, section 7).
+/// stand). A search uses the settings of the index the table has ([`AnnTuning::of`]);
+/// `make bench-knowledge` prints the latency and recall@10 against exact search of those and
+/// of other settings (docs/benchmarks.md, section 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnnTuning {
     pub nprobes: usize,
@@ -128,24 +130,43 @@ pub struct AnnTuning {
     pub refine_factor: u32,
 }
 
-impl Default for AnnTuning {
-    fn default() -> Self {
-        // Every partition of a table up to 400k rows (see [`ROWS_PER_PARTITION`]); the HNSW
-        // candidate list that reaches recall@10 >= 0.95 at 100k chunks (docs/benchmarks.md,
-        // section 7). Probing more partitions than the index has probes them all.
-        Self { nprobes: 4, ef: 400, refine_factor: 5 }
+impl AnnTuning {
+    /// The settings that reach recall@10 >= 0.95 at 100k chunks through an index of `graph`'s
+    /// kind (docs/benchmarks.md, section 7): every partition of a table up to 400k rows (see
+    /// [`ROWS_PER_PARTITION`]; probing more partitions than the index has probes them all),
+    /// an HNSW candidate list of 400, and for 8-bit codes five times the hits re-ranked by
+    /// their exact distance.
+    pub fn of(graph: Graph) -> Self {
+        match graph {
+            Graph::Quantized => Self { nprobes: 4, ef: 400, refine_factor: 5 },
+            Graph::Flat => Self { nprobes: 4, ef: 400, refine_factor: 0 },
+        }
     }
 }
 
 /// What the HNSW graph of an ANN index holds of each vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Graph {
     /// 8-bit codes (IVF-HNSW-SQ), four times smaller; exact distances need a refine step,
-    /// which reads the vectors from the table. The index the dataset builds.
+    /// which reads the vectors from the table. Tables indexed before FLAT was the default
+    /// keep it, searched with that step.
     Quantized,
-    /// The vectors themselves (IVF-HNSW-FLAT): exact distances without a refine step.
-    /// Measured beside the default by `make bench-knowledge`.
+    /// The vectors themselves (IVF-HNSW-FLAT): exact distances without a refine step, about
+    /// 1.5 KB per chunk of 384 dimensions. The index the dataset builds.
+    #[default]
     Flat,
+}
+
+impl Graph {
+    /// The graph of a vector index of lance's `kind`: the flat kinds hold the vectors, every
+    /// other kind (SQ, PQ, RQ codes, or one this version does not know) is searched with a
+    /// refine step, which costs time but never recall.
+    fn of(kind: &IndexType) -> Self {
+        match kind {
+            IndexType::IvfHnswFlat | IndexType::IvfFlat => Graph::Flat,
+            _ => Graph::Quantized,
+        }
+    }
 }
 
 /// Rows per IVF partition of the ANN index. Each partition holds an HNSW graph, walked rather
@@ -163,7 +184,10 @@ pub fn ann_partitions(rows: usize) -> u32 {
 
 /// The chunks table and the model its vectors belong to.
 pub struct Dataset {
-    tuning: AnnTuning,
+    /// The graph of the table's ANN index, if it has one: read when the table is opened, set
+    /// when an index is built (this dataset is the table's only writer). Searches use its
+    /// settings.
+    graph: std::sync::Mutex<Option<Graph>>,
     table: lancedb::Table,
     model_id: String,
     dimension: usize,
@@ -201,12 +225,14 @@ impl Dataset {
         } else {
             conn.create_empty_table(TABLE, schema(model_id, dimension)).execute().await.map_err(dataset_error)?
         };
+        let indices = table.list_indices().await.map_err(dataset_error)?;
+        let graph = indices.iter().find(|i| i.columns.iter().any(|c| c == "vector")).map(|i| Graph::of(&i.index_type));
         let dataset = Self {
             table,
             model_id: model_id.to_string(),
             dimension,
             ann_threshold,
-            tuning: AnnTuning::default(),
+            graph: std::sync::Mutex::new(graph),
             write: Mutex::new(()),
         };
         if dataset.table.count_rows(None).await.map_err(dataset_error)? > 0 {
@@ -216,8 +242,15 @@ impl Dataset {
         Ok(dataset)
     }
 
-    pub fn set_tuning(&mut self, tuning: AnnTuning) {
-        self.tuning = tuning;
+    /// The graph of the table's ANN index, if it has one.
+    pub fn graph(&self) -> Option<Graph> {
+        *self.graph.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The settings searches use: those of the table's index (with none, a search is exact
+    /// and reads none of them).
+    pub fn tuning(&self) -> AnnTuning {
+        AnnTuning::of(self.graph().unwrap_or_default())
     }
 
     /// Up to `limit` rows, in storage order.
@@ -370,7 +403,7 @@ impl Dataset {
     /// The `limit` nearest rows to `vector` by cosine distance (smaller is closer): through
     /// the ANN index when there is one, exact otherwise.
     pub async fn nearest(&self, vector: &[f32], limit: usize, filter: Option<String>) -> Result<Vec<Found>> {
-        self.nearest_with(vector, limit, filter, Some(self.tuning)).await
+        self.nearest_with(vector, limit, filter, Some(self.tuning())).await
     }
 
     /// [`Dataset::nearest`] with the ANN index searched as `ann` says, or exact (`None`) even
@@ -487,7 +520,7 @@ impl Dataset {
         let mut built = self.build_full_text_indexes().await?;
         if rows > self.ann_threshold && !self.has_index("vector").await? {
             tracing::info!(rows, threshold = self.ann_threshold, "building the ANN index of the knowledge vectors");
-            self.create_ann_index_with(Graph::Quantized, ann_partitions(rows)).await?;
+            self.create_ann_index_with(Graph::default(), ann_partitions(rows)).await?;
             built = true;
         }
         if !built {
@@ -515,11 +548,11 @@ impl Dataset {
         Ok(built)
     }
 
-    /// Builds the IVF-HNSW-SQ index of the vectors (cosine), replacing any earlier one: one
-    /// partition per [`ROWS_PER_PARTITION`] rows.
+    /// Builds the ANN index of the vectors (cosine, [`Graph::default`]), replacing any earlier
+    /// one: one partition per [`ROWS_PER_PARTITION`] rows.
     pub async fn create_ann_index(&self) -> Result<()> {
         let rows = self.table.count_rows(None).await.map_err(lance_error)?;
-        self.create_ann_index_with(Graph::Quantized, ann_partitions(rows)).await
+        self.create_ann_index_with(Graph::default(), ann_partitions(rows)).await
     }
 
     /// Builds an ANN index of the vectors (cosine) of `graph`'s kind with `partitions` IVF
@@ -534,7 +567,9 @@ impl Dataset {
                 IvfHnswFlatIndexBuilder::default().distance_type(DistanceType::Cosine).num_partitions(partitions),
             ),
         };
-        self.table.create_index(&["vector"], index).execute().await.map_err(lance_error)
+        self.table.create_index(&["vector"], index).execute().await.map_err(lance_error)?;
+        *self.graph.lock().unwrap_or_else(PoisonError::into_inner) = Some(graph);
+        Ok(())
     }
 
     pub async fn has_index(&self, column: &str) -> Result<bool> {
@@ -953,6 +988,41 @@ mod tests {
         let hits = ds.nearest_with(&rows[1].vector, 1, None, graph).await.unwrap();
         assert_eq!(hits[0].row.id, "r1", "{hits:#?}");
         assert!(hits[0].score.abs() < 1e-5, "{}", hits[0].score);
+    }
+
+    #[tokio::test]
+    async fn searches_use_the_settings_of_the_index_the_table_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = dir.path().to_str().unwrap();
+        let rows = sample_rows();
+        // Whether lance re-ranks the index's candidates by their exact distance: the refine
+        // step, which reads their vectors from the table.
+        let refines = |plan: String| plan.contains("KNNVectorDistance");
+        let ds = Dataset::open(uri, "m", DIM, 2).await.unwrap();
+        assert_eq!(ds.graph(), None);
+        ds.upsert(rows.clone()).await.unwrap();
+        // Past the threshold of 2 rows: the default index, an HNSW graph of the vectors.
+        ds.maintain_indexes().await.unwrap();
+        assert_eq!(ds.graph(), Some(Graph::Flat));
+        assert_eq!(ds.tuning().refine_factor, 0);
+        let plan = ds.analyze_nearest(&rows[1].vector, 2, Some(ds.tuning())).await.unwrap();
+        assert!(plan.contains("ANNSubIndex") && !refines(plan.clone()), "{plan}");
+        check_searches(&ds, &rows).await;
+
+        // A table indexed with 8-bit codes, as tables were before, is searched with a refine
+        // step, also once opened again.
+        ds.create_ann_index_with(Graph::Quantized, 1).await.unwrap();
+        assert_eq!(ds.tuning(), AnnTuning::of(Graph::Quantized));
+        drop(ds);
+        let ds = Dataset::open(uri, "m", DIM, 2).await.unwrap();
+        assert_eq!(ds.graph(), Some(Graph::Quantized));
+        let plan = ds.analyze_nearest(&rows[1].vector, 2, Some(ds.tuning())).await.unwrap();
+        assert!(plan.contains("ANNSubIndex") && refines(plan.clone()), "{plan}");
+        check_searches(&ds, &rows).await;
+        ds.create_ann_index().await.unwrap();
+        drop(ds);
+        let ds = Dataset::open(uri, "m", DIM, 2).await.unwrap();
+        assert_eq!(ds.graph(), Some(Graph::Flat));
     }
 
     #[tokio::test]

@@ -10,8 +10,8 @@
 //!    three fused, then weighed); each crate is a project of its own, as a repository is.
 //! 4. Scale: tables of 10k and 100k chunks made from the corpus's real vectors (each a copy
 //!    with Gaussian noise, renormalised, keeping its source's text): exact search, then the
-//!    IVF-HNSW-SQ index, its latency and its recall@10 against exact search on the same vectors,
-//!    and hybrid search latency.
+//!    earlier IVF-HNSW-SQ indexes and the default IVF-HNSW-FLAT one, their latency and their
+//!    recall@10 against exact search on the same vectors, and hybrid search latency.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -450,51 +450,46 @@ async fn scale(
     println!("  IVF-HNSW-SQ index of {sqrt} partitions (lance's default) built in {:.1} s", t.elapsed().as_secs_f64());
     ann_row(ds, vectors, &exact_ids, AnnTuning { nprobes: 40, ef: 200, refine_factor: 5 }).await?;
 
+    // The index this crate built before, in the same run: IVF-HNSW-SQ of one partition per
+    // 100k rows, searched with a refine step, and what other refine settings cost.
+    let partitions = dataset::ann_partitions(n);
+    let t = Instant::now();
+    ds.create_ann_index_with(Graph::Quantized, partitions).await?;
+    println!("  IVF-HNSW-SQ index of {partitions} partition(s) built in {:.1} s", t.elapsed().as_secs_f64());
+    for t in [
+        AnnTuning::of(Graph::Quantized),
+        AnnTuning { nprobes: 4, ef: 100, refine_factor: 1 },
+        AnnTuning { nprobes: 4, ef: 400, refine_factor: 1 },
+        AnnTuning { nprobes: 4, ef: 400, refine_factor: 2 },
+        AnnTuning { nprobes: 4, ef: 600, refine_factor: 5 },
+    ] {
+        ann_row(ds, vectors, &exact_ids, t).await?;
+    }
+
+    // The index the dataset builds (`Graph::default`), searched with the settings that follow it.
     let t = Instant::now();
     ds.create_ann_index().await?;
-    let partitions = dataset::ann_partitions(n);
-    println!("  IVF-HNSW-SQ index of {partitions} partition(s) built in {:.1} s", t.elapsed().as_secs_f64());
-    let (mut lat, recall) = ann(ds, vectors, &exact_ids, AnnTuning::default()).await?;
-    println!("  ANN vector search: {}; recall@10 vs exact = {recall:.3}", percentiles(&mut lat));
+    let graph = ds.graph().ok_or("no ANN index after create_ann_index")?;
+    println!("  the default index, {graph:?} ({partitions} partition(s)), built in {:.1} s", t.elapsed().as_secs_f64());
+    let tuning = ds.tuning();
+    let (mut lat, recall) = ann(ds, vectors, &exact_ids, tuning).await?;
+    println!("  ANN vector search {tuning:?}: {}; recall@10 vs exact = {recall:.3}", percentiles(&mut lat));
     // The baseline of the packed column, in the same run: the same search reading each hit's
     // 17 columns, the two alternating query by query so that the machine's noise falls on both.
-    let (mut packed, mut columns) = packed_against_columns(ds, vectors, AnnTuning::default()).await?;
+    let (mut packed, mut columns) = packed_against_columns(ds, vectors, tuning).await?;
     println!("  the same, alternating query by query with a read of each hit's 17 columns instead of the packed one:");
     println!("    packed: {}", percentiles(&mut packed));
     println!("    17 columns: {}", percentiles(&mut columns));
     // What recall costs: other settings of the same index, on the same queries.
-    for t in [
-        AnnTuning { nprobes: 4, ef: 100, refine_factor: 1 },
-        AnnTuning { nprobes: 4, ef: 400, refine_factor: 1 },
-        AnnTuning { nprobes: 4, ef: 400, refine_factor: 2 },
-        AnnTuning { nprobes: 4, ef: 600, refine_factor: 2 },
-        AnnTuning { nprobes: 4, ef: 200, refine_factor: 5 },
-        AnnTuning { nprobes: 4, ef: 300, refine_factor: 5 },
-        AnnTuning { nprobes: 4, ef: 600, refine_factor: 5 },
-        AnnTuning { nprobes: 4, ef: 400, refine_factor: 10 },
-    ] {
-        ann_row(ds, vectors, &exact_ids, t).await?;
+    for ef in [100, 200, 300, 600] {
+        ann_row(ds, vectors, &exact_ids, AnnTuning { ef, ..tuning }).await?;
     }
     let mut lat = hybrid(&kb, queries).await?;
     println!("  hybrid search, ANN vectors: {}", percentiles(&mut lat));
     // Where an ANN query's time goes, by lance's own account (after the runs above, warm).
     if let Some(v) = vectors.first() {
         println!("  one ANN query, lance's analyze_plan (each step's time includes the steps below it):");
-        for line in ds.analyze_nearest(v, 10, Some(AnnTuning::default())).await?.lines() {
-            println!("    {}", plan_step(line));
-        }
-    }
-    // The alternative without a refine step: an HNSW graph over the vectors themselves.
-    let t = Instant::now();
-    ds.create_ann_index_with(Graph::Flat, partitions).await?;
-    println!("  IVF-HNSW-FLAT index of {partitions} partition(s) built in {:.1} s", t.elapsed().as_secs_f64());
-    for ef in [100, 200, 400] {
-        ann_row(ds, vectors, &exact_ids, AnnTuning { nprobes: 4, ef, refine_factor: 0 }).await?;
-    }
-    if let Some(v) = vectors.first() {
-        println!("  one IVF-HNSW-FLAT query (ef 200), lance's analyze_plan:");
-        for line in ds.analyze_nearest(v, 10, Some(AnnTuning { nprobes: 4, ef: 200, refine_factor: 0 })).await?.lines()
-        {
+        for line in ds.analyze_nearest(v, 10, Some(tuning)).await?.lines() {
             println!("    {}", plan_step(line));
         }
     }
