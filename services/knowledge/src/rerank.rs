@@ -21,7 +21,7 @@ use crate::index::identifier_words;
 use crate::search::is_test;
 
 /// How many features describe a candidate.
-pub const FEATURES: usize = 21;
+pub const FEATURES: usize = 23;
 
 /// The features, in order, as the bench prints them. "Words" are stemmed, without stop words;
 /// "abbreviated" also counts a word that begins the other (`dir` for "directory").
@@ -47,16 +47,20 @@ pub const NAMES: [&str; FEATURES] = [
     "setter: set_ name, query begins set/change/toggle/enable/disable",
     "constructor: new/with_/from_ name, query begins create/construct/build/new/make",
     "yes/no query (returns true if, whether, is) and a predicate (bool result or is_/has_ name)",
+    "public: part of its module's interface (pub, public, export, a capital in Go, no _ in Python)",
+    "count query (the number of, how many, count, total) and an integer result",
 ];
 
-/// Fitted by `turbo-knowledge-bench --fit` on 443 doc-comment queries of walkdir, tempfile,
-/// same-file, smallvec, similar and base64, none of them an evaluation crate (docs/benchmarks.md,
-/// section 7); the order of [`NAMES`].
+/// Fitted by `turbo-knowledge-bench --fit` on 2,653 doc-comment queries of 18 crates (walkdir,
+/// tempfile, same-file, smallvec, similar, base64, itertools, bytes, http, indexmap, either,
+/// anyhow, bstr, num-traits, fst, arrayvec, dashmap, crossbeam-channel), none of them an
+/// evaluation crate (docs/benchmarks.md, section 7); the order of [`NAMES`].
 #[rustfmt::skip]
 pub const WEIGHTS: [f32; FEATURES] = [
-    4.861, 0.761, 2.209, 0.370, 0.055, 0.353, -1.078,
-    0.901, 1.841, 0.323, 0.676, 1.118, -1.639, 2.721,
-    0.708, 2.144, -0.993, 0.277, -0.030, 2.291, 3.167,
+    5.304, 0.755, 1.433, 0.574, 0.079, 0.482, -1.379,
+    0.594, 1.800, 1.290, -0.840, 1.531, -0.156, 1.587,
+    1.420, 2.608, -1.411, 0.377, 0.323, 1.157, 2.464,
+    1.376, 2.225,
 ];
 
 /// The retrievers whose lists make the candidates, in the order of [`Candidate::found`].
@@ -95,6 +99,7 @@ pub struct Query<'a> {
     first: String,
     about_tests: bool,
     yes_no: bool,
+    count: bool,
 }
 
 impl<'a> Query<'a> {
@@ -109,7 +114,10 @@ impl<'a> Query<'a> {
         let yes_no = ["returns true", "return true", "whether", "check", "tests whether", "is ", "are ", "does "]
             .iter()
             .any(|p| lower.starts_with(p));
-        Self { vector, words, first, about_tests, yes_no }
+        let plain: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let count = plain.windows(2).any(|w| matches!(w, ["number", "of"] | ["how", "many"]))
+            || plain.iter().any(|w| matches!(*w, "count" | "counts" | "total"));
+        Self { vector, words, first, about_tests, yes_no, count }
     }
 
     /// The share of `words` among the query's words.
@@ -176,6 +184,8 @@ pub fn features(q: &Query, candidates: &[Candidate]) -> Vec<[f32; FEATURES]> {
                 flag(setter),
                 flag(constructor),
                 flag(q.yes_no && predicate),
+                flag(is_public(row, last, &signature)),
+                flag(q.count && returns_integer(&signature)),
             ]
         })
         .collect()
@@ -194,6 +204,42 @@ fn returns_bool(signature: &str) -> bool {
     let after = signature.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let before = signature.split('(').next().unwrap_or_default();
     after.contains("bool") || before.split_whitespace().any(|w| w == "bool" || w == "boolean")
+}
+
+/// Whether a unit is part of its module's interface: `pub` (any `pub(...)` too) in Rust,
+/// `public` in Java, `export` (or a method neither private nor `#`) in JavaScript and
+/// TypeScript, a capital initial in Go, and a name without a leading underscore (dunders
+/// count) in Python. Other languages: never.
+fn is_public(row: &Row, name: &str, signature: &str) -> bool {
+    let mut tokens =
+        signature.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '#')).filter(|t| !t.is_empty());
+    match row.language.as_str() {
+        "rust" => tokens.any(|t| t == "pub"),
+        "java" => tokens.any(|t| t == "public"),
+        "javascript" | "typescript" => {
+            let tokens: Vec<&str> = tokens.collect();
+            tokens.contains(&"export")
+                || (row.chunk_type == "method"
+                    && !name.starts_with('#')
+                    && !tokens.iter().any(|t| matches!(*t, "private" | "protected")))
+        }
+        "go" => name.starts_with(|c: char| c.is_uppercase()),
+        "python" => !name.starts_with('_') || (name.starts_with("__") && name.ends_with("__")),
+        _ => false,
+    }
+}
+
+/// Whether a signature returns an integer (alone, optional or in a result): `-> usize`
+/// (Rust), `-> int` (Python), `) int {` (Go), `public long count(` (Java), `): number`
+/// (TypeScript).
+fn returns_integer(signature: &str) -> bool {
+    const INTEGERS: &[&str] =
+        &["usize", "isize", "u64", "i64", "u32", "i32", "u16", "i16", "u8", "i8", "int", "long", "integer", "number"];
+    let after = signature.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let before = signature.split('(').next().unwrap_or_default();
+    let words =
+        |s: &str| s.split(|c: char| !c.is_alphanumeric()).any(|w| INTEGERS.contains(&w.to_lowercase().as_str()));
+    words(after) || before.split_whitespace().rev().nth(1).is_some_and(|w| words(w))
 }
 
 /// The share of `items` for which `hit` holds (0 when there are none).
@@ -532,6 +578,46 @@ mod tests {
         assert_eq!(at("The glob's hidden files")[2][20], 0.0, "not a yes/no query");
         assert!(returns_bool("func (w *Walker) Hidden() bool {") && returns_bool("public boolean isHidden()"));
         assert!(returns_bool("hidden(): boolean") && !returns_bool("fn booleans(&self) -> Vec<u8>"));
+    }
+
+    #[test]
+    fn what_a_module_offers_and_counts_asked_for_are_features() {
+        let v = vec![1.0, 0.0];
+        let unit = |id: &str, language: &str, kind: &str, symbol: &str, signature: &str| {
+            let mut r = row(id, symbol, "src/x", kind, vec![1.0, 0.0]);
+            r.language = language.into();
+            r.text = format!("src/x {symbol} {signature}");
+            found(r, 0.0)
+        };
+        let c = candidates([
+            vec![
+                unit("r", "rust", "method", "Types::len", "pub fn len(&self) -> usize"),
+                unit("rc", "rust", "function", "walk::count", "pub(crate) fn count(n: &[u8]) -> Option<u64>"),
+                unit("rp", "rust", "method", "Types::names", "fn names(&self) -> Vec<String>"),
+                unit("j", "java", "method", "Walker::size", "public long size()"),
+                unit("jp", "java", "method", "Walker::grow", "private void grow(int n)"),
+                unit("t", "typescript", "function", "count", "export function count(xs: string[]): number"),
+                unit("tp", "typescript", "method", "Walker::reset", "private reset(): void"),
+                unit("g", "go", "method", "Walker::Len", "func (w *Walker) Len() int {"),
+                unit("gp", "go", "function", "grow", "func grow(n int) {"),
+                unit("p", "python", "method", "Walker::__len__", "def __len__(self) -> int:"),
+                unit("pp", "python", "method", "Walker::_grow", "def _grow(self, n: int):"),
+                unit("m", "markdown", "section", "Counting", "# Counting"),
+            ],
+            vec![],
+            vec![],
+        ]);
+        let f = features(&Query::new("Returns the number of file types", &v), &c);
+        let public: Vec<&str> =
+            c.iter().zip(&f).filter(|(_, f)| f[21] == 1.0).map(|(c, _)| c.row.id.as_str()).collect();
+        assert_eq!(public, ["r", "rc", "j", "t", "g", "p"]);
+        let counting: Vec<&str> =
+            c.iter().zip(&f).filter(|(_, f)| f[22] == 1.0).map(|(c, _)| c.row.id.as_str()).collect();
+        assert_eq!(counting, ["r", "rc", "j", "t", "g", "p"], "integer results; a parameter's int does not count");
+        for query in ["How many types are there", "Count the types", "The total of the types"] {
+            assert_eq!(features(&Query::new(query, &v), &c)[0][22], 1.0, "{query}");
+        }
+        assert_eq!(features(&Query::new("Returns the file types", &v), &c)[0][22], 0.0, "not a count");
     }
 
     #[test]

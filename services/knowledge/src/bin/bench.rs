@@ -54,7 +54,11 @@ struct Args {
     fit: bool,
     /// Registry crates whose queries train the ranking weights (`--fit`); none of the
     /// evaluation's.
-    #[arg(long, value_delimiter = ',', default_value = "walkdir,tempfile,same-file,smallvec,similar,base64")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "walkdir,tempfile,same-file,smallvec,similar,base64,itertools,bytes,http,indexmap,either,anyhow,bstr,num-traits,fst,arrayvec,dashmap,crossbeam-channel"
+    )]
     train_crates: Vec<String>,
     /// Keeps the corpus and its index in this directory, so a second run embeds nothing
     /// (default: a temporary directory).
