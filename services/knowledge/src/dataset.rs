@@ -997,7 +997,7 @@ mod tests {
         let rows = sample_rows();
         // Whether lance re-ranks the index's candidates by their exact distance: the refine
         // step, which reads their vectors from the table.
-        let refines = |plan: String| plan.contains("KNNVectorDistance");
+        let refines = |plan: &str| plan.contains("KNNVectorDistance");
         let ds = Dataset::open(uri, "m", DIM, 2).await.unwrap();
         assert_eq!(ds.graph(), None);
         ds.upsert(rows.clone()).await.unwrap();
@@ -1006,7 +1006,7 @@ mod tests {
         assert_eq!(ds.graph(), Some(Graph::Flat));
         assert_eq!(ds.tuning().refine_factor, 0);
         let plan = ds.analyze_nearest(&rows[1].vector, 2, Some(ds.tuning())).await.unwrap();
-        assert!(plan.contains("ANNSubIndex") && !refines(plan.clone()), "{plan}");
+        assert!(plan.contains("ANNSubIndex") && !refines(&plan), "{plan}");
         check_searches(&ds, &rows).await;
 
         // A table indexed with 8-bit codes, as tables were before, is searched with a refine
@@ -1017,7 +1017,7 @@ mod tests {
         let ds = Dataset::open(uri, "m", DIM, 2).await.unwrap();
         assert_eq!(ds.graph(), Some(Graph::Quantized));
         let plan = ds.analyze_nearest(&rows[1].vector, 2, Some(ds.tuning())).await.unwrap();
-        assert!(plan.contains("ANNSubIndex") && refines(plan.clone()), "{plan}");
+        assert!(plan.contains("ANNSubIndex") && refines(&plan), "{plan}");
         check_searches(&ds, &rows).await;
         ds.create_ann_index().await.unwrap();
         drop(ds);

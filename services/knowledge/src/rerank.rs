@@ -593,7 +593,8 @@ mod tests {
             vec![
                 unit("r", "rust", "method", "Types::len", "pub fn len(&self) -> usize"),
                 unit("rc", "rust", "function", "walk::count", "pub(crate) fn count(n: &[u8]) -> Option<u64>"),
-                unit("rp", "rust", "method", "Types::names", "fn names(&self) -> Vec<String>"),
+                unit("rp", "rust", "method", "Types::names", "pub fn names(&self) -> Vec<String>"),
+                unit("ri", "rust", "method", "Types::width", "fn width(&self) -> u32"),
                 unit("j", "java", "method", "Walker::size", "public long size()"),
                 unit("jp", "java", "method", "Walker::grow", "private void grow(int n)"),
                 unit("t", "typescript", "function", "count", "export function count(xs: string[]): number"),
@@ -608,12 +609,15 @@ mod tests {
             vec![],
         ]);
         let f = features(&Query::new("Returns the number of file types", &v), &c);
-        let public: Vec<&str> =
-            c.iter().zip(&f).filter(|(_, f)| f[21] == 1.0).map(|(c, _)| c.row.id.as_str()).collect();
-        assert_eq!(public, ["r", "rc", "j", "t", "g", "p"]);
-        let counting: Vec<&str> =
-            c.iter().zip(&f).filter(|(_, f)| f[22] == 1.0).map(|(c, _)| c.row.id.as_str()).collect();
-        assert_eq!(counting, ["r", "rc", "j", "t", "g", "p"], "integer results; a parameter's int does not count");
+        let marked = |k: usize| -> Vec<&str> {
+            c.iter().zip(&f).filter(|(_, f)| f[k] == 1.0).map(|(c, _)| c.row.id.as_str()).collect()
+        };
+        assert_eq!(marked(21), ["r", "rc", "rp", "j", "t", "g", "p"], "public");
+        assert_eq!(
+            marked(22),
+            ["r", "rc", "ri", "j", "t", "g", "p"],
+            "integer results; a parameter's int does not count"
+        );
         for query in ["How many types are there", "Count the types", "The total of the types"] {
             assert_eq!(features(&Query::new(query, &v), &c)[0][22], 1.0, "{query}");
         }
