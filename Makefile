@@ -44,6 +44,7 @@ bench: ## print every benchmark of docs/benchmarks.md (release build); BENCH_ARG
 		-p turbo-orchestrator --bin turbo-orchestrator
 	$(CARGO_TARGET_DIR)/release/turbo-bench $(BENCH_ARGS)
 	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench $(KNOWLEDGE_BENCH_ARGS)
+	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench --embedder minilm-static --only-quality
 
 bench-gateway: ## only the gateway benchmark (figure 9): GET /v1/tasks/{id} under wrk, 1,000 WebSocket sessions
 	$(CARGO) build --locked --release -p turbo-tests --bin turbo-bench -p turbo-gateway --bin turbo-gateway \
@@ -53,3 +54,4 @@ bench-gateway: ## only the gateway benchmark (figure 9): GET /v1/tasks/{id} unde
 bench-knowledge: ## only the knowledge benchmark: index throughput, retrieval quality, search at 10k/100k chunks
 	$(CARGO) build --locked --release -p turbo-knowledge --bin turbo-knowledge-bench
 	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench $(KNOWLEDGE_BENCH_ARGS)
+	$(CARGO_TARGET_DIR)/release/turbo-knowledge-bench --embedder minilm-static --only-quality

@@ -1,8 +1,10 @@
 //! Embeddings: the [`Embedder`] trait that turns chunk and query texts into L2-normalised
-//! vectors, and the three models behind it, chosen by `knowledge.embedder`:
+//! vectors, and the four models behind it, chosen by `knowledge.embedder`:
 //!
 //! - [`MiniLm`]: all-MiniLM-L6-v2 (384 dimensions) run on the CPU in this process with candle,
 //!   from the files `deploy/scripts/setup.sh` fetches. No server, works offline.
+//! - [`Distilled`]: a static model distilled once from the same MiniLM files: a text's vector
+//!   is the weighted mean of its tokens' vectors. About a hundred times faster, ranks worse.
 //! - [`HttpEmbedder`] with [`Protocol::Ollama`]: an Ollama server's `POST /api/embed`.
 //! - [`HttpEmbedder`] with [`Protocol::OpenAi`]: an OpenAI-compatible server's
 //!   `POST /v1/embeddings`.
@@ -14,17 +16,20 @@
 //! - this file: the trait, [`from_config`], and the checks every model's vectors go through.
 //! - `error`: [`EmbedError`], saying what to fix.
 //! - `minilm`: the in-process model: tokenizer, BERT, masked mean pooling.
+//! - `distilled`: the static model distilled from it, and its table's file.
 //! - `http`: the two server protocols, with the probe that learns the dimension.
 
+mod distilled;
 mod error;
 mod http;
-mod minilm;
+pub(crate) mod minilm;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use turbo_config::{EmbedderKind, KnowledgeConfig, ModelSettings, StoreConfig};
 
+pub use distilled::{DISTILLED_MODEL_ID, Distilled};
 pub use error::EmbedError;
 pub use http::{HttpEmbedder, Protocol};
 pub use minilm::{MINILM_MODEL_ID, MiniLm};
@@ -50,13 +55,15 @@ pub async fn from_config(
     coder: &ModelSettings,
 ) -> Result<Arc<dyn Embedder>, EmbedError> {
     match k.embedder {
-        EmbedderKind::Minilm => {
+        EmbedderKind::Minilm | EmbedderKind::MinilmStatic => {
             let dir = k.model_dir(store);
-            // Reading and parsing 90 MB of weights is blocking work.
-            let model = tokio::task::spawn_blocking(move || MiniLm::load(&dir))
-                .await
-                .map_err(|e| EmbedError::Inference { reason: format!("the model loading task failed: {e}") })??;
-            Ok(Arc::new(model))
+            let distilled = k.embedder == EmbedderKind::MinilmStatic;
+            // Reading and parsing 90 MB of weights (and distilling them) is blocking work.
+            tokio::task::spawn_blocking(move || -> Result<Arc<dyn Embedder>, EmbedError> {
+                Ok(if distilled { Arc::new(Distilled::load(&dir)?) } else { Arc::new(MiniLm::load(&dir)?) })
+            })
+            .await
+            .map_err(|e| EmbedError::Inference { reason: format!("the model loading task failed: {e}") })?
         }
         EmbedderKind::Ollama | EmbedderKind::Openai => {
             if k.embed_batch == 0 {

@@ -239,7 +239,7 @@ fn returns_integer(signature: &str) -> bool {
     let before = signature.split('(').next().unwrap_or_default();
     let words =
         |s: &str| s.split(|c: char| !c.is_alphanumeric()).any(|w| INTEGERS.contains(&w.to_lowercase().as_str()));
-    words(after) || before.split_whitespace().rev().nth(1).is_some_and(|w| words(w))
+    words(after) || before.split_whitespace().rev().nth(1).is_some_and(words)
 }
 
 /// The share of `items` for which `hit` holds (0 when there are none).

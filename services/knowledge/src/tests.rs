@@ -388,6 +388,35 @@ async fn another_embedding_model_is_refused_with_a_re_index_message() {
     assert!(msg.contains("knowledge.dataset_uri"), "{msg}");
 }
 
+/// `knowledge.embedder = "minilm-static"` opens a base that indexes and ranks with the static
+/// model distilled from the real MiniLM files; the dataset then refuses MiniLM itself, whose
+/// vectors live in another space.
+#[tokio::test]
+async fn the_static_model_is_chosen_by_configuration_and_not_mixed_with_minilm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    sample_workspace(&ws);
+    let mut config = turbo_config::Config::default();
+    config.knowledge.embedder = turbo_config::EmbedderKind::MinilmStatic;
+    config.knowledge.model_dir = Some(crate::embed::minilm::tests::test_model_dir());
+    config.knowledge.dataset_uri = Some(dir.path().join("kb").display().to_string());
+    let kb = KnowledgeBase::open(&config).await.unwrap();
+    let report = kb.index_workspace(index_req("p1", &ws)).await.unwrap();
+    assert_eq!(report.chunks_embedded, report.chunks_added);
+    let hits = kb.search(search("where are the settings parsed", SearchMode::Hybrid, project("p1"))).await.unwrap();
+    assert_eq!(hits[0].symbol, "parse_config", "{hits:#?}");
+    let hits = kb.search(search("check a bearer token", SearchMode::Vector, project("p1"))).await.unwrap();
+    assert_eq!(hits[0].symbol, "verify_token", "{hits:#?}");
+    let stats = kb.stats(Some("p1")).await.unwrap();
+    assert_eq!((stats.embedding_model.as_str(), stats.dimension), ("minilm-static:all-MiniLM-L6-v2", 384));
+    drop(kb);
+
+    config.knowledge.embedder = turbo_config::EmbedderKind::Minilm;
+    let err = KnowledgeBase::open(&config).await.err().expect("MiniLM's vectors are not the static model's");
+    assert!(matches!(err, Error::ModelChanged { .. }), "{err}");
+    assert!(err.to_string().contains("minilm-static:all-MiniLM-L6-v2 (384 dimensions)"), "{err}");
+}
+
 #[tokio::test]
 async fn bad_queries_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

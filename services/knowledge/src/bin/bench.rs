@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
 use turbo_knowledge::dataset::{self, AnnTuning, Dataset, Found, FullText, Graph, Row};
-use turbo_knowledge::embed::{EmbedError, Embedder, MiniLm};
+use turbo_knowledge::embed::{Distilled, EmbedError, Embedder, MiniLm};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits, rerank, search};
 
@@ -31,6 +31,10 @@ struct Args {
     /// all-MiniLM-L6-v2 directory (default: $TURBO_MINILM_DIR or ~/.cache/turbo-coder/models/all-MiniLM-L6-v2).
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// The model the corpus is indexed and searched with: `minilm`, or `minilm-static` (the
+    /// static model distilled from it). The throughput sample times both.
+    #[arg(long, default_value = "minilm", value_parser = ["minilm", "minilm-static"])]
+    embedder: String,
     /// Registry crates making the corpus.
     #[arg(long, value_delimiter = ',', default_value = "semver,globset,humantime,ignore,url")]
     crates: Vec<String>,
@@ -92,6 +96,14 @@ async fn run(args: Args) -> AnyResult<()> {
     let load = Instant::now();
     let minilm = Arc::new(MiniLm::load(&model_dir)?);
     println!("\nmodel: {} loaded in {:.2} s", minilm.model_id(), load.elapsed().as_secs_f64());
+    let load = Instant::now();
+    let distilled = Arc::new(Distilled::load(&model_dir)?);
+    println!(
+        "model: {} loaded in {:.2} s (distilled from MiniLM when its table was not kept yet)",
+        distilled.model_id(),
+        load.elapsed().as_secs_f64()
+    );
+    let embedder: Arc<dyn Embedder> = if args.embedder == "minilm" { minilm.clone() } else { distilled.clone() };
     let (texts, chunk_secs) = chunk_all(&ws)?;
     if !args.only_quality {
         println!(
@@ -105,9 +117,29 @@ async fn run(args: Args) -> AnyResult<()> {
         minilm.embed(&sample).await?;
         let embed_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
         println!("embedding alone (MiniLM, {} chunk texts): {embed_rate:.1} chunks/s", sample.len());
+        let t = Instant::now();
+        let fresh = tokio::task::spawn_blocking({
+            let minilm = minilm.clone();
+            move || Distilled::distill(&minilm)
+        })
+        .await??;
+        println!("distilling the static model from MiniLM (its first start): {:.1} s", t.elapsed().as_secs_f64());
+        let probe = vec!["walk a directory tree".to_owned()];
+        let (a, b) = (fresh.embed(&probe).await?, distilled.embed(&probe).await?);
+        if a[0].iter().zip(&b[0]).any(|(x, y)| (x - y).abs() > 1e-4) {
+            println!("  (the kept table differs from this distillation: delete it to distil it again)");
+        }
+        let t = Instant::now();
+        distilled.embed(&texts).await?;
+        let embed_rate = texts.len() as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "embedding alone (static, distilled from MiniLM, {} chunk texts): {embed_rate:.0} chunks/s",
+            texts.len()
+        );
     }
 
-    let kb = open_kb(&dir.join("kb"), minilm.clone()).await?;
+    println!("\nindexed and searched with {}:", embedder.model_id());
+    let kb = open_kb(&kb_dir(&dir, "kb", &args.embedder), embedder.clone()).await?;
     let (files, chunks, _, secs) = index_all(&kb, &ws, &projects).await?;
     println!(
         "index (walk + chunk + embed + commit): {files} files, {chunks} chunks in {secs:.1} s = {:.1} chunks/s",
@@ -142,7 +174,7 @@ async fn run(args: Args) -> AnyResult<()> {
         let filter = SearchFilter { project_id: Some(project.clone()), ..SearchFilter::default() };
         let ds = kb.dataset();
         let sql = search::filter_sql(&filter)?;
-        let query_vector = search::embed_query(minilm.as_ref(), &p.query).await?;
+        let query_vector = search::embed_query(embedder.as_ref(), &p.query).await?;
         let vector = ds.nearest(&query_vector, 30, sql.clone()).await?;
         let text = ds.full_text(&p.query, 30, sql.clone()).await?;
         let symbol = ds.full_text_in(FullText::Symbol, &p.query, 30, sql).await?;
@@ -180,10 +212,10 @@ async fn run(args: Args) -> AnyResult<()> {
         // candidates as the hybrid search's).
         let ws = dir.join("ws-train");
         let (projects, train_pairs) = mine(&args.train_crates, &ws)?;
-        let train_kb = open_kb(&dir.join("kb-train"), minilm.clone()).await?;
+        let train_kb = open_kb(&kb_dir(&dir, "kb-train", &args.embedder), embedder.clone()).await?;
         index_all(&train_kb, &ws, &projects).await?;
         let t = Instant::now();
-        train = samples(&train_kb, &minilm, &train_pairs).await?;
+        train = samples(&train_kb, embedder.as_ref(), &train_pairs).await?;
         let weights = rerank::fit(&train.iter().map(|(s, _, _)| s).cloned().collect::<Vec<_>>(), 2000);
         println!(
             "\nranking weights fitted on {} queries of {} in {:.1} s:",
@@ -206,7 +238,7 @@ async fn run(args: Args) -> AnyResult<()> {
         let own = eval::score(&own);
         println!("(on its own training queries, any same-doc fn: MRR@10 {:.3}, top-1 {:.3})", own.mrr_at_10, own.top1);
         let (mut strict, mut any) = (Vec::new(), Vec::new());
-        for (s, right, _) in samples(&kb, &minilm, &pairs).await? {
+        for (s, right, _) in samples(&kb, embedder.as_ref(), &pairs).await? {
             let order = rerank::order(&s.features, &weights);
             let rank = |right: &[usize]| order.iter().take(10).position(|i| right.contains(i));
             strict.push(rank(&right));
@@ -220,7 +252,7 @@ async fn run(args: Args) -> AnyResult<()> {
     }
 
     if let Some(path) = &args.dump {
-        dump(&samples(&kb, &minilm, &pairs).await?, &train, path)?;
+        dump(&samples(&kb, embedder.as_ref(), &pairs).await?, &train, path)?;
     }
     if args.only_quality {
         return Ok(());
@@ -229,10 +261,10 @@ async fn run(args: Args) -> AnyResult<()> {
     // 4. Scale.
     let base_rows = kb.dataset().sample(usize::MAX).await?;
     let queries: Vec<String> = pairs.iter().take(args.queries).map(|(_, p)| p.query.clone()).collect();
-    let query_vectors = minilm.embed(&queries).await?;
+    let query_vectors = embedder.embed(&queries).await?;
     let fixed = Arc::new(Fixed {
-        id: minilm.model_id().to_string(),
-        dim: minilm.dimension(),
+        id: embedder.model_id().to_string(),
+        dim: embedder.dimension(),
         vectors: queries.iter().cloned().zip(query_vectors.iter().cloned()).collect(),
     });
     for &n in &args.sizes {
@@ -265,7 +297,7 @@ type Scored = (rerank::Sample, Vec<usize>, Vec<rerank::Candidate>);
 
 /// Each query's hybrid candidates and their features, the right answers marked (any function
 /// with the same doc sentence), with the strict right answer (the function itself) beside.
-async fn samples(kb: &KnowledgeBase, embedder: &MiniLm, pairs: &[(String, Pair)]) -> AnyResult<Vec<Scored>> {
+async fn samples(kb: &KnowledgeBase, embedder: &dyn Embedder, pairs: &[(String, Pair)]) -> AnyResult<Vec<Scored>> {
     let same = eval::same_query(pairs);
     let mut out = Vec::with_capacity(pairs.len());
     for ((project, p), answers) in pairs.iter().zip(&same) {
@@ -320,11 +352,17 @@ fn dump(eval: &[Scored], train: &[Scored], path: &std::path::Path) -> AnyResult<
     Ok(())
 }
 
-/// A knowledge base in `dir` embedding with `minilm`, never building the ANN index (the
+/// A knowledge base in `dir` embedding with `embedder`, never building the ANN index (the
 /// corpus is small: its searches are exact).
-async fn open_kb(dir: &std::path::Path, minilm: Arc<MiniLm>) -> AnyResult<KnowledgeBase> {
+async fn open_kb(dir: &std::path::Path, embedder: Arc<dyn Embedder>) -> AnyResult<KnowledgeBase> {
     let uri = dir.to_str().ok_or("the data directory is not UTF-8")?;
-    Ok(KnowledgeBase::with_embedder(uri, minilm, usize::MAX, Limits::default()).await?)
+    Ok(KnowledgeBase::with_embedder(uri, embedder, usize::MAX, Limits::default()).await?)
+}
+
+/// The directory of a knowledge base named `name` for `embedder`: MiniLM's keep their first
+/// names, so a `--data` directory of earlier runs is reused.
+fn kb_dir(dir: &std::path::Path, name: &str, embedder: &str) -> PathBuf {
+    if embedder == "minilm" { dir.join(name) } else { dir.join(format!("{name}-{embedder}")) }
 }
 
 /// Indexes each project's workspace under `ws`: files changed, chunks added, chunks embedded,

@@ -94,6 +94,42 @@ impl MiniLm {
     }
 }
 
+impl MiniLm {
+    /// The tokenizer this model reads with (batch padding, truncation at 128 tokens).
+    pub(super) fn tokenizer(&self) -> &Tokenizer {
+        &self.inner.tokenizer
+    }
+
+    /// The vector of every token of the vocabulary embedded alone, as `[CLS] token [SEP]`
+    /// mean-pooled like any text (not normalised), in id order: what a static model is
+    /// distilled from. Blocking: about 90k token positions through the model.
+    pub(super) fn token_vectors(&self) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let inner = &self.inner;
+        let special = |token: &str| {
+            inner.tokenizer.token_to_id(token).ok_or_else(|| EmbedError::Inference {
+                reason: format!("tokenizer.json has no {token} token: it is not a BERT tokenizer"),
+            })
+        };
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let vocab = u32::try_from(inner.tokenizer.get_vocab_size(true))
+            .map_err(|_| EmbedError::Inference { reason: "the vocabulary has more than 2^32 tokens".into() })?;
+        let mut vectors = Vec::with_capacity(vocab as usize);
+        let ids: Vec<u32> = (0..vocab).collect();
+        for batch in ids.chunks(1024) {
+            let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+                let count = batch.len();
+                let ids: Vec<u32> = batch.iter().flat_map(|&id| [cls, id, sep]).collect();
+                let ids = Tensor::from_vec(ids, (count, 3), &inner.device)?;
+                let type_ids = ids.zeros_like()?;
+                let mask = ids.ones_like()?;
+                inner.model.forward(&ids, &type_ids, Some(&mask))?.mean(1)?.to_vec2::<f32>()
+            };
+            vectors.extend(run().map_err(|e| EmbedError::Inference { reason: e.to_string() })?);
+        }
+        Ok(vectors)
+    }
+}
+
 #[async_trait::async_trait]
 impl Embedder for MiniLm {
     fn model_id(&self) -> &str {
@@ -162,7 +198,7 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::PathBuf;
     use std::sync::OnceLock;
 
@@ -170,7 +206,7 @@ mod tests {
 
     /// The model directory for tests: `TURBO_MINILM_DIR`, else `all-MiniLM-L6-v2` in
     /// `TURBO_MODELS_DIR` or `~/.cache/turbo-coder/models`, where `deploy/scripts/setup.sh` puts it.
-    fn test_model_dir() -> PathBuf {
+    pub(crate) fn test_model_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("TURBO_MINILM_DIR") {
             return PathBuf::from(dir);
         }
@@ -270,58 +306,5 @@ mod tests {
         let err = MiniLm::load(dir.path()).expect_err("broken files");
         assert!(matches!(&err, EmbedError::Load { .. }), "unexpected error: {err}");
         assert!(err.to_string().contains("config.json is not a BERT config"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod adhoc {
-    use super::*;
-    #[tokio::test(flavor = "multi_thread")]
-    #[ignore]
-    async fn adhoc_throughput() {
-        let t0 = std::time::Instant::now();
-        let m = MiniLm::load(
-            &std::path::PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/turbo-coder/models/all-MiniLM-L6-v2"),
-        )
-        .unwrap();
-        eprintln!("load {:?}", t0.elapsed());
-        let src = std::fs::read_to_string("src/chunk.rs").unwrap()
-            + &std::fs::read_to_string("src/scan.rs").unwrap()
-            + &std::fs::read_to_string("src/embed/http.rs").unwrap();
-        let lines: Vec<&str> = src.lines().collect();
-        let texts: Vec<String> = (0..200)
-            .map(|i| {
-                let s = (i * 7) % lines.len().saturating_sub(30);
-                lines[s..s + 10 + (i % 20)].join("\n")
-            })
-            .collect();
-        let avg = texts.iter().map(|t| t.len()).sum::<usize>() / texts.len();
-        let _ = m.embed(&texts[..8]).await.unwrap();
-        let t = std::time::Instant::now();
-        let v = m.embed(&texts).await.unwrap();
-        let el = t.elapsed();
-        eprintln!(
-            "{} texts (avg {} bytes) in {:?}: {:.1} texts/s",
-            v.len(),
-            avg,
-            el,
-            v.len() as f64 / el.as_secs_f64()
-        );
-        let c = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-        let s: Vec<String> = [
-            "how do I read a file into a string",
-            "load the contents of a file as text",
-            "parse a JWT bearer token",
-            "the cat sat on the mat",
-            "This is an example sentence",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let e = m.embed(&s).await.unwrap();
-        eprintln!("paraphrase {} unrelated {} ; example[0..5] {:?}", c(&e[0], &e[1]), c(&e[2], &e[3]), &e[4][..5]);
-        let enc = m.inner.tokenizer.encode_batch(vec![texts[0].as_str(), "a"], true).unwrap();
-        eprintln!("tok lens {} {}", enc[0].len(), enc[1].len());
     }
 }
