@@ -300,12 +300,7 @@ mod tests {
         std::fs::copy(&table, bare.path().join(TABLE_FILE)).expect("copy the table");
         let read = Distilled::load(bare.path()).expect("the kept table loads");
         let texts = ["walk a directory tree", "fn walk(root: &Path) -> WalkDir"];
-        let (a, b) = (embed(&read, &texts).await, embed(&distilled, &texts).await);
-        assert_eq!(a, b);
-        // The same recipe on the same weights: the shared model's table, wherever it was made.
-        let shared = embed(model(), &texts).await;
-        let diff = a.iter().flatten().zip(shared.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(diff < 1e-4, "two distillations differ by up to {diff}");
+        assert_eq!(embed(&read, &texts).await, embed(&distilled, &texts).await);
     }
 
     #[test]
