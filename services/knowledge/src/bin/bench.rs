@@ -3,8 +3,10 @@
 //!
 //! 1. Corpus: Rust crates from the local cargo registry, their function doc comments removed
 //!    (the evaluation's queries, see `turbo_knowledge::eval`).
-//! 2. Index throughput with all-MiniLM-L6-v2 in process: chunks/s of the whole incremental
-//!    index (walk, chunk, embed, commit), beside chunking alone and embedding alone.
+//! 2. Index throughput with all-MiniLM-L6-v2 in process (or, with `--embedder minilm-static`,
+//!    the static model distilled from it): chunks/s of the whole incremental index (walk,
+//!    chunk, embed, commit), beside chunking alone, the distillation, and embedding alone by
+//!    each model.
 //! 3. Retrieval quality: MRR@10, recall@10 and top-1 of vector search, BM25 over the text,
 //!    BM25 over the qualified names, the RRF of vector and text, and the hybrid search (the
 //!    three fused, then weighed); each crate is a project of its own, as a repository is.

@@ -15,7 +15,9 @@
 //!
 //! The table (30,522 x 384 floats, 47 MB) takes about a minute to distil on two cores, and is
 //! kept beside the model as `static-v1.safetensors` for the next start; a model directory that
-//! cannot be written to costs that minute at every start, said in the log.
+//! cannot be written to costs that minute at every start, said in the log. The table is checked
+//! against the tokenizer's vocabulary, not against the weights it came from: weights replaced
+//! in place need the table deleted too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
