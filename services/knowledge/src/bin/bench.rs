@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use turbo_core::knowledge::{IndexRequest, Knowledge, SearchFilter, SearchMode, SearchRequest};
 use turbo_knowledge::dataset::{self, AnnTuning, Dataset, Found, FullText, Graph, Row};
-use turbo_knowledge::embed::{Distilled, EmbedError, Embedder, MiniLm};
+use turbo_knowledge::embed::{Distilled, EmbedError, Embedder, HttpEmbedder, MiniLm, Protocol};
 use turbo_knowledge::eval::{self, Pair};
 use turbo_knowledge::{Chunked, Chunker, KnowledgeBase, Limits, rerank, search};
 
@@ -33,10 +33,17 @@ struct Args {
     /// all-MiniLM-L6-v2 directory (default: $TURBO_MINILM_DIR or ~/.cache/turbo-coder/models/all-MiniLM-L6-v2).
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    /// The model the corpus is indexed and searched with: `minilm`, or `minilm-static` (the
-    /// static model distilled from it). The throughput sample times both.
-    #[arg(long, default_value = "minilm", value_parser = ["minilm", "minilm-static"])]
+    /// The model the corpus is indexed and searched with: `minilm`, `minilm-static` (the
+    /// static model distilled from it), or a server's model (`ollama`, `openai`, with
+    /// `--embed-model` and `--embed-url`). The throughput sample times the two in-process ones.
+    #[arg(long, default_value = "minilm", value_parser = ["minilm", "minilm-static", "ollama", "openai"])]
     embedder: String,
+    /// The server's embedding model, e.g. `nomic-embed-code` (`--embedder ollama|openai`).
+    #[arg(long, default_value = "nomic-embed-text")]
+    embed_model: String,
+    /// The embedding server (`--embedder ollama|openai`); its key, if any, from `EMBED_API_KEY`.
+    #[arg(long, default_value = "http://127.0.0.1:11434")]
+    embed_url: String,
     /// Registry crates making the corpus.
     #[arg(long, value_delimiter = ',', default_value = "semver,globset,humantime,ignore,url")]
     crates: Vec<String>,
@@ -105,7 +112,18 @@ async fn run(args: Args) -> AnyResult<()> {
         distilled.model_id(),
         load.elapsed().as_secs_f64()
     );
-    let embedder: Arc<dyn Embedder> = if args.embedder == "minilm" { minilm.clone() } else { distilled.clone() };
+    let embedder: Arc<dyn Embedder> = match args.embedder.as_str() {
+        "minilm" => minilm.clone(),
+        "minilm-static" => distilled.clone(),
+        server => {
+            let protocol = if server == "ollama" { Protocol::Ollama } else { Protocol::OpenAi };
+            let key = std::env::var("EMBED_API_KEY").ok();
+            let timeout = Duration::from_secs(120);
+            let model = HttpEmbedder::connect(protocol, &args.embed_url, &args.embed_model, key, timeout).await?;
+            println!("model: {} at {}", model.model_id(), args.embed_url);
+            Arc::new(model.with_batch(64))
+        }
+    };
     let (texts, chunk_secs) = chunk_all(&ws)?;
     if !args.only_quality {
         println!(
@@ -141,7 +159,7 @@ async fn run(args: Args) -> AnyResult<()> {
     }
 
     println!("\nindexed and searched with {}:", embedder.model_id());
-    let kb = open_kb(&kb_dir(&dir, "kb", &args.embedder), embedder.clone()).await?;
+    let kb = open_kb(&kb_dir(&dir, "kb", &args), embedder.clone()).await?;
     let (files, chunks, _, secs) = index_all(&kb, &ws, &projects).await?;
     println!(
         "index (walk + chunk + embed + commit): {files} files, {chunks} chunks in {secs:.1} s = {:.1} chunks/s",
@@ -214,7 +232,7 @@ async fn run(args: Args) -> AnyResult<()> {
         // candidates as the hybrid search's).
         let ws = dir.join("ws-train");
         let (projects, train_pairs) = mine(&args.train_crates, &ws)?;
-        let train_kb = open_kb(&kb_dir(&dir, "kb-train", &args.embedder), embedder.clone()).await?;
+        let train_kb = open_kb(&kb_dir(&dir, "kb-train", &args), embedder.clone()).await?;
         index_all(&train_kb, &ws, &projects).await?;
         let t = Instant::now();
         train = samples(&train_kb, embedder.as_ref(), &train_pairs).await?;
@@ -361,10 +379,16 @@ async fn open_kb(dir: &std::path::Path, embedder: Arc<dyn Embedder>) -> AnyResul
     Ok(KnowledgeBase::with_embedder(uri, embedder, usize::MAX, Limits::default()).await?)
 }
 
-/// The directory of a knowledge base named `name` for `embedder`: MiniLM's keep their first
-/// names, so a `--data` directory of earlier runs is reused.
-fn kb_dir(dir: &std::path::Path, name: &str, embedder: &str) -> PathBuf {
-    if embedder == "minilm" { dir.join(name) } else { dir.join(format!("{name}-{embedder}")) }
+/// The directory of a knowledge base named `name` for the model of `args`: MiniLM's keep
+/// their first names, so a `--data` directory of earlier runs is reused.
+fn kb_dir(dir: &std::path::Path, name: &str, args: &Args) -> PathBuf {
+    let model = match args.embedder.as_str() {
+        "minilm" => return dir.join(name),
+        "minilm-static" => args.embedder.clone(),
+        server => format!("{server}-{}", args.embed_model),
+    };
+    let model: String = model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    dir.join(format!("{name}-{model}"))
 }
 
 /// Indexes each project's workspace under `ws`: files changed, chunks added, chunks embedded,
