@@ -105,17 +105,24 @@ async fn run(args: Args) -> AnyResult<()> {
     let load = Instant::now();
     let minilm = Arc::new(MiniLm::load(&model_dir)?);
     println!("\nmodel: {} loaded in {:.2} s", minilm.model_id(), load.elapsed().as_secs_f64());
-    let load = Instant::now();
-    let distilled = Arc::new(Distilled::load(&model_dir)?);
-    println!(
-        "model: {} loaded in {:.2} s (distilled from MiniLM when its table was not kept yet)",
-        distilled.model_id(),
-        load.elapsed().as_secs_f64()
-    );
-    let embedder: Arc<dyn Embedder> = match args.embedder.as_str() {
-        "minilm" => minilm.clone(),
-        "minilm-static" => distilled.clone(),
-        server => {
+    // The static model is loaded (and distilled, on a machine that has not kept its table yet)
+    // only when it is timed or searched with.
+    let distilled = if args.embedder == "minilm-static" || !args.only_quality {
+        let load = Instant::now();
+        let distilled = Arc::new(Distilled::load(&model_dir)?);
+        println!(
+            "model: {} loaded in {:.2} s (distilled from MiniLM when its table was not kept yet)",
+            distilled.model_id(),
+            load.elapsed().as_secs_f64()
+        );
+        Some(distilled)
+    } else {
+        None
+    };
+    let embedder: Arc<dyn Embedder> = match (args.embedder.as_str(), &distilled) {
+        ("minilm", _) => minilm.clone(),
+        ("minilm-static", Some(distilled)) => distilled.clone(),
+        (server @ ("ollama" | "openai"), _) => {
             let protocol = if server == "ollama" { Protocol::Ollama } else { Protocol::OpenAi };
             let key = std::env::var("EMBED_API_KEY").ok();
             let timeout = Duration::from_secs(120);
@@ -123,9 +130,10 @@ async fn run(args: Args) -> AnyResult<()> {
             println!("model: {} at {}", model.model_id(), args.embed_url);
             Arc::new(model.with_batch(64))
         }
+        (other, _) => return Err(format!("--embedder {other}: no such model here").into()),
     };
     let (texts, chunk_secs) = chunk_all(&ws)?;
-    if !args.only_quality {
+    if let (false, Some(distilled)) = (args.only_quality, &distilled) {
         println!(
             "chunking alone: {} chunks in {:.2} s = {:.0} chunks/s",
             texts.len(),

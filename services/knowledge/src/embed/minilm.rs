@@ -92,9 +92,7 @@ impl MiniLm {
         let model = BertModel::load(vb, &config).map_err(|e| fail(format!("model.safetensors: {e}")))?;
         Ok(Self { inner: Arc::new(Inner { model, tokenizer, device }), dimension: config.hidden_size })
     }
-}
 
-impl MiniLm {
     /// The tokenizer this model reads with (batch padding, truncation at 128 tokens).
     pub(super) fn tokenizer(&self) -> &Tokenizer {
         &self.inner.tokenizer
